@@ -1,0 +1,1 @@
+//! The cluster PKI, made on first start with rcgen and reused after.

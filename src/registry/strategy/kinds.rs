@@ -1,0 +1,10 @@
+//! Maps a built-in kind to its strategy.
+
+use std::sync::Arc;
+
+use super::{Plain, Strategy};
+
+/// The strategy for a built-in kind; `Plain` for kinds without special rules.
+pub fn for_kind(_group: &str, _kind: &str) -> Arc<dyn Strategy> {
+    Arc::new(Plain)
+}

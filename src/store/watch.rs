@@ -1,0 +1,1 @@
+//! In-process watch fan-out with a bounded window of recent events.
