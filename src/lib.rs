@@ -2,6 +2,10 @@
 
 pub mod api;
 pub mod auth;
+pub mod cli;
 pub mod config;
+pub mod controllers;
+pub mod patch;
+// pub mod server; (enabled once the store and PKI land)
 pub mod registry;
 pub mod store;

@@ -1,1 +1,30 @@
-fn main() {}
+//! The `rk3s` binary: one process for the whole cluster.
+
+use rk3s::cli::{self, Command};
+
+fn main() {
+    let command = cli::parse();
+    match command {
+        Command::Server(cfg) => {
+            init_tracing(&cfg.log_level);
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("rk3s: cannot start the runtime: {e}");
+                    std::process::exit(1);
+                }
+            };
+            if let Err(e) = rt.block_on(async { let _ = cfg; Ok::<(), String>(()) }) {
+                tracing::error!("{e}");
+                eprintln!("rk3s: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RK3S_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("rk3s={level},warn")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

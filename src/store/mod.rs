@@ -6,6 +6,7 @@
 //! resourceVersion. Values are opaque bytes (JSON of the object, stored without
 //! `metadata.resourceVersion`, which the registry fills in from `mod_revision`).
 
+pub mod metered;
 pub mod sqlite;
 pub mod watch;
 

@@ -1,6 +1,9 @@
 //! OpenAPI v2 and v3 documents generated from the k8s-openapi types and the
 //! catalogue (not copied from upstream).
 
+pub mod definitions;
+pub mod listmeta;
+
 use serde_json::{Value, json};
 
 use crate::registry::Catalogue;

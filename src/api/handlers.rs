@@ -1,0 +1,402 @@
+//! Resource endpoints: path resolution and the REST verbs, rendering the
+//! registry's results as JSON, Table or PartialObjectMetadata.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+
+use super::ApiState;
+use super::discovery;
+use super::fieldvalidation;
+use super::openapi;
+use super::request::{self, BodyType, FieldValidation, Output, Query};
+use super::status::{ApiError, success_status};
+use super::table;
+use crate::registry::ResourceDef;
+use crate::registry::generic::{ListPage, WriteOptions};
+
+pub(crate) fn json_response(code: StatusCode, v: &Value) -> Response {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn json_bytes(code: StatusCode, bytes: Vec<u8>) -> Response {
+    (code, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+pub async fn api_root(State(st): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if let Some(v) = discovery::wants_aggregated(&headers) {
+        return aggregated(&st, true, v);
+    }
+    json_response(StatusCode::OK, &discovery::api_versions(&st.server_address))
+}
+
+pub async fn apis_root(State(st): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if let Some(v) = discovery::wants_aggregated(&headers) {
+        return aggregated(&st, false, v);
+    }
+    json_response(StatusCode::OK, &discovery::group_list(&st.catalogue))
+}
+
+fn aggregated(st: &ApiState, legacy: bool, version: &str) -> Response {
+    let body = serde_json::to_vec(&discovery::aggregated(&st.catalogue, legacy, version)).unwrap_or_default();
+    let mut resp = (StatusCode::OK, body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&discovery::aggregated_content_type(version)) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+pub async fn openapi_v2(State(st): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    // We publish JSON only; a client asking for protobuf alone gets 406 and
+    // falls back (client-go does).
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !accept.is_empty() && !accept.contains("json") && !accept.contains("*/*") {
+        return ApiError::not_acceptable("only application/json is served for /openapi/v2").into_response();
+    }
+    let doc = {
+        let mut slot = st.openapi.v2.lock();
+        match &*slot {
+            Some(d) => d.clone(),
+            None => {
+                let d = Arc::new(serde_json::to_vec(&openapi::v2(&st.catalogue)).unwrap_or_default());
+                *slot = Some(d.clone());
+                d
+            }
+        }
+    };
+    json_bytes(StatusCode::OK, doc.as_ref().clone())
+}
+
+pub async fn openapi_v3_index(State(st): State<Arc<ApiState>>) -> Response {
+    let idx = {
+        let mut slot = st.openapi.v3_index.lock();
+        match &*slot {
+            Some(d) => d.clone(),
+            None => {
+                let d = Arc::new(openapi::v3_index(&st.catalogue));
+                *slot = Some(d.clone());
+                d
+            }
+        }
+    };
+    json_response(StatusCode::OK, &idx)
+}
+
+pub async fn openapi_v3_doc(
+    State(st): State<Arc<ApiState>>,
+    axum::extract::Path(path): axum::extract::Path<String>,
+) -> Response {
+    let cached = st.openapi.v3_docs.lock().get(&path).cloned();
+    let doc = match cached {
+        Some(d) => d,
+        None => match openapi::v3_document(&st.catalogue, &path) {
+            Some(d) => {
+                let d = Arc::new(serde_json::to_vec(&d).unwrap_or_default());
+                st.openapi.v3_docs.lock().insert(path.clone(), d.clone());
+                d
+            }
+            None => return ApiError::not_found_path().into_response(),
+        },
+    };
+    let mut resp = json_bytes(StatusCode::OK, doc.as_ref().clone());
+    // Documents are addressed by hash; clients may cache them for long.
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, immutable"));
+    resp
+}
+
+/// A resolved resource path.
+pub(crate) struct Target {
+    pub def: Arc<ResourceDef>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+}
+
+enum Resolved {
+    GroupVersion(String, String),
+    Group(String),
+    Resource(Target),
+}
+
+fn resolve(st: &ApiState, path: &str) -> Result<Resolved, ApiError> {
+    let segs: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect();
+    let (group, version, rest) = match segs.first().map(String::as_str) {
+        Some("api") if segs.len() >= 2 => (String::new(), segs[1].clone(), &segs[2..]),
+        Some("apis") if segs.len() == 2 => return Ok(Resolved::Group(segs[1].clone())),
+        Some("apis") if segs.len() >= 3 => (segs[1].clone(), segs[2].clone(), &segs[3..]),
+        _ => return Err(ApiError::not_found_path()),
+    };
+    if rest.is_empty() {
+        return Ok(Resolved::GroupVersion(group, version));
+    }
+    let cat = &st.catalogue;
+    // namespaces/{ns}/{resource}/... when {resource} is a namespaced resource.
+    if rest[0] == "namespaces" && rest.len() >= 3 {
+        if let Some(def) = cat.get(&group, &version, &rest[2]).filter(|d| d.namespaced) {
+            if rest.len() > 5 {
+                return Err(ApiError::not_found_path());
+            }
+            return Ok(Resolved::Resource(Target {
+                def,
+                namespace: Some(rest[1].clone()),
+                name: rest.get(3).cloned(),
+                subresource: rest.get(4).cloned(),
+            }));
+        }
+    }
+    let Some(def) = cat.get(&group, &version, &rest[0]) else {
+        return Err(ApiError::not_found_path());
+    };
+    if rest.len() > 3 || (def.namespaced && rest.len() > 1) {
+        return Err(ApiError::not_found_path());
+    }
+    Ok(Resolved::Resource(Target { def, namespace: None, name: rest.get(1).cloned(), subresource: rest.get(2).cloned() }))
+}
+
+/// Read a body up to the 3 MiB limit.
+async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, request::MAX_BODY);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::too_large()),
+        Err(e) => Err(ApiError::bad_request(format!("error reading the request body: {e}"))),
+    }
+}
+
+/// The fallback handler: every resource path.
+pub async fn resource(State(st): State<Arc<ApiState>>, req: Request) -> Response {
+    match serve(st, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn serve(st: Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let q = Query::parse(parts.uri.query())?;
+    let resolved = resolve(&st, parts.uri.path())?;
+    let t = match resolved {
+        Resolved::Group(g) => {
+            if parts.method != Method::GET {
+                return Err(ApiError::method_not_allowed("only GET is allowed"));
+            }
+            return discovery::group(&st.catalogue, &g)
+                .map(|v| json_response(StatusCode::OK, &v))
+                .ok_or_else(ApiError::not_found_path);
+        }
+        Resolved::GroupVersion(g, v) => {
+            if parts.method != Method::GET {
+                return Err(ApiError::method_not_allowed("only GET is allowed"));
+            }
+            return discovery::resource_list(&st.catalogue, &g, &v)
+                .map(|v| json_response(StatusCode::OK, &v))
+                .ok_or_else(ApiError::not_found_path);
+        }
+        Resolved::Resource(t) => t,
+    };
+    if let Some(sub) = &t.subresource {
+        if !t.def.has_subresource(sub) && !(t.def.kind == "Namespace" && sub == "finalize") {
+            return Err(ApiError::not_found_path());
+        }
+    }
+    let out = request::negotiate(&parts.headers)?;
+    let ns = t.namespace.as_deref();
+    let reg = &st.registry;
+    let def = t.def.clone();
+    match (&parts.method, &t.name) {
+        (&Method::GET, None) if q.flag("watch") => super::watch::serve(st.clone(), def, t.namespace.clone(), &q, out).await,
+        (&Method::GET, None) => {
+            let lq = q.list_query()?;
+            let page = reg.list(&def, ns, &lq).await?;
+            Ok(render_list(&def, page, out, &q)?)
+        }
+        (&Method::GET, Some(name)) => {
+            let obj = reg.get(&def, ns, name, q.read_at()?).await?;
+            render_object(&def, StatusCode::OK, obj, out, &q)
+        }
+        (&Method::POST, None) => {
+            let bt = request::body_type(&parts.headers)?;
+            if bt != BodyType::Json && bt != BodyType::Yaml {
+                return Err(ApiError::unsupported_media_type(
+                    parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or(""),
+                ));
+            }
+            let raw = read_body(body).await?;
+            let obj = request::decode_object(&raw, bt)?;
+            let warnings = check_fields(&def, &raw, bt, &obj, q.field_validation()?)?;
+            let opts = WriteOptions { dry_run: q.dry_run()? };
+            let created = reg.create(&def, ns, obj, &opts).await?;
+            let mut resp = render_object(&def, StatusCode::CREATED, created, out, &q)?;
+            add_warnings(&mut resp, &warnings);
+            Ok(resp)
+        }
+        (&Method::PUT, Some(name)) => {
+            let bt = request::body_type(&parts.headers)?;
+            if bt != BodyType::Json && bt != BodyType::Yaml {
+                return Err(ApiError::unsupported_media_type(
+                    parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or(""),
+                ));
+            }
+            let raw = read_body(body).await?;
+            let obj = request::decode_object(&raw, bt)?;
+            let warnings = check_fields(&def, &raw, bt, &obj, q.field_validation()?)?;
+            let opts = WriteOptions { dry_run: q.dry_run()? };
+            let sub = t.subresource.as_deref().map(|s| if s == "finalize" { "finalize" } else { s });
+            let updated = if sub == Some("finalize") {
+                reg.finalize_namespace(&def, name, obj, &opts).await?
+            } else {
+                reg.update(&def, ns, name, obj, sub, &opts).await?
+            };
+            let mut resp = render_object(&def, StatusCode::OK, updated, out, &q)?;
+            add_warnings(&mut resp, &warnings);
+            Ok(resp)
+        }
+        (&Method::PATCH, Some(name)) => {
+            let bt = request::body_type(&parts.headers)?;
+            let raw = read_body(body).await?;
+            let opts = WriteOptions { dry_run: q.dry_run()? };
+            let patched =
+                crate::patch::apply_patch(reg, &def, ns, name, t.subresource.as_deref(), bt, &raw, &opts).await?;
+            render_object(&def, StatusCode::OK, patched, out, &q)
+        }
+        (&Method::DELETE, Some(name)) => {
+            let raw = read_body(body).await?;
+            let body_opts = if raw.iter().all(u8::is_ascii_whitespace) {
+                None
+            } else {
+                Some(request::decode_object(&raw, BodyType::Json)?)
+            };
+            let opts = q.delete_options(body_opts.as_ref())?;
+            let (obj, gone) = reg.delete(&def, ns, name, &opts).await?;
+            if gone && !matches!(def.kind.as_str(), "Pod" | "Namespace" | "CustomResourceDefinition") {
+                let uid = obj.pointer("/metadata/uid").and_then(Value::as_str);
+                return Ok(json_response(StatusCode::OK, &success_status(def.target(), name, uid)));
+            }
+            // Objects still pending deletion (finalizers) come back whole, 202 upstream for some kinds.
+            render_object(&def, StatusCode::OK, obj, out, &q)
+        }
+        (&Method::DELETE, None) => {
+            if !def.verbs.iter().any(|v| v == "deletecollection") {
+                return Err(ApiError::method_not_allowed(format!(
+                    "the server does not allow this method on the requested resource ({})",
+                    def.plural
+                )));
+            }
+            let raw = read_body(body).await?;
+            let body_opts = if raw.iter().all(u8::is_ascii_whitespace) {
+                None
+            } else {
+                Some(request::decode_object(&raw, BodyType::Json)?)
+            };
+            let opts = q.delete_options(body_opts.as_ref())?;
+            let lq = q.list_query()?;
+            let deleted = reg.delete_collection(&def, ns, &lq, &opts).await?;
+            let rev = st.registry.store.current_revision();
+            render_list(&def, ListPage { items: deleted, revision: rev, continue_token: None, remaining: None }, out, &q)
+        }
+        _ => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({})",
+            def.plural
+        ))),
+    }
+}
+
+/// Strict/Warn field validation: unknown and duplicate fields.
+fn check_fields(
+    def: &ResourceDef,
+    raw: &[u8],
+    bt: BodyType,
+    obj: &Value,
+    mode: FieldValidation,
+) -> Result<Vec<String>, ApiError> {
+    if mode == FieldValidation::Ignore {
+        return Ok(Vec::new());
+    }
+    let mut problems: Vec<String> = Vec::new();
+    if bt == BodyType::Json {
+        problems.extend(fieldvalidation::duplicate_fields(raw).into_iter().map(|f| format!("duplicate field \"{f}\"")));
+    }
+    problems.extend(fieldvalidation::unknown_fields(def, obj).into_iter().map(|f| format!("unknown field \"{f}\"")));
+    if problems.is_empty() {
+        return Ok(Vec::new());
+    }
+    match mode {
+        FieldValidation::Strict => Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+            def.kind,
+            def.api_version(),
+            def.kind,
+            problems.join(", ")
+        ))),
+        _ => Ok(problems),
+    }
+}
+
+fn add_warnings(resp: &mut Response, warnings: &[String]) {
+    for w in warnings {
+        let text = format!("299 - \"{}\"", w.replace('"', "\\\""));
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            resp.headers_mut().append("warning", v);
+        }
+    }
+}
+
+fn list_meta(page: &ListPage) -> Value {
+    let mut m = json!({"resourceVersion": page.revision.to_string()});
+    if let Some(c) = &page.continue_token {
+        m["continue"] = json!(c);
+    }
+    if let Some(r) = page.remaining {
+        m["remainingItemCount"] = json!(r);
+    }
+    m
+}
+
+fn meta_api_version(v1beta1: bool) -> &'static str {
+    if v1beta1 { "meta.k8s.io/v1beta1" } else { "meta.k8s.io/v1" }
+}
+
+pub(crate) fn partial_metadata(obj: &Value, v1beta1: bool) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": meta_api_version(v1beta1), "metadata": obj["metadata"].clone()})
+}
+
+fn render_list(def: &ResourceDef, page: ListPage, out: Output, q: &Query) -> Result<Response, ApiError> {
+    let meta = list_meta(&page);
+    let v = match out {
+        Output::Json => json!({"kind": def.list_kind(), "apiVersion": def.api_version(), "metadata": meta, "items": page.items}),
+        Output::Table { v1beta1 } => {
+            let mut t = table::build_table(def, &page.items, q.include_object()?, meta);
+            t["apiVersion"] = json!(meta_api_version(v1beta1));
+            t
+        }
+        Output::Metadata { v1beta1 } => {
+            let items: Vec<Value> = page.items.iter().map(|o| partial_metadata(o, v1beta1)).collect();
+            json!({"kind": "PartialObjectMetadataList", "apiVersion": meta_api_version(v1beta1), "metadata": meta, "items": items})
+        }
+    };
+    Ok(json_response(StatusCode::OK, &v))
+}
+
+fn render_object(def: &ResourceDef, code: StatusCode, obj: Value, out: Output, q: &Query) -> Result<Response, ApiError> {
+    let v = match out {
+        Output::Json => obj,
+        Output::Table { v1beta1 } => {
+            let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
+            let mut t = table::build_table(def, std::slice::from_ref(&obj), q.include_object()?, json!({"resourceVersion": rv}));
+            t["apiVersion"] = json!(meta_api_version(v1beta1));
+            t
+        }
+        Output::Metadata { v1beta1 } => partial_metadata(&obj, v1beta1),
+    };
+    Ok(json_response(code, &v))
+}

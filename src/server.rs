@@ -1,0 +1,246 @@
+//! `rk3s server`: opens the store, makes or loads the PKI, bootstraps the
+//! cluster's own objects and serves the API over TLS until SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use tracing::{info, warn};
+
+use crate::api::metrics::Metrics;
+use crate::api::{self, ApiState, Identity};
+use crate::auth::UserInfo;
+use crate::config::ServerConfig;
+use crate::registry::generic::{Registry, Settings, WriteOptions};
+use crate::registry::{Catalogue, catalogue};
+use crate::store::Store;
+use crate::store::metered::MeteredStore;
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("storage: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("pki: {0}")]
+    Pki(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("bootstrap: {0}")]
+    Bootstrap(String),
+}
+
+/// A running control plane (everything but the listener), usable in process.
+pub struct ControlPlane {
+    pub state: Arc<ApiState>,
+    pub router: Router,
+    pub store: Arc<dyn Store>,
+}
+
+impl ControlPlane {
+    /// Open the store and build the API over it.
+    pub fn open(cfg: &ServerConfig) -> Result<Self, ServerError> {
+        let db_dir = cfg.server_dir().join("db");
+        std::fs::create_dir_all(&db_dir)?;
+        let sqlite = SqliteStore::open(&db_dir.join("state.db"), SqliteOptions::from_env())?;
+        let metrics = Arc::new(Metrics::default());
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(sqlite, metrics.clone()));
+        let catalogue = Arc::new(Catalogue::new(catalogue::builtin()));
+        let settings = Settings {
+            service_cidr: cfg.service_cidr.clone(),
+            cluster_cidr: cfg.cluster_cidr.clone(),
+            ..Settings::default()
+        };
+        let registry = Arc::new(Registry::new(store.clone(), catalogue.clone(), settings));
+        let host = match cfg.bind_address {
+            ip if ip.is_unspecified() => primary_address().unwrap_or_else(|| "127.0.0.1".into()),
+            ip => ip.to_string(),
+        };
+        let state = Arc::new(ApiState {
+            registry,
+            catalogue,
+            metrics,
+            server_address: format!("{host}:{}", cfg.https_port),
+            ready: Default::default(),
+            shutting_down: Default::default(),
+            openapi: Default::default(),
+        });
+        let router = api::router(state.clone());
+        Ok(ControlPlane { state, router, store })
+    }
+
+    /// A kube::Client that talks to this control plane through the router in
+    /// memory: no TCP, no TLS, the same admission and watch semantics.
+    pub fn client(&self) -> kube::Client {
+        in_memory_client(self.router.clone())
+    }
+
+    /// Create the objects every cluster has: system namespaces and the
+    /// `kubernetes` Service. Idempotent.
+    pub async fn bootstrap(&self, cfg: &ServerConfig) -> Result<(), ServerError> {
+        let reg = &self.state.registry;
+        let cat = &self.state.catalogue;
+        let err = |e: crate::api::status::ApiError| ServerError::Bootstrap(e.to_string());
+        let ns_def = cat.get("", "v1", "namespaces").ok_or_else(|| ServerError::Bootstrap("no namespaces".into()))?;
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            match reg.create(&ns_def, None, obj, &WriteOptions::default()).await {
+                Ok(_) => {}
+                Err(e) if e.code == 409 => {}
+                Err(e) => return Err(err(e)),
+            }
+        }
+        let svc_def = cat.get("", "v1", "services").ok_or_else(|| ServerError::Bootstrap("no services".into()))?;
+        let ip = cfg.first_service_ip()?.to_string();
+        let svc = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                         "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "sessionAffinity": "None",
+                     "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": cfg.https_port}]},
+        });
+        match reg.create(&svc_def, Some("default"), svc, &WriteOptions::default()).await {
+            Ok(_) => {}
+            Err(e) if e.code == 409 => {}
+            Err(e) => return Err(err(e)),
+        }
+        self.state.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// The kube::Client over an in-memory router, authenticated as the loopback
+/// identity (system:masters).
+pub fn in_memory_client(router: Router) -> kube::Client {
+    let svc = tower::ServiceBuilder::new()
+        .map_request(|mut req: http::Request<kube::client::Body>| {
+            req.extensions_mut().insert(Identity(Some(UserInfo::loopback())));
+            req.map(axum::body::Body::new)
+        })
+        .service(router);
+    kube::Client::new(svc, "default")
+}
+
+/// The host's first non-loopback IPv4 address, for advertising.
+fn primary_address() -> Option<String> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    for a in addrs {
+        if let Some(sin) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()) {
+            let ip = std::net::Ipv4Addr::from(sin.ip());
+            if !ip.is_loopback() {
+                return Some(ip.to_string());
+            }
+        }
+    }
+    None
+}
+
+fn tls_setup(cfg: &ServerConfig) -> Result<(Arc<rustls::ServerConfig>, crate::auth::pki::Pki), ServerError> {
+    let pki = crate::auth::pki::Pki::load_or_create(&cfg.tls_dir(), &crate::auth::pki::SanInputs::from_config(cfg)?)
+        .map_err(|e| ServerError::Pki(e.to_string()))?;
+    let tls = pki.server_tls_config().map_err(|e| ServerError::Pki(e.to_string()))?;
+    Ok((tls, pki))
+}
+
+fn write_kubeconfigs(cfg: &ServerConfig, pki: &crate::auth::pki::Pki) -> Result<(), ServerError> {
+    use crate::auth::kubeconfig;
+    let contents = pki.admin_kubeconfig(&cfg.local_server_url());
+    let write = |p: &Path, mode: u32| {
+        kubeconfig::write_kubeconfig(p, &contents, mode).map_err(|e| ServerError::Pki(e.to_string()))
+    };
+    write(&cfg.admin_kubeconfig_path(), 0o600)?;
+    if let Some(p) = &cfg.write_kubeconfig {
+        write(p, cfg.write_kubeconfig_mode)?;
+        info!(path = %p.display(), "wrote kubeconfig");
+    }
+    Ok(())
+}
+
+/// Run the server until SIGTERM/SIGINT.
+pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
+    let started = Instant::now();
+    for w in &cfg.warnings {
+        warn!("{w}");
+    }
+    std::fs::create_dir_all(cfg.server_dir())?;
+    let (tls, pki) = tls_setup(&cfg)?;
+    let cp = ControlPlane::open(&cfg)?;
+    cp.bootstrap(&cfg).await?;
+    write_kubeconfigs(&cfg, &pki)?;
+    tokio::spawn(crate::controllers::namespace::run(cp.client(), cp.state.catalogue.clone()));
+
+    let addr = SocketAddr::new(cfg.bind_address, cfg.https_port);
+    let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Listen { addr, source })?;
+    info!(%addr, elapsed_ms = started.elapsed().as_millis() as u64, kubeconfig = %cfg.admin_kubeconfig_path().display(), "rk3s API server is ready");
+
+    let shutdown = CancellationToken::new();
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            shutdown.cancel();
+        });
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        tokio::select! {
+            res = listener.accept() => {
+                let (tcp, peer) = match res {
+                    Ok(c) => c,
+                    Err(e) => { warn!("accept: {e}"); continue; }
+                };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let router = cp.router.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                        Ok(Ok(t)) => t,
+                        Ok(Err(e)) => { tracing::debug!(%peer, "TLS handshake failed: {e}"); return; }
+                        Err(_) => return,
+                    };
+                    let user = tls.get_ref().1.peer_certificates()
+                        .and_then(|certs| certs.first())
+                        .and_then(|c| crate::auth::authn::user_from_cert(c.as_ref()));
+                    let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(Identity(user.clone()));
+                        router.clone().oneshot(req.map(axum::body::Body::new))
+                    });
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+                    tokio::select! {
+                        res = conn => { if let Err(e) = res { tracing::debug!(%peer, "connection: {e}"); } }
+                        _ = shutdown.cancelled() => {}
+                    }
+                });
+            }
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    info!("shutting down");
+    cp.state.shutting_down.store(true, Ordering::Release);
+    cp.store.close().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
