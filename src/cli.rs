@@ -264,18 +264,40 @@ impl<'a> Layers<'a> {
     }
 
     /// One value (the last, when a flag is repeated), parsed.
-    fn one<T>(&self, key: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Option<T>, ConfigError> {
-        let Some((values, origin)) = self.raw(key) else { return Ok(None) };
-        let Some(value) = values.last() else { return Ok(None) };
-        parse(value).map(Some).map_err(|reason| invalid(&origin.describe(key), value, reason))
+    fn one<T>(
+        &self,
+        key: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        let Some((values, origin)) = self.raw(key) else {
+            return Ok(None);
+        };
+        let Some(value) = values.last() else {
+            return Ok(None);
+        };
+        parse(value)
+            .map(Some)
+            .map_err(|reason| invalid(&origin.describe(key), value, reason))
     }
 
     /// Every value, split on commas, parsed; empty items dropped, duplicates removed.
-    fn many<T: PartialEq>(&self, key: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, ConfigError> {
-        let Some((values, origin)) = self.raw(key) else { return Ok(Vec::new()) };
+    fn many<T: PartialEq>(
+        &self,
+        key: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Vec<T>, ConfigError> {
+        let Some((values, origin)) = self.raw(key) else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
-        for item in values.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
-            let parsed = parse(item).map_err(|reason| invalid(&origin.describe(key), item, reason))?;
+        for item in values
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let parsed =
+                parse(item).map_err(|reason| invalid(&origin.describe(key), item, reason))?;
             if !out.contains(&parsed) {
                 out.push(parsed);
             }
@@ -294,7 +316,11 @@ fn resolve_server(flags: &ServerFlags, host: &Host) -> Result<ServerConfig, Conf
         .collect();
 
     // The file is chosen by --config, then RK3S_CONFIG; only the default may be absent.
-    let explicit = flags.config.clone().or_else(|| host.env.get("RK3S_CONFIG").cloned()).filter(|p| !p.is_empty());
+    let explicit = flags
+        .config
+        .clone()
+        .or_else(|| host.env.get("RK3S_CONFIG").cloned())
+        .filter(|p| !p.is_empty());
     let (file_path, must_exist) = match explicit {
         Some(p) => (PathBuf::from(p), true),
         None => (host.default_config.clone(), false),
@@ -302,12 +328,21 @@ fn resolve_server(flags: &ServerFlags, host: &Host) -> Result<ServerConfig, Conf
     let loaded = load_file(&file_path, must_exist)?;
     let found = loaded.is_some();
     let (file, warnings) = loaded.unwrap_or_default();
-    let layers = Layers { flags: flags.given(), env, file, file_path: found.then_some(file_path.as_path()) };
+    let layers = Layers {
+        flags: flags.given(),
+        env,
+        file,
+        file_path: found.then_some(file_path.as_path()),
+    };
 
     let data_dir = match layers.one("data-dir", non_empty)? {
         Some(dir) => absolute(PathBuf::from(dir)),
         None if host.is_root => PathBuf::from(config::DEFAULT_ROOT_DATA_DIR),
-        None => host.home.as_ref().ok_or(ConfigError::NoDataDir)?.join(".local/share/rk3s"),
+        None => host
+            .home
+            .as_ref()
+            .ok_or(ConfigError::NoDataDir)?
+            .join(".local/share/rk3s"),
     };
     // An empty --write-kubeconfig turns off the default copy.
     let write_kubeconfig = match layers.one("write-kubeconfig", |s| Ok(s.trim().to_string()))? {
@@ -320,11 +355,13 @@ fn resolve_server(flags: &ServerFlags, host: &Host) -> Result<ServerConfig, Conf
     let service = layers.one("service-cidr", config::parse_service_cidr)?;
     let cluster = match cluster {
         Some(c) => c,
-        None => config::parse_cluster_cidr(config::DEFAULT_CLUSTER_CIDR).map_err(ConfigError::Conflict)?,
+        None => config::parse_cluster_cidr(config::DEFAULT_CLUSTER_CIDR)
+            .map_err(ConfigError::Conflict)?,
     };
     let service = match service {
         Some(c) => c,
-        None => config::parse_service_cidr(config::DEFAULT_SERVICE_CIDR).map_err(ConfigError::Conflict)?,
+        None => config::parse_service_cidr(config::DEFAULT_SERVICE_CIDR)
+            .map_err(ConfigError::Conflict)?,
     };
     if cluster.overlaps(&service) {
         return Err(ConfigError::Conflict(format!(
@@ -334,14 +371,22 @@ fn resolve_server(flags: &ServerFlags, host: &Host) -> Result<ServerConfig, Conf
     let node_name = match layers.one("node-name", config::parse_node_name)? {
         Some(name) => name,
         None => config::parse_node_name(&host.hostname).map_err(|reason| {
-            invalid("the host name (the default --node-name)", &host.hostname, format!("{reason}; set --node-name"))
+            invalid(
+                "the host name (the default --node-name)",
+                &host.hostname,
+                format!("{reason}; set --node-name"),
+            )
         })?,
     };
 
     Ok(ServerConfig {
         data_dir,
-        bind_address: layers.one("bind-address", config::parse_ip)?.unwrap_or([0, 0, 0, 0].into()),
-        https_port: layers.one("https-port", config::parse_port)?.unwrap_or(config::DEFAULT_HTTPS_PORT),
+        bind_address: layers
+            .one("bind-address", config::parse_ip)?
+            .unwrap_or([0, 0, 0, 0].into()),
+        https_port: layers
+            .one("https-port", config::parse_port)?
+            .unwrap_or(config::DEFAULT_HTTPS_PORT),
         write_kubeconfig,
         write_kubeconfig_mode: layers
             .one("write-kubeconfig-mode", config::parse_mode)?
@@ -351,7 +396,9 @@ fn resolve_server(flags: &ServerFlags, host: &Host) -> Result<ServerConfig, Conf
         cluster_cidr: cluster.to_string(),
         service_cidr: service.to_string(),
         disable: layers.many("disable", |s| Ok(s.to_string()))?,
-        log_level: layers.one("log-level", config::parse_log_level)?.unwrap_or_else(|| config::DEFAULT_LOG_LEVEL.into()),
+        log_level: layers
+            .one("log-level", config::parse_log_level)?
+            .unwrap_or_else(|| config::DEFAULT_LOG_LEVEL.into()),
         config_file: found.then_some(file_path),
         warnings,
     })
@@ -359,7 +406,11 @@ fn resolve_server(flags: &ServerFlags, host: &Host) -> Result<ServerConfig, Conf
 
 fn non_empty(s: &str) -> Result<String, String> {
     let t = s.trim();
-    if t.is_empty() { Err("must not be empty".into()) } else { Ok(t.to_string()) }
+    if t.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(t.to_string())
+    }
 }
 
 fn absolute(p: PathBuf) -> PathBuf {
@@ -375,18 +426,30 @@ fn load_file(path: &Path, must_exist: bool) -> Result<Option<FileValues>, Config
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => return Ok(None),
-        Err(source) => return Err(ConfigError::ReadFile { path: path.to_path_buf(), source }),
+        Err(source) => {
+            return Err(ConfigError::ReadFile {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
     };
-    let parse_error = |e: serde_saphyr::Error| ConfigError::ParseFile { path: path.to_path_buf(), message: e.to_string() };
+    let parse_error = |e: serde_saphyr::Error| ConfigError::ParseFile {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
     if text.trim().is_empty() {
         return Ok(Some(Default::default()));
     }
-    let doc: Option<BTreeMap<String, Option<RawValue>>> = serde_saphyr::from_str(&text).map_err(parse_error)?;
+    let doc: Option<BTreeMap<String, Option<RawValue>>> =
+        serde_saphyr::from_str(&text).map_err(parse_error)?;
     let mut values = BTreeMap::new();
     let mut warnings = Vec::new();
     for (key, value) in doc.unwrap_or_default() {
         if !SERVER_KEYS.contains(&key.as_str()) {
-            warnings.push(format!("unknown key {key:?} in {}, ignored", path.display()));
+            warnings.push(format!(
+                "unknown key {key:?} in {}, ignored",
+                path.display()
+            ));
             continue;
         }
         match value {
@@ -411,7 +474,55 @@ fn load_file(path: &Path, must_exist: bool) -> Result<Option<FileValues>, Config
             }
         }
     }
+    // Numbers come back as numbers above, which loses their spelling
+    // (`0o644` would read as 420); read single values again as text.
+    let texts: ScalarTexts = serde_saphyr::from_str(&text).map_err(parse_error)?;
+    for (key, text) in texts.into_pairs() {
+        if let Some(text) = text {
+            values.insert(key.to_string(), vec![text.0]);
+        }
+    }
     Ok(Some((values, warnings)))
+}
+
+/// The single-valued keys of the file, each scalar as written.
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct ScalarTexts {
+    data_dir: Option<Text>,
+    bind_address: Option<Text>,
+    https_port: Option<Text>,
+    write_kubeconfig: Option<Text>,
+    write_kubeconfig_mode: Option<Text>,
+    node_name: Option<Text>,
+    cluster_cidr: Option<Text>,
+    service_cidr: Option<Text>,
+    log_level: Option<Text>,
+}
+
+impl ScalarTexts {
+    fn into_pairs(self) -> [(&'static str, Option<Text>); 9] {
+        [
+            ("data-dir", self.data_dir),
+            ("bind-address", self.bind_address),
+            ("https-port", self.https_port),
+            ("write-kubeconfig", self.write_kubeconfig),
+            ("write-kubeconfig-mode", self.write_kubeconfig_mode),
+            ("node-name", self.node_name),
+            ("cluster-cidr", self.cluster_cidr),
+            ("service-cidr", self.service_cidr),
+            ("log-level", self.log_level),
+        ]
+    }
+}
+
+/// A scalar read as a string, so it keeps its spelling whatever its YAML type.
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Text)
+    }
 }
 
 /// A config-file value as text: scalars of any YAML type, or a list of them.
@@ -466,7 +577,10 @@ impl<'de> serde::de::Visitor<'de> for RawVisitor {
         Ok(RawValue::Other)
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawValue, A::Error> {
-        while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
         Ok(RawValue::Other)
     }
 }
@@ -500,7 +614,10 @@ mod tests {
             is_root: root,
             home: Some("/home/u".into()),
             hostname: "node-a".into(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             default_config: dir.0.join("config.yaml"),
         }
     }
@@ -517,7 +634,10 @@ mod tests {
         let dir = TempDir::new("defaults");
         let c = server(&[], &host(&dir, true, &[])).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/rk3s"));
-        assert_eq!(c.write_kubeconfig, Some(PathBuf::from("/etc/rk3s/rk3s.yaml")));
+        assert_eq!(
+            c.write_kubeconfig,
+            Some(PathBuf::from("/etc/rk3s/rk3s.yaml"))
+        );
         assert_eq!(c.bind_address.to_string(), "0.0.0.0");
         assert_eq!(c.https_port, 6443);
         assert_eq!(c.write_kubeconfig_mode, 0o600);
@@ -526,7 +646,10 @@ mod tests {
         assert_eq!(c.service_cidr, "10.43.0.0/16");
         assert_eq!(c.log_level, "info");
         assert!(c.tls_san.is_empty() && c.disable.is_empty() && c.warnings.is_empty());
-        assert_eq!(c.config_file, None, "the default file is absent, which is fine");
+        assert_eq!(
+            c.config_file, None,
+            "the default file is absent, which is fine"
+        );
 
         let c = server(&[], &host(&dir, false, &[])).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/home/u/.local/share/rk3s"));
@@ -540,13 +663,20 @@ mod tests {
     #[test]
     fn flag_beats_env_beats_file_beats_default() {
         let dir = TempDir::new("precedence");
-        dir.write("config.yaml", "https-port: 7001\ndata-dir: /from/file\nlog-level: warn\n");
+        dir.write(
+            "config.yaml",
+            "https-port: 7001\ndata-dir: /from/file\nlog-level: warn\n",
+        );
         let env = [("RK3S_HTTPS_PORT", "7002"), ("RK3S_DATA_DIR", "/from/env")];
         let c = server(&["--https-port", "7003"], &host(&dir, true, &env)).unwrap();
         assert_eq!(c.https_port, 7003, "flag over env and file");
         assert_eq!(c.data_dir, PathBuf::from("/from/env"), "env over file");
         assert_eq!(c.log_level, "warn", "file over default");
-        assert_eq!(c.bind_address.to_string(), "0.0.0.0", "default when nobody sets it");
+        assert_eq!(
+            c.bind_address.to_string(),
+            "0.0.0.0",
+            "default when nobody sets it"
+        );
         assert_eq!(c.config_file, Some(dir.0.join("config.yaml")));
 
         let c = server(&[], &host(&dir, true, &env)).unwrap();
@@ -556,27 +686,54 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/from/file"));
 
         // A repeated flag: the last one wins; the same for lists vs env.
-        let c = server(&["--https-port=1", "--https-port=2"], &host(&dir, true, &env)).unwrap();
+        let c = server(
+            &["--https-port=1", "--https-port=2"],
+            &host(&dir, true, &env),
+        )
+        .unwrap();
         assert_eq!(c.https_port, 2);
     }
 
     #[test]
     fn lists_from_each_source() {
         let dir = TempDir::new("lists");
-        dir.write("config.yaml", "tls-san:\n  - a.example\n  - 10.0.0.9\ndisable: traefik\n");
+        dir.write(
+            "config.yaml",
+            "tls-san:\n  - a.example\n  - 10.0.0.9\ndisable: traefik\n",
+        );
         let c = server(&[], &host(&dir, true, &[])).unwrap();
         assert_eq!(c.tls_san, ["a.example", "10.0.0.9"]);
         assert_eq!(c.disable, ["traefik"]);
         assert!(c.is_disabled("traefik") && !c.is_disabled("coredns"));
 
-        let env = [("RK3S_TLS_SAN", "e1.example, e2.example"), ("RK3S_DISABLE", "servicelb,traefik")];
+        let env = [
+            ("RK3S_TLS_SAN", "e1.example, e2.example"),
+            ("RK3S_DISABLE", "servicelb,traefik"),
+        ];
         let c = server(&[], &host(&dir, true, &env)).unwrap();
-        assert_eq!(c.tls_san, ["e1.example", "e2.example"], "env replaces the file's list");
+        assert_eq!(
+            c.tls_san,
+            ["e1.example", "e2.example"],
+            "env replaces the file's list"
+        );
         assert_eq!(c.disable, ["servicelb", "traefik"]);
 
-        let c = server(&["--tls-san", "f.example", "--tls-san=F.example", "--tls-san", "1.2.3.4"], &host(&dir, true, &env))
-            .unwrap();
-        assert_eq!(c.tls_san, ["f.example", "1.2.3.4"], "flags replace env; names dedupe case-insensitively");
+        let c = server(
+            &[
+                "--tls-san",
+                "f.example",
+                "--tls-san=F.example",
+                "--tls-san",
+                "1.2.3.4",
+            ],
+            &host(&dir, true, &env),
+        )
+        .unwrap();
+        assert_eq!(
+            c.tls_san,
+            ["f.example", "1.2.3.4"],
+            "flags replace env; names dedupe case-insensitively"
+        );
     }
 
     #[test]
@@ -593,7 +750,18 @@ mod tests {
         assert_eq!(c.tls_san, ["x.example", "y.example"]);
 
         dir.write("config.yaml", "write-kubeconfig-mode: \"0640\"\n");
-        assert_eq!(server(&[], &host(&dir, true, &[])).unwrap().write_kubeconfig_mode, 0o640);
+        assert_eq!(
+            server(&[], &host(&dir, true, &[]))
+                .unwrap()
+                .write_kubeconfig_mode,
+            0o640
+        );
+        dir.write("config.yaml", "write-kubeconfig-mode: 0o644\n");
+        let c = server(&[], &host(&dir, true, &[])).unwrap();
+        assert_eq!(
+            c.write_kubeconfig_mode, 0o644,
+            "spelled 0o644, not read as decimal 420"
+        );
         dir.write("config.yaml", "node-name: edge_1\n");
         let err = server(&[], &host(&dir, true, &[])).unwrap_err();
         assert!(err.to_string().contains("node-name in"), "{err}");
@@ -603,31 +771,57 @@ mod tests {
     fn config_file_selection() {
         let dir = TempDir::new("select");
         let other = dir.write("other.yaml", "https-port: 8001\n");
-        let c = server(&["--config", other.to_str().unwrap()], &host(&dir, true, &[])).unwrap();
+        let c = server(
+            &["--config", other.to_str().unwrap()],
+            &host(&dir, true, &[]),
+        )
+        .unwrap();
         assert_eq!(c.https_port, 8001);
-        let c = server(&[], &host(&dir, true, &[("RK3S_CONFIG", other.to_str().unwrap())])).unwrap();
+        let c = server(
+            &[],
+            &host(&dir, true, &[("RK3S_CONFIG", other.to_str().unwrap())]),
+        )
+        .unwrap();
         assert_eq!(c.https_port, 8001);
 
         let missing = dir.0.join("missing.yaml");
-        let err = server(&["--config", missing.to_str().unwrap()], &host(&dir, true, &[])).unwrap_err();
+        let err = server(
+            &["--config", missing.to_str().unwrap()],
+            &host(&dir, true, &[]),
+        )
+        .unwrap_err();
         assert!(matches!(err, ConfigError::ReadFile { .. }), "{err}");
         assert!(err.to_string().contains("missing.yaml"), "{err}");
-        let err = server(&[], &host(&dir, true, &[("RK3S_CONFIG", missing.to_str().unwrap())])).unwrap_err();
+        let err = server(
+            &[],
+            &host(&dir, true, &[("RK3S_CONFIG", missing.to_str().unwrap())]),
+        )
+        .unwrap_err();
         assert!(matches!(err, ConfigError::ReadFile { .. }), "{err}");
 
         // An empty file is an empty configuration.
         dir.write("config.yaml", "# nothing yet\n");
-        assert_eq!(server(&[], &host(&dir, true, &[])).unwrap().https_port, 6443);
+        assert_eq!(
+            server(&[], &host(&dir, true, &[])).unwrap().https_port,
+            6443
+        );
     }
 
     #[test]
     fn unknown_keys_warn_and_bad_files_fail() {
         let dir = TempDir::new("bad");
-        dir.write("config.yaml", "token: abc\nkubelet-arg: [a, b]\nnode-label: {x: y}\nhttps-port: 9443\n");
+        dir.write(
+            "config.yaml",
+            "token: abc\nkubelet-arg: [a, b]\nnode-label: {x: y}\nhttps-port: 9443\n",
+        );
         let c = server(&[], &host(&dir, true, &[])).unwrap();
         assert_eq!(c.https_port, 9443);
         assert_eq!(c.warnings.len(), 3, "{:?}", c.warnings);
-        assert!(c.warnings[0].contains("\"kubelet-arg\""), "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].contains("\"kubelet-arg\""),
+            "{:?}",
+            c.warnings
+        );
 
         for (text, needle) in [
             ("https-port: [1, 2]\n", "https-port takes one value"),
@@ -637,7 +831,10 @@ mod tests {
         ] {
             dir.write("config.yaml", text);
             let err = server(&[], &host(&dir, true, &[])).unwrap_err();
-            assert!(matches!(err, ConfigError::ParseFile { .. }), "{text:?}: {err}");
+            assert!(
+                matches!(err, ConfigError::ParseFile { .. }),
+                "{text:?}: {err}"
+            );
             assert!(err.to_string().contains(needle), "{text:?}: {err}");
         }
     }
@@ -652,7 +849,10 @@ mod tests {
             (&["--bind-address", "localhost"], "--bind-address"),
             (&["--service-cidr", "10.43.0.0"], "--service-cidr"),
             (&["--cluster-cidr", "10.42.0.0/33"], "--cluster-cidr"),
-            (&["--write-kubeconfig-mode", "0888"], "--write-kubeconfig-mode"),
+            (
+                &["--write-kubeconfig-mode", "0888"],
+                "--write-kubeconfig-mode",
+            ),
             (&["--tls-san", "bad name"], "--tls-san"),
             (&["--log-level", "rk3s=loud"], "--log-level"),
             (&["--data-dir", ""], "--data-dir"),
@@ -665,12 +865,25 @@ mod tests {
             }
         }
         let err = server(&[], &host(&dir, true, &[("RK3S_SERVICE_CIDR", "nope")])).unwrap_err();
-        assert!(err.to_string().starts_with("invalid value \"nope\" for RK3S_SERVICE_CIDR: "), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("invalid value \"nope\" for RK3S_SERVICE_CIDR: "),
+            "{err}"
+        );
         dir.write("config.yaml", "https-port: high\n");
         let err = server(&[], &h).unwrap_err();
         assert!(err.to_string().contains("for https-port in "), "{err}");
 
-        let err = server(&["--cluster-cidr", "10.0.0.0/8", "--service-cidr", "10.43.0.0/16"], &h).unwrap_err();
+        let err = server(
+            &[
+                "--cluster-cidr",
+                "10.0.0.0/8",
+                "--service-cidr",
+                "10.43.0.0/16",
+            ],
+            &h,
+        )
+        .unwrap_err();
         assert!(matches!(err, ConfigError::Conflict(_)), "{err}");
 
         let mut bad_host = host(&dir, true, &[]);
@@ -678,7 +891,12 @@ mod tests {
         std::fs::remove_file(dir.0.join("config.yaml")).unwrap();
         let err = server(&[], &bad_host).unwrap_err();
         assert!(err.to_string().contains("set --node-name"), "{err}");
-        assert_eq!(server(&["--node-name", "laptop"], &bad_host).unwrap().node_name, "laptop");
+        assert_eq!(
+            server(&["--node-name", "laptop"], &bad_host)
+                .unwrap()
+                .node_name,
+            "laptop"
+        );
     }
 
     #[test]
@@ -686,7 +904,11 @@ mod tests {
         let dir = TempDir::new("kubeconfig");
         let c = server(&["--write-kubeconfig="], &host(&dir, true, &[])).unwrap();
         assert_eq!(c.write_kubeconfig, None);
-        let c = server(&["--write-kubeconfig", "/tmp/k.yaml"], &host(&dir, false, &[])).unwrap();
+        let c = server(
+            &["--write-kubeconfig", "/tmp/k.yaml"],
+            &host(&dir, false, &[]),
+        )
+        .unwrap();
         assert_eq!(c.write_kubeconfig, Some(PathBuf::from("/tmp/k.yaml")));
     }
 
@@ -695,26 +917,41 @@ mod tests {
         let dir = TempDir::new("help");
         let h = host(&dir, true, &[]);
         let err = server(&["--help"], &h).unwrap_err();
-        let ConfigError::Usage(e) = &err else { panic!("{err}") };
+        let ConfigError::Usage(e) = &err else {
+            panic!("{err}")
+        };
         assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
         let help = e.to_string();
-        assert!(help.contains("--https-port <PORT>") && help.contains("[env: RK3S_HTTPS_PORT]"), "{help}");
+        assert!(
+            help.contains("--https-port <PORT>") && help.contains("[env: RK3S_HTTPS_PORT]"),
+            "{help}"
+        );
         assert!(help.contains("[env: RK3S_CONFIG]"), "{help}");
 
         let err = try_parse_from(["rk3s", "--version"], &h).unwrap_err();
-        let ConfigError::Usage(e) = &err else { panic!("{err}") };
+        let ConfigError::Usage(e) = &err else {
+            panic!("{err}")
+        };
         assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
         assert!(e.to_string().contains(env!("CARGO_PKG_VERSION")));
 
         let err = server(&["--no-such-flag"], &h).unwrap_err();
-        assert!(matches!(&err, ConfigError::Usage(e) if e.kind() == clap::error::ErrorKind::UnknownArgument));
-        assert!(try_parse_from(["rk3s"], &h).is_err(), "a subcommand is required");
+        assert!(
+            matches!(&err, ConfigError::Usage(e) if e.kind() == clap::error::ErrorKind::UnknownArgument)
+        );
+        assert!(
+            try_parse_from(["rk3s"], &h).is_err(),
+            "a subcommand is required"
+        );
     }
 
     #[test]
     fn env_names() {
         assert_eq!(env_name("data-dir"), "RK3S_DATA_DIR");
-        assert_eq!(env_name("write_kubeconfig_mode"), "RK3S_WRITE_KUBECONFIG_MODE");
+        assert_eq!(
+            env_name("write_kubeconfig_mode"),
+            "RK3S_WRITE_KUBECONFIG_MODE"
+        );
         command().debug_assert();
     }
 }

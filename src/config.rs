@@ -71,8 +71,13 @@ impl ServerConfig {
     /// address of the service CIDR, as upstream.
     pub fn first_service_ip(&self) -> Result<IpAddr, ConfigError> {
         let net = self.service_network()?;
-        net.nth(1)
-            .ok_or_else(|| invalid("service-cidr", &self.service_cidr, "has no host addresses".into()))
+        net.nth(1).ok_or_else(|| {
+            invalid(
+                "service-cidr",
+                &self.service_cidr,
+                "has no host addresses".into(),
+            )
+        })
     }
 
     /// `<data-dir>/server`: the control plane's state.
@@ -120,19 +125,32 @@ pub enum ConfigError {
     #[error("{0}")]
     Usage(#[from] clap::Error),
     #[error("cannot read config file {path}: {source}")]
-    ReadFile { path: PathBuf, source: std::io::Error },
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     ParseFile { path: PathBuf, message: String },
     #[error("invalid value {value:?} for {origin}: {reason}")]
-    Invalid { origin: String, value: String, reason: String },
+    Invalid {
+        origin: String,
+        value: String,
+        reason: String,
+    },
     #[error("{0}")]
     Conflict(String),
-    #[error("no default data directory: HOME is not set and the user has no home directory; set --data-dir")]
+    #[error(
+        "no default data directory: HOME is not set and the user has no home directory; set --data-dir"
+    )]
     NoDataDir,
 }
 
 pub(crate) fn invalid(origin: &str, value: &str, reason: String) -> ConfigError {
-    ConfigError::Invalid { origin: origin.into(), value: value.into(), reason }
+    ConfigError::Invalid {
+        origin: origin.into(),
+        value: value.into(),
+        reason,
+    }
 }
 
 /// An IP network in CIDR notation. Parsing masks host bits the way Go's
@@ -163,8 +181,12 @@ impl Cidr {
 
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.network, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => mask(u32::from(a).into(), 32, self.prefix) == u32::from(n) as u128,
-            (IpAddr::V6(n), IpAddr::V6(a)) => mask(u128::from(a), 128, self.prefix) == u128::from(n),
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                mask(u32::from(a).into(), 32, self.prefix) == u32::from(n) as u128
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                mask(u128::from(a), 128, self.prefix) == u128::from(n)
+            }
             _ => false,
         }
     }
@@ -190,7 +212,11 @@ impl Cidr {
 
 fn mask(addr: u128, bits: u8, prefix: u8) -> u128 {
     let host_bits = bits - prefix;
-    if host_bits >= 128 { 0 } else { addr >> host_bits << host_bits }
+    if host_bits >= 128 {
+        0
+    } else {
+        addr >> host_bits << host_bits
+    }
 }
 
 impl FromStr for Cidr {
@@ -200,15 +226,18 @@ impl FromStr for Cidr {
         let (ip, prefix) = s
             .split_once('/')
             .ok_or_else(|| "not a CIDR: expected ADDRESS/PREFIX, e.g. 10.43.0.0/16".to_string())?;
-        let ip: IpAddr = ip.parse().map_err(|_| format!("{ip:?} is not an IP address"))?;
-        let bits = if ip.is_ipv4() { 32 } else { 128 };
-        let prefix: u8 = prefix
+        let ip: IpAddr = ip
             .parse()
-            .ok()
-            .filter(|p| *p <= bits)
-            .ok_or_else(|| format!("prefix length {prefix:?} is not a number from 0 to {bits}"))?;
+            .map_err(|_| format!("{ip:?} is not an IP address"))?;
+        let bits = if ip.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 =
+            prefix.parse().ok().filter(|p| *p <= bits).ok_or_else(|| {
+                format!("prefix length {prefix:?} is not a number from 0 to {bits}")
+            })?;
         let network = match ip {
-            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(mask(u32::from(a).into(), 32, prefix) as u32)),
+            IpAddr::V4(a) => {
+                IpAddr::V4(Ipv4Addr::from(mask(u32::from(a).into(), 32, prefix) as u32))
+            }
             IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(mask(a.into(), 128, prefix))),
         };
         Ok(Cidr { network, prefix })
@@ -227,7 +256,9 @@ pub fn parse_service_cidr(s: &str) -> Result<Cidr, String> {
     let cidr: Cidr = s.trim().parse()?;
     if cidr.host_bits() > 20 {
         let min = cidr.bits() - 20;
-        return Err(format!("the range is too large: the prefix must be /{min} or longer"));
+        return Err(format!(
+            "the range is too large: the prefix must be /{min} or longer"
+        ));
     }
     if cidr.host_bits() < 3 {
         return Err("the range is too small: it needs at least 8 addresses".into());
@@ -269,7 +300,9 @@ pub fn parse_port(s: &str) -> Result<u16, String> {
 }
 
 pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
-    s.trim().parse().map_err(|_| "not an IP address".to_string())
+    s.trim()
+        .parse()
+        .map_err(|_| "not an IP address".to_string())
 }
 
 /// A `tracing` filter: a level ("info", "debug") or directives ("rk3s=debug,info").
@@ -281,7 +314,9 @@ pub fn parse_log_level(s: &str) -> Result<String, String> {
     tracing_subscriber::EnvFilter::builder()
         .parse(t)
         .map(|_| t.to_string())
-        .map_err(|e| format!("not a log level or filter ({e}); use e.g. info, debug or rk3s=debug,info"))
+        .map_err(|e| {
+            format!("not a log level or filter ({e}); use e.g. info, debug or rk3s=debug,info")
+        })
 }
 
 /// A node name must be a DNS-1123 subdomain, as upstream requires of Node
@@ -348,7 +383,14 @@ mod tests {
         let all: Cidr = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains("192.168.1.1".parse().unwrap()));
         assert!(all.overlaps(&c));
-        for bad in ["10.43.0.0", "10.43.0.0/33", "10.43.0/16", "x/8", "10.0.0.0/-1", "::/129"] {
+        for bad in [
+            "10.43.0.0",
+            "10.43.0.0/33",
+            "10.43.0/16",
+            "x/8",
+            "10.0.0.0/-1",
+            "::/129",
+        ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad} should not parse");
         }
     }
@@ -357,11 +399,23 @@ mod tests {
     fn service_and_cluster_cidr_limits() {
         assert!(parse_service_cidr("10.43.0.0/16").is_ok());
         assert!(parse_service_cidr("10.0.0.0/12").is_ok());
-        assert!(parse_service_cidr("10.0.0.0/11").unwrap_err().contains("/12"));
-        assert!(parse_service_cidr("10.0.0.0/30").unwrap_err().contains("too small"));
+        assert!(
+            parse_service_cidr("10.0.0.0/11")
+                .unwrap_err()
+                .contains("/12")
+        );
+        assert!(
+            parse_service_cidr("10.0.0.0/30")
+                .unwrap_err()
+                .contains("too small")
+        );
         assert!(parse_service_cidr("fd00::/108").is_ok());
         assert!(parse_cluster_cidr("10.42.0.0/16").is_ok());
-        assert!(parse_cluster_cidr("10.42.0.0/25").unwrap_err().contains("/24"));
+        assert!(
+            parse_cluster_cidr("10.42.0.0/25")
+                .unwrap_err()
+                .contains("/24")
+        );
     }
 
     #[test]
@@ -381,7 +435,10 @@ mod tests {
         assert_eq!(parse_node_name("Edge-1").unwrap(), "edge-1");
         assert!(parse_node_name("node_1").is_err());
         assert!(parse_node_name("-a").is_err());
-        assert_eq!(parse_san(" Master.Example.com ").unwrap(), "master.example.com");
+        assert_eq!(
+            parse_san(" Master.Example.com ").unwrap(),
+            "master.example.com"
+        );
         assert_eq!(parse_san("*.apps.local").unwrap(), "*.apps.local");
         assert_eq!(parse_san("fd00::1").unwrap(), "fd00::1");
         assert!(parse_san("a b").is_err());
@@ -399,8 +456,14 @@ mod tests {
     #[test]
     fn derived_paths_and_urls() {
         let mut c = ServerConfig::new("/d".into(), "n1");
-        assert_eq!(c.first_service_ip().unwrap(), "10.43.0.1".parse::<IpAddr>().unwrap());
-        assert_eq!(c.admin_kubeconfig_path(), PathBuf::from("/d/server/cred/admin.kubeconfig"));
+        assert_eq!(
+            c.first_service_ip().unwrap(),
+            "10.43.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            c.admin_kubeconfig_path(),
+            PathBuf::from("/d/server/cred/admin.kubeconfig")
+        );
         assert_eq!(c.local_server_url(), "https://127.0.0.1:6443");
         c.bind_address = "fd00::2".parse().unwrap();
         c.https_port = 7443;

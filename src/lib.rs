@@ -6,6 +6,6 @@ pub mod cli;
 pub mod config;
 pub mod controllers;
 pub mod patch;
-// pub mod server; (enabled once the store and PKI land)
+pub mod server;
 pub mod registry;
 pub mod store;

@@ -14,7 +14,7 @@ fn main() {
                     std::process::exit(1);
                 }
             };
-            if let Err(e) = rt.block_on(async { let _ = cfg; Ok::<(), String>(()) }) {
+            if let Err(e) = rt.block_on(rk3s::server::run(*cfg)) {
                 tracing::error!("{e}");
                 eprintln!("rk3s: {e}");
                 std::process::exit(1);
@@ -25,6 +25,13 @@ fn main() {
 
 fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RK3S_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("rk3s={level},warn")));
+        .unwrap_or_else(|_| {
+            // A plain level applies to rk3s; a filter string is taken as it is.
+            if level.contains('=') || level.contains(',') {
+                tracing_subscriber::EnvFilter::new(level)
+            } else {
+                tracing_subscriber::EnvFilter::new(format!("rk3s={level},warn"))
+            }
+        });
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

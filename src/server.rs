@@ -53,7 +53,7 @@ impl ControlPlane {
     pub fn open(cfg: &ServerConfig) -> Result<Self, ServerError> {
         let db_dir = cfg.server_dir().join("db");
         std::fs::create_dir_all(&db_dir)?;
-        let sqlite = SqliteStore::open(&db_dir.join("state.db"), SqliteOptions::from_env())?;
+        let sqlite = SqliteStore::open(&db_dir.join("state.db"), store_options_from_env())?;
         let metrics = Arc::new(Metrics::default());
         let store: Arc<dyn Store> = Arc::new(MeteredStore::new(sqlite, metrics.clone()));
         let catalogue = Arc::new(Catalogue::new(catalogue::builtin()));
@@ -115,9 +115,68 @@ impl ControlPlane {
             Err(e) if e.code == 409 => {}
             Err(e) => return Err(err(e)),
         }
+        self.reconcile_master_endpoints(cfg).await?;
         self.state.ready.store(true, Ordering::Release);
         Ok(())
     }
+
+    /// The `kubernetes` Service's Endpoints and EndpointSlice point at this
+    /// server, as upstream's endpoint reconciler keeps them.
+    async fn reconcile_master_endpoints(&self, cfg: &ServerConfig) -> Result<(), ServerError> {
+        let reg = &self.state.registry;
+        let cat = &self.state.catalogue;
+        let ip = match cfg.bind_address {
+            a if a.is_unspecified() => primary_address().unwrap_or_else(|| "127.0.0.1".into()),
+            a => a.to_string(),
+        };
+        let port = cfg.https_port;
+        let objs = [
+            (
+                cat.get("", "v1", "endpoints"),
+                json!({"apiVersion": "v1", "kind": "Endpoints",
+                       "metadata": {"name": "kubernetes", "namespace": "default",
+                                    "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+                       "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]}),
+            ),
+            (
+                cat.get("discovery.k8s.io", "v1", "endpointslices"),
+                json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                       "metadata": {"name": "kubernetes", "namespace": "default",
+                                    "labels": {"kubernetes.io/service-name": "kubernetes"}},
+                       "addressType": if ip.contains(':') { "IPv6" } else { "IPv4" },
+                       "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+                       "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}),
+            ),
+        ];
+        for (def, obj) in objs {
+            let Some(def) = def else { continue };
+            let opts = WriteOptions::default();
+            let res = match reg.create(&def, Some("default"), obj.clone(), &opts).await {
+                Err(e) if e.code == 409 => reg.update(&def, Some("default"), "kubernetes", obj, None, &opts).await,
+                other => other,
+            };
+            res.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Store tuning from the environment (for tests and odd hardware):
+/// RK3S_COMPACT_INTERVAL (seconds, 0 = off), RK3S_COMPACT_RETAIN (revisions),
+/// RK3S_WATCH_WINDOW (events kept for resuming watches).
+fn store_options_from_env() -> SqliteOptions {
+    let mut o = SqliteOptions::default();
+    let num = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    if let Some(s) = num("RK3S_COMPACT_INTERVAL") {
+        o.compaction_interval = (s > 0).then(|| Duration::from_secs(s));
+    }
+    if let Some(r) = num("RK3S_COMPACT_RETAIN") {
+        o.compaction_retain = r as i64;
+    }
+    if let Some(n) = num("RK3S_WATCH_WINDOW") {
+        o.window.max_events = n as usize;
+    }
+    o
 }
 
 /// The kube::Client over an in-memory router, authenticated as the loopback
@@ -242,5 +301,75 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::{StreamExt, TryStreamExt};
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+    use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+
+    fn temp_config() -> ServerConfig {
+        let dir = std::env::temp_dir().join(format!("rk3s-cp-{}", uuid::Uuid::new_v4()));
+        ServerConfig::new(dir, "test-node")
+    }
+
+    /// The in-memory kube::Client goes through the same router as kubectl:
+    /// bootstrap objects, create/get/list/patch/watch/delete, Status errors.
+    #[tokio::test]
+    async fn in_memory_client_round_trip() {
+        let cfg = temp_config();
+        let cp = ControlPlane::open(&cfg).expect("open");
+        cp.bootstrap(&cfg).await.expect("bootstrap");
+        let client = cp.client();
+
+        let nss: Api<Namespace> = Api::all(client.clone());
+        let names: Vec<String> =
+            nss.list(&ListParams::default()).await.expect("list ns").items.into_iter().filter_map(|n| n.metadata.name).collect();
+        for want in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            assert!(names.iter().any(|n| n == want), "missing namespace {want} in {names:?}");
+        }
+        let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+        let k = svcs.get("kubernetes").await.expect("kubernetes service");
+        assert_eq!(k.spec.and_then(|s| s.cluster_ip).as_deref(), Some("10.43.0.1"));
+
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+        let mut watch = cms.watch(&WatchParams::default(), "0").await.expect("watch").boxed();
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "c1", "labels": {"app": "x"}}, "data": {"a": "1"}
+        }))
+        .expect("cm");
+        let created = cms.create(&PostParams::default(), &cm).await.expect("create");
+        let rv1 = created.metadata.resource_version.clone().expect("rv");
+        let err = cms.create(&PostParams::default(), &cm).await.expect_err("duplicate");
+        match err {
+            kube::Error::Api(s) => assert_eq!((s.code, s.reason.as_str()), (409, "AlreadyExists")),
+            other => panic!("unexpected {other:?}"),
+        }
+        let patched = cms
+            .patch("c1", &PatchParams::default(), &Patch::Merge(serde_json::json!({"data": {"b": "2"}})))
+            .await
+            .expect("patch");
+        assert_ne!(patched.metadata.resource_version.as_deref(), Some(rv1.as_str()));
+        assert_eq!(patched.data.as_ref().and_then(|d| d.get("b")).map(String::as_str), Some("2"));
+        let listed = cms.list(&ListParams::default().labels("app=x")).await.expect("list");
+        assert_eq!(listed.items.len(), 1);
+        cms.delete("c1", &DeleteParams::default()).await.expect("delete");
+
+        let mut kinds = Vec::new();
+        while kinds.len() < 3 {
+            match tokio::time::timeout(Duration::from_secs(5), watch.try_next()).await {
+                Ok(Ok(Some(WatchEvent::Added(_)))) => kinds.push("ADDED"),
+                Ok(Ok(Some(WatchEvent::Modified(_)))) => kinds.push("MODIFIED"),
+                Ok(Ok(Some(WatchEvent::Deleted(_)))) => kinds.push("DELETED"),
+                Ok(Ok(Some(_))) => {}
+                other => panic!("watch ended early: {other:?} after {kinds:?}"),
+            }
+        }
+        assert_eq!(kinds, ["ADDED", "MODIFIED", "DELETED"]);
+        cp.store.close().await;
+        let _ = std::fs::remove_dir_all(&cfg.data_dir);
     }
 }

@@ -12,16 +12,30 @@ fn version_reports_v1_33() {
     let s = Server::start();
     let v = json(&s.k(&["version", "-o", "json"]));
     let sv = &v["serverVersion"];
-    let git = sv["gitVersion"].as_str().unwrap_or_else(|| panic!("no serverVersion.gitVersion in {v}"));
-    assert!(git.starts_with("v1.33."), "server gitVersion {git} is not v1.33.x");
+    let git = sv["gitVersion"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no serverVersion.gitVersion in {v}"));
+    assert!(
+        git.starts_with("v1.33."),
+        "server gitVersion {git} is not v1.33.x"
+    );
     assert_eq!(sv["major"], "1", "{sv}");
     assert_eq!(sv["minor"], "33", "{sv}");
-    assert_eq!(sv["platform"], "linux/amd64".replace("amd64", std::env::consts::ARCH).replace("x86_64", "amd64"));
+    assert_eq!(
+        sv["platform"],
+        "linux/amd64"
+            .replace("amd64", std::env::consts::ARCH)
+            .replace("x86_64", "amd64")
+    );
     // The plain form prints both versions and no skew warning.
     let plain = s.kubectl(&["version"]);
     let out = common::stdout(&plain);
     assert!(out.contains(&format!("Server Version: {git}")), "{out}");
-    assert!(!common::stderr(&plain).contains("WARNING"), "version skew warning: {}", common::stderr(&plain));
+    assert!(
+        !common::stderr(&plain).contains("WARNING"),
+        "version skew warning: {}",
+        common::stderr(&plain)
+    );
 }
 
 #[test]
@@ -29,16 +43,37 @@ fn version_and_health_need_no_credentials() {
     let mut s = Server::start();
     for path in ["/version", "/healthz", "/livez", "/readyz"] {
         let r = s.request(common::Req::new("GET", path).anonymous());
-        assert_eq!(r.status, 200, "anonymous GET {path}: {}", r.text());
+        assert_eq!(r.status, 200, "anonymous GET {path}: {}", r.snippet());
     }
-    let v = s.request(common::Req::new("GET", "/version").anonymous()).json();
-    assert!(v["gitVersion"].as_str().unwrap_or("").starts_with("v1.33."), "{v}");
-    assert_eq!(s.request(common::Req::new("GET", "/healthz").anonymous()).text(), "ok");
+    let v = s
+        .request(common::Req::new("GET", "/version").anonymous())
+        .json();
+    assert!(
+        v["gitVersion"].as_str().unwrap_or("").starts_with("v1.33."),
+        "{v}"
+    );
+    assert_eq!(
+        s.request(common::Req::new("GET", "/healthz").anonymous())
+            .text(),
+        "ok"
+    );
     // ?verbose lists each check and ends with the verdict, as upstream.
-    let verbose = s.request(common::Req::new("GET", "/readyz?verbose").anonymous()).text();
-    assert!(verbose.lines().any(|l| l.starts_with("[+]") && l.ends_with(" ok")), "no per-check lines:\n{verbose}");
-    assert!(verbose.trim_end().ends_with("readyz check passed"), "{verbose}");
-    let livez = s.request(common::Req::new("GET", "/livez?verbose").anonymous()).text();
+    let verbose = s
+        .request(common::Req::new("GET", "/readyz?verbose").anonymous())
+        .text();
+    assert!(
+        verbose
+            .lines()
+            .any(|l| l.starts_with("[+]") && l.ends_with(" ok")),
+        "no per-check lines:\n{verbose}"
+    );
+    assert!(
+        verbose.trim_end().ends_with("readyz check passed"),
+        "{verbose}"
+    );
+    let livez = s
+        .request(common::Req::new("GET", "/livez?verbose").anonymous())
+        .text();
     assert!(livez.trim_end().ends_with("livez check passed"), "{livez}");
 }
 
@@ -126,8 +161,14 @@ fn api_resources_lists_the_builtin_kinds() {
     let header = squeeze(rows.next().unwrap_or(""));
     assert_eq!(header, "NAME SHORTNAMES APIVERSION NAMESPACED KIND");
     let rows: Vec<String> = rows.map(squeeze).collect();
-    let missing: Vec<&&str> = API_RESOURCES.iter().filter(|want| !rows.iter().any(|r| r == **want)).collect();
-    assert!(missing.is_empty(), "api-resources lacks rows {missing:#?}\nit printed:\n{out}");
+    let missing: Vec<&&str> = API_RESOURCES
+        .iter()
+        .filter(|want| !rows.iter().any(|r| r == **want))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "api-resources lacks rows {missing:#?}\nit printed:\n{out}"
+    );
 
     // Categories: `kubectl get all` expands to exactly upstream's set.
     let all = lines(&s.k(&["api-resources", "--categories=all", "-o", "name"]));
@@ -143,11 +184,28 @@ fn api_resources_lists_the_builtin_kinds() {
         .lines()
         .find(|l| l.starts_with("deployments "))
         .unwrap_or_else(|| panic!("no deployments row:\n{wide}"));
-    for verb in ["create", "delete", "deletecollection", "get", "list", "update", "watch"] {
-        assert!(deploy.contains(verb), "deployments verbs lack {verb}: {deploy}");
+    for verb in [
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "update",
+        "watch",
+    ] {
+        assert!(
+            deploy.contains(verb),
+            "deployments verbs lack {verb}: {deploy}"
+        );
     }
-    assert!(deploy.contains("all"), "deployments categories lack all: {deploy}");
-    assert!(!wide.contains("deployments/status"), "subresources must not be listed:\n{wide}");
+    assert!(
+        deploy.contains("all"),
+        "deployments categories lack all: {deploy}"
+    );
+    assert!(
+        !wide.contains("deployments/status"),
+        "subresources must not be listed:\n{wide}"
+    );
 }
 
 #[test]
@@ -173,7 +231,10 @@ fn api_versions_lists_every_group_version() {
         "admissionregistration.k8s.io/v1",
         "apiextensions.k8s.io/v1",
     ] {
-        assert!(got.iter().any(|g| g == gv), "api-versions lacks {gv}: {got:?}");
+        assert!(
+            got.iter().any(|g| g == gv),
+            "api-versions lacks {gv}: {got:?}"
+        );
     }
 }
 
@@ -198,20 +259,27 @@ fn discovery_documents() {
         .as_array()
         .and_then(|g| g.iter().find(|g| g["name"] == "autoscaling"))
         .unwrap_or_else(|| panic!("no autoscaling group: {apis}"));
-    assert_eq!(autoscaling["preferredVersion"]["groupVersion"], "autoscaling/v2");
+    assert_eq!(
+        autoscaling["preferredVersion"]["groupVersion"],
+        "autoscaling/v2"
+    );
     let apps = s.get_json("/apis/apps/v1");
     assert_eq!(apps["groupVersion"], "apps/v1");
 
     // Aggregated discovery, as kubectl 1.33 asks for it first.
-    let accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+    let accept =
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
     for path in ["/api", "/apis"] {
         let r = s.request(common::Req::new("GET", path).header("Accept", accept));
-        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(r.status, 200, "{path}: {}", r.snippet());
         let doc = r.json();
         assert_eq!(doc["kind"], "APIGroupDiscoveryList", "{path}: {doc}");
         assert_eq!(doc["apiVersion"], "apidiscovery.k8s.io/v2", "{path}");
         let ct = r.header("content-type").unwrap_or_default();
-        assert!(ct.contains("as=APIGroupDiscoveryList"), "{path} content-type {ct}");
+        assert!(
+            ct.contains("as=APIGroupDiscoveryList"),
+            "{path} content-type {ct}"
+        );
     }
 }
 
@@ -219,12 +287,26 @@ fn discovery_documents() {
 fn explain_uses_the_served_openapi() {
     let s = Server::start();
     let out = s.k(&["explain", "pods.spec.containers"]);
-    for want in ["KIND:       Pod", "VERSION:    v1", "FIELD: containers <[]Container>", "DESCRIPTION:", "FIELDS:"] {
+    for want in [
+        "KIND:       Pod",
+        "VERSION:    v1",
+        "FIELD: containers <[]Container>",
+        "DESCRIPTION:",
+        "FIELDS:",
+    ] {
         assert!(out.contains(want), "explain lacks {want:?}:\n{out}");
     }
     let fields: Vec<String> = out.lines().map(squeeze).collect();
-    for want in ["name <string> -required-", "image <string>", "ports <[]ContainerPort>", "env <[]EnvVar>"] {
-        assert!(fields.iter().any(|l| l == want), "explain lacks field line {want:?}:\n{out}");
+    for want in [
+        "name <string> -required-",
+        "image <string>",
+        "ports <[]ContainerPort>",
+        "env <[]EnvVar>",
+    ] {
+        assert!(
+            fields.iter().any(|l| l == want),
+            "explain lacks field line {want:?}:\n{out}"
+        );
     }
     let dep = s.k(&["explain", "deployment.spec.strategy.rollingUpdate.maxSurge"]);
     assert!(dep.contains("GROUP:      apps"), "{dep}");
@@ -235,13 +317,25 @@ fn explain_uses_the_served_openapi() {
 fn bootstrap_namespaces_and_kubernetes_service() {
     let s = Server::start();
     let ns = lines(&s.k(&["get", "namespaces", "-o", "name"]));
-    for want in ["namespace/default", "namespace/kube-node-lease", "namespace/kube-public", "namespace/kube-system"] {
+    for want in [
+        "namespace/default",
+        "namespace/kube-node-lease",
+        "namespace/kube-public",
+        "namespace/kube-system",
+    ] {
         assert!(ns.iter().any(|n| n == want), "missing {want}: {ns:?}");
     }
     let table = s.k(&["get", "ns"]);
-    assert_eq!(squeeze(table.lines().next().unwrap_or("")), "NAME STATUS AGE");
+    assert_eq!(
+        squeeze(table.lines().next().unwrap_or("")),
+        "NAME STATUS AGE"
+    );
     for row in table.lines().skip(1) {
-        assert_eq!(squeeze(row).split(' ').nth(1), Some("Active"), "namespace not Active: {row}");
+        assert_eq!(
+            squeeze(row).split(' ').nth(1),
+            Some("Active"),
+            "namespace not Active: {row}"
+        );
     }
 
     let svc = s.k_json(&["get", "service", "kubernetes", "-n", "default"]);
@@ -250,22 +344,40 @@ fn bootstrap_namespaces_and_kubernetes_service() {
     assert_eq!(svc["spec"]["ports"][0]["name"], "https");
     assert_eq!(svc["spec"]["ports"][0]["port"], 443);
     assert_eq!(svc["spec"]["ports"][0]["protocol"], "TCP");
-    assert_eq!(svc["spec"]["ports"][0]["targetPort"], s.port, "targetPort is the serving port");
+    assert_eq!(
+        svc["spec"]["ports"][0]["targetPort"], s.port,
+        "targetPort is the serving port"
+    );
     assert_eq!(svc["metadata"]["labels"]["component"], "apiserver");
     assert_eq!(svc["metadata"]["labels"]["provider"], "kubernetes");
     let row = squeeze(s.k(&["get", "svc", "kubernetes", "--no-headers"]).trim());
-    assert!(row.starts_with("kubernetes ClusterIP 10.43.0.1 <none> 443/TCP "), "{row}");
+    assert!(
+        row.starts_with("kubernetes ClusterIP 10.43.0.1 <none> 443/TCP "),
+        "{row}"
+    );
 }
 
 #[test]
 fn kubeconfig_files_are_written() {
     let s = Server::start();
     assert!(s.kubeconfig.exists(), "{} missing", s.kubeconfig.display());
-    let written = std::fs::metadata(&s.written_kubeconfig)
-        .unwrap_or_else(|e| panic!("--write-kubeconfig file {}: {e}", s.written_kubeconfig.display()));
-    assert_eq!(written.permissions().mode() & 0o777, 0o600, "default --write-kubeconfig-mode is 0600");
+    let written = std::fs::metadata(&s.written_kubeconfig).unwrap_or_else(|e| {
+        panic!(
+            "--write-kubeconfig file {}: {e}",
+            s.written_kubeconfig.display()
+        )
+    });
+    assert_eq!(
+        written.permissions().mode() & 0o777,
+        0o600,
+        "default --write-kubeconfig-mode is 0600"
+    );
     let admin = std::fs::metadata(&s.kubeconfig).expect("admin kubeconfig");
-    assert_eq!(admin.permissions().mode() & 0o077, 0, "admin kubeconfig must not be group/world readable");
+    assert_eq!(
+        admin.permissions().mode() & 0o077,
+        0,
+        "admin kubeconfig must not be group/world readable"
+    );
     // The written copy works on its own, with the same identity.
     let o = common::run(
         std::process::Command::new(common::kubectl_bin())
@@ -279,7 +391,10 @@ fn kubeconfig_files_are_written() {
     // is not served, fall back to a plain read that still proves the file works.
     if o.status.success() {
         let who = json(&common::stdout(&o));
-        assert_eq!(who["status"]["userInfo"]["username"], "system:admin", "{who}");
+        assert_eq!(
+            who["status"]["userInfo"]["username"], "system:admin",
+            "{who}"
+        );
         let groups = who["status"]["userInfo"]["groups"].to_string();
         assert!(groups.contains("system:masters"), "{who}");
     } else {
@@ -291,26 +406,50 @@ fn kubeconfig_files_are_written() {
             None,
             std::time::Duration::from_secs(60),
         );
-        assert!(o.status.success(), "written kubeconfig does not work: {}", common::stderr(&o));
+        assert!(
+            o.status.success(),
+            "written kubeconfig does not work: {}",
+            common::stderr(&o)
+        );
         assert_eq!(common::stdout(&o).trim(), "namespace/default");
     }
 }
 
 #[test]
 fn write_kubeconfig_mode_is_honoured() {
-    let s = Server::builder().arg("--write-kubeconfig-mode").arg("0644").start();
-    let mode = std::fs::metadata(&s.written_kubeconfig).expect("written kubeconfig").permissions().mode();
+    let s = Server::builder()
+        .arg("--write-kubeconfig-mode")
+        .arg("0644")
+        .start();
+    let mode = std::fs::metadata(&s.written_kubeconfig)
+        .expect("written kubeconfig")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o644);
 }
 
 #[test]
 fn tls_san_is_in_the_serving_certificate() {
-    let mut s = Server::builder().arg("--tls-san").arg("rk3s.example").arg("--tls-san").arg("10.9.8.7").start();
+    let mut s = Server::builder()
+        .arg("--tls-san")
+        .arg("rk3s.example")
+        .arg("--tls-san")
+        .arg("10.9.8.7")
+        .start();
     let creds = s.creds();
     let curl = |host: &str| {
         common::run(
             std::process::Command::new("curl")
-                .args(["-sS", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+                .args([
+                    "-sS",
+                    "--noproxy",
+                    "*",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--cacert",
+                ])
                 .arg(&creds.ca)
                 .arg("--resolve")
                 .arg(format!("{host}:{}:127.0.0.1", s.port))
@@ -319,14 +458,30 @@ fn tls_san_is_in_the_serving_certificate() {
             std::time::Duration::from_secs(30),
         )
     };
-    for ok in ["rk3s.example", "localhost", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"] {
+    for ok in [
+        "rk3s.example",
+        "localhost",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ] {
         let o = curl(ok);
-        assert!(o.status.success(), "serving cert should cover {ok}: {}", common::stderr(&o));
+        assert!(
+            o.status.success(),
+            "serving cert should cover {ok}: {}",
+            common::stderr(&o)
+        );
         assert_eq!(common::stdout(&o), "200");
     }
     let bad = curl("not-a-san.example");
-    assert!(!bad.status.success(), "serving cert must not cover arbitrary names");
-    assert!(common::stderr(&bad).contains("certificate"), "{}", common::stderr(&bad));
+    assert!(
+        !bad.status.success(),
+        "serving cert must not cover arbitrary names"
+    );
+    assert!(
+        common::stderr(&bad).contains("certificate"),
+        "{}",
+        common::stderr(&bad)
+    );
     // IP SANs: the first service IP and --tls-san addresses, checked with openssl.
     let text = std::process::Command::new("openssl")
         .args(["s_client", "-connect"])
@@ -341,12 +496,21 @@ fn tls_san_is_in_the_serving_certificate() {
         if let (Some(a), Some(b)) = (start, end) {
             let cert = &pem[a..b + "-----END CERTIFICATE-----".len()];
             let decoded = common::run(
-                std::process::Command::new("openssl").args(["x509", "-noout", "-ext", "subjectAltName"]),
+                std::process::Command::new("openssl").args([
+                    "x509",
+                    "-noout",
+                    "-ext",
+                    "subjectAltName",
+                ]),
                 Some(cert.as_bytes()),
                 std::time::Duration::from_secs(30),
             );
             let sans = common::stdout(&decoded);
-            for ip in ["IP Address:127.0.0.1", "IP Address:10.43.0.1", "IP Address:10.9.8.7"] {
+            for ip in [
+                "IP Address:127.0.0.1",
+                "IP Address:10.43.0.1",
+                "IP Address:10.9.8.7",
+            ] {
                 assert!(sans.contains(ip), "serving cert SANs lack {ip}: {sans}");
             }
         }
@@ -359,20 +523,40 @@ fn credentials_are_reused_across_restarts() {
     let before = std::fs::read(&s.kubeconfig).expect("kubeconfig");
     s.restart();
     let after = std::fs::read(&s.kubeconfig).expect("kubeconfig");
-    assert_eq!(before, after, "the admin kubeconfig (CA, client cert) must survive a restart");
-    assert_eq!(s.k(&["get", "ns", "kube-system", "-o", "name"]).trim(), "namespace/kube-system");
+    assert_eq!(
+        before, after,
+        "the admin kubeconfig (CA, client cert) must survive a restart"
+    );
+    assert_eq!(
+        s.k(&["get", "ns", "kube-system", "-o", "name"]).trim(),
+        "namespace/kube-system"
+    );
 }
 
 /// Flags win over env (`RK3S_<FLAG>`), env wins over the config file.
 #[test]
 fn configuration_precedence_flag_env_file() {
-    let (p_file, p_env, p_flag) = (common::free_port(), common::free_port(), common::free_port());
+    let (p_file, p_env, p_flag) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
     let file = format!("https-port: {p_file}\nservice-cidr: 10.44.0.0/16\n");
 
-    let s = Server::builder().without_port_flag().expect_port(p_file).config_yaml(file.clone()).start();
+    let s = Server::builder()
+        .without_port_flag()
+        .expect_port(p_file)
+        .config_yaml(file.clone())
+        .start();
     assert!(s.url().ends_with(&format!(":{p_file}")));
     // service-cidr from the file: the kubernetes Service takes its first IP.
-    let ip = s.k(&["get", "svc", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"]);
+    let ip = s.k(&[
+        "get",
+        "svc",
+        "kubernetes",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
     assert_eq!(ip, "10.44.0.1", "service-cidr from the config file");
     drop(s);
 
@@ -382,8 +566,18 @@ fn configuration_precedence_flag_env_file() {
         .config_yaml(file.clone())
         .env("RK3S_HTTPS_PORT", p_env.to_string())
         .start();
-    let server = s.k(&["config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"]);
-    assert_eq!(server, format!("https://127.0.0.1:{p_env}"), "env must win over the config file");
+    let server = s.k(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    assert_eq!(
+        server,
+        format!("https://127.0.0.1:{p_env}"),
+        "env must win over the config file"
+    );
     drop(s);
 
     let s = Server::builder()
@@ -394,8 +588,18 @@ fn configuration_precedence_flag_env_file() {
         .config_yaml(file)
         .env("RK3S_HTTPS_PORT", p_env.to_string())
         .start();
-    let server = s.k(&["config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"]);
-    assert_eq!(server, format!("https://127.0.0.1:{p_flag}"), "the flag must win over env");
+    let server = s.k(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    assert_eq!(
+        server,
+        format!("https://127.0.0.1:{p_flag}"),
+        "the flag must win over env"
+    );
 }
 
 #[test]
@@ -406,7 +610,14 @@ fn sigterm_shuts_down_cleanly() {
     assert!(status.success());
     // Nothing is listening any more.
     let probe = std::net::TcpStream::connect(("127.0.0.1", s.port));
-    assert!(probe.is_err(), "port {} still accepts connections after shutdown", s.port);
+    assert!(
+        probe.is_err(),
+        "port {} still accepts connections after shutdown",
+        s.port
+    );
     s.start_again();
-    assert_eq!(s.k(&["get", "cm", "before-stop", "-o", "jsonpath={.data.a}"]), "b");
+    assert_eq!(
+        s.k(&["get", "cm", "before-stop", "-o", "jsonpath={.data.a}"]),
+        "b"
+    );
 }

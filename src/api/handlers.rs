@@ -226,7 +226,7 @@ async fn serve(st: Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
         }
         (&Method::POST, None) => {
             let bt = request::body_type(&parts.headers)?;
-            if bt != BodyType::Json && bt != BodyType::Yaml {
+            if !matches!(bt, BodyType::Json | BodyType::Yaml | BodyType::Protobuf) {
                 return Err(ApiError::unsupported_media_type(
                     parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or(""),
                 ));
@@ -242,7 +242,7 @@ async fn serve(st: Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
         }
         (&Method::PUT, Some(name)) => {
             let bt = request::body_type(&parts.headers)?;
-            if bt != BodyType::Json && bt != BodyType::Yaml {
+            if !matches!(bt, BodyType::Json | BodyType::Yaml | BodyType::Protobuf) {
                 return Err(ApiError::unsupported_media_type(
                     parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or(""),
                 ));

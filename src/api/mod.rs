@@ -6,6 +6,7 @@ pub mod handlers;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
+pub mod protobuf;
 pub mod request;
 pub mod selectors;
 pub mod status;

@@ -104,7 +104,7 @@ impl Query {
 
     pub fn list_query(&self) -> Result<ListQuery, ApiError> {
         let labels = LabelSelector::parse(self.get("labelSelector").unwrap_or(""))
-            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+            .map_err(ApiError::bad_request)?;
         let fields = FieldSelector::parse(self.get("fieldSelector").unwrap_or(""))
             .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
         let limit: Option<i64> = self.int("limit")?;
@@ -246,6 +246,8 @@ pub enum BodyType {
     MergePatch,
     StrategicMergePatch,
     ApplyPatch,
+    /// application/vnd.kubernetes.protobuf (typed clients of kubectl 1.32+).
+    Protobuf,
 }
 
 pub fn body_type(headers: &HeaderMap) -> Result<BodyType, ApiError> {
@@ -258,6 +260,7 @@ pub fn body_type(headers: &HeaderMap) -> Result<BodyType, ApiError> {
         "application/merge-patch+json" => Ok(BodyType::MergePatch),
         "application/strategic-merge-patch+json" => Ok(BodyType::StrategicMergePatch),
         "application/apply-patch+yaml" | "application/apply-patch+cbor" => Ok(BodyType::ApplyPatch),
+        "application/vnd.kubernetes.protobuf" => Ok(BodyType::Protobuf),
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }
@@ -268,6 +271,8 @@ pub fn decode_object(raw: &[u8], ty: BodyType) -> Result<Value, ApiError> {
         return Err(ApiError::bad_request("the body of the request was empty"));
     }
     let v: Value = match ty {
+        BodyType::Protobuf => super::protobuf::decode_object(raw)
+            .map_err(|e| ApiError::bad_request(format!("error decoding protobuf body: {e}")))?,
         BodyType::Yaml | BodyType::ApplyPatch => {
             let s = std::str::from_utf8(raw).map_err(|_| ApiError::bad_request("the body is not valid UTF-8"))?;
             serde_saphyr::from_str(s).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?

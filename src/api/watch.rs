@@ -37,13 +37,16 @@ impl Renderer {
             Output::Metadata { v1beta1 } => partial_metadata(obj, v1beta1),
             Output::Table { v1beta1 } => {
                 let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
-                let mut t = table::build_table(&self.def, std::slice::from_ref(obj), self.include, json!({"resourceVersion": rv}));
+                // Column definitions travel with the first event only, as upstream.
+                let mut t = table::build_table_with(
+                    &self.def,
+                    std::slice::from_ref(obj),
+                    self.include,
+                    json!({"resourceVersion": rv}),
+                    !self.columns_sent,
+                );
                 if v1beta1 {
                     t["apiVersion"] = json!("meta.k8s.io/v1beta1");
-                }
-                // Column definitions travel with the first event only, as upstream.
-                if self.columns_sent {
-                    t["columnDefinitions"] = json!([]);
                 }
                 self.columns_sent = true;
                 t

@@ -1,6 +1,7 @@
 //! Authentication and (later) authorization.
 
 pub mod authn;
+pub mod kubeconfig;
 pub mod pki;
 
 /// Who made a request (upstream's user.Info).

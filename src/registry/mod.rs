@@ -2,6 +2,7 @@
 //! declaration (`ResourceDef`) plus strategy hooks; built-ins come from
 //! `catalogue`, CRDs will be added at run time through the same type.
 
+pub mod allocator;
 pub mod catalogue;
 pub mod conversion;
 pub mod generic;

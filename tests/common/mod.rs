@@ -34,7 +34,11 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 /// The newest kubectl on the machine (v1.33 is the reference client).
 pub fn kubectl_bin() -> PathBuf {
     let newest = Path::new("/usr/lib/google-cloud-sdk/bin/kubectl.1.33");
-    if newest.exists() { newest.to_path_buf() } else { PathBuf::from("kubectl") }
+    if newest.exists() {
+        newest.to_path_buf()
+    } else {
+        PathBuf::from("kubectl")
+    }
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
@@ -60,10 +64,16 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// Run a command to completion with a deadline; on timeout it is killed and
 /// the test fails with whatever it printed.
 pub fn run(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().expect("stdin pipe");
         let input = input.to_vec();
@@ -93,7 +103,11 @@ pub fn run(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> Output
             Err(e) => panic!("wait {cmd:?}: {e}"),
         }
     };
-    Output { status, stdout: out_reader.join().unwrap_or_default(), stderr: err_reader.join().unwrap_or_default() }
+    Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
 }
 
 fn reader_thread(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
@@ -119,9 +133,24 @@ pub fn json(text: &str) -> Value {
 
 /// Sorted, whitespace-split lines of `kubectl ... -o name` style output.
 pub fn lines(text: &str) -> Vec<String> {
-    let mut v: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    let mut v: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
     v.sort();
     v
+}
+
+/// At most 2,000 characters of `s`, for failure messages.
+pub fn clip(s: &str) -> String {
+    const MAX: usize = 2000;
+    if s.chars().count() <= MAX {
+        return s.to_string();
+    }
+    let head: String = s.chars().take(MAX).collect();
+    format!("{head}... ({} bytes in all)", s.len())
 }
 
 /// Collapse runs of blanks, so table rows compare independently of column widths.
@@ -141,7 +170,13 @@ pub struct ServerBuilder {
 
 impl Default for ServerBuilder {
     fn default() -> Self {
-        ServerBuilder { port: free_port(), port_flag: true, args: Vec::new(), env: Vec::new(), config_yaml: None }
+        ServerBuilder {
+            port: free_port(),
+            port_flag: true,
+            args: Vec::new(),
+            env: Vec::new(),
+            config_yaml: None,
+        }
     }
 }
 
@@ -199,9 +234,18 @@ impl Resp {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+    /// The body for failure messages: at most 2,000 characters.
+    pub fn snippet(&self) -> String {
+        clip(&self.text())
+    }
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("HTTP {} body is not JSON ({e}):\n{}", self.status, self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "HTTP {} body is not JSON ({e}):\n{}",
+                self.status,
+                self.snippet()
+            )
+        })
     }
     /// The (last) value of a response header, case-insensitively.
     pub fn header(&self, name: &str) -> Option<String> {
@@ -210,14 +254,23 @@ impl Resp {
             .filter_map(|l| l.split_once(':'))
             .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
             .map(|(_, v)| v.trim().to_string())
-            .last()
+            .next_back()
     }
     /// Assert this is a metav1.Status error with `code` and `reason`; returns it.
     #[track_caller]
     pub fn assert_status(&self, code: u16, reason: &str) -> Value {
-        assert_eq!(self.status, code, "wanted HTTP {code} {reason}, got {}:\n{}", self.status, self.text());
+        assert_eq!(
+            self.status,
+            code,
+            "wanted HTTP {code} {reason}, got {}:\n{}",
+            self.status,
+            self.snippet()
+        );
         let s = self.json();
-        assert_eq!(s["kind"], "Status", "error body is not a metav1.Status: {s}");
+        assert_eq!(
+            s["kind"], "Status",
+            "error body is not a metav1.Status: {s}"
+        );
         assert_eq!(s["apiVersion"], "v1", "Status apiVersion: {s}");
         assert_eq!(s["status"], "Failure", "Status.status: {s}");
         assert_eq!(s["code"], code, "Status.code: {s}");
@@ -249,12 +302,16 @@ impl Req {
         }
     }
     pub fn body(mut self, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
-        self.headers.push(("Content-Type".into(), content_type.into()));
+        self.headers
+            .push(("Content-Type".into(), content_type.into()));
         self.body = Some(body.into());
         self
     }
     pub fn json(self, v: &Value) -> Self {
-        self.body("application/json", serde_json::to_vec(v).expect("serialize"))
+        self.body(
+            "application/json",
+            serde_json::to_vec(v).expect("serialize"),
+        )
     }
     pub fn header(mut self, k: &str, v: &str) -> Self {
         self.headers.push((k.into(), v.into()));
@@ -365,15 +422,27 @@ impl Server {
 
     /// Start the process and wait for /readyz; Err carries a diagnosis.
     fn spawn_and_wait(&mut self) -> Result<(), String> {
-        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open server.log");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open server.log");
         let log2 = log.try_clone().expect("clone log fd");
         let mut cmd = self.command();
-        cmd.stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log2));
-        let child = cmd.spawn().map_err(|e| format!("cannot start {RK3S}: {e}"))?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2));
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {RK3S}: {e}"))?;
         self.child = Some(child);
         let started = Instant::now();
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 self.child = None;
                 return Err(format!(
                     "rk3s server exited before it was ready ({status}); args {:?}\n--- server log ---\n{}",
@@ -398,7 +467,17 @@ impl Server {
 
     fn readyz_ok(&self) -> bool {
         let out = Command::new("curl")
-            .args(["-sk", "--noproxy", "*", "--max-time", "2", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args([
+                "-sk",
+                "--noproxy",
+                "*",
+                "--max-time",
+                "2",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
             .arg(format!("https://127.0.0.1:{}/readyz", self.port))
             .output();
         matches!(out, Ok(o) if o.stdout == b"200")
@@ -439,7 +518,10 @@ impl Server {
             if Instant::now() > end {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("rk3s did not exit within 30 s of SIGTERM\n--- server log ---\n{}", self.log_tail(40));
+                panic!(
+                    "rk3s did not exit within 30 s of SIGTERM\n--- server log ---\n{}",
+                    self.log_tail(40)
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -494,7 +576,11 @@ impl Server {
     }
 
     pub fn kubectl_stdin(&self, stdin: &str, args: &[&str]) -> Output {
-        run(self.kubectl_cmd().args(args), Some(stdin.as_bytes()), COMMAND_TIMEOUT)
+        run(
+            self.kubectl_cmd().args(args),
+            Some(stdin.as_bytes()),
+            COMMAND_TIMEOUT,
+        )
     }
 
     pub fn kubectl_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
@@ -523,7 +609,11 @@ impl Server {
     #[track_caller]
     pub fn k_err(&self, args: &[&str]) -> String {
         let o = self.kubectl(args);
-        assert!(!o.status.success(), "kubectl {args:?} should have failed but printed:\n{}", stdout(&o));
+        assert!(
+            !o.status.success(),
+            "kubectl {args:?} should have failed but printed:\n{}",
+            stdout(&o)
+        );
         stderr(&o)
     }
 
@@ -531,7 +621,11 @@ impl Server {
     #[track_caller]
     pub fn k_in_err(&self, stdin: &str, args: &[&str]) -> String {
         let o = self.kubectl_stdin(stdin, args);
-        assert!(!o.status.success(), "kubectl {args:?} should have failed but printed:\n{}", stdout(&o));
+        assert!(
+            !o.status.success(),
+            "kubectl {args:?} should have failed but printed:\n{}",
+            stdout(&o)
+        );
         stderr(&o)
     }
 
@@ -572,7 +666,8 @@ impl Server {
     #[track_caller]
     pub fn request(&mut self, req: Req) -> Resp {
         let desc = format!("{} {}", req.method, req.path);
-        self.try_request(req).unwrap_or_else(|e| panic!("{desc}: {e}\n--- server log ---\n{}", self.log_tail(30)))
+        self.try_request(req)
+            .unwrap_or_else(|e| panic!("{desc}: {e}\n--- server log ---\n{}", self.log_tail(30)))
     }
 
     /// One request with curl; Err when there is no HTTP answer (connection
@@ -595,14 +690,18 @@ impl Server {
             .arg(&hdr_file)
             .args(["-w", "%{http_code}", "-H", "Expect:"]);
         if req.auth {
-            cmd.arg("--cert").arg(&creds.cert).arg("--key").arg(&creds.key);
+            cmd.arg("--cert")
+                .arg(&creds.cert)
+                .arg("--key")
+                .arg(&creds.key);
         }
         for (k, v) in &req.headers {
             cmd.arg("-H").arg(format!("{k}: {v}"));
         }
         if let Some(b) = &req.body {
             fs::write(&body_file, b).expect("write request body");
-            cmd.arg("--data-binary").arg(format!("@{}", body_file.display()));
+            cmd.arg("--data-binary")
+                .arg(format!("@{}", body_file.display()));
         }
         cmd.arg(format!("{}{}", creds.server, req.path));
         let o = run(&mut cmd, None, req.timeout + Duration::from_secs(10));
@@ -615,7 +714,11 @@ impl Server {
         if !o.status.success() || status == 0 {
             return Err(format!("curl failed ({}): {}", o.status, stderr(&o).trim()));
         }
-        Ok(Resp { status, headers, body })
+        Ok(Resp {
+            status,
+            headers,
+            body,
+        })
     }
 
     #[track_caller]
@@ -627,7 +730,13 @@ impl Server {
     #[track_caller]
     pub fn get_json(&mut self, path: &str) -> Value {
         let r = self.get(path);
-        assert_eq!(r.status, 200, "GET {path}: HTTP {}\n{}", r.status, r.text());
+        assert_eq!(
+            r.status,
+            200,
+            "GET {path}: HTTP {}\n{}",
+            r.status,
+            r.snippet()
+        );
         r.json()
     }
 
@@ -650,10 +759,12 @@ impl Server {
 
     /// A kube-rs client from the admin kubeconfig (for load and raw async I/O).
     pub async fn client(&self) -> kube::Client {
-        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("read admin kubeconfig");
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .expect("kube config from admin kubeconfig");
+        let kc =
+            kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("read admin kubeconfig");
+        let cfg =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .expect("kube config from admin kubeconfig");
         kube::Client::try_from(cfg).expect("kube client")
     }
 }
@@ -661,7 +772,11 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- rk3s server log ({}) ---\n{}\n--- end of server log ---", self.log.display(), self.log_tail(60));
+            eprintln!(
+                "--- rk3s server log ({}) ---\n{}\n--- end of server log ---",
+                self.log.display(),
+                self.log_tail(60)
+            );
         }
         self.kill9();
         if std::env::var_os("RK3S_KEEP_TEST_DIRS").is_none() {
@@ -683,10 +798,16 @@ pub async fn send(
     if body.is_some() {
         b = b.header("Content-Type", "application/json");
     }
-    let req = b.body(kube::client::Body::from(body.unwrap_or_default())).map_err(|e| e.to_string())?;
+    let req = b
+        .body(kube::client::Body::from(body.unwrap_or_default()))
+        .map_err(|e| e.to_string())?;
     let resp = client.send(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect_bytes().await.map_err(|e| e.to_string())?;
+    let bytes = resp
+        .into_body()
+        .collect_bytes()
+        .await
+        .map_err(|e| e.to_string())?;
     Ok((status, bytes.to_vec()))
 }
 
@@ -694,18 +815,26 @@ fn thread_label() -> String {
     let t = std::thread::current();
     let name = t.name().unwrap_or("t");
     let tail = name.rsplit("::").next().unwrap_or(name);
-    tail.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(40).collect()
+    tail.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(40)
+        .collect()
 }
 
 /// Pull the server URL, CA and client cert/key out of a kubeconfig (inline
 /// `*-data` or file references) into PEM files under `dir`.
 fn extract_creds(kubeconfig: &Path, dir: &Path) -> Creds {
     use base64::Engine;
-    let text = fs::read_to_string(kubeconfig).unwrap_or_else(|e| panic!("read {}: {e}", kubeconfig.display()));
-    let kc: Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("kubeconfig is not YAML ({e}):\n{text}"));
+    let text = fs::read_to_string(kubeconfig)
+        .unwrap_or_else(|e| panic!("read {}: {e}", kubeconfig.display()));
+    let kc: Value = serde_saphyr::from_str(&text)
+        .unwrap_or_else(|e| panic!("kubeconfig is not YAML ({e}):\n{text}"));
     let cluster = &kc["clusters"][0]["cluster"];
     let user = &kc["users"][0]["user"];
-    let server = cluster["server"].as_str().unwrap_or_else(|| panic!("kubeconfig has no server:\n{text}")).to_string();
+    let server = cluster["server"]
+        .as_str()
+        .unwrap_or_else(|| panic!("kubeconfig has no server:\n{text}"))
+        .to_string();
     fs::create_dir_all(dir).expect("create pem dir");
     let pem = |obj: &Value, data_key: &str, file_key: &str, out: &str| -> PathBuf {
         let path = dir.join(out);
@@ -723,8 +852,18 @@ fn extract_creds(kubeconfig: &Path, dir: &Path) -> Creds {
     };
     Creds {
         server,
-        ca: pem(cluster, "certificate-authority-data", "certificate-authority", "ca.crt"),
-        cert: pem(user, "client-certificate-data", "client-certificate", "client.crt"),
+        ca: pem(
+            cluster,
+            "certificate-authority-data",
+            "certificate-authority",
+            "ca.crt",
+        ),
+        cert: pem(
+            user,
+            "client-certificate-data",
+            "client-certificate",
+            "client.crt",
+        ),
         key: pem(user, "client-key-data", "client-key", "client.key"),
     }
 }

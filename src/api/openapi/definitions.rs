@@ -108,7 +108,9 @@ kinds! {
 
 /// Whether (group, version, kind) has a k8s-openapi type.
 pub fn is_builtin(group: &str, version: &str, kind: &str) -> bool {
-    BUILTIN_KINDS.iter().any(|&(g, v, k)| (g, v, k) == (group, version, kind))
+    BUILTIN_KINDS
+        .iter()
+        .any(|&(g, v, k)| (g, v, k) == (group, version, kind))
 }
 
 /// A kind placed in a set of definitions.
@@ -164,7 +166,9 @@ pub fn generate(kinds: &[(&str, &str, &str)]) -> Generated {
     let mut placed = Vec::new();
     let mut custom = Vec::new();
     for &(group, version, kind) in kinds {
-        if placed.iter().any(|k: &KindSchema| (k.group.as_str(), k.version.as_str(), k.kind.as_str()) == (group, version, kind)) {
+        if placed.iter().any(|k: &KindSchema| {
+            (k.group.as_str(), k.version.as_str(), k.kind.as_str()) == (group, version, kind)
+        }) {
             continue;
         }
         let (definition, builtin) = match add_builtin(&mut generator, group, version, kind) {
@@ -190,11 +194,17 @@ pub fn generate(kinds: &[(&str, &str, &str)]) -> Generated {
     }
     for k in &placed {
         if !definitions.contains_key(&k.list_definition) {
-            definitions.insert(k.list_definition.clone(), list_schema(&k.kind, &k.definition));
+            definitions.insert(
+                k.list_definition.clone(),
+                list_schema(&k.kind, &k.definition),
+            );
         }
     }
     decorate(&mut definitions, &placed);
-    Generated { definitions, kinds: placed }
+    Generated {
+        definitions,
+        kinds: placed,
+    }
 }
 
 /// The meta types operations refer to.
@@ -253,7 +263,10 @@ fn decorate(definitions: &mut Map<String, Value>, kinds: &[KindSchema]) {
     };
     for k in kinds {
         push(&k.definition, gvk(&k.group, &k.version, &k.kind));
-        push(&k.list_definition, gvk(&k.group, &k.version, &format!("{}List", k.kind)));
+        push(
+            &k.list_definition,
+            gvk(&k.group, &k.version, &format!("{}List", k.kind)),
+        );
     }
     // The meta types are served in every group-version, as upstream declares.
     push(STATUS, gvk("", "v1", "Status"));
@@ -273,29 +286,60 @@ fn decorate(definitions: &mut Map<String, Value>, kinds: &[KindSchema]) {
             schema.insert("x-kubernetes-group-version-kind".into(), list);
         }
     }
+    // k8s-openapi requires `metadata` on top-level kinds (its Rust field is
+    // not optional); upstream does not, and explain shows the difference.
+    for k in kinds {
+        if let Some(Value::Object(schema)) = definitions.get_mut(&k.definition) {
+            let now_empty = match schema.get_mut("required") {
+                Some(Value::Array(req)) => {
+                    req.retain(|f| f != "metadata");
+                    req.is_empty()
+                }
+                _ => false,
+            };
+            if now_empty {
+                schema.remove("required");
+            }
+        }
+    }
 
     for (name, schema) in definitions.iter_mut() {
-        let Value::Object(schema) = schema else { continue };
+        let Value::Object(schema) = schema else {
+            continue;
+        };
         if listmeta::is_atomic_struct(name) {
             schema.insert("x-kubernetes-map-type".into(), "atomic".into());
         }
-        let Some(Value::Object(props)) = schema.get_mut("properties") else { continue };
+        let Some(Value::Object(props)) = schema.get_mut("properties") else {
+            continue;
+        };
         for m in listmeta::fields_of(name) {
-            let Some(Value::Object(field)) = props.get_mut(m.field) else { continue };
+            let Some(Value::Object(field)) = props.get_mut(m.field) else {
+                continue;
+            };
             if !m.list_type.is_empty() {
                 field.insert("x-kubernetes-list-type".into(), m.list_type.into());
             }
             if !m.list_map_keys.is_empty() {
-                field.insert("x-kubernetes-list-map-keys".into(), m.list_map_keys.iter().map(|k| Value::from(*k)).collect());
+                field.insert(
+                    "x-kubernetes-list-map-keys".into(),
+                    m.list_map_keys.iter().map(|k| Value::from(*k)).collect(),
+                );
             }
             if !m.map_type.is_empty() {
                 field.insert("x-kubernetes-map-type".into(), m.map_type.into());
             }
             if !m.patch_merge_key.is_empty() {
-                field.insert("x-kubernetes-patch-merge-key".into(), m.patch_merge_key.into());
+                field.insert(
+                    "x-kubernetes-patch-merge-key".into(),
+                    m.patch_merge_key.into(),
+                );
             }
             if !m.patch_strategy.is_empty() {
-                field.insert("x-kubernetes-patch-strategy".into(), m.patch_strategy.into());
+                field.insert(
+                    "x-kubernetes-patch-strategy".into(),
+                    m.patch_strategy.into(),
+                );
             }
         }
     }
@@ -342,7 +386,10 @@ fn with_description(mut v: Value, description: Value) -> Value {
 /// `type` next to a `$ref`, and upstream's shapes for IntOrString/Quantity.
 pub fn to_v2(mut definitions: Map<String, Value>) -> Map<String, Value> {
     if let Some(s) = definitions.get_mut(INT_OR_STRING) {
-        *s = with_description(json!({"type": "string", "format": "int-or-string"}), description_of(s));
+        *s = with_description(
+            json!({"type": "string", "format": "int-or-string"}),
+            description_of(s),
+        );
     }
     if let Some(s) = definitions.get_mut(QUANTITY) {
         *s = with_description(json!({"type": "string"}), description_of(s));
@@ -371,7 +418,10 @@ pub fn to_v3(mut definitions: Map<String, Value>) -> Map<String, Value> {
         );
     }
     if let Some(s) = definitions.get_mut(QUANTITY) {
-        *s = with_description(json!({"oneOf": [{"type": "string"}, {"type": "number"}]}), description_of(s));
+        *s = with_description(
+            json!({"oneOf": [{"type": "string"}, {"type": "number"}]}),
+            description_of(s),
+        );
     }
     for schema in definitions.values_mut() {
         walk_schemas(schema, &mut v3_schema);
@@ -380,19 +430,24 @@ pub fn to_v3(mut definitions: Map<String, Value>) -> Map<String, Value> {
 }
 
 fn v3_schema(obj: &mut Map<String, Value>) {
-    let Some(Value::String(r)) = obj.get_mut("$ref") else { return };
+    let Some(Value::String(r)) = obj.get_mut("$ref") else {
+        return;
+    };
     if let Some(name) = r.strip_prefix(V2_REF_PREFIX) {
         *r = format!("{V3_REF_PREFIX}{name}");
     }
-    if obj.len() > 1 {
-        if let Some(r) = obj.remove("$ref") {
-            obj.insert("allOf".into(), json!([{"$ref": r}]));
-        }
+    if obj.len() > 1
+        && let Some(r) = obj.remove("$ref")
+    {
+        obj.insert("allOf".into(), json!([{"$ref": r}]));
     }
 }
 
 /// Names of the definitions `roots` reach through `$ref`s (v2 or v3 style).
-pub fn reachable(definitions: &Map<String, Value>, roots: impl IntoIterator<Item = String>) -> std::collections::BTreeSet<String> {
+pub fn reachable(
+    definitions: &Map<String, Value>,
+    roots: impl IntoIterator<Item = String>,
+) -> std::collections::BTreeSet<String> {
     let mut seen = std::collections::BTreeSet::new();
     let mut todo: Vec<String> = roots.into_iter().collect();
     while let Some(name) = todo.pop() {
@@ -412,7 +467,10 @@ fn collect_refs(v: &Value, out: &mut Vec<String>) {
             for (k, v) in o {
                 match (k.as_str(), v) {
                     ("$ref", Value::String(r)) => {
-                        let name = r.strip_prefix(V2_REF_PREFIX).or_else(|| r.strip_prefix(V3_REF_PREFIX)).unwrap_or(r);
+                        let name = r
+                            .strip_prefix(V2_REF_PREFIX)
+                            .or_else(|| r.strip_prefix(V3_REF_PREFIX))
+                            .unwrap_or(r);
                         out.push(name.to_string());
                     }
                     _ => collect_refs(v, out),
@@ -433,12 +491,29 @@ mod tests {
         let g = generate(&[("", "v1", "Pod"), ("apps", "v1", "Deployment")]);
         assert_eq!(g.kinds[0].definition, "io.k8s.api.core.v1.Pod");
         assert_eq!(g.kinds[1].definition, "io.k8s.api.apps.v1.Deployment");
-        for name in ["io.k8s.api.core.v1.PodSpec", "io.k8s.api.core.v1.PodList", OBJECT_META, INT_OR_STRING, STATUS, PATCH] {
+        for name in [
+            "io.k8s.api.core.v1.PodSpec",
+            "io.k8s.api.core.v1.PodList",
+            OBJECT_META,
+            INT_OR_STRING,
+            STATUS,
+            PATCH,
+        ] {
             assert!(g.definitions.contains_key(name), "{name}");
         }
         let pod = &g.definitions["io.k8s.api.core.v1.Pod"];
-        assert_eq!(pod["x-kubernetes-group-version-kind"], json!([{"group": "", "kind": "Pod", "version": "v1"}]));
-        assert_eq!(pod["properties"]["spec"]["$ref"], "#/definitions/io.k8s.api.core.v1.PodSpec");
+        assert_eq!(
+            pod["x-kubernetes-group-version-kind"],
+            json!([{"group": "", "kind": "Pod", "version": "v1"}])
+        );
+        assert!(
+            pod.get("required").is_none(),
+            "metadata is optional upstream"
+        );
+        assert_eq!(
+            pod["properties"]["spec"]["$ref"],
+            "#/definitions/io.k8s.api.core.v1.PodSpec"
+        );
         let containers = &g.definitions["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
         assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
         assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
@@ -448,7 +523,13 @@ mod tests {
     #[test]
     fn every_catalogue_kind_is_builtin() {
         for d in crate::registry::catalogue::builtin() {
-            assert!(is_builtin(&d.group, &d.version, &d.kind), "{} {} {}", d.group, d.version, d.kind);
+            assert!(
+                is_builtin(&d.group, &d.version, &d.kind),
+                "{} {} {}",
+                d.group,
+                d.version,
+                d.kind
+            );
         }
     }
 
@@ -457,7 +538,10 @@ mod tests {
         let g = generate(&[("stable.example.com", "v1", "CronTab")]);
         assert_eq!(g.kinds[0].definition, "com.example.stable.v1.CronTab");
         assert!(!g.kinds[0].builtin);
-        assert_eq!(g.definitions["com.example.stable.v1.CronTab"]["x-kubernetes-preserve-unknown-fields"], true);
+        assert_eq!(
+            g.definitions["com.example.stable.v1.CronTab"]["x-kubernetes-preserve-unknown-fields"],
+            true
+        );
     }
 
     #[test]
@@ -465,10 +549,16 @@ mod tests {
         let g = generate(&[("", "v1", "Pod")]);
         let v3 = to_v3(g.definitions);
         let spec = &v3["io.k8s.api.core.v1.Pod"]["properties"]["spec"];
-        assert_eq!(spec["allOf"], json!([{"$ref": "#/components/schemas/io.k8s.api.core.v1.PodSpec"}]));
+        assert_eq!(
+            spec["allOf"],
+            json!([{"$ref": "#/components/schemas/io.k8s.api.core.v1.PodSpec"}])
+        );
         assert!(spec["description"].is_string());
         let items = &v3["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"]["items"];
-        assert_eq!(items["$ref"], "#/components/schemas/io.k8s.api.core.v1.Container");
+        assert_eq!(
+            items["$ref"],
+            "#/components/schemas/io.k8s.api.core.v1.Container"
+        );
         assert_eq!(v3[INT_OR_STRING]["format"], "int-or-string");
     }
 }

@@ -39,7 +39,15 @@ const fn f(
     list_map_keys: &'static [&'static str],
     map_type: &'static str,
 ) -> FieldMeta {
-    FieldMeta { definition, field, patch_strategy, patch_merge_key, list_type, list_map_keys, map_type }
+    FieldMeta {
+        definition,
+        field,
+        patch_strategy,
+        patch_merge_key,
+        list_type,
+        list_map_keys,
+        map_type,
+    }
 }
 
 /// Every annotated field, sorted by (definition, field).
@@ -363,23 +371,61 @@ mod tests {
 
     #[test]
     fn tables_are_sorted_for_binary_search() {
-        assert!(FIELDS.windows(2).all(|w| (w[0].definition, w[0].field) < (w[1].definition, w[1].field)));
+        assert!(
+            FIELDS
+                .windows(2)
+                .all(|w| (w[0].definition, w[0].field) < (w[1].definition, w[1].field))
+        );
         assert!(ATOMIC_STRUCTS.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
     fn containers_merge_by_name() {
         let m = lookup("io.k8s.api.core.v1.PodSpec", "containers").unwrap();
-        assert_eq!((m.patch_strategy, m.patch_merge_key, m.list_type), ("merge", "name", "map"));
+        assert_eq!(
+            (m.patch_strategy, m.patch_merge_key, m.list_type),
+            ("merge", "name", "map")
+        );
         assert_eq!(m.list_map_keys, &["name"]);
-        assert_eq!(patch_meta("io.k8s.api.core.v1.Container", "ports"), Some(("merge", "containerPort")));
-        assert_eq!(lookup("io.k8s.api.core.v1.Container", "ports").unwrap().list_map_keys, &["containerPort", "protocol"]);
-        assert_eq!(patch_meta("io.k8s.api.core.v1.PodSpec", "volumes"), Some(("merge,retainKeys", "name")));
-        assert_eq!(patch_meta("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "ownerReferences"), Some(("merge", "uid")));
-        assert_eq!(patch_meta("io.k8s.api.core.v1.PodSpec", "tolerations"), None);
-        assert_eq!(lookup("io.k8s.api.core.v1.PodSpec", "tolerations").unwrap().list_type, "atomic");
-        assert!(fields_of("io.k8s.api.core.v1.PodSpec").iter().any(|m| m.field == "initContainers"));
-        assert!(is_atomic_struct("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"));
+        assert_eq!(
+            patch_meta("io.k8s.api.core.v1.Container", "ports"),
+            Some(("merge", "containerPort"))
+        );
+        assert_eq!(
+            lookup("io.k8s.api.core.v1.Container", "ports")
+                .unwrap()
+                .list_map_keys,
+            &["containerPort", "protocol"]
+        );
+        assert_eq!(
+            patch_meta("io.k8s.api.core.v1.PodSpec", "volumes"),
+            Some(("merge,retainKeys", "name"))
+        );
+        assert_eq!(
+            patch_meta(
+                "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+                "ownerReferences"
+            ),
+            Some(("merge", "uid"))
+        );
+        assert_eq!(
+            patch_meta("io.k8s.api.core.v1.PodSpec", "tolerations"),
+            None
+        );
+        assert_eq!(
+            lookup("io.k8s.api.core.v1.PodSpec", "tolerations")
+                .unwrap()
+                .list_type,
+            "atomic"
+        );
+        assert!(
+            fields_of("io.k8s.api.core.v1.PodSpec")
+                .iter()
+                .any(|m| m.field == "initContainers")
+        );
+        assert!(is_atomic_struct(
+            "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"
+        ));
         assert!(!is_atomic_struct("io.k8s.api.core.v1.PodSpec"));
     }
 }
