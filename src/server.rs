@@ -53,6 +53,11 @@ impl ControlPlane {
     pub fn open(cfg: &ServerConfig) -> Result<Self, ServerError> {
         let db_dir = cfg.server_dir().join("db");
         std::fs::create_dir_all(&db_dir)?;
+        // The database holds Secrets: only root may read it.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&db_dir, std::fs::Permissions::from_mode(0o700))?;
+        }
         let sqlite = SqliteStore::open(&db_dir.join("state.db"), store_options_from_env())?;
         let metrics = Arc::new(Metrics::default());
         let store: Arc<dyn Store> = Arc::new(MeteredStore::new(sqlite, metrics.clone()));
@@ -77,6 +82,8 @@ impl ControlPlane {
             openapi: Default::default(),
         });
         let router = api::router(state.clone());
+        // Compile the field-validation schemas off the request path.
+        std::thread::spawn(crate::api::fieldvalidation::warm);
         Ok(ControlPlane { state, router, store })
     }
 

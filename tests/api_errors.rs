@@ -49,7 +49,8 @@ fn unauthenticated_requests_are_401_except_health_and_version() {
     }
     // Nothing was created anonymously.
     s.get(&format!("{CMS}/anon")).assert_status(404, "NotFound");
-    // kubectl without credentials gets upstream's message.
+    // kubectl with a token the server does not know gets upstream's message
+    // (with no credentials at all kubectl would prompt for a user name).
     let o = common::run(
         std::process::Command::new(common::kubectl_bin())
             .env("HOME", s.root.join("home"))
@@ -59,6 +60,8 @@ fn unauthenticated_requests_are_401_except_health_and_version() {
                 "--insecure-skip-tls-verify",
                 "--kubeconfig",
                 "/dev/null",
+                "--token",
+                "not-a-token",
                 "get",
                 "pods",
             ]),

@@ -232,27 +232,19 @@ fn kubectl_watch_single_object() {
         "w",
         "--from-literal=a=1",
     ]);
-    let mut bg = Background::spawn(
-        &s,
-        &[
-            "get",
-            "configmap",
-            "mine",
-            "-n",
-            "w",
-            "-w",
-            "-o",
-            "name",
-            "--output-watch-events",
-        ],
-    );
+    let mut bg = Background::spawn(&s, &["get", "configmap", "mine", "-n", "w", "-w"]);
+    let rows = |o: &str| {
+        o.lines()
+            .filter(|l| squeeze(l).starts_with("mine "))
+            .count()
+    };
     bg.wait_for("the initial object", Duration::from_secs(30), |o| {
-        o.contains("configmap/mine")
+        rows(o) >= 1
     });
     s.k(&["create", "configmap", "noise", "-n", "w"]);
     update_data(&s, "mine", "a", "2");
     bg.wait_for("the modification", Duration::from_secs(30), |o| {
-        o.lines().filter(|l| l.contains("configmap/mine")).count() >= 2
+        rows(o) >= 2
     });
     assert!(
         !bg.stdout().contains("noise"),

@@ -261,13 +261,24 @@ pub fn unknown_fields_of_kind(group: &str, version: &str, kind: &str, obj: &Valu
     let mut out = Vec::new();
     if let Some((s, root)) = root_of(group, version, kind) {
         let mut path = String::new();
-        walk_value(&s.nodes, root, obj, &mut path, &mut out);
+        walk_value(&s.nodes, root, obj, 0, &mut path, &mut out);
     }
     out
 }
 
-fn walk_value(nodes: &[Node], id: NodeId, v: &Value, path: &mut String, out: &mut Vec<String>) {
-    if out.len() >= MAX_ERRORS {
+/// Deeper values are not looked into (parsed JSON cannot be deeper anyway;
+/// this bounds the recursion for values built otherwise).
+const MAX_DEPTH: usize = 256;
+
+fn walk_value(
+    nodes: &[Node],
+    id: NodeId,
+    v: &Value,
+    depth: usize,
+    path: &mut String,
+    out: &mut Vec<String>,
+) {
+    if out.len() >= MAX_ERRORS || depth > MAX_DEPTH {
         return;
     }
     let Some(node) = resolve(nodes, id, v.is_array()) else {
@@ -279,7 +290,7 @@ fn walk_value(nodes: &[Node], id: NodeId, v: &Value, path: &mut String, out: &mu
                 let len = path.len();
                 push_key(path, k);
                 match fields.get(k.as_str()) {
-                    Some(&cid) => walk_value(nodes, cid, child, path, out),
+                    Some(&cid) => walk_value(nodes, cid, child, depth + 1, path, out),
                     None if out.len() < MAX_ERRORS => out.push(path.clone()),
                     None => {}
                 }
@@ -290,7 +301,7 @@ fn walk_value(nodes: &[Node], id: NodeId, v: &Value, path: &mut String, out: &mu
             for (k, child) in m {
                 let len = path.len();
                 push_key(path, k);
-                walk_value(nodes, *cid, child, path, out);
+                walk_value(nodes, *cid, child, depth + 1, path, out);
                 path.truncate(len);
             }
         }
@@ -298,7 +309,7 @@ fn walk_value(nodes: &[Node], id: NodeId, v: &Value, path: &mut String, out: &mu
             for (i, child) in items.iter().enumerate() {
                 let len = path.len();
                 push_index(path, i);
-                walk_value(nodes, *cid, child, path, out);
+                walk_value(nodes, *cid, child, depth + 1, path, out);
                 path.truncate(len);
             }
         }

@@ -13,7 +13,6 @@ use serde_json::{Value, json};
 use super::ApiState;
 use super::discovery;
 use super::fieldvalidation;
-use super::openapi;
 use super::request::{self, BodyType, FieldValidation, Output, Query};
 use super::status::{ApiError, success_status};
 use super::table;
@@ -23,10 +22,6 @@ use crate::registry::generic::{ListPage, WriteOptions};
 pub(crate) fn json_response(code: StatusCode, v: &Value) -> Response {
     let body = serde_json::to_vec(v).unwrap_or_default();
     (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-fn json_bytes(code: StatusCode, bytes: Vec<u8>) -> Response {
-    (code, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
 
 pub async fn api_root(State(st): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
@@ -52,62 +47,13 @@ fn aggregated(st: &ApiState, legacy: bool, version: &str) -> Response {
     resp
 }
 
-pub async fn openapi_v2(State(st): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
-    // We publish JSON only; a client asking for protobuf alone gets 406 and
-    // falls back (client-go does).
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !accept.is_empty() && !accept.contains("json") && !accept.contains("*/*") {
-        return ApiError::not_acceptable("only application/json is served for /openapi/v2").into_response();
-    }
-    let doc = {
-        let mut slot = st.openapi.v2.lock();
-        match &*slot {
-            Some(d) => d.clone(),
-            None => {
-                let d = Arc::new(serde_json::to_vec(&openapi::v2(&st.catalogue)).unwrap_or_default());
-                *slot = Some(d.clone());
-                d
-            }
-        }
-    };
-    json_bytes(StatusCode::OK, doc.as_ref().clone())
-}
-
-pub async fn openapi_v3_index(State(st): State<Arc<ApiState>>) -> Response {
-    let idx = {
-        let mut slot = st.openapi.v3_index.lock();
-        match &*slot {
-            Some(d) => d.clone(),
-            None => {
-                let d = Arc::new(openapi::v3_index(&st.catalogue));
-                *slot = Some(d.clone());
-                d
-            }
-        }
-    };
-    json_response(StatusCode::OK, &idx)
-}
-
-pub async fn openapi_v3_doc(
-    State(st): State<Arc<ApiState>>,
-    axum::extract::Path(path): axum::extract::Path<String>,
-) -> Response {
-    let cached = st.openapi.v3_docs.lock().get(&path).cloned();
-    let doc = match cached {
-        Some(d) => d,
-        None => match openapi::v3_document(&st.catalogue, &path) {
-            Some(d) => {
-                let d = Arc::new(serde_json::to_vec(&d).unwrap_or_default());
-                st.openapi.v3_docs.lock().insert(path.clone(), d.clone());
-                d
-            }
-            None => return ApiError::not_found_path().into_response(),
-        },
-    };
-    let mut resp = json_bytes(StatusCode::OK, doc.as_ref().clone());
-    // Documents are addressed by hash; clients may cache them for long.
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, immutable"));
-    resp
+/// /openapi/v2 (JSON or protobuf) and /openapi/v3 documents. The first build
+/// costs tens of milliseconds of CPU, so it runs off the async workers.
+pub async fn openapi(State(st): State<Arc<ApiState>>, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    let st2 = st.clone();
+    tokio::task::spawn_blocking(move || st2.openapi.respond(&st2.catalogue, uri.path(), uri.query(), &headers))
+        .await
+        .unwrap_or_else(|e| ApiError::internal(e.to_string()).into_response())
 }
 
 /// A resolved resource path.
@@ -322,19 +268,20 @@ fn check_fields(
     if mode == FieldValidation::Ignore {
         return Ok(Vec::new());
     }
-    let mut problems: Vec<String> = Vec::new();
-    if bt == BodyType::Json {
-        problems.extend(fieldvalidation::duplicate_fields(raw).into_iter().map(|f| format!("duplicate field \"{f}\"")));
-    }
-    problems.extend(fieldvalidation::unknown_fields(def, obj).into_iter().map(|f| format!("unknown field \"{f}\"")));
+    let problems: Vec<String> = if bt == BodyType::Json {
+        fieldvalidation::strict_errors(def, raw).iter().map(ToString::to_string).collect()
+    } else {
+        fieldvalidation::unknown_fields(def, obj).into_iter().map(|f| format!("unknown field \"{f}\"")).collect()
+    };
     if problems.is_empty() {
         return Ok(Vec::new());
     }
     match mode {
+        // Upstream names only the version here: `Deployment in version "v1"`.
         FieldValidation::Strict => Err(ApiError::bad_request(format!(
             "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
             def.kind,
-            def.api_version(),
+            def.version,
             def.kind,
             problems.join(", ")
         ))),

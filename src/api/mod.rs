@@ -39,31 +39,8 @@ pub struct ApiState {
     /// Set once bootstrap objects exist (readyz).
     pub ready: AtomicBool,
     pub shutting_down: AtomicBool,
-    pub openapi: openapi_cache::OpenApiCache,
-}
-
-pub mod openapi_cache {
-    //! Generated OpenAPI documents, built on first use and kept until the
-    //! catalogue changes (CRDs).
-    use parking_lot::Mutex;
-    use serde_json::Value;
-    use std::collections::HashMap;
-    use std::sync::Arc;
-
-    #[derive(Default)]
-    pub struct OpenApiCache {
-        pub v2: Mutex<Option<Arc<Vec<u8>>>>,
-        pub v3_index: Mutex<Option<Arc<Value>>>,
-        pub v3_docs: Mutex<HashMap<String, Arc<Vec<u8>>>>,
-    }
-
-    impl OpenApiCache {
-        pub fn invalidate(&self) {
-            *self.v2.lock() = None;
-            *self.v3_index.lock() = None;
-            self.v3_docs.lock().clear();
-        }
-    }
+    /// Generated OpenAPI documents, built on first use.
+    pub openapi: openapi::OpenApi,
 }
 
 /// The authenticated identity of a request, put in its extensions by the
@@ -134,9 +111,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/livez/{check}", get(health::health_check))
         .route("/readyz/{check}", get(health::health_check))
         .route("/metrics", get(metrics_handler))
-        .route("/openapi/v2", get(handlers::openapi_v2))
-        .route("/openapi/v3", get(handlers::openapi_v3_index))
-        .route("/openapi/v3/{*path}", get(handlers::openapi_v3_doc))
+        .route("/openapi/v2", get(handlers::openapi))
+        .route("/openapi/v3", get(handlers::openapi))
+        .route("/openapi/v3/{*path}", get(handlers::openapi))
         .route("/api", get(handlers::api_root))
         .route("/api/", get(handlers::api_root))
         .route("/apis", get(handlers::apis_root))

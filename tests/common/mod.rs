@@ -401,11 +401,12 @@ impl Server {
         if self.builder.port_flag {
             cmd.arg("--https-port").arg(self.port.to_string());
         }
-        if let Some(yaml) = &self.builder.config_yaml {
-            let path = self.root.join("config.yaml");
-            fs::write(&path, yaml).expect("write config.yaml");
-            cmd.arg("--config").arg(path);
-        }
+        // Always an explicit config file (empty unless the test gives one), so a
+        // /etc/rk3s/config.yaml on the machine cannot leak into the tests.
+        let config = self.root.join("config.yaml");
+        fs::write(&config, self.builder.config_yaml.as_deref().unwrap_or(""))
+            .expect("write config.yaml");
+        cmd.arg("--config").arg(config);
         cmd.args(&self.builder.args);
         // Only what the test asks for: no RK3S_* from the caller's environment.
         for (k, _) in std::env::vars() {

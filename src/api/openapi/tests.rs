@@ -417,34 +417,27 @@ fn accept_negotiation_follows_q_values() {
 }
 
 #[test]
-fn tmp_dump() {
+fn scale_subresource_uses_the_scale_kind() {
     let c = catalogue();
-    let api = OpenApi::new();
-    let dir = "/tmp/oa";
-    std::fs::create_dir_all(dir).unwrap();
-    let (j, pb) = api.v2(&c);
-    std::fs::write(format!("{dir}/v2.json"), &j.body).unwrap();
-    std::fs::write(format!("{dir}/v2.pb"), &pb.body).unwrap();
-    let idx = api.v3_index(&c);
-    std::fs::write(format!("{dir}/v3.json"), &idx.body).unwrap();
-    for (g, vs) in c.groups() {
-        for v in vs {
-            let p = gv_path(&g, &v);
-            let d = api.v3_document(&c, &p).unwrap();
-            std::fs::write(format!("{dir}/v3_{}.json", p.replace('/', "_")), &d.body).unwrap();
-        }
-    }
-    // discovery lists for the mock server
-    let mut disc = serde_json::Map::new();
-    for (g, vs) in c.groups() {
-        for v in vs {
-            let res: Vec<Value> = c.resources(&g, &v).iter().map(|d| json!({"name": d.plural, "singularName": d.singular, "namespaced": d.namespaced, "kind": d.kind, "verbs": d.verbs, "shortNames": d.short_names})).collect();
-            disc.insert(gv_path(&g, &v), json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": if g.is_empty() { v.clone() } else { format!("{g}/{v}") }, "resources": res}));
-        }
-    }
-    std::fs::write(
-        format!("{dir}/discovery.json"),
-        serde_json::to_vec(&Value::Object(disc)).unwrap(),
-    )
-    .unwrap();
+    let mut d = (*c.get("apps", "v1", "deployments").unwrap()).clone();
+    d.subresources.push("scale".into());
+    c.add(d);
+    let doc = v3_document(&c, "apis/apps/v1").unwrap();
+    let item = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"];
+    assert_eq!(
+        item["patch"]["x-kubernetes-group-version-kind"],
+        json!({"group": "autoscaling", "kind": "Scale", "version": "v1"})
+    );
+    assert!(patch_params(&item["patch"]).contains(&"fieldValidation"));
+    assert_eq!(
+        item["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/io.k8s.api.autoscaling.v1.Scale"
+    );
+    assert!(doc["components"]["schemas"]["io.k8s.api.autoscaling.v1.Scale"].is_object());
+    // The status subresource keeps the parent kind.
+    let status = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}/status"];
+    assert_eq!(
+        status["patch"]["x-kubernetes-group-version-kind"]["kind"],
+        "Deployment"
+    );
 }
