@@ -7,8 +7,7 @@
 //! the original field names (snake_case), so the JSON names come from the
 //! `k8s-openapi` crate's generated source (`"generateName" => Field::Key_..`,
 //! plus each definition's `required` list): a JSON property matches a prost
-//! field when heck's `to_snake_case` (what prost-build used) turns one into the
-//! other. Both crates are located through `cargo metadata`; nothing from them
+//! field when both are equal ignoring case and separators (see `key`). Both crates are located through `cargo metadata`; nothing from them
 //! is copied into the repository, the table lands in OUT_DIR.
 //!
 //! Output (`$OUT_DIR/protobuf_messages.rs`): `MESSAGES` (one entry per
@@ -20,7 +19,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use heck::{ToLowerCamelCase, ToSnakeCase, ToUpperCamelCase};
+use heck::ToLowerCamelCase;
 use serde_json::Value;
 
 fn main() {
@@ -30,9 +29,11 @@ fn main() {
     let mut pb = PbSource::default();
     parse_pb_dir(&pb_src, &pb_src, &mut pb);
     let defs = parse_openapi_dir(&openapi_src);
-    let table = resolve(&pb, &defs);
+    let (table, report) = resolve(&pb, &defs);
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     std::fs::write(out.join("protobuf_messages.rs"), table).expect("write protobuf_messages.rs");
+    // For review: fields of defined types whose JSON name was guessed.
+    std::fs::write(out.join("protobuf_report.txt"), report).expect("write protobuf_report.txt");
 }
 
 /// The `src` dirs of k8s-pb and of the k8s-openapi version module we build
@@ -265,7 +266,9 @@ fn scalar(kind: &str, message: &dyn Fn() -> Scalar) -> Scalar {
 
 /// The message path inside Option/Vec/Box/BTreeMap wrappers.
 fn innermost_type(ty: &str) -> String {
-    let mut t = ty.trim_end_matches(',');
+    // rustfmt leaves a trailing comma in multi-line generic arguments.
+    let ty = ty.trim_end_matches(',').replace(",>", ">");
+    let mut t = ty.as_str();
     loop {
         let before = t;
         for w in [
@@ -313,8 +316,8 @@ struct Def {
     required: BTreeSet<String>,
 }
 
-/// Definitions keyed by (module, prost-style type name), e.g.
-/// ("api.core.v1", "AwsElasticBlockStoreVolumeSource").
+/// Definitions keyed by (module, `key` of the type name), e.g.
+/// ("api.core.v1", "awselasticblockstorevolumesource").
 type Defs = BTreeMap<(String, String), Def>;
 
 fn parse_openapi_dir(dir: &Path) -> Defs {
@@ -330,7 +333,7 @@ fn parse_openapi_dir(dir: &Path) -> Defs {
                 if let Some((name, def)) = parse_openapi_file(&text) {
                     let (prefix, short) = name.rsplit_once('.').expect("dotted definition name");
                     let module = prefix.trim_start_matches("io.k8s.").replace('-', "_");
-                    defs.insert((module, short.to_upper_camel_case()), def);
+                    defs.insert((module, key(short)), def);
                 }
             }
         }
@@ -370,11 +373,17 @@ fn parse_openapi_file(text: &str) -> Option<(String, Def)> {
 
 // ---- resolution ----------------------------------------------------------------
 
-fn snake(json: &str) -> String {
-    json.to_snake_case()
+/// The matching key of a JSON property and a prost field name: prost-build's
+/// snake_case differs from heck's today on acronyms (`podIPs` -> `pod_ips`,
+/// heck says `pod_i_ps`), and some proto names differ from the JSON name in
+/// case only (`uID` -> `u_id` for `uid`), so both sides drop case and
+/// separators (`x-kubernetes-list-type`, `$ref` match too).
+fn key(name: &str) -> String {
+    name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect()
 }
 
-fn resolve(pb: &PbSource, defs: &Defs) -> String {
+fn resolve(pb: &PbSource, defs: &Defs) -> (String, String) {
+    let mut report = String::new();
     let index: HashMap<String, usize> = pb
         .messages
         .iter()
@@ -385,45 +394,37 @@ fn resolve(pb: &PbSource, defs: &Defs) -> String {
     let mut global: BTreeMap<String, String> = BTreeMap::new();
     for def in defs.values() {
         for p in &def.properties {
-            global.entry(snake(p)).or_insert_with(|| p.clone());
+            global.entry(key(p)).or_insert_with(|| p.clone());
         }
     }
-    // A message's own definition, or the same type's in another version of
-    // its group (alpha/beta versions k8s-openapi does not carry).
-    let mut def_of: Vec<Option<&Def>> = pb
+    // A message's own definition.
+    let own: Vec<Option<&Def>> = pb
         .messages
         .iter()
-        .map(|m| {
-            defs.get(&(m.module.clone(), m.name.clone())).or_else(|| {
-                let group = m.module.rsplit_once('.').map_or("", |(g, _)| g);
-                defs.iter()
-                    .find(|((module, name), _)| {
-                        name == &m.name && module.rsplit_once('.').is_some_and(|(g, _)| g == group)
-                    })
-                    .map(|(_, d)| d)
-            })
-        })
+        .map(|m| defs.get(&(m.module.clone(), key(&m.name))))
         .collect();
     // Inline (`json:",inline"`) members: a message field the definition has
-    // no property for, whose own fields (recursively) are all properties of
-    // the definition. Such a message without a definition of its own takes
-    // the parent's (VolumeSource inside Volume).
+    // no property for, whose own fields (see `covered`) are properties of the
+    // definition. Such a message without a definition of its own takes the
+    // parent's (VolumeSource inside Volume). Only own definitions count: a
+    // type may have been flattened differently in another version.
+    let mut adopted: Vec<Option<&Def>> = vec![None; pb.messages.len()];
     let mut inline: BTreeSet<(usize, u32)> = BTreeSet::new();
     loop {
         let mut changed = false;
         for (i, m) in pb.messages.iter().enumerate() {
-            let Some(def) = def_of[i] else { continue };
-            let props: BTreeSet<String> = def.properties.iter().map(|p| snake(p)).collect();
+            let Some(def) = own[i].or(adopted[i]) else { continue };
+            let props: BTreeSet<String> = def.properties.iter().map(|p| key(p)).collect();
             for f in &m.fields {
-                let Scalar::Message(key) = &f.ty else { continue };
-                if f.repeated || f.map || props.contains(&f.name) || inline.contains(&(i, f.tag)) {
+                let Scalar::Message(target) = &f.ty else { continue };
+                if f.repeated || f.map || props.contains(&key(&f.name)) || inline.contains(&(i, f.tag)) {
                     continue;
                 }
-                let sub = index[key];
+                let sub = index[target];
                 if covered(pb, &index, sub, &props, 0) {
                     inline.insert((i, f.tag));
-                    if def_of[sub].is_none() {
-                        def_of[sub] = Some(def);
+                    if own[sub].is_none() && adopted[sub].is_none() {
+                        adopted[sub] = Some(def);
                     }
                     changed = true;
                 }
@@ -433,27 +434,48 @@ fn resolve(pb: &PbSource, defs: &Defs) -> String {
             break;
         }
     }
+    // Otherwise the same type's definition in another version of its group
+    // names the fields (alpha/beta versions k8s-openapi does not carry).
+    let def_of: Vec<Option<&Def>> = pb
+        .messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            own[i].or(adopted[i]).or_else(|| {
+                let group = m.module.rsplit_once('.').map_or("", |(g, _)| g);
+                defs.iter()
+                    .find(|((module, name), _)| {
+                        *name == key(&m.name) && module.rsplit_once('.').is_some_and(|(g, _)| g == group)
+                    })
+                    .map(|(_, d)| d)
+            })
+        })
+        .collect();
     let mut out = String::from(
         "// @generated by build.rs from the k8s-pb and k8s-openapi sources.\n\
          pub static MESSAGES: &[Message] = &[\n",
     );
     for (i, m) in pb.messages.iter().enumerate() {
         let def = def_of[i];
-        let own = defs.get(&(m.module.clone(), m.name.clone()));
-        let go_name = own.map_or(m.name.as_str(), |d| d.go_name.as_str());
+        let go_name = own[i].map_or(m.name.as_str(), |d| d.go_name.as_str());
         let by_snake: HashMap<String, &String> = def
-            .map(|d| d.properties.iter().map(|p| (snake(p), p)).collect())
+            .map(|d| d.properties.iter().map(|p| (key(p), p)).collect())
             .unwrap_or_default();
         let mut fields = m.fields.clone();
         fields.sort_by_key(|f| f.tag);
         let _ = write!(out, "    Message {{ module: {:?}, name: {:?}, fields: &[", m.module, go_name);
         for f in &fields {
             let is_inline = inline.contains(&(i, f.tag));
-            let json = by_snake
-                .get(&f.name)
-                .map(|s| s.to_string())
-                .or_else(|| global.get(&f.name).cloned())
-                .unwrap_or_else(|| f.name.to_lower_camel_case());
+            let json = match by_snake.get(&key(&f.name)) {
+                Some(json) => json.to_string(),
+                None => {
+                    let guess = global.get(&key(&f.name)).cloned().unwrap_or_else(|| f.name.to_lower_camel_case());
+                    if def.is_some() && !is_inline {
+                        let _ = writeln!(report, "{}.{} {} -> {guess}", m.module, m.name, f.name);
+                    }
+                    guess
+                }
+            };
             let required = def.is_some_and(|d| d.required.contains(&json));
             let ty = match &f.ty {
                 Scalar::String => "Ty::String".to_string(),
@@ -486,11 +508,13 @@ fn resolve(pb: &PbSource, defs: &Defs) -> String {
         let _ = writeln!(out, "    ({group:?}, {module:?}),");
     }
     out.push_str("];\n");
-    out
+    (out, report)
 }
 
-/// Whether every field of message `m` is a property in `props`, directly or
-/// through a nested inline member.
+/// Whether message `m` reads as part of the definition with `props`: at
+/// least three quarters of its fields are properties there, directly or
+/// through a nested inline member (k8s-pb may be a release ahead of
+/// k8s-openapi, so a new field or two may be missing from `props`).
 fn covered(
     pb: &PbSource,
     index: &HashMap<String, usize>,
@@ -499,11 +523,13 @@ fn covered(
     depth: u32,
 ) -> bool {
     let fields = &pb.messages[m].fields;
-    !fields.is_empty()
-        && depth < 4
-        && fields.iter().all(|f| {
-            props.contains(&f.name)
+    let hits = fields
+        .iter()
+        .filter(|f| {
+            props.contains(&key(&f.name))
                 || matches!(&f.ty, Scalar::Message(k)
-                    if !f.repeated && !f.map && covered(pb, index, index[k], props, depth + 1))
+                    if !f.repeated && !f.map && depth < 4 && covered(pb, index, index[k], props, depth + 1))
         })
+        .count();
+    hits > 0 && hits * 4 >= fields.len() * 3
 }

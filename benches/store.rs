@@ -161,7 +161,12 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 /// Bytes per update from the I/O counters, falling back to file growth.
-fn per_update(write_bytes: u64, wchar: u64, file_growth: u64, updates: usize) -> (f64, &'static str) {
+fn per_update(
+    write_bytes: u64,
+    wchar: u64,
+    file_growth: u64,
+    updates: usize,
+) -> (f64, &'static str) {
     let n = updates.max(1) as f64;
     if write_bytes > 0 {
         (write_bytes as f64 / n, "write_bytes")
@@ -179,7 +184,10 @@ async fn bench_rk3s(cfg: &Config) -> Run {
         compaction_interval: None,
         ..Default::default()
     };
-    if let Some(size) = std::env::var("RK3S_BENCH_PAGE_SIZE").ok().and_then(|v| v.parse().ok()) {
+    if let Some(size) = std::env::var("RK3S_BENCH_PAGE_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         opts.page_size = size;
     }
     let store = SqliteStore::open(&path, opts.clone()).expect("open store");
@@ -237,16 +245,24 @@ async fn bench_rk3s(cfg: &Config) -> Run {
             let run = drive(n, concurrency, move |_, i| {
                 let s = s.clone();
                 async move {
-                    s.update(&format!("/registry/bench/k{:08}", i % hot), 0, value(size, i))
-                        .await
-                        .expect("update");
+                    s.update(
+                        &format!("/registry/bench/k{:08}", i % hot),
+                        0,
+                        value(size, i),
+                    )
+                    .await
+                    .expect("update");
                 }
             })
             .await;
             latencies.extend(run.latencies);
             elapsed += run.elapsed;
             let last = round + 1 == rounds;
-            let target = if last { store.current_revision() } else { previous_round };
+            let target = if last {
+                store.current_revision()
+            } else {
+                previous_round
+            };
             previous_round = store.current_revision();
             let (before, _) = proc_io(None);
             store.compact(target).await.expect("compact");
@@ -269,9 +285,11 @@ async fn bench_rk3s(cfg: &Config) -> Run {
             (wc1 - wc0) as f64 / updates.max(1) as f64
         );
         store.close().await;
+        let db = std::fs::metadata(dir.join("state.db")).map_or(0, |m| m.len());
         println!(
-            "  files after the last compaction: {} KiB for {hot} keys of {size} B",
-            dir_bytes(&dir) / 1024
+            "  files after the last compaction and close: {} KiB (database {} KiB) for {hot} keys of {size} B",
+            dir_bytes(&dir) / 1024,
+            db / 1024
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -376,7 +394,12 @@ async fn connect(addr: SocketAddr) -> Result<Sender, String> {
     Ok(sender)
 }
 
-async fn etcd_put(sender: &mut Sender, addr: SocketAddr, key: &str, value: &[u8]) -> Result<(), String> {
+async fn etcd_put(
+    sender: &mut Sender,
+    addr: SocketAddr,
+    key: &str,
+    value: &[u8],
+) -> Result<(), String> {
     let body = format!(
         "{{\"key\":\"{}\",\"value\":\"{}\"}}",
         B64.encode(key),
@@ -390,16 +413,26 @@ async fn etcd_put(sender: &mut Sender, addr: SocketAddr, key: &str, value: &[u8]
     sender.ready().await.map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status();
-    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?;
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
     if status.is_success() {
         Ok(())
     } else {
-        Err(format!("{status}: {}", String::from_utf8_lossy(&body.to_bytes())))
+        Err(format!(
+            "{status}: {}",
+            String::from_utf8_lossy(&body.to_bytes())
+        ))
     }
 }
 
 /// One keep-alive connection per client, shared by index.
-async fn etcd_clients(addr: SocketAddr, n: usize) -> Result<Arc<Vec<tokio::sync::Mutex<Sender>>>, String> {
+async fn etcd_clients(
+    addr: SocketAddr,
+    n: usize,
+) -> Result<Arc<Vec<tokio::sync::Mutex<Sender>>>, String> {
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
         v.push(tokio::sync::Mutex::new(connect(addr).await?));
@@ -442,9 +475,14 @@ async fn bench_etcd(cfg: &Config) -> Result<Run, String> {
         let c = c.clone();
         async move {
             let mut s = c[w].lock().await;
-            etcd_put(&mut s, addr, &format!("/registry/bench/k{i:08}"), &value(size, i))
-                .await
-                .expect("etcd put");
+            etcd_put(
+                &mut s,
+                addr,
+                &format!("/registry/bench/k{i:08}"),
+                &value(size, i),
+            )
+            .await
+            .expect("etcd put");
         }
     })
     .await;
@@ -460,9 +498,14 @@ async fn bench_etcd(cfg: &Config) -> Result<Run, String> {
         let c = c.clone();
         async move {
             let mut s = c[w].lock().await;
-            etcd_put(&mut s, addr, &format!("/registry/bench/k{:08}", i % hot), &value(size, i))
-                .await
-                .expect("etcd put");
+            etcd_put(
+                &mut s,
+                addr,
+                &format!("/registry/bench/k{:08}", i % hot),
+                &value(size, i),
+            )
+            .await
+            .expect("etcd put");
         }
     })
     .await;

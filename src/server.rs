@@ -244,7 +244,12 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
     let cp = ControlPlane::open(&cfg)?;
     cp.bootstrap(&cfg).await?;
     write_kubeconfigs(&cfg, &pki)?;
-    tokio::spawn(crate::controllers::namespace::run(cp.client(), cp.state.catalogue.clone()));
+    let ctx = Arc::new(crate::controllers::Context {
+        client: cp.client(),
+        catalogue: cp.state.catalogue.clone(),
+        settings: crate::controllers::Settings { service_cidr: cfg.service_cidr.clone(), ..Default::default() },
+    });
+    let _controllers = crate::controllers::start(ctx, &cfg.disable);
 
     let addr = SocketAddr::new(cfg.bind_address, cfg.https_port);
     let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Listen { addr, source })?;

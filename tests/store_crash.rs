@@ -55,15 +55,24 @@ fn writer_mode(db: &Path, round: u32) {
                 let mut i = 0u64;
                 while Instant::now() < deadline {
                     let key = format!("/crash/r{round}/t{t}/k{i}");
-                    let kv = store.create(&key, value_for(&key, 0)).await.expect("create");
+                    let kv = store
+                        .create(&key, value_for(&key, 0))
+                        .await
+                        .expect("create");
                     let line = format!("ACK {key} {} 0\n", kv.mod_revision);
-                    out.lock().expect("stdout").write_all(line.as_bytes()).expect("write");
+                    out.lock()
+                        .expect("stdout")
+                        .write_all(line.as_bytes())
+                        .expect("write");
                     let kv = store
                         .update(&key, kv.mod_revision, value_for(&key, 1))
                         .await
                         .expect("update");
                     let line = format!("ACK {key} {} 1\n", kv.mod_revision);
-                    out.lock().expect("stdout").write_all(line.as_bytes()).expect("write");
+                    out.lock()
+                        .expect("stdout")
+                        .write_all(line.as_bytes())
+                        .expect("write");
                     i += 1;
                 }
             }));
@@ -108,7 +117,11 @@ fn run_and_kill(db: &Path, round: u32, min_acks: usize) -> HashMap<String, Ack> 
             lines.push(line);
         }
     }
-    assert!(lines.len() >= min_acks, "writer produced only {} acks", lines.len());
+    assert!(
+        lines.len() >= min_acks,
+        "writer produced only {} acks",
+        lines.len()
+    );
     // Let the load run on a little so the kill lands mid-batch.
     std::thread::sleep(Duration::from_millis(37));
     child.kill().expect("SIGKILL writer");
@@ -149,9 +162,18 @@ async fn verify(db: &Path, acks: &HashMap<String, Ack>) {
             .await
             .expect("get")
             .unwrap_or_else(|| panic!("acknowledged key {key} lost"));
-        assert!(kv.mod_revision >= ack.revision, "{key}: {} < {}", kv.mod_revision, ack.revision);
+        assert!(
+            kv.mod_revision >= ack.revision,
+            "{key}: {} < {}",
+            kv.mod_revision,
+            ack.revision
+        );
         let generation = generation_of(&kv.value).expect("value format");
-        assert!(generation >= ack.generation, "{key}: generation {generation} < {}", ack.generation);
+        assert!(
+            generation >= ack.generation,
+            "{key}: generation {generation} < {}",
+            ack.generation
+        );
         assert_eq!(kv.value, value_for(key, generation), "{key}: value intact");
         if kv.mod_revision == ack.revision {
             assert_eq!(generation, ack.generation);

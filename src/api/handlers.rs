@@ -186,6 +186,14 @@ async fn serve(st: Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
             add_warnings(&mut resp, &warnings);
             Ok(resp)
         }
+        (&Method::POST, Some(name)) if t.subresource.as_deref() == Some("binding") => {
+            let bt = request::body_type(&parts.headers)?;
+            let raw = read_body(body).await?;
+            let binding = request::decode_object(&raw, bt)?;
+            let opts = WriteOptions { dry_run: q.dry_run()? };
+            let status = reg.bind_pod(&def, ns, name, &binding, &opts).await?;
+            Ok(json_response(StatusCode::CREATED, &status))
+        }
         (&Method::PUT, Some(name)) => {
             let bt = request::body_type(&parts.headers)?;
             if !matches!(bt, BodyType::Json | BodyType::Yaml | BodyType::Protobuf) {

@@ -14,7 +14,9 @@ use tracing::{debug, warn};
 use crate::registry::Catalogue;
 
 /// Run until the stream of namespace events ends.
-pub async fn run(client: kube::Client, catalogue: Arc<Catalogue>) {
+pub async fn run(ctx: Arc<super::Context>) {
+    let client = ctx.client.clone();
+    let catalogue = ctx.catalogue.clone();
     let api: Api<Namespace> = Api::all(client.clone());
     let mut events = watcher(api.clone(), watcher::Config::default()).boxed();
     while let Some(ev) = events.next().await {

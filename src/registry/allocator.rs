@@ -66,10 +66,19 @@ impl Cidr {
             return None;
         }
         let host_bits = u32::from(bits - prefix);
-        let mask = if host_bits >= 128 { 0 } else { !((1u128 << host_bits) - 1) };
+        let mask = if host_bits >= 128 {
+            0
+        } else {
+            !((1u128 << host_bits) - 1)
+        };
         let base = raw & mask & if v6 { u128::MAX } else { u128::from(u32::MAX) };
         let text = format!("{}/{}", to_ip(base, v6), prefix);
-        Some(Cidr { base, prefix, v6, text })
+        Some(Cidr {
+            base,
+            prefix,
+            v6,
+            text,
+        })
     }
 
     pub fn is_v6(&self) -> bool {
@@ -88,14 +97,22 @@ impl Cidr {
     /// Number of addresses in the range (saturating for huge IPv6 ranges).
     fn size(&self) -> u128 {
         let hb = self.host_bits();
-        if hb >= 127 { u128::MAX / 2 } else { 1u128 << hb }
+        if hb >= 127 {
+            u128::MAX / 2
+        } else {
+            1u128 << hb
+        }
     }
 
     /// Usable offsets: the network address is never handed out, nor the
     /// IPv4 broadcast address.
     fn usable(&self) -> (u128, u128) {
         let size = self.size();
-        let last = if self.v6 { size - 1 } else { size.saturating_sub(2) };
+        let last = if self.v6 {
+            size - 1
+        } else {
+            size.saturating_sub(2)
+        };
         (1, last.max(1))
     }
 
@@ -143,7 +160,10 @@ fn to_ip(v: u128, v6: bool) -> IpAddr {
 
 /// Parse `--service-cidr` (one CIDR, or two comma-separated for dual-stack).
 pub fn parse_service_cidrs(s: &str) -> Vec<Cidr> {
-    s.split(',').filter(|p| !p.trim().is_empty()).filter_map(Cidr::parse).collect()
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .filter_map(Cidr::parse)
+        .collect()
 }
 
 /// What the store holds: IPs and node ports in use, and which service (by
@@ -189,14 +209,24 @@ pub async fn scan(store: &dyn Store) -> Result<InUse, StoreError> {
     let list = store.list(SERVICES_PREFIX, ListOptions::default()).await?;
     let mut out = InUse::default();
     for kv in list.items {
-        let Ok(svc) = serde_json::from_slice::<SvcLite>(&kv.value) else { continue };
+        let Ok(svc) = serde_json::from_slice::<SvcLite>(&kv.value) else {
+            continue;
+        };
         let uid = svc.metadata.uid;
         let ips = std::iter::once(&svc.spec.cluster_ip).chain(svc.spec.cluster_ips.iter());
         for ip in ips.filter_map(|s| s.parse::<IpAddr>().ok()) {
             out.ips.insert(ip, uid.clone());
         }
-        let ports = svc.spec.ports.iter().filter_map(|p| p.node_port).chain(svc.spec.health_check_node_port);
-        for p in ports.filter_map(|p| u16::try_from(p).ok()).filter(|p| *p != 0) {
+        let ports = svc
+            .spec
+            .ports
+            .iter()
+            .filter_map(|p| p.node_port)
+            .chain(svc.spec.health_check_node_port);
+        for p in ports
+            .filter_map(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0)
+        {
             out.ports.insert(p, uid.clone());
         }
     }
@@ -245,19 +275,32 @@ impl Session {
             let mut all = PENDING.lock();
             let p = all.entry(key).or_default();
             let now = Instant::now();
-            p.ips.retain(|ip, (u, t)| in_use.ips.get(ip) != Some(u) && now.duration_since(*t) < PENDING_TTL);
-            p.ports.retain(|port, (u, t)| in_use.ports.get(port) != Some(u) && now.duration_since(*t) < PENDING_TTL);
+            p.ips.retain(|ip, (u, t)| {
+                in_use.ips.get(ip) != Some(u) && now.duration_since(*t) < PENDING_TTL
+            });
+            p.ports.retain(|port, (u, t)| {
+                in_use.ports.get(port) != Some(u) && now.duration_since(*t) < PENDING_TTL
+            });
         }
-        Ok(Session { key, uid: uid.to_string(), in_use })
+        Ok(Session {
+            key,
+            uid: uid.to_string(),
+            in_use,
+        })
     }
 
     /// A session over a known state (tests, or callers that scanned already).
     pub fn with_state(store: &dyn Store, uid: &str, in_use: InUse) -> Session {
-        Session { key: store_key(store), uid: uid.to_string(), in_use }
+        Session {
+            key: store_key(store),
+            uid: uid.to_string(),
+            in_use,
+        }
     }
 
     fn ip_taken(&self, p: &Pending, ip: &IpAddr) -> bool {
-        self.in_use.ips.get(ip).is_some_and(|u| *u != self.uid) || p.ips.get(ip).is_some_and(|(u, _)| *u != self.uid)
+        self.in_use.ips.get(ip).is_some_and(|u| *u != self.uid)
+            || p.ips.get(ip).is_some_and(|(u, _)| *u != self.uid)
     }
 
     fn port_taken(&self, p: &Pending, port: u16) -> bool {
@@ -274,7 +317,10 @@ impl Session {
             Some(ip) => {
                 let off = cidr.offset(&ip);
                 if !cidr.contains(&ip) || off < lo || off > hi {
-                    return Err(AllocError::IpNotInRange { ip: ip.to_string(), range: cidr.to_string() });
+                    return Err(AllocError::IpNotInRange {
+                        ip: ip.to_string(),
+                        range: cidr.to_string(),
+                    });
                 }
                 if self.ip_taken(p, &ip) {
                     return Err(AllocError::IpAllocated);
@@ -282,6 +328,10 @@ impl Session {
                 ip
             }
             None => {
+                // Ranges too small to hold a usable address (/31, /32).
+                if !cidr.contains(&cidr.nth(hi)) {
+                    return Err(AllocError::Full);
+                }
                 let count = hi - lo + 1;
                 let band = (count / 16).clamp(16, 256).min(count);
                 let found = pick(lo, hi, band, |off| !self.ip_taken(p, &cidr.nth(off)));
@@ -308,9 +358,14 @@ impl Session {
                 port
             }
             None => {
-                let count = u128::from(hi.saturating_sub(lo)) + 1;
+                if lo > hi {
+                    return Err(AllocError::Full);
+                }
+                let count = u128::from(hi - lo) + 1;
                 let band = (count / 32).clamp(16, 128).min(count);
-                let found = pick(u128::from(lo), u128::from(hi), band, |v| !self.port_taken(p, v as u16));
+                let found = pick(u128::from(lo), u128::from(hi), band, |v| {
+                    !self.port_taken(p, v as u16)
+                });
                 found.ok_or(AllocError::Full)? as u16
             }
         };
@@ -340,15 +395,18 @@ fn pick(lo: u128, hi: u128, band: u128, free: impl Fn(u128) -> bool) -> Option<u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
     use crate::store::sqlite::{SqliteOptions, SqliteStore};
+    use std::collections::HashSet;
 
     #[test]
     fn cidr_parsing_and_ranges() {
         let c = Cidr::parse("10.43.0.0/16").map(|c| c.to_string());
         assert_eq!(c.as_deref(), Some("10.43.0.0/16"));
         let c = Cidr::parse("10.43.7.9/16");
-        assert_eq!(c.as_ref().map(|c| c.to_string()).as_deref(), Some("10.43.0.0/16"));
+        assert_eq!(
+            c.as_ref().map(|c| c.to_string()).as_deref(),
+            Some("10.43.0.0/16")
+        );
         let c = c.expect("cidr");
         assert_eq!(c.nth(1).to_string(), "10.43.0.1");
         assert!(c.contains(&"10.43.255.254".parse().expect("ip")));
@@ -359,10 +417,19 @@ mod tests {
         assert_eq!(v6.nth(1).to_string(), "fd00:43::1");
         assert_eq!(parse_service_cidrs("10.43.0.0/16,fd00::/108").len(), 2);
         assert!(Cidr::parse("10.0.0.0/33").is_none());
+        let st = store();
+        let tiny = Cidr::parse("10.0.0.7/32").expect("cidr");
+        let s = Session::with_state(st.as_ref(), "x", InUse::default());
+        assert_eq!(s.allocate_ip(&tiny, None), Err(AllocError::Full));
+        assert_eq!(s.allocate_port((5, 4), None), Err(AllocError::Full));
     }
 
     fn store() -> std::sync::Arc<dyn Store> {
-        SqliteStore::open_temp(SqliteOptions { compaction_interval: None, ..Default::default() }).expect("store")
+        SqliteStore::open_temp(SqliteOptions {
+            compaction_interval: None,
+            ..Default::default()
+        })
+        .expect("store")
     }
 
     #[test]
@@ -370,21 +437,43 @@ mod tests {
         let st = store();
         let c = Cidr::parse("10.43.0.0/16").expect("cidr");
         let mut used = InUse::default();
-        used.ips.insert("10.43.0.10".parse().expect("ip"), "other".into());
+        used.ips
+            .insert("10.43.0.10".parse().expect("ip"), "other".into());
         let s = Session::with_state(st.as_ref(), "me", used);
-        assert_eq!(s.allocate_ip(&c, Some("10.43.0.10".parse().expect("ip"))), Err(AllocError::IpAllocated));
+        assert_eq!(
+            s.allocate_ip(&c, Some("10.43.0.10".parse().expect("ip"))),
+            Err(AllocError::IpAllocated)
+        );
         assert_eq!(
             s.allocate_ip(&c, Some("1.1.1.1".parse().expect("ip"))).map_err(|e| e.to_string()),
             Err("the provided IP (1.1.1.1) is not in the valid range. The range of valid IPs is 10.43.0.0/16".into())
         );
-        assert!(s.allocate_ip(&c, Some("10.43.255.255".parse().expect("ip"))).is_err(), "broadcast");
-        assert!(s.allocate_ip(&c, Some("10.43.0.0".parse().expect("ip"))).is_err(), "network");
-        assert_eq!(s.allocate_ip(&c, Some("10.43.0.11".parse().expect("ip"))).map(|i| i.to_string()), Ok("10.43.0.11".into()));
+        assert!(
+            s.allocate_ip(&c, Some("10.43.255.255".parse().expect("ip")))
+                .is_err(),
+            "broadcast"
+        );
+        assert!(
+            s.allocate_ip(&c, Some("10.43.0.0".parse().expect("ip")))
+                .is_err(),
+            "network"
+        );
+        assert_eq!(
+            s.allocate_ip(&c, Some("10.43.0.11".parse().expect("ip")))
+                .map(|i| i.to_string()),
+            Ok("10.43.0.11".into())
+        );
         // A second service cannot take the reserved IP while the first create is in flight.
         let s2 = Session::with_state(st.as_ref(), "you", InUse::default());
-        assert_eq!(s2.allocate_ip(&c, Some("10.43.0.11".parse().expect("ip"))), Err(AllocError::IpAllocated));
+        assert_eq!(
+            s2.allocate_ip(&c, Some("10.43.0.11".parse().expect("ip"))),
+            Err(AllocError::IpAllocated)
+        );
         release_pending(st.as_ref(), "me");
-        assert!(s2.allocate_ip(&c, Some("10.43.0.11".parse().expect("ip"))).is_ok());
+        assert!(
+            s2.allocate_ip(&c, Some("10.43.0.11".parse().expect("ip")))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -414,14 +503,24 @@ mod tests {
         let mut used = InUse::default();
         used.ports.insert(30080, "other".into());
         let s = Session::with_state(st.as_ref(), "me", used);
-        assert_eq!(s.allocate_port((30000, 32767), Some(30080)), Err(AllocError::PortAllocated));
         assert_eq!(
-            s.allocate_port((30000, 32767), Some(80)).map_err(|e| e.to_string()),
-            Err("provided port is not in the valid range. The range of valid ports is 30000-32767".into())
+            s.allocate_port((30000, 32767), Some(30080)),
+            Err(AllocError::PortAllocated)
+        );
+        assert_eq!(
+            s.allocate_port((30000, 32767), Some(80))
+                .map_err(|e| e.to_string()),
+            Err(
+                "provided port is not in the valid range. The range of valid ports is 30000-32767"
+                    .into()
+            )
         );
         let p = s.allocate_port((30000, 32767), None).expect("port");
         assert!((30086..=32767).contains(&p), "{p}");
-        assert_eq!(AllocError::PortAllocated.to_string(), "provided port is already allocated");
+        assert_eq!(
+            AllocError::PortAllocated.to_string(),
+            "provided port is already allocated"
+        );
     }
 
     #[tokio::test]
@@ -429,19 +528,38 @@ mod tests {
         let st = store();
         let svc = serde_json::json!({"metadata": {"uid": "u1"}, "spec": {"clusterIP": "10.43.0.5", "clusterIPs": ["10.43.0.5"],
             "ports": [{"port": 80, "nodePort": 30001}]}});
-        st.create(&format!("{SERVICES_PREFIX}default/a"), serde_json::to_vec(&svc).expect("json").into()).await.expect("create");
+        st.create(
+            &format!("{SERVICES_PREFIX}default/a"),
+            serde_json::to_vec(&svc).expect("json").into(),
+        )
+        .await
+        .expect("create");
         let s = Session::begin(st.as_ref(), "u2").await.expect("scan");
         let c = Cidr::parse("10.43.0.0/16").expect("cidr");
-        assert_eq!(s.allocate_ip(&c, Some("10.43.0.5".parse().expect("ip"))), Err(AllocError::IpAllocated));
-        assert_eq!(s.allocate_port((30000, 32767), Some(30001)), Err(AllocError::PortAllocated));
+        assert_eq!(
+            s.allocate_ip(&c, Some("10.43.0.5".parse().expect("ip"))),
+            Err(AllocError::IpAllocated)
+        );
+        assert_eq!(
+            s.allocate_port((30000, 32767), Some(30001)),
+            Err(AllocError::PortAllocated)
+        );
         // The owner itself may keep what it holds.
         let own = Session::begin(st.as_ref(), "u1").await.expect("scan");
-        assert!(own.allocate_ip(&c, Some("10.43.0.5".parse().expect("ip"))).is_ok());
+        assert!(
+            own.allocate_ip(&c, Some("10.43.0.5".parse().expect("ip")))
+                .is_ok()
+        );
         // Deleting the service frees everything.
-        st.delete(&format!("{SERVICES_PREFIX}default/a"), 0).await.expect("delete");
+        st.delete(&format!("{SERVICES_PREFIX}default/a"), 0)
+            .await
+            .expect("delete");
         release_pending(st.as_ref(), "u1");
         let s = Session::begin(st.as_ref(), "u3").await.expect("scan");
-        assert!(s.allocate_ip(&c, Some("10.43.0.5".parse().expect("ip"))).is_ok());
+        assert!(
+            s.allocate_ip(&c, Some("10.43.0.5".parse().expect("ip")))
+                .is_ok()
+        );
         assert!(s.allocate_port((30000, 32767), Some(30001)).is_ok());
     }
 
@@ -454,8 +572,13 @@ mod tests {
             let st = st.clone();
             let c = c.clone();
             tasks.push(tokio::spawn(async move {
-                let s = Session::begin(st.as_ref(), &format!("svc-{i}")).await.expect("scan");
-                (s.allocate_ip(&c, None), s.allocate_port((30000, 30031), None))
+                let s = Session::begin(st.as_ref(), &format!("svc-{i}"))
+                    .await
+                    .expect("scan");
+                (
+                    s.allocate_ip(&c, None),
+                    s.allocate_port((30000, 30031), None),
+                )
             }));
         }
         let mut ips = HashSet::new();

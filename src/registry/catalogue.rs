@@ -26,7 +26,7 @@ struct D {
 #[rustfmt::skip]
 const BUILTINS: &[D] = &[
     // core/v1
-    D { group: "", version: "v1", kind: "Pod", plural: "pods", namespaced: true, short: &["po"], cats: &["all"], subs: &["status"] },
+    D { group: "", version: "v1", kind: "Pod", plural: "pods", namespaced: true, short: &["po"], cats: &["all"], subs: &["status", "binding"] },
     D { group: "", version: "v1", kind: "Service", plural: "services", namespaced: true, short: &["svc"], cats: &["all"], subs: &["status"] },
     D { group: "", version: "v1", kind: "Endpoints", plural: "endpoints", namespaced: true, short: &["ep"], cats: &[], subs: &[] },
     D { group: "", version: "v1", kind: "ConfigMap", plural: "configmaps", namespaced: true, short: &["cm"], cats: &[], subs: &[] },

@@ -716,6 +716,67 @@ impl Registry {
         }
     }
 
+    /// POST pods/NAME/binding: assign a pod to a node, once.
+    pub async fn bind_pod(
+        &self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+        binding: &Value,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or("");
+        if node.is_empty() {
+            return Err(ApiError::invalid(
+                crate::api::status::Target { group: "", resource: "bindings", kind: "Binding" },
+                name,
+                &[FieldError::required("target.name")],
+            ));
+        }
+        let key = def.key(ns, name);
+        loop {
+            let Some(cur) = self.store.get(&key, None).await.map_err(|e| store_err(def, name, e))? else {
+                return Err(ApiError::not_found(def.target(), name));
+            };
+            let mut pod = self.decode(def, &cur)?;
+            if let Some(uid) = binding.pointer("/metadata/uid").and_then(Value::as_str) {
+                if pod.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
+                    return Err(ApiError::conflict(def.target(), name, "Precondition failed: UID mismatch"));
+                }
+            }
+            if pod.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+                return Err(ApiError::conflict(def.target(), name, "pod is being deleted, cannot be assigned to a host"));
+            }
+            match pod.pointer("/spec/nodeName").and_then(Value::as_str) {
+                Some(n) if !n.is_empty() => {
+                    return Err(ApiError::conflict(
+                        def.target(),
+                        name,
+                        &format!("pod {name} is already assigned to node \"{n}\""),
+                    ));
+                }
+                _ => {}
+            }
+            pod["spec"]["nodeName"] = json!(node);
+            // PodScheduled=True, as upstream's binding storage sets it.
+            let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+                              "lastTransitionTime": now_rfc3339()});
+            let conds = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
+            let mut conds: Vec<Value> = conds.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+            conds.push(cond);
+            pod["status"]["conditions"] = Value::Array(conds);
+            if opts.dry_run {
+                return Ok(pod);
+            }
+            let bytes = self.encode(def, &pod)?;
+            match self.store.update(&key, cur.mod_revision, bytes).await {
+                Ok(_) => return Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(store_err(def, name, e)),
+            }
+        }
+    }
+
     /// Delete every object a list query selects; returns the deleted ones.
     pub async fn delete_collection(
         &self,

@@ -13,14 +13,16 @@ const CONFIG_KEY_MAX: usize = 253;
 const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
 const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
 const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
-const DNS1123_SUBDOMAIN_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+const DNS1123_SUBDOMAIN_FMT: &str =
+    "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 const DNS1035_LABEL_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character";
 const DNS1035_LABEL_FMT: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
 const QUALIFIED_NAME_MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
 const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
-const CONFIG_KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.'";
+const CONFIG_KEY_MSG: &str =
+    "a valid config key must consist of alphanumeric characters, '-', '_' or '.'";
 const CONFIG_KEY_FMT: &str = "[-._a-zA-Z0-9]+";
 
 /// upstream's RegexError: the message, examples and the regex.
@@ -70,7 +72,8 @@ fn matches_qualified_name(s: &str) -> bool {
     !b.is_empty()
         && is_qname_char(b[0])
         && is_qname_char(b[b.len() - 1])
-        && b.iter().all(|&c| is_qname_char(c) || c == b'-' || c == b'_' || c == b'.')
+        && b.iter()
+            .all(|&c| is_qname_char(c) || c == b'-' || c == b'_' || c == b'.')
 }
 
 /// Problems with `value` as an RFC 1123 label.
@@ -83,7 +86,11 @@ pub fn is_dns1123_label(value: &str) -> Vec<String> {
         if matches_dns_subdomain(value) {
             errs.push("must not contain dots".to_string());
         } else {
-            errs.push(regex_error(DNS1123_LABEL_MSG, DNS1123_LABEL_FMT, &["my-name", "123-abc"]));
+            errs.push(regex_error(
+                DNS1123_LABEL_MSG,
+                DNS1123_LABEL_FMT,
+                &["my-name", "123-abc"],
+            ));
         }
     }
     errs
@@ -96,7 +103,11 @@ pub fn is_dns1123_subdomain(value: &str) -> Vec<String> {
         errs.push(max_len_error(DNS1123_SUBDOMAIN_MAX));
     }
     if !matches_dns_subdomain(value) {
-        errs.push(regex_error(DNS1123_SUBDOMAIN_MSG, DNS1123_SUBDOMAIN_FMT, &["example.com"]));
+        errs.push(regex_error(
+            DNS1123_SUBDOMAIN_MSG,
+            DNS1123_SUBDOMAIN_FMT,
+            &["example.com"],
+        ));
     }
     errs
 }
@@ -113,7 +124,11 @@ pub fn is_dns1035_label(value: &str) -> Vec<String> {
         && is_alnum_lower(b[b.len() - 1])
         && b.iter().all(|&c| is_alnum_lower(c) || c == b'-');
     if !ok {
-        errs.push(regex_error(DNS1035_LABEL_MSG, DNS1035_LABEL_FMT, &["my-name", "abc-123"]));
+        errs.push(regex_error(
+            DNS1035_LABEL_MSG,
+            DNS1035_LABEL_FMT,
+            &["my-name", "abc-123"],
+        ));
     }
     errs
 }
@@ -151,7 +166,11 @@ pub fn is_qualified_name(value: &str) -> Vec<String> {
     if !matches_qualified_name(name) {
         errs.push(format!(
             "name part {}",
-            regex_error(QUALIFIED_NAME_MSG, QUALIFIED_NAME_FMT, &["MyName", "my.name", "123-abc"])
+            regex_error(
+                QUALIFIED_NAME_MSG,
+                QUALIFIED_NAME_FMT,
+                &["MyName", "my.name", "123-abc"]
+            )
         ));
     }
     errs
@@ -164,7 +183,11 @@ pub fn is_valid_label_value(value: &str) -> Vec<String> {
         errs.push(max_len_error(LABEL_VALUE_MAX));
     }
     if !value.is_empty() && !matches_qualified_name(value) {
-        errs.push(regex_error(LABEL_VALUE_MSG, LABEL_VALUE_FMT, &["MyValue", "my_value", "12345"]));
+        errs.push(regex_error(
+            LABEL_VALUE_MSG,
+            LABEL_VALUE_FMT,
+            &["MyValue", "my_value", "12345"],
+        ));
     }
     errs
 }
@@ -176,9 +199,15 @@ pub fn is_config_map_key(value: &str) -> Vec<String> {
         errs.push(max_len_error(CONFIG_KEY_MAX));
     }
     let ok = !value.is_empty()
-        && value.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.');
+        && value
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.');
     if !ok {
-        errs.push(regex_error(CONFIG_KEY_MSG, CONFIG_KEY_FMT, &["key.name", "KEY_NAME", "key-name"]));
+        errs.push(regex_error(
+            CONFIG_KEY_MSG,
+            CONFIG_KEY_FMT,
+            &["key.name", "KEY_NAME", "key-name"],
+        ));
     }
     if value == "." {
         errs.push("must not be '.'".to_string());
@@ -193,7 +222,11 @@ pub fn is_config_map_key(value: &str) -> Vec<String> {
 /// Problems with `value` as an environment variable name (upstream's relaxed
 /// rule, on by default since 1.32).
 pub fn is_env_var_name(value: &str) -> Vec<String> {
-    if value.is_empty() || value.bytes().any(|c| !(b' '..=b'~').contains(&c) || c == b'=') {
+    if value.is_empty()
+        || value
+            .bytes()
+            .any(|c| !(b' '..=b'~').contains(&c) || c == b'=')
+    {
         vec!["a valid environment variable name must consist only of printable ASCII characters other than '='".to_string()]
     } else {
         Vec::new()
@@ -206,8 +239,13 @@ pub fn is_valid_port_name(value: &str) -> Vec<String> {
     if value.len() > 15 {
         errs.push(max_len_error(15));
     }
-    if !value.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-') {
-        errs.push("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_string());
+    if !value
+        .bytes()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+    {
+        errs.push(
+            "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_string(),
+        );
     }
     if !value.bytes().any(|c| c.is_ascii_lowercase()) {
         errs.push("must contain at least one letter (a-z)".to_string());
@@ -295,13 +333,19 @@ mod tests {
             vec!["a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".to_string()]
         );
         assert!(validate_name(NameRule::Subdomain, "my.app-1").is_empty());
-        assert_eq!(validate_name(NameRule::Subdomain, &"a".repeat(254))[0], "must be no more than 253 characters");
+        assert_eq!(
+            validate_name(NameRule::Subdomain, &"a".repeat(254))[0],
+            "must be no more than 253 characters"
+        );
     }
 
     #[test]
     fn label_rules() {
         assert!(validate_name(NameRule::Label, "kube-system").is_empty());
-        assert_eq!(validate_name(NameRule::Label, "a.b"), vec!["must not contain dots".to_string()]);
+        assert_eq!(
+            validate_name(NameRule::Label, "a.b"),
+            vec!["must not contain dots".to_string()]
+        );
         assert_eq!(
             validate_name(NameRule::Label, "-x")[0],
             "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
@@ -314,12 +358,21 @@ mod tests {
     #[test]
     fn path_segments() {
         assert!(validate_name(NameRule::PathSegment, "system:controller:foo").is_empty());
-        assert_eq!(validate_name(NameRule::PathSegment, ".."), vec!["may not be '..'".to_string()]);
+        assert_eq!(
+            validate_name(NameRule::PathSegment, ".."),
+            vec!["may not be '..'".to_string()]
+        );
         assert_eq!(
             validate_name(NameRule::PathSegment, "a/b%c"),
-            vec!["may not contain '/'".to_string(), "may not contain '%'".to_string()]
+            vec![
+                "may not contain '/'".to_string(),
+                "may not contain '%'".to_string()
+            ]
         );
-        assert_eq!(validate_name(NameRule::Label, ""), vec!["name or generateName is required".to_string()]);
+        assert_eq!(
+            validate_name(NameRule::Label, ""),
+            vec!["name or generateName is required".to_string()]
+        );
     }
 
     #[test]
@@ -332,14 +385,28 @@ mod tests {
     fn qualified_names() {
         assert!(is_qualified_name("app.kubernetes.io/name").is_empty());
         assert!(is_qualified_name("MyName").is_empty());
-        assert_eq!(is_qualified_name("/x"), vec!["prefix part must be non-empty".to_string()]);
+        assert_eq!(
+            is_qualified_name("/x"),
+            vec!["prefix part must be non-empty".to_string()]
+        );
         let e = is_qualified_name("a/b/c");
-        assert!(e[0].starts_with("a qualified name must consist of alphanumeric characters"), "{e:?}");
-        assert!(e[0].ends_with("with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"));
+        assert!(
+            e[0].starts_with("a qualified name must consist of alphanumeric characters"),
+            "{e:?}"
+        );
+        assert!(e[0].ends_with(
+            "with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
+        ));
         let e = is_qualified_name("x/");
         assert_eq!(e[0], "name part must be non-empty");
-        assert_eq!(is_qualified_name(&"a".repeat(64))[0], "name part must be no more than 63 characters");
-        assert!(is_qualified_name("Bad_Prefix/x")[0].starts_with("prefix part a lowercase RFC 1123 subdomain"));
+        assert_eq!(
+            is_qualified_name(&"a".repeat(64))[0],
+            "name part must be no more than 63 characters"
+        );
+        assert!(
+            is_qualified_name("Bad_Prefix/x")[0]
+                .starts_with("prefix part a lowercase RFC 1123 subdomain")
+        );
     }
 
     #[test]
@@ -356,12 +423,21 @@ mod tests {
     fn misc_identifiers() {
         assert!(is_config_map_key("game.properties").is_empty());
         assert!(!is_config_map_key("a/b").is_empty());
-        assert_eq!(is_config_map_key(".."), vec!["must not be '..'".to_string()]);
+        assert_eq!(
+            is_config_map_key(".."),
+            vec!["must not be '..'".to_string()]
+        );
         assert!(is_env_var_name("MY_VAR").is_empty());
         assert!(!is_env_var_name("A=B").is_empty());
         assert!(is_valid_port_name("http").is_empty());
-        assert_eq!(is_valid_port_name("80"), vec!["must contain at least one letter (a-z)".to_string()]);
-        assert_eq!(is_valid_port_num(0), vec!["must be between 1 and 65535, inclusive".to_string()]);
+        assert_eq!(
+            is_valid_port_name("80"),
+            vec!["must contain at least one letter (a-z)".to_string()]
+        );
+        assert_eq!(
+            is_valid_port_num(0),
+            vec!["must be between 1 and 65535, inclusive".to_string()]
+        );
         assert!(is_valid_ip("10.0.0.1").is_empty());
         assert!(!is_valid_ip("10.0.0.256").is_empty());
     }

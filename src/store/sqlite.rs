@@ -21,9 +21,11 @@
 //!   than the window) scan by rowid instead; compaction finds superseded rows
 //!   through `prev_revision`, a rowid lookup.
 //! - Compaction runs on the writer thread in chunks between write batches
-//!   (no second writer, no SQLITE_BUSY), then reclaims space with
-//!   incremental vacuum and a WAL checkpoint(TRUNCATE); `journal_size_limit`
-//!   and `wal_autocheckpoint` keep the WAL small in between.
+//!   (no second writer, no SQLITE_BUSY). Freed pages are reused by later
+//!   writes; free space beyond what one interval of churn reuses is given
+//!   back with incremental vacuum and a WAL checkpoint(TRUNCATE).
+//!   `wal_autocheckpoint` and `journal_size_limit` bound the WAL in between,
+//!   and an oversized WAL is truncated at the next compaction.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -181,9 +183,19 @@ impl Drop for Shared {
 }
 
 enum Op {
-    Create { key: String, value: Bytes },
-    Update { key: String, expected: Revision, value: Bytes },
-    Delete { key: String, expected: Revision },
+    Create {
+        key: String,
+        value: Bytes,
+    },
+    Update {
+        key: String,
+        expected: Revision,
+        value: Bytes,
+    },
+    Delete {
+        key: String,
+        expected: Revision,
+    },
 }
 
 impl Op {
@@ -275,8 +287,10 @@ fn wal_path(db: &Path) -> PathBuf {
 }
 
 fn meta_get(conn: &Connection, name: &str) -> rusqlite::Result<Option<Revision>> {
-    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0))
-        .optional()
+    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+        r.get(0)
+    })
+    .optional()
 }
 
 /// What `open` reads back from disk.
@@ -294,13 +308,15 @@ struct Loaded {
 fn load(conn: &Connection, window_events: usize) -> rusqlite::Result<Loaded> {
     let compacted = meta_get(conn, "compact_revision")?.unwrap_or(0);
     let compact_done = meta_get(conn, "compact_done")?.unwrap_or(compacted);
-    let max_id: Revision = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM kv", [], |r| r.get(0))?;
+    let max_id: Revision =
+        conn.query_row("SELECT COALESCE(MAX(id), 0) FROM kv", [], |r| r.get(0))?;
     let current = max_id.max(compacted);
     let window_floor = compacted.max(current - window_events as Revision).max(0);
 
     let mut index: BTreeMap<String, Entry> = BTreeMap::new();
     let mut recent = Vec::new();
-    let mut stmt = conn.prepare("SELECT id, key, create_revision, deleted, value FROM kv ORDER BY id")?;
+    let mut stmt =
+        conn.prepare("SELECT id, key, create_revision, deleted, value FROM kv ORDER BY id")?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let id: Revision = row.get(0)?;
@@ -475,7 +491,11 @@ impl SqliteStore {
     }
 
     /// Validates a read revision: None = current; Some(r) = a past one.
-    fn past_revision(&self, revision: Option<Revision>, current: Revision) -> StoreResult<Option<Revision>> {
+    fn past_revision(
+        &self,
+        revision: Option<Revision>,
+        current: Revision,
+    ) -> StoreResult<Option<Revision>> {
         match revision {
             None | Some(0) => Ok(None),
             Some(r) if r > current => Err(StoreError::FutureRevision(r)),
@@ -483,7 +503,10 @@ impl SqliteStore {
             Some(r) => {
                 let oldest = self.shared.compacted.load(Ordering::Acquire);
                 if r < oldest {
-                    Err(StoreError::Compacted { requested: r, oldest })
+                    Err(StoreError::Compacted {
+                        requested: r,
+                        oldest,
+                    })
                 } else {
                     Ok(Some(r))
                 }
@@ -566,7 +589,12 @@ impl SqliteStore {
         Ok(found)
     }
 
-    async fn history_list(&self, prefix: &str, opts: ListOptions, revision: Revision) -> StoreResult<ListResult> {
+    async fn history_list(
+        &self,
+        prefix: &str,
+        opts: ListOptions,
+        revision: Revision,
+    ) -> StoreResult<ListResult> {
         let prefix = prefix.to_string();
         let (items, remaining) = self
             .with_reader(move |conn| {
@@ -592,12 +620,16 @@ impl SqliteStore {
                     .range::<str, _>((lower, Bound::Unbounded))
                     .filter(|(_, (_, deleted))| !deleted);
                 let limit = opts.limit.unwrap_or(usize::MAX);
-                let page: Vec<(String, Revision)> =
-                    live.by_ref().take(limit).map(|(k, (id, _))| (k.clone(), *id)).collect();
+                let page: Vec<(String, Revision)> = live
+                    .by_ref()
+                    .take(limit)
+                    .map(|(k, (id, _))| (k.clone(), *id))
+                    .collect();
                 let remaining = live.count();
                 let mut items = Vec::with_capacity(page.len());
                 {
-                    let mut stmt = tx.prepare("SELECT create_revision, value FROM kv WHERE id = ?1")?;
+                    let mut stmt =
+                        tx.prepare("SELECT create_revision, value FROM kv WHERE id = ?1")?;
                     for (key, id) in page {
                         let (create_revision, value) = stmt.query_row([id], |r| {
                             Ok((r.get::<_, Revision>(0)?, r.get::<_, Vec<u8>>(1)?))
@@ -724,7 +756,11 @@ impl Store for SqliteStore {
                     let mut range = index
                         .range::<str, _>((lower_bound(prefix, start_after), Bound::Unbounded))
                         .take_while(|(k, _)| k.starts_with(prefix));
-                    let items = range.by_ref().take(limit).map(|(k, e)| e.to_kv(k)).collect();
+                    let items = range
+                        .by_ref()
+                        .take(limit)
+                        .map(|(k, e)| e.to_kv(k))
+                        .collect();
                     let remaining = range.count();
                     return Ok(ListResult {
                         items,
@@ -734,7 +770,8 @@ impl Store for SqliteStore {
                 }
                 Some(r) => {
                     if let Some(old) = self.shared.hub.rollback(r, |k| k.starts_with(prefix)) {
-                        let (items, remaining) = merged_page(&index, &old, prefix, start_after, limit);
+                        let (items, remaining) =
+                            merged_page(&index, &old, prefix, start_after, limit);
                         return Ok(ListResult {
                             items,
                             revision: r,
@@ -906,7 +943,9 @@ impl Writer {
                 while let Some(req) = next.take() {
                     match req {
                         Request::Write { op, reply } => writes.push((op, reply)),
-                        Request::Compact { revision, reply } => self.start_compaction(revision, Some(reply)),
+                        Request::Compact { revision, reply } => {
+                            self.start_compaction(revision, Some(reply))
+                        }
                         Request::Shutdown { reply } => {
                             shutdown = Some(reply);
                             break;
@@ -1061,7 +1100,9 @@ impl Writer {
             self.shared.hub.publish(&events);
             self.shared.current.store(next, Ordering::Release);
             drop(index);
-            self.shared.writes.fetch_add(rows.len() as u64, Ordering::Relaxed);
+            self.shared
+                .writes
+                .fetch_add(rows.len() as u64, Ordering::Relaxed);
             self.shared.batches.fetch_add(1, Ordering::Relaxed);
         }
         for p in planned {
@@ -1099,7 +1140,9 @@ impl Writer {
         }
         self.last_tick = Instant::now();
         let current = self.shared.current.load(Ordering::Acquire);
-        let target = self.tick_revision.min(current - self.opts.compaction_retain);
+        let target = self
+            .tick_revision
+            .min(current - self.opts.compaction_retain);
         self.tick_revision = current;
         if target > self.shared.compacted.load(Ordering::Acquire) {
             tracing::debug!(target, current, "scheduled compaction");
@@ -1109,7 +1152,11 @@ impl Writer {
 
     /// Raises the floor at once (reads below it now fail with Compacted and
     /// the watch window forgets it), then deletes rows in chunks.
-    fn start_compaction(&mut self, revision: Revision, reply: Option<oneshot::Sender<StoreResult<()>>>) {
+    fn start_compaction(
+        &mut self,
+        revision: Revision,
+        reply: Option<oneshot::Sender<StoreResult<()>>>,
+    ) {
         let current = self.shared.current.load(Ordering::Acquire);
         let target = revision.min(current);
         if target > self.shared.compacted.load(Ordering::Acquire) {
@@ -1176,14 +1223,22 @@ impl Writer {
 
     /// Deletes, for rows in (from, to], the rows they superseded, and the
     /// tombstones themselves; records progress in the same transaction.
-    fn delete_superseded(&mut self, from: Revision, to: Revision, target: Revision) -> rusqlite::Result<()> {
+    fn delete_superseded(
+        &mut self,
+        from: Revision,
+        to: Revision,
+        target: Revision,
+    ) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
         tx.execute(
             "DELETE FROM kv WHERE id IN
                  (SELECT prev_revision FROM kv WHERE id > ?1 AND id <= ?2 AND prev_revision > 0)",
             params![from, to],
         )?;
-        tx.execute("DELETE FROM kv WHERE id > ?1 AND id <= ?2 AND deleted = 1", params![from, to])?;
+        tx.execute(
+            "DELETE FROM kv WHERE id > ?1 AND id <= ?2 AND deleted = 1",
+            params![from, to],
+        )?;
         tx.execute(
             "INSERT INTO meta (name, value) VALUES ('compact_revision', ?1), ('compact_done', ?2)
              ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -1193,7 +1248,8 @@ impl Writer {
     }
 
     fn free_pages(&self) -> rusqlite::Result<i64> {
-        self.conn.pragma_query_value(None, "freelist_count", |r| r.get(0))
+        self.conn
+            .pragma_query_value(None, "freelist_count", |r| r.get(0))
     }
 
     /// Gives free pages back to the file system, except a reserve the next
@@ -1266,7 +1322,9 @@ mod tests {
         let s = SqliteStore::open_temp(quiet()).unwrap();
         let a = s.create("/r/a", b("1")).await.unwrap();
         assert_eq!((a.create_revision, a.mod_revision), (1, 1));
-        assert!(matches!(s.create("/r/a", b("x")).await, Err(StoreError::AlreadyExists(k)) if k == "/r/a"));
+        assert!(
+            matches!(s.create("/r/a", b("x")).await, Err(StoreError::AlreadyExists(k)) if k == "/r/a")
+        );
 
         let a2 = s.update("/r/a", 1, b("2")).await.unwrap();
         assert_eq!((a2.create_revision, a2.mod_revision), (1, 2));
@@ -1279,21 +1337,32 @@ mod tests {
         }
         let a3 = s.update("/r/a", 0, b("3")).await.unwrap();
         assert_eq!(a3.mod_revision, 3);
-        assert!(matches!(s.update("/r/missing", 0, b("x")).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            s.update("/r/missing", 0, b("x")).await,
+            Err(StoreError::NotFound(_))
+        ));
 
-        assert!(matches!(s.delete("/r/a", 2).await, Err(StoreError::Conflict(c)) if c.mod_revision == 3));
+        assert!(
+            matches!(s.delete("/r/a", 2).await, Err(StoreError::Conflict(c)) if c.mod_revision == 3)
+        );
         let gone = s.delete("/r/a", 3).await.unwrap();
         assert_eq!((gone.mod_revision, gone.create_revision), (4, 1));
         assert_eq!(gone.value, b("3"));
         assert_eq!(s.get("/r/a", None).await.unwrap(), None);
-        assert!(matches!(s.delete("/r/a", 0).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            s.delete("/r/a", 0).await,
+            Err(StoreError::NotFound(_))
+        ));
 
         let again = s.create("/r/a", b("new")).await.unwrap();
         assert_eq!((again.create_revision, again.mod_revision), (5, 5));
         assert_eq!(s.current_revision(), 5);
         s.close().await;
         assert!(matches!(s.get("/r/a", None).await, Err(StoreError::Closed)));
-        assert!(matches!(s.create("/r/b", b("x")).await, Err(StoreError::Closed)));
+        assert!(matches!(
+            s.create("/r/b", b("x")).await,
+            Err(StoreError::Closed)
+        ));
     }
 
     #[tokio::test]
@@ -1308,7 +1377,13 @@ mod tests {
         assert_eq!((all.revision, all.remaining), (6, 0));
 
         let page1 = s
-            .list("/p/", ListOptions { limit: Some(3), ..Default::default() })
+            .list(
+                "/p/",
+                ListOptions {
+                    limit: Some(3),
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap();
         assert_eq!(page1.items.len(), 3);
@@ -1324,11 +1399,25 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(page2.items.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(), ["/p/d"]);
+        assert_eq!(
+            page2
+                .items
+                .iter()
+                .map(|kv| kv.key.as_str())
+                .collect::<Vec<_>>(),
+            ["/p/d"]
+        );
         assert_eq!(page2.remaining, 0);
         assert_eq!(s.count("/p/").await.unwrap(), 4);
         assert_eq!(s.count("/p").await.unwrap(), 5);
-        assert_eq!(s.list("", ListOptions::default()).await.unwrap().items.len(), 6);
+        assert_eq!(
+            s.list("", ListOptions::default())
+                .await
+                .unwrap()
+                .items
+                .len(),
+            6
+        );
     }
 
     /// The same history read from memory (window) and from SQLite (no window).
@@ -1343,16 +1432,34 @@ mod tests {
         s.create("/h/c", b("c1")).await.unwrap(); // 5
         s.create("/h/b", b("b2")).await.unwrap(); // 6
 
-        let at = |r: Revision| ListOptions { revision: Some(r), ..Default::default() };
+        let at = |r: Revision| ListOptions {
+            revision: Some(r),
+            ..Default::default()
+        };
         let l2 = s.list("/h/", at(2)).await.unwrap();
         assert_eq!(l2.revision, 2);
-        let got: Vec<_> = l2.items.iter().map(|kv| (kv.key.as_str(), kv.value.clone(), kv.mod_revision)).collect();
+        let got: Vec<_> = l2
+            .items
+            .iter()
+            .map(|kv| (kv.key.as_str(), kv.value.clone(), kv.mod_revision))
+            .collect();
         assert_eq!(got, [("/h/a", b("a1"), 1), ("/h/b", b("b1"), 2)]);
         let l4 = s.list("/h/", at(4)).await.unwrap();
-        let got: Vec<_> = l4.items.iter().map(|kv| (kv.key.as_str(), kv.mod_revision)).collect();
+        let got: Vec<_> = l4
+            .items
+            .iter()
+            .map(|kv| (kv.key.as_str(), kv.mod_revision))
+            .collect();
         assert_eq!(got, [("/h/a", 3)]);
         let l5 = s
-            .list("/h/", ListOptions { revision: Some(5), limit: Some(1), ..Default::default() })
+            .list(
+                "/h/",
+                ListOptions {
+                    revision: Some(5),
+                    limit: Some(1),
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap();
         assert_eq!(l5.items[0].key, "/h/a");
@@ -1360,33 +1467,61 @@ mod tests {
         let l5b = s
             .list(
                 "/h/",
-                ListOptions { revision: Some(5), limit: Some(1), start_after: Some("/h/a".into()) },
+                ListOptions {
+                    revision: Some(5),
+                    limit: Some(1),
+                    start_after: Some("/h/a".into()),
+                },
             )
             .await
             .unwrap();
         assert_eq!(l5b.items[0].key, "/h/c");
         assert_eq!(l5b.remaining, 0);
 
-        assert_eq!(s.get("/h/a", Some(2)).await.unwrap().unwrap().value, b("a1"));
+        assert_eq!(
+            s.get("/h/a", Some(2)).await.unwrap().unwrap().value,
+            b("a1")
+        );
         assert_eq!(s.get("/h/b", Some(5)).await.unwrap(), None);
         let b6 = s.get("/h/b", Some(6)).await.unwrap().unwrap();
         assert_eq!((b6.create_revision, b6.value), (6, b("b2")));
         assert_eq!(s.get("/h/c", Some(4)).await.unwrap(), None);
-        assert!(matches!(s.get("/h/a", Some(7)).await, Err(StoreError::FutureRevision(7))));
-        assert!(matches!(s.list("/h/", at(9)).await, Err(StoreError::FutureRevision(9))));
+        assert!(matches!(
+            s.get("/h/a", Some(7)).await,
+            Err(StoreError::FutureRevision(7))
+        ));
+        assert!(matches!(
+            s.list("/h/", at(9)).await,
+            Err(StoreError::FutureRevision(9))
+        ));
 
         s.compact(4).await.unwrap();
         assert_eq!(s.compacted_revision(), 4);
         assert!(matches!(
             s.get("/h/a", Some(3)).await,
-            Err(StoreError::Compacted { requested: 3, oldest: 4 })
+            Err(StoreError::Compacted {
+                requested: 3,
+                oldest: 4
+            })
         ));
-        assert!(matches!(s.list("/h/", at(2)).await, Err(StoreError::Compacted { .. })));
+        assert!(matches!(
+            s.list("/h/", at(2)).await,
+            Err(StoreError::Compacted { .. })
+        ));
         // At the floor itself the state is still exact.
         let l4 = s.list("/h/", at(4)).await.unwrap();
-        assert_eq!(l4.items.iter().map(|kv| kv.mod_revision).collect::<Vec<_>>(), [3]);
+        assert_eq!(
+            l4.items
+                .iter()
+                .map(|kv| kv.mod_revision)
+                .collect::<Vec<_>>(),
+            [3]
+        );
         assert_eq!(s.get("/h/b", Some(4)).await.unwrap(), None);
-        assert_eq!(s.get("/h/a", Some(5)).await.unwrap().unwrap().value, b("a2"));
+        assert_eq!(
+            s.get("/h/a", Some(5)).await.unwrap().unwrap().value,
+            b("a2")
+        );
     }
 
     #[tokio::test]
@@ -1469,8 +1604,14 @@ mod tests {
         let e2 = w.next().await.unwrap().unwrap();
         let e3 = w.next().await.unwrap().unwrap();
         assert_eq!((e1.kind, e1.prev.is_none()), (EventKind::Created, true));
-        assert_eq!((e2.kind, e2.prev.unwrap().value), (EventKind::Updated, b("1")));
-        assert_eq!((e3.kind, e3.kv.mod_revision, e3.kv.value), (EventKind::Deleted, 3, b("2")));
+        assert_eq!(
+            (e2.kind, e2.prev.unwrap().value),
+            (EventKind::Updated, b("1"))
+        );
+        assert_eq!(
+            (e3.kind, e3.kv.mod_revision, e3.kv.value),
+            (EventKind::Deleted, 3, b("2"))
+        );
     }
 
     #[tokio::test]
@@ -1482,7 +1623,9 @@ mod tests {
         assert!(s.watch("/k/", 1).is_ok());
         s.compact(3).await.unwrap();
         match s.watch("/k/", 2) {
-            Err(StoreError::Compacted { requested, oldest }) => assert_eq!((requested, oldest), (2, 3)),
+            Err(StoreError::Compacted { requested, oldest }) => {
+                assert_eq!((requested, oldest), (2, 3))
+            }
             other => panic!("expected Compacted, got {:?}", other.map(|_| ())),
         }
         let mut w = s.watch("/k/", 3).unwrap();
@@ -1519,8 +1662,14 @@ mod tests {
         let e6 = w.next().await.unwrap().unwrap();
         let e7 = w.next().await.unwrap().unwrap();
         assert_eq!((e6.kind, e6.revision()), (EventKind::Created, 6));
-        assert_eq!((e7.kind, e7.prev.unwrap().value), (EventKind::Updated, b("2")));
-        assert_eq!(r2.get("/r/b", Some(6)).await.unwrap().unwrap().value, b("2"));
+        assert_eq!(
+            (e7.kind, e7.prev.unwrap().value),
+            (EventKind::Updated, b("2"))
+        );
+        assert_eq!(
+            r2.get("/r/b", Some(6)).await.unwrap().unwrap().value,
+            b("2")
+        );
         r2.close().await;
         drop(s);
     }
@@ -1534,7 +1683,12 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 let mut revs = Vec::new();
                 for i in 0..20 {
-                    revs.push(s.create(&format!("/c/{t}/{i}"), b("v")).await.unwrap().mod_revision);
+                    revs.push(
+                        s.create(&format!("/c/{t}/{i}"), b("v"))
+                            .await
+                            .unwrap()
+                            .mod_revision,
+                    );
                 }
                 revs
             }));
@@ -1589,7 +1743,10 @@ mod tests {
         s.compact(s.current_revision()).await.unwrap();
         let after = disk_bytes(s.path());
         // 50 live values of 4 KiB remain (each needs an overflow page).
-        assert!(after < 50 * 3 * 4096 + 64 * 4096, "before {before}, after {after}");
+        assert!(
+            after < 50 * 3 * 4096 + 64 * 4096,
+            "before {before}, after {after}"
+        );
         assert!(after * 4 < before, "before {before}, after {after}");
         assert_eq!(s.count("/churn/").await.unwrap(), 51);
         assert_eq!(s.stats().compactions, 2);
@@ -1614,7 +1771,13 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(s.compacted_revision(), 90);
-        assert_eq!(s.get("/s/a", Some(95)).await.unwrap().unwrap().value, b("94"));
-        assert!(matches!(s.get("/s/a", Some(50)).await, Err(StoreError::Compacted { .. })));
+        assert_eq!(
+            s.get("/s/a", Some(95)).await.unwrap().unwrap().value,
+            b("94")
+        );
+        assert!(matches!(
+            s.get("/s/a", Some(50)).await,
+            Err(StoreError::Compacted { .. })
+        ));
     }
 }

@@ -39,7 +39,7 @@ impl Default for WindowOptions {
     fn default() -> Self {
         WindowOptions {
             max_events: 10_000,
-            max_bytes: 64 << 20,
+            max_bytes: 32 << 20,
             max_age: Duration::from_secs(15 * 60),
             channel_capacity: 4096,
         }
@@ -99,7 +99,11 @@ impl WatchHub {
             for event in recent {
                 let bytes = event_bytes(&event);
                 st.window_bytes += bytes;
-                st.window.push_back(Windowed { at: now, bytes, event });
+                st.window.push_back(Windowed {
+                    at: now,
+                    bytes,
+                    event,
+                });
             }
             hub.evict(&mut st, now);
         }
@@ -184,7 +188,9 @@ impl WatchHub {
         });
         drop(st);
         let live = ReceiverStream::new(rx).map(Ok);
-        Ok(Box::pin(futures::stream::iter(replay.into_iter().map(Ok)).chain(live)))
+        Ok(Box::pin(
+            futures::stream::iter(replay.into_iter().map(Ok)).chain(live),
+        ))
     }
 
     /// The revision every resumable watch must start after.
@@ -195,7 +201,11 @@ impl WatchHub {
     /// History at or below `revision` is gone: forget it here too.
     pub fn compact(&self, revision: Revision) {
         let mut st = self.state.lock();
-        while st.window.front().is_some_and(|w| w.event.revision() <= revision) {
+        while st
+            .window
+            .front()
+            .is_some_and(|w| w.event.revision() <= revision)
+        {
             if let Some(old) = st.window.pop_front() {
                 st.window_bytes -= old.bytes;
             }
@@ -336,7 +346,10 @@ mod tests {
         let hub = WatchHub::new(opts, 0, vec![]);
         hub.publish(&[created("/k1", 1), created("/k2", 2)]);
         std::thread::sleep(Duration::from_millis(40));
-        assert!(matches!(hub.subscribe("", 1), Err(StoreError::Compacted { .. })));
+        assert!(matches!(
+            hub.subscribe("", 1),
+            Err(StoreError::Compacted { .. })
+        ));
         assert_eq!(hub.floor(), 2);
     }
 
@@ -362,7 +375,12 @@ mod tests {
     #[test]
     fn rollback_gives_state_at_revision() {
         let hub = WatchHub::new(WindowOptions::default(), 0, vec![]);
-        hub.publish(&[created("/a", 1), updated("/a", 1, 1, 2), created("/b", 3), updated("/a", 1, 2, 4)]);
+        hub.publish(&[
+            created("/a", 1),
+            updated("/a", 1, 1, 2),
+            created("/b", 3),
+            updated("/a", 1, 2, 4),
+        ]);
         let at2 = hub.rollback(2, |_| true).unwrap();
         assert_eq!(at2.get("/a").unwrap().as_ref().unwrap().mod_revision, 2);
         assert_eq!(at2.get("/b").unwrap(), &None);

@@ -25,14 +25,26 @@ fn reset_status(obj: &mut Value, status: Value) {
 fn selector_immutable(errs: &mut Vec<FieldError>, new: &Value, old: &Value) {
     let (n, o) = (get(new, "/spec/selector"), get(old, "/spec/selector"));
     if n != o {
-        errs.push(FieldError::invalid_raw("spec.selector", util::go_label_selector(n), "field is immutable"));
+        errs.push(FieldError::invalid_raw(
+            "spec.selector",
+            util::go_label_selector(n),
+            "field is immutable",
+        ));
     }
 }
 
 fn common_workload_checks(errs: &mut Vec<FieldError>, obj: &Value) {
     validation::validate_replicas(errs, obj, "spec.replicas");
-    util::check_non_negative(errs, "spec.minReadySeconds", util::int(obj, "/spec/minReadySeconds"));
-    util::check_non_negative(errs, "spec.revisionHistoryLimit", util::int(obj, "/spec/revisionHistoryLimit"));
+    util::check_non_negative(
+        errs,
+        "spec.minReadySeconds",
+        util::int(obj, "/spec/minReadySeconds"),
+    );
+    util::check_non_negative(
+        errs,
+        "spec.revisionHistoryLimit",
+        util::int(obj, "/spec/revisionHistoryLimit"),
+    );
 }
 
 // ---------------------------------------------------------------- Deployment
@@ -46,11 +58,11 @@ impl Strategy for DeploymentStrategy {
             set_default(spec, "replicas", json!(1));
             if let Some(st) = child(spec, "strategy") {
                 set_default_str(st, "type", "RollingUpdate");
-                if st.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
-                    if let Some(ru) = child(st, "rollingUpdate") {
-                        set_default(ru, "maxUnavailable", json!("25%"));
-                        set_default(ru, "maxSurge", json!("25%"));
-                    }
+                if st.get("type").and_then(Value::as_str) == Some("RollingUpdate")
+                    && let Some(ru) = child(st, "rollingUpdate")
+                {
+                    set_default(ru, "maxUnavailable", json!("25%"));
+                    set_default(ru, "maxSurge", json!("25%"));
                 }
             }
             set_default(spec, "revisionHistoryLimit", json!(10));
@@ -68,7 +80,12 @@ impl Strategy for DeploymentStrategy {
         let mut errs = Vec::new();
         common_workload_checks(&mut errs, obj);
         validation::validate_workload_selector(&mut errs, obj, "spec", "deployment");
-        validation::validate_pod_template(&mut errs, obj.pointer("/spec/template"), "spec.template", &["Always"]);
+        validation::validate_pod_template(
+            &mut errs,
+            obj.pointer("/spec/template"),
+            "spec.template",
+            &["Always"],
+        );
         let ty = s(obj, "/spec/strategy/type");
         match ty {
             "Recreate" => {
@@ -82,9 +99,20 @@ impl Strategy for DeploymentStrategy {
             "RollingUpdate" => {
                 let mu = obj.pointer("/spec/strategy/rollingUpdate/maxUnavailable");
                 let ms = obj.pointer("/spec/strategy/rollingUpdate/maxSurge");
-                validation::validate_int_or_percent(&mut errs, mu, "spec.strategy.rollingUpdate.maxUnavailable", true);
-                validation::validate_int_or_percent(&mut errs, ms, "spec.strategy.rollingUpdate.maxSurge", false);
-                if validation::int_or_percent_is_zero(mu) && validation::int_or_percent_is_zero(ms) {
+                validation::validate_int_or_percent(
+                    &mut errs,
+                    mu,
+                    "spec.strategy.rollingUpdate.maxUnavailable",
+                    true,
+                );
+                validation::validate_int_or_percent(
+                    &mut errs,
+                    ms,
+                    "spec.strategy.rollingUpdate.maxSurge",
+                    false,
+                );
+                if validation::int_or_percent_is_zero(mu) && validation::int_or_percent_is_zero(ms)
+                {
                     errs.push(util::invalid(
                         "spec.strategy.rollingUpdate.maxUnavailable",
                         mu.unwrap_or(&Value::Null),
@@ -93,7 +121,11 @@ impl Strategy for DeploymentStrategy {
                 }
             }
             "" => errs.push(FieldError::required("spec.strategy.type")),
-            other => errs.push(FieldError::not_supported("spec.strategy.type", other, &["Recreate", "RollingUpdate"])),
+            other => errs.push(FieldError::not_supported(
+                "spec.strategy.type",
+                other,
+                &["Recreate", "RollingUpdate"],
+            )),
         }
         if let Some(pds) = util::int(obj, "/spec/progressDeadlineSeconds") {
             util::check_non_negative(&mut errs, "spec.progressDeadlineSeconds", Some(pds));
@@ -136,7 +168,12 @@ impl Strategy for ReplicaSetStrategy {
         let mut errs = Vec::new();
         common_workload_checks(&mut errs, obj);
         validation::validate_workload_selector(&mut errs, obj, "spec", "deployment");
-        validation::validate_pod_template(&mut errs, obj.pointer("/spec/template"), "spec.template", &["Always"]);
+        validation::validate_pod_template(
+            &mut errs,
+            obj.pointer("/spec/template"),
+            "spec.template",
+            &["Always"],
+        );
         errs
     }
     fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
@@ -145,7 +182,8 @@ impl Strategy for ReplicaSetStrategy {
         errs
     }
     fn field_value(&self, obj: &Value, field: &str) -> Option<String> {
-        (field == "status.replicas").then(|| util::int(obj, "/status/replicas").unwrap_or(0).to_string())
+        (field == "status.replicas")
+            .then(|| util::int(obj, "/status/replicas").unwrap_or(0).to_string())
     }
     fn selectable_fields(&self) -> &'static [&'static str] {
         &["status.replicas"]
@@ -164,14 +202,18 @@ impl Strategy for StatefulSetStrategy {
         if let Some(spec) = spec_mut(obj) {
             set_default_str(spec, "podManagementPolicy", "OrderedReady");
             if let Some(us) = child(spec, "updateStrategy") {
-                if us.get("type").and_then(Value::as_str).is_none_or(str::is_empty) {
+                if us
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
                     us.insert("type".into(), json!("RollingUpdate"));
                     set_default(us, "rollingUpdate", json!({}));
                 }
-                if us.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
-                    if let Some(ru) = child_opt(us, "rollingUpdate") {
-                        set_default(ru, "partition", json!(0));
-                    }
+                if us.get("type").and_then(Value::as_str) == Some("RollingUpdate")
+                    && let Some(ru) = child_opt(us, "rollingUpdate")
+                {
+                    set_default(ru, "partition", json!(0));
                 }
             }
             if let Some(p) = child(spec, "persistentVolumeClaimRetentionPolicy") {
@@ -184,10 +226,10 @@ impl Strategy for StatefulSetStrategy {
             for pvc in each_obj_mut(spec, "volumeClaimTemplates") {
                 set_default_str(pvc, "apiVersion", "v1");
                 set_default_str(pvc, "kind", "PersistentVolumeClaim");
-                if let Some(meta) = child(pvc, "metadata") {
-                    if !meta.contains_key("creationTimestamp") {
-                        meta.insert("creationTimestamp".into(), Value::Null);
-                    }
+                if let Some(meta) = child(pvc, "metadata")
+                    && !meta.contains_key("creationTimestamp")
+                {
+                    meta.insert("creationTimestamp".into(), Value::Null);
                 }
                 if let Some(ps) = child(pvc, "spec") {
                     set_default_str(ps, "volumeMode", "Filesystem");
@@ -209,10 +251,27 @@ impl Strategy for StatefulSetStrategy {
         let mut errs = Vec::new();
         common_workload_checks(&mut errs, obj);
         validation::validate_workload_selector(&mut errs, obj, "spec", "statefulset");
-        validation::validate_pod_template(&mut errs, obj.pointer("/spec/template"), "spec.template", &["Always"]);
-        util::check_enum(&mut errs, "spec.podManagementPolicy", obj.pointer("/spec/podManagementPolicy"), &["OrderedReady", "Parallel"], true);
+        validation::validate_pod_template(
+            &mut errs,
+            obj.pointer("/spec/template"),
+            "spec.template",
+            &["Always"],
+        );
+        util::check_enum(
+            &mut errs,
+            "spec.podManagementPolicy",
+            obj.pointer("/spec/podManagementPolicy"),
+            &["OrderedReady", "Parallel"],
+            true,
+        );
         let ty = s(obj, "/spec/updateStrategy/type");
-        util::check_enum(&mut errs, "spec.updateStrategy.type", obj.pointer("/spec/updateStrategy/type"), &["OnDelete", "RollingUpdate"], true);
+        util::check_enum(
+            &mut errs,
+            "spec.updateStrategy.type",
+            obj.pointer("/spec/updateStrategy/type"),
+            &["OnDelete", "RollingUpdate"],
+            true,
+        );
         if ty == "OnDelete" && get(obj, "/spec/updateStrategy/rollingUpdate").is_some() {
             errs.push(FieldError::invalid(
                 "spec.updateStrategy.rollingUpdate",
@@ -220,11 +279,27 @@ impl Strategy for StatefulSetStrategy {
                 "only allowed for updateStrategy 'RollingUpdate'",
             ));
         }
-        util::check_non_negative(&mut errs, "spec.updateStrategy.rollingUpdate.partition", util::int(obj, "/spec/updateStrategy/rollingUpdate/partition"));
-        if let Some(mu) = obj.pointer("/spec/updateStrategy/rollingUpdate/maxUnavailable").filter(|v| !v.is_null()) {
-            validation::validate_int_or_percent(&mut errs, Some(mu), "spec.updateStrategy.rollingUpdate.maxUnavailable", true);
+        util::check_non_negative(
+            &mut errs,
+            "spec.updateStrategy.rollingUpdate.partition",
+            util::int(obj, "/spec/updateStrategy/rollingUpdate/partition"),
+        );
+        if let Some(mu) = obj
+            .pointer("/spec/updateStrategy/rollingUpdate/maxUnavailable")
+            .filter(|v| !v.is_null())
+        {
+            validation::validate_int_or_percent(
+                &mut errs,
+                Some(mu),
+                "spec.updateStrategy.rollingUpdate.maxUnavailable",
+                true,
+            );
             if validation::int_or_percent_is_zero(Some(mu)) {
-                errs.push(util::invalid("spec.updateStrategy.rollingUpdate.maxUnavailable", mu, "must be greater than 0"));
+                errs.push(util::invalid(
+                    "spec.updateStrategy.rollingUpdate.maxUnavailable",
+                    mu,
+                    "must be greater than 0",
+                ));
             }
         }
         for f in ["whenDeleted", "whenScaled"] {
@@ -236,7 +311,11 @@ impl Strategy for StatefulSetStrategy {
                 false,
             );
         }
-        util::check_non_negative(&mut errs, "spec.ordinals.start", util::int(obj, "/spec/ordinals/start"));
+        util::check_non_negative(
+            &mut errs,
+            "spec.ordinals.start",
+            util::int(obj, "/spec/ordinals/start"),
+        );
         errs
     }
     fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
@@ -275,11 +354,11 @@ impl Strategy for DaemonSetStrategy {
         if let Some(spec) = spec_mut(obj) {
             if let Some(us) = child(spec, "updateStrategy") {
                 set_default_str(us, "type", "RollingUpdate");
-                if us.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
-                    if let Some(ru) = child(us, "rollingUpdate") {
-                        set_default(ru, "maxUnavailable", json!(1));
-                        set_default(ru, "maxSurge", json!(0));
-                    }
+                if us.get("type").and_then(Value::as_str) == Some("RollingUpdate")
+                    && let Some(ru) = child(us, "rollingUpdate")
+                {
+                    set_default(ru, "maxUnavailable", json!(1));
+                    set_default(ru, "maxSurge", json!(0));
                 }
             }
             set_default(spec, "revisionHistoryLimit", json!(10));
@@ -297,18 +376,44 @@ impl Strategy for DaemonSetStrategy {
     }
     fn validate(&self, obj: &Value) -> Vec<FieldError> {
         let mut errs = Vec::new();
-        util::check_non_negative(&mut errs, "spec.minReadySeconds", util::int(obj, "/spec/minReadySeconds"));
-        util::check_non_negative(&mut errs, "spec.revisionHistoryLimit", util::int(obj, "/spec/revisionHistoryLimit"));
+        util::check_non_negative(
+            &mut errs,
+            "spec.minReadySeconds",
+            util::int(obj, "/spec/minReadySeconds"),
+        );
+        util::check_non_negative(
+            &mut errs,
+            "spec.revisionHistoryLimit",
+            util::int(obj, "/spec/revisionHistoryLimit"),
+        );
         validation::validate_workload_selector(&mut errs, obj, "spec", "daemonset");
-        validation::validate_pod_template(&mut errs, obj.pointer("/spec/template"), "spec.template", &["Always"]);
+        validation::validate_pod_template(
+            &mut errs,
+            obj.pointer("/spec/template"),
+            "spec.template",
+            &["Always"],
+        );
         match s(obj, "/spec/updateStrategy/type") {
             "OnDelete" => {}
             "RollingUpdate" => {
                 let mu = obj.pointer("/spec/updateStrategy/rollingUpdate/maxUnavailable");
                 let ms = obj.pointer("/spec/updateStrategy/rollingUpdate/maxSurge");
-                validation::validate_int_or_percent(&mut errs, mu, "spec.updateStrategy.rollingUpdate.maxUnavailable", true);
-                validation::validate_int_or_percent(&mut errs, ms, "spec.updateStrategy.rollingUpdate.maxSurge", true);
-                let (mu0, ms0) = (validation::int_or_percent_is_zero(mu), validation::int_or_percent_is_zero(ms));
+                validation::validate_int_or_percent(
+                    &mut errs,
+                    mu,
+                    "spec.updateStrategy.rollingUpdate.maxUnavailable",
+                    true,
+                );
+                validation::validate_int_or_percent(
+                    &mut errs,
+                    ms,
+                    "spec.updateStrategy.rollingUpdate.maxSurge",
+                    true,
+                );
+                let (mu0, ms0) = (
+                    validation::int_or_percent_is_zero(mu),
+                    validation::int_or_percent_is_zero(ms),
+                );
                 if mu0 && ms0 {
                     errs.push(util::invalid(
                         "spec.updateStrategy.rollingUpdate.maxUnavailable",
@@ -324,7 +429,11 @@ impl Strategy for DaemonSetStrategy {
                 }
             }
             "" => errs.push(FieldError::required("spec.updateStrategy.type")),
-            other => errs.push(FieldError::not_supported("spec.updateStrategy.type", other, &["OnDelete", "RollingUpdate"])),
+            other => errs.push(FieldError::not_supported(
+                "spec.updateStrategy.type",
+                other,
+                &["OnDelete", "RollingUpdate"],
+            )),
         }
         errs
     }
@@ -377,13 +486,23 @@ mod tests {
         DeploymentStrategy.prepare_create(&mut d);
         let spec = &d["spec"];
         assert_eq!(spec["replicas"], 1);
-        assert_eq!(spec["strategy"], json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}));
+        assert_eq!(
+            spec["strategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+        );
         assert_eq!(spec["revisionHistoryLimit"], 10);
         assert_eq!(spec["progressDeadlineSeconds"], 600);
         assert_eq!(spec["template"]["spec"]["restartPolicy"], "Always");
-        assert_eq!(spec["template"]["spec"]["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(
+            spec["template"]["spec"]["containers"][0]["imagePullPolicy"],
+            "Always"
+        );
         assert_eq!(d["status"], json!({}));
-        assert!(DeploymentStrategy.validate(&d).is_empty(), "{:?}", DeploymentStrategy.validate(&d));
+        assert!(
+            DeploymentStrategy.validate(&d).is_empty(),
+            "{:?}",
+            DeploymentStrategy.validate(&d)
+        );
         let mut rec = deployment();
         rec["spec"]["strategy"] = json!({"type": "Recreate"});
         DeploymentStrategy.default(&mut rec);
@@ -418,7 +537,9 @@ mod tests {
         new["spec"]["selector"] = json!({"matchLabels": {"app": "web2"}});
         assert_eq!(
             display(&DeploymentStrategy.validate_update(&new, &old)),
-            vec!["spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"web2\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable"]
+            vec![
+                "spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"web2\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable"
+            ]
         );
         let mut scaled = old.clone();
         scaled["spec"]["replicas"] = json!(5);
@@ -429,27 +550,57 @@ mod tests {
     fn statefulsets() {
         let mut sts = deployment();
         sts["kind"] = json!("StatefulSet");
-        sts["spec"]["volumeClaimTemplates"] = json!([{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"]}}]);
+        sts["spec"]["volumeClaimTemplates"] =
+            json!([{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"]}}]);
         StatefulSetStrategy.default(&mut sts);
         StatefulSetStrategy.prepare_create(&mut sts);
         let spec = &sts["spec"];
         assert_eq!(spec["podManagementPolicy"], "OrderedReady");
-        assert_eq!(spec["updateStrategy"], json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}));
-        assert_eq!(spec["persistentVolumeClaimRetentionPolicy"], json!({"whenDeleted": "Retain", "whenScaled": "Retain"}));
+        assert_eq!(
+            spec["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+        );
+        assert_eq!(
+            spec["persistentVolumeClaimRetentionPolicy"],
+            json!({"whenDeleted": "Retain", "whenScaled": "Retain"})
+        );
         assert_eq!(spec["replicas"], 1);
         assert_eq!(spec["revisionHistoryLimit"], 10);
-        assert_eq!(spec["volumeClaimTemplates"][0]["kind"], "PersistentVolumeClaim");
-        assert_eq!(spec["volumeClaimTemplates"][0]["spec"]["volumeMode"], "Filesystem");
-        assert_eq!(spec["volumeClaimTemplates"][0]["status"]["phase"], "Pending");
-        assert_eq!(sts["status"], json!({"availableReplicas": 0, "replicas": 0}));
-        assert!(StatefulSetStrategy.validate(&sts).is_empty(), "{:?}", StatefulSetStrategy.validate(&sts));
+        assert_eq!(
+            spec["volumeClaimTemplates"][0]["kind"],
+            "PersistentVolumeClaim"
+        );
+        assert_eq!(
+            spec["volumeClaimTemplates"][0]["spec"]["volumeMode"],
+            "Filesystem"
+        );
+        assert_eq!(
+            spec["volumeClaimTemplates"][0]["status"]["phase"],
+            "Pending"
+        );
+        assert_eq!(
+            sts["status"],
+            json!({"availableReplicas": 0, "replicas": 0})
+        );
+        assert!(
+            StatefulSetStrategy.validate(&sts).is_empty(),
+            "{:?}",
+            StatefulSetStrategy.validate(&sts)
+        );
         let mut scaled = sts.clone();
         scaled["spec"]["replicas"] = json!(3);
         scaled["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:2");
-        assert!(StatefulSetStrategy.validate_update(&scaled, &sts).is_empty());
+        assert!(
+            StatefulSetStrategy
+                .validate_update(&scaled, &sts)
+                .is_empty()
+        );
         let mut renamed = sts.clone();
         renamed["spec"]["serviceName"] = json!("other");
-        assert_eq!(display(&StatefulSetStrategy.validate_update(&renamed, &sts)), vec![format!("spec: Forbidden: {STS_UPDATE_FORBIDDEN}")]);
+        assert_eq!(
+            display(&StatefulSetStrategy.validate_update(&renamed, &sts)),
+            vec![format!("spec: Forbidden: {STS_UPDATE_FORBIDDEN}")]
+        );
     }
 
     #[test]
@@ -457,27 +608,40 @@ mod tests {
         let mut ds = deployment();
         DaemonSetStrategy.default(&mut ds);
         DaemonSetStrategy.prepare_create(&mut ds);
-        assert_eq!(ds["spec"]["updateStrategy"], json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}));
+        assert_eq!(
+            ds["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
+        );
         assert_eq!(ds["spec"]["revisionHistoryLimit"], 10);
         assert_eq!(ds["status"]["numberReady"], 0);
         assert!(DaemonSetStrategy.validate(&ds).is_empty());
         ds["spec"]["selector"] = json!({});
         assert_eq!(
             display(&DaemonSetStrategy.validate(&ds)),
-            vec!["spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for daemonset"]
+            vec![
+                "spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for daemonset"
+            ]
         );
         let mut rs = deployment();
         ReplicaSetStrategy.default(&mut rs);
         ReplicaSetStrategy.prepare_create(&mut rs);
         assert_eq!(rs["spec"]["replicas"], 1);
         assert_eq!(rs["status"], json!({"replicas": 0}));
-        assert_eq!(ReplicaSetStrategy.field_value(&rs, "status.replicas").as_deref(), Some("0"));
+        assert_eq!(
+            ReplicaSetStrategy
+                .field_value(&rs, "status.replicas")
+                .as_deref(),
+            Some("0")
+        );
     }
 
     #[test]
     fn controller_revision_data_is_immutable() {
         let old = json!({"revision": 1, "data": {"spec": {"a": 1}}});
         let new = json!({"revision": 2, "data": {"spec": {"a": 2}}});
-        assert_eq!(display(&ControllerRevisionStrategy.validate_update(&new, &old)), vec!["data: Invalid value: {\"spec\":{\"a\":2}}: field is immutable"]);
+        assert_eq!(
+            display(&ControllerRevisionStrategy.validate_update(&new, &old)),
+            vec!["data: Invalid value: {\"spec\":{\"a\":2}}: field is immutable"]
+        );
     }
 }

@@ -29,13 +29,25 @@ fn default_job_spec(spec: &mut Map<String, Value>) {
         spec.insert("parallelism".into(), json!(1));
     }
     set_default(spec, "parallelism", json!(1));
-    let backoff = if util::is_set(spec, "backoffLimitPerIndex") { i64::from(i32::MAX) } else { 6 };
+    let backoff = if util::is_set(spec, "backoffLimitPerIndex") {
+        i64::from(i32::MAX)
+    } else {
+        6
+    };
     set_default(spec, "backoffLimit", json!(backoff));
     set_default(spec, "completionMode", json!("NonIndexed"));
     set_default(spec, "suspend", json!(false));
     set_default(spec, "manualSelector", json!(false));
     let has_pfp = util::is_set(spec, "podFailurePolicy");
-    set_default(spec, "podReplacementPolicy", json!(if has_pfp { "Failed" } else { "TerminatingOrFailed" }));
+    set_default(
+        spec,
+        "podReplacementPolicy",
+        json!(if has_pfp {
+            "Failed"
+        } else {
+            "TerminatingOrFailed"
+        }),
+    );
     if let Some(pfp) = child_opt(spec, "podFailurePolicy") {
         for rule in each_obj_mut(pfp, "rules") {
             for pat in each_obj_mut(rule, "onPodConditions") {
@@ -50,12 +62,18 @@ fn default_job_spec(spec: &mut Map<String, Value>) {
 
 /// Job labels default to the template's labels when unset.
 fn default_job_labels(obj: &mut Value) {
-    let labels = obj.pointer("/spec/template/metadata/labels").filter(|l| l.as_object().is_some_and(|m| !m.is_empty())).cloned();
+    let labels = obj
+        .pointer("/spec/template/metadata/labels")
+        .filter(|l| l.as_object().is_some_and(|m| !m.is_empty()))
+        .cloned();
     let Some(labels) = labels else { return };
-    if let Some(meta) = obj.as_object_mut().and_then(|m| child(m, "metadata")) {
-        if meta.get("labels").and_then(Value::as_object).is_none_or(|m| m.is_empty()) {
-            meta.insert("labels".into(), labels);
-        }
+    if let Some(meta) = obj.as_object_mut().and_then(|m| child(m, "metadata"))
+        && meta
+            .get("labels")
+            .and_then(Value::as_object)
+            .is_none_or(|m| m.is_empty())
+    {
+        meta.insert("labels".into(), labels);
     }
 }
 
@@ -65,7 +83,10 @@ fn generate_selector(obj: &mut Value) {
     let name = s(obj, "/metadata/name").to_string();
     let uid = s(obj, "/metadata/uid").to_string();
     let Some(spec) = spec_mut(obj) else { return };
-    if let Some(labels) = child(spec, "template").and_then(|t| child(t, "metadata")).and_then(|m| child(m, "labels")) {
+    if let Some(labels) = child(spec, "template")
+        .and_then(|t| child(t, "metadata"))
+        .and_then(|m| child(m, "labels"))
+    {
         for k in [LEGACY_JOB_NAME_LABEL, JOB_NAME_LABEL] {
             labels.entry(k).or_insert_with(|| json!(name));
         }
@@ -85,16 +106,47 @@ fn manual_selector(obj: &Value) -> bool {
 /// validateJobSpec (without the selector rules, which differ for templates).
 fn validate_job_spec(errs: &mut Vec<FieldError>, spec: &Value, field: &str) {
     let f = |x: &str| util::join(field, x);
-    for k in ["parallelism", "completions", "backoffLimit", "ttlSecondsAfterFinished", "backoffLimitPerIndex", "maxFailedIndexes"] {
+    for k in [
+        "parallelism",
+        "completions",
+        "backoffLimit",
+        "ttlSecondsAfterFinished",
+        "backoffLimitPerIndex",
+        "maxFailedIndexes",
+    ] {
         util::check_non_negative(errs, &f(k), util::int(spec, &format!("/{k}")));
     }
-    util::check_positive(errs, &f("activeDeadlineSeconds"), util::int(spec, "/activeDeadlineSeconds"));
-    util::check_enum(errs, &f("completionMode"), spec.get("completionMode"), &["NonIndexed", "Indexed"], false);
+    util::check_positive(
+        errs,
+        &f("activeDeadlineSeconds"),
+        util::int(spec, "/activeDeadlineSeconds"),
+    );
+    util::check_enum(
+        errs,
+        &f("completionMode"),
+        spec.get("completionMode"),
+        &["NonIndexed", "Indexed"],
+        false,
+    );
     if s(spec, "/completionMode") == "Indexed" && get(spec, "/completions").is_none() {
-        errs.push(util::required(f("completions"), "when completion mode is Indexed"));
+        errs.push(util::required(
+            f("completions"),
+            "when completion mode is Indexed",
+        ));
     }
-    util::check_enum(errs, &f("podReplacementPolicy"), spec.get("podReplacementPolicy"), &["Failed", "TerminatingOrFailed"], false);
-    validation::validate_pod_template(errs, spec.get("template"), &f("template"), &["OnFailure", "Never"]);
+    util::check_enum(
+        errs,
+        &f("podReplacementPolicy"),
+        spec.get("podReplacementPolicy"),
+        &["Failed", "TerminatingOrFailed"],
+        false,
+    );
+    validation::validate_pod_template(
+        errs,
+        spec.get("template"),
+        &f("template"),
+        &["OnFailure", "Never"],
+    );
 }
 
 pub struct JobStrategy;
@@ -155,21 +207,34 @@ impl Strategy for JobStrategy {
         let mut errs = Vec::new();
         let (n, o) = (get(new, "/spec/selector"), get(old, "/spec/selector"));
         if n != o {
-            errs.push(FieldError::invalid_raw("spec.selector", util::go_label_selector(n), "field is immutable"));
+            errs.push(FieldError::invalid_raw(
+                "spec.selector",
+                util::go_label_selector(n),
+                "field is immutable",
+            ));
         }
-        for f in ["spec.template", "spec.completionMode", "spec.podFailurePolicy", "spec.backoffLimitPerIndex", "spec.managedBy", "spec.successPolicy"] {
+        for f in [
+            "spec.template",
+            "spec.completionMode",
+            "spec.podFailurePolicy",
+            "spec.backoffLimitPerIndex",
+            "spec.managedBy",
+            "spec.successPolicy",
+        ] {
             util::check_immutable(&mut errs, new, old, f);
         }
         // Completions may only change for elastic Indexed jobs (with parallelism).
         let indexed = s(new, "/spec/completionMode") == "Indexed";
-        let elastic = indexed && util::int(new, "/spec/completions") == util::int(new, "/spec/parallelism");
+        let elastic =
+            indexed && util::int(new, "/spec/completions") == util::int(new, "/spec/parallelism");
         if !elastic {
             util::check_immutable(&mut errs, new, old, "spec.completions");
         }
         errs
     }
     fn field_value(&self, obj: &Value, field: &str) -> Option<String> {
-        (field == "status.successful").then(|| util::int(obj, "/status/succeeded").unwrap_or(0).to_string())
+        (field == "status.successful")
+            .then(|| util::int(obj, "/status/succeeded").unwrap_or(0).to_string())
     }
     fn selectable_fields(&self) -> &'static [&'static str] {
         &["status.successful"]
@@ -192,10 +257,10 @@ impl Strategy for CronJobStrategy {
         set_default(spec, "successfulJobsHistoryLimit", json!(3));
         set_default(spec, "failedJobsHistoryLimit", json!(1));
         if let Some(jt) = child(spec, "jobTemplate") {
-            if let Some(meta) = child(jt, "metadata") {
-                if !meta.contains_key("creationTimestamp") {
-                    meta.insert("creationTimestamp".into(), Value::Null);
-                }
+            if let Some(meta) = child(jt, "metadata")
+                && !meta.contains_key("creationTimestamp")
+            {
+                meta.insert("creationTimestamp".into(), Value::Null);
             }
             if let Some(t) = child(jt, "spec").and_then(|js| child_opt(js, "template")) {
                 defaults::default_pod_template(t);
@@ -214,25 +279,53 @@ impl Strategy for CronJobStrategy {
         let mut errs = Vec::new();
         let name = s(obj, "/metadata/name");
         if name.len() > CRONJOB_NAME_MAX {
-            errs.push(FieldError::invalid("metadata.name", name, "must be no more than 52 characters"));
+            errs.push(FieldError::invalid(
+                "metadata.name",
+                name,
+                "must be no more than 52 characters",
+            ));
         }
         let sched = s(obj, "/spec/schedule");
         if sched.is_empty() {
             errs.push(FieldError::required("spec.schedule"));
         } else if sched.contains("TZ") {
-            errs.push(FieldError::invalid("spec.schedule", sched, "cannot use TZ or CRON_TZ in schedule, use timeZone field instead"));
+            errs.push(FieldError::invalid(
+                "spec.schedule",
+                sched,
+                "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
+            ));
         } else if let Err(e) = cron::parse_standard(sched) {
             errs.push(FieldError::invalid("spec.schedule", sched, e));
         }
         let tz = s(obj, "/spec/timeZone");
         if !tz.is_empty() && (tz.contains(' ') || tz.starts_with('/') || tz.contains("..")) {
-            errs.push(FieldError::invalid("spec.timeZone", tz, format!("unknown time zone {tz}")));
+            errs.push(FieldError::invalid(
+                "spec.timeZone",
+                tz,
+                format!("unknown time zone {tz}"),
+            ));
         }
-        util::check_enum(&mut errs, "spec.concurrencyPolicy", obj.pointer("/spec/concurrencyPolicy"), &["Allow", "Forbid", "Replace"], true);
-        for f in ["startingDeadlineSeconds", "successfulJobsHistoryLimit", "failedJobsHistoryLimit"] {
-            util::check_non_negative(&mut errs, &format!("spec.{f}"), util::int(obj, &format!("/spec/{f}")));
+        util::check_enum(
+            &mut errs,
+            "spec.concurrencyPolicy",
+            obj.pointer("/spec/concurrencyPolicy"),
+            &["Allow", "Forbid", "Replace"],
+            true,
+        );
+        for f in [
+            "startingDeadlineSeconds",
+            "successfulJobsHistoryLimit",
+            "failedJobsHistoryLimit",
+        ] {
+            util::check_non_negative(
+                &mut errs,
+                &format!("spec.{f}"),
+                util::int(obj, &format!("/spec/{f}")),
+            );
         }
-        let jt = obj.pointer("/spec/jobTemplate/spec").unwrap_or(&Value::Null);
+        let jt = obj
+            .pointer("/spec/jobTemplate/spec")
+            .unwrap_or(&Value::Null);
         validate_job_spec(&mut errs, jt, "spec.jobTemplate.spec");
         if let Some(sel) = get(jt, "/selector") {
             errs.push(FieldError::invalid_raw(
@@ -242,7 +335,11 @@ impl Strategy for CronJobStrategy {
             ));
         }
         if util::flag(jt, "/manualSelector") == Some(true) {
-            errs.push(FieldError::not_supported("spec.jobTemplate.spec.manualSelector", "true", &["nil", "false"]));
+            errs.push(FieldError::not_supported(
+                "spec.jobTemplate.spec.manualSelector",
+                "true",
+                &["nil", "false"],
+            ));
         }
         errs
     }
@@ -251,10 +348,14 @@ impl Strategy for CronJobStrategy {
 /// A 5-field cron parser with robfig/cron's descriptors and messages.
 pub mod cron {
     fn parse_int(s: &str) -> Result<u32, String> {
-        s.parse::<u32>().map_err(|_| format!("failed to parse int from {s}: strconv.Atoi: parsing \"{s}\": invalid syntax"))
+        s.parse::<u32>().map_err(|_| {
+            format!("failed to parse int from {s}: strconv.Atoi: parsing \"{s}\": invalid syntax")
+        })
     }
 
-    const MONTHS: &[&str] = &["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+    const MONTHS: &[&str] = &[
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
     const DAYS: &[&str] = &["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
     fn value(s: &str, names: &[&str], offset: u32) -> Result<u32, String> {
@@ -289,13 +390,19 @@ pub mod cron {
                 }
             }
             if start < min {
-                return Err(format!("beginning of range ({start}) below minimum ({min}): {part}"));
+                return Err(format!(
+                    "beginning of range ({start}) below minimum ({min}): {part}"
+                ));
             }
             if end > max {
-                return Err(format!("end of range ({end}) above maximum ({max}): {part}"));
+                return Err(format!(
+                    "end of range ({end}) above maximum ({max}): {part}"
+                ));
             }
             if start > end {
-                return Err(format!("beginning of range ({start}) beyond end of range ({end}): {part}"));
+                return Err(format!(
+                    "beginning of range ({start}) beyond end of range ({end}): {part}"
+                ));
             }
         }
         Ok(())
@@ -310,14 +417,20 @@ pub mod cron {
         }
         if let Some(d) = spec.strip_prefix('@') {
             return match d {
-                "yearly" | "annually" | "monthly" | "weekly" | "daily" | "midnight" | "hourly" => Ok(()),
+                "yearly" | "annually" | "monthly" | "weekly" | "daily" | "midnight" | "hourly" => {
+                    Ok(())
+                }
                 _ if d.starts_with("every ") => Ok(()),
                 _ => Err(format!("unrecognized descriptor: {spec}")),
             };
         }
         let fields: Vec<&str> = spec.split_whitespace().collect();
         if fields.len() != 5 {
-            return Err(format!("expected exactly 5 fields, found {}: [{}]", fields.len(), fields.join(" ")));
+            return Err(format!(
+                "expected exactly 5 fields, found {}: [{}]",
+                fields.len(),
+                fields.join(" ")
+            ));
         }
         field(fields[0], 0, 59, &[], 0)?;
         field(fields[1], 0, 23, &[], 0)?;
@@ -354,12 +467,19 @@ mod tests {
         assert_eq!(spec["suspend"], false);
         assert_eq!(spec["manualSelector"], false);
         assert_eq!(spec["podReplacementPolicy"], "TerminatingOrFailed");
-        assert_eq!(spec["selector"], json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}}));
+        assert_eq!(
+            spec["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}})
+        );
         let labels = json!({"batch.kubernetes.io/controller-uid": "u-1", "batch.kubernetes.io/job-name": "pi", "controller-uid": "u-1", "job-name": "pi"});
         assert_eq!(spec["template"]["metadata"]["labels"], labels);
         assert_eq!(j["metadata"]["labels"], labels);
         assert_eq!(j["status"], json!({}));
-        assert!(JobStrategy.validate(&j).is_empty(), "{:?}", JobStrategy.validate(&j));
+        assert!(
+            JobStrategy.validate(&j).is_empty(),
+            "{:?}",
+            JobStrategy.validate(&j)
+        );
         let mut only_par = job();
         only_par["spec"]["parallelism"] = json!(3);
         JobStrategy.default(&mut only_par);
@@ -375,8 +495,14 @@ mod tests {
         JobStrategy.prepare_create(&mut j);
         let e = display(&JobStrategy.validate(&j));
         assert!(e.contains(&"spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\"".to_string()), "{e:?}");
-        assert!(e.iter().any(|m| m.starts_with("spec.template.metadata.labels: Invalid value: map[string]string{") && m.ends_with("`selector` does not match template `labels`")));
-        assert!(e.iter().any(|m| m.ends_with("`selector` not auto-generated")));
+        assert!(e.iter().any(|m| {
+            m.starts_with("spec.template.metadata.labels: Invalid value: map[string]string{")
+                && m.ends_with("`selector` does not match template `labels`")
+        }));
+        assert!(
+            e.iter()
+                .any(|m| m.ends_with("`selector` not auto-generated"))
+        );
     }
 
     #[test]
@@ -388,12 +514,21 @@ mod tests {
         new["spec"]["template"]["spec"]["containers"][0]["image"] = json!("perl:5.36");
         let e = display(&JobStrategy.validate_update(&new, &old));
         assert_eq!(e.len(), 1);
-        assert!(e[0].starts_with("spec.template: Invalid value: {") && e[0].ends_with("}: field is immutable"), "{e:?}");
+        assert!(
+            e[0].starts_with("spec.template: Invalid value: {")
+                && e[0].ends_with("}: field is immutable"),
+            "{e:?}"
+        );
         let mut suspend = old.clone();
         suspend["spec"]["suspend"] = json!(true);
         suspend["spec"]["parallelism"] = json!(2);
         assert!(JobStrategy.validate_update(&suspend, &old).is_empty());
-        assert_eq!(JobStrategy.field_value(&json!({"status": {"succeeded": 2}}), "status.successful").as_deref(), Some("2"));
+        assert_eq!(
+            JobStrategy
+                .field_value(&json!({"status": {"succeeded": 2}}), "status.successful")
+                .as_deref(),
+            Some("2")
+        );
     }
 
     #[test]
@@ -407,13 +542,30 @@ mod tests {
         assert_eq!(spec["suspend"], false);
         assert_eq!(spec["successfulJobsHistoryLimit"], 3);
         assert_eq!(spec["failedJobsHistoryLimit"], 1);
-        assert_eq!(spec["jobTemplate"]["spec"]["template"]["spec"]["dnsPolicy"], "ClusterFirst");
+        assert_eq!(
+            spec["jobTemplate"]["spec"]["template"]["spec"]["dnsPolicy"],
+            "ClusterFirst"
+        );
         assert!(spec["jobTemplate"]["spec"].get("backoffLimit").is_none());
-        assert!(CronJobStrategy.validate(&cj).is_empty(), "{:?}", CronJobStrategy.validate(&cj));
+        assert!(
+            CronJobStrategy.validate(&cj).is_empty(),
+            "{:?}",
+            CronJobStrategy.validate(&cj)
+        );
         cj["spec"]["schedule"] = json!("61 * * * *");
-        assert_eq!(display(&CronJobStrategy.validate(&cj)), vec!["spec.schedule: Invalid value: \"61 * * * *\": end of range (61) above maximum (59): 61"]);
+        assert_eq!(
+            display(&CronJobStrategy.validate(&cj)),
+            vec![
+                "spec.schedule: Invalid value: \"61 * * * *\": end of range (61) above maximum (59): 61"
+            ]
+        );
         cj["spec"]["schedule"] = json!("bad");
-        assert_eq!(display(&CronJobStrategy.validate(&cj)), vec!["spec.schedule: Invalid value: \"bad\": expected exactly 5 fields, found 1: [bad]"]);
+        assert_eq!(
+            display(&CronJobStrategy.validate(&cj)),
+            vec![
+                "spec.schedule: Invalid value: \"bad\": expected exactly 5 fields, found 1: [bad]"
+            ]
+        );
         assert!(cron::parse_standard("@hourly").is_ok());
         assert!(cron::parse_standard("0 9 * jan-mar MON-FRI").is_ok());
         assert!(cron::parse_standard("@foo").is_err());

@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use super::defaults;
 use super::quantity;
 use super::typed;
-use super::util::{self, arr, child, child_opt, each_obj_mut, get, join, s, set_default, set_default_str};
+use super::util::{
+    self, arr, child, child_opt, each_obj_mut, get, join, s, set_default, set_default_str,
+};
 use super::validation;
 use crate::api::status::FieldError;
 use crate::registry::names;
@@ -43,7 +45,11 @@ impl Strategy for NamespaceStrategy {
         if name.is_empty() {
             return;
         }
-        if let Some(labels) = obj.as_object_mut().and_then(|m| child(m, "metadata")).and_then(|m| child(m, "labels")) {
+        if let Some(labels) = obj
+            .as_object_mut()
+            .and_then(|m| child(m, "metadata"))
+            .and_then(|m| child(m, "labels"))
+        {
             labels.insert(NAMESPACE_NAME_LABEL.into(), json!(name));
         }
     }
@@ -57,10 +63,10 @@ impl Strategy for NamespaceStrategy {
             if !list.is_array() {
                 *list = json!([]);
             }
-            if let Some(l) = list.as_array_mut() {
-                if !l.iter().any(|f| f == "kubernetes") {
-                    l.push(json!("kubernetes"));
-                }
+            if let Some(l) = list.as_array_mut()
+                && !l.iter().any(|f| f == "kubernetes")
+            {
+                l.push(json!("kubernetes"));
             }
         }
     }
@@ -97,15 +103,26 @@ impl Strategy for NamespaceStrategy {
 
 // ---------------------------------------------------------------- Secret / ConfigMap
 
-fn validate_data_keys(errs: &mut Vec<FieldError>, obj: &Value, field: &str, seen: &mut Vec<String>) -> usize {
+fn validate_data_keys(
+    errs: &mut Vec<FieldError>,
+    obj: &Value,
+    field: &str,
+    seen: &mut Vec<String>,
+) -> usize {
     let mut size = 0;
-    let Some(m) = util::map(obj, &format!("/{field}")) else { return 0 };
+    let Some(m) = util::map(obj, &format!("/{field}")) else {
+        return 0;
+    };
     for (k, v) in m {
         for msg in names::is_config_map_key(k) {
             errs.push(FieldError::invalid(util::key(field, k), k, msg));
         }
         if seen.contains(k) {
-            errs.push(FieldError::invalid(util::key(field, k), k, "duplicate of key present in data"));
+            errs.push(FieldError::invalid(
+                util::key(field, k),
+                k,
+                "duplicate of key present in data",
+            ));
         }
         seen.push(k.clone());
         size += v.as_str().map(str::len).unwrap_or(0);
@@ -123,7 +140,8 @@ fn validate_immutable_data(errs: &mut Vec<FieldError>, new: &Value, old: &Value,
     }
     for f in fields {
         let p = format!("/{f}");
-        let empty = |v: Option<&Value>| v.is_none_or(|v| v.as_object().is_some_and(|m| m.is_empty()));
+        let empty =
+            |v: Option<&Value>| v.is_none_or(|v| v.as_object().is_some_and(|m| m.is_empty()));
         let (n, o) = (get(new, &p), get(old, &p));
         if n != o && !(empty(n) && empty(o)) {
             errs.push(FieldError::forbidden(*f, MSG));
@@ -139,14 +157,16 @@ impl Strategy for SecretStrategy {
         let Some(m) = obj.as_object_mut() else { return };
         set_default_str(m, "type", "Opaque");
         // stringData is write-only: merged into data, never stored.
-        if let Some(Value::Object(sd)) = m.remove("stringData") {
-            if !sd.is_empty() {
-                if let Some(data) = child(m, "data") {
-                    for (k, v) in sd {
-                        let text = v.as_str().unwrap_or("");
-                        data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(text)));
-                    }
-                }
+        if let Some(Value::Object(sd)) = m.remove("stringData")
+            && !sd.is_empty()
+            && let Some(data) = child(m, "data")
+        {
+            for (k, v) in sd {
+                let text = v.as_str().unwrap_or("");
+                data.insert(
+                    k,
+                    json!(base64::engine::general_purpose::STANDARD.encode(text)),
+                );
             }
         }
     }
@@ -155,14 +175,12 @@ impl Strategy for SecretStrategy {
     }
     fn validate(&self, obj: &Value) -> Vec<FieldError> {
         let mut errs = Vec::new();
-        let mut seen = Vec::new();
         let mut size = 0;
         if let Some(m) = util::map(obj, "/data") {
             for (k, v) in m {
                 for msg in names::is_config_map_key(k) {
                     errs.push(FieldError::invalid(util::key("data", k), k, msg));
                 }
-                seen.push(k.clone());
                 // Stored base64; upstream counts decoded bytes.
                 size += v.as_str().map(|x| x.len() * 3 / 4).unwrap_or(0);
             }
@@ -170,38 +188,53 @@ impl Strategy for SecretStrategy {
         if size > MAX_DATA_SIZE {
             errs.push(util::too_long("data", MAX_DATA_SIZE));
         }
-        let has = |k: &str| util::map(obj, "/data").and_then(|m| m.get(k)).and_then(Value::as_str).is_some_and(|v| !v.is_empty());
+        let has = |k: &str| {
+            util::map(obj, "/data")
+                .and_then(|m| m.get(k))
+                .and_then(Value::as_str)
+                .is_some_and(|v| !v.is_empty())
+        };
         let data_value = |k: &str| -> Option<Vec<u8>> {
             let v = util::map(obj, "/data")?.get(k)?.as_str()?;
             base64::engine::general_purpose::STANDARD.decode(v).ok()
         };
         match s(obj, "/type") {
-            "kubernetes.io/service-account-token" => {
-                if s(obj, "/metadata/annotations/kubernetes.io~1service-account.name").is_empty() {
-                    errs.push(FieldError::required("metadata.annotations[kubernetes.io/service-account.name]"));
-                }
+            "kubernetes.io/service-account-token"
+                if s(
+                    obj,
+                    "/metadata/annotations/kubernetes.io~1service-account.name",
+                )
+                .is_empty() =>
+            {
+                errs.push(FieldError::required(
+                    "metadata.annotations[kubernetes.io/service-account.name]",
+                ));
             }
             "kubernetes.io/dockercfg" | "kubernetes.io/dockerconfigjson" => {
-                let k = if s(obj, "/type") == "kubernetes.io/dockercfg" { ".dockercfg" } else { ".dockerconfigjson" };
+                let k = if s(obj, "/type") == "kubernetes.io/dockercfg" {
+                    ".dockercfg"
+                } else {
+                    ".dockerconfigjson"
+                };
                 match data_value(k) {
                     None => errs.push(FieldError::required(util::key("data", k))),
                     Some(bytes) => {
                         if let Err(e) = serde_json::from_slice::<Value>(&bytes) {
-                            errs.push(FieldError::invalid(util::key("data", k), "<secret contents redacted>", e.to_string()));
+                            errs.push(FieldError::invalid(
+                                util::key("data", k),
+                                "<secret contents redacted>",
+                                e.to_string(),
+                            ));
                         }
                     }
                 }
             }
-            "kubernetes.io/basic-auth" => {
-                if !has("username") && !has("password") {
-                    errs.push(FieldError::required("data[username]"));
-                    errs.push(FieldError::required("data[password]"));
-                }
+            "kubernetes.io/basic-auth" if !has("username") && !has("password") => {
+                errs.push(FieldError::required("data[username]"));
+                errs.push(FieldError::required("data[password]"));
             }
-            "kubernetes.io/ssh-auth" => {
-                if !has("ssh-privatekey") {
-                    errs.push(FieldError::required("data[ssh-privatekey]"));
-                }
+            "kubernetes.io/ssh-auth" if !has("ssh-privatekey") => {
+                errs.push(FieldError::required("data[ssh-privatekey]"));
             }
             "kubernetes.io/tls" => {
                 for k in ["tls.crt", "tls.key"] {
@@ -213,7 +246,6 @@ impl Strategy for SecretStrategy {
             "" => errs.push(FieldError::required("type")),
             _ => {}
         }
-        let _ = &mut seen;
         errs
     }
     fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
@@ -248,7 +280,11 @@ impl Strategy for ConfigMapStrategy {
                     errs.push(FieldError::invalid(util::key("binaryData", k), k, msg));
                 }
                 if seen.contains(k) {
-                    errs.push(FieldError::invalid(util::key("data", k), k, "duplicate of key present in binaryData"));
+                    errs.push(FieldError::invalid(
+                        util::key("data", k),
+                        k,
+                        "duplicate of key present in binaryData",
+                    ));
                 }
                 size += v.as_str().map(|x| x.len() * 3 / 4).unwrap_or(0);
             }
@@ -280,7 +316,11 @@ impl Strategy for ServiceAccountStrategy {
             let n = s(sec, "/name");
             if !n.is_empty() {
                 for m in names::is_dns1123_subdomain(n) {
-                    errs.push(FieldError::invalid(join(&util::idx("secrets", i), "name"), n, m));
+                    errs.push(FieldError::invalid(
+                        join(&util::idx("secrets", i), "name"),
+                        n,
+                        m,
+                    ));
                 }
             }
         }
@@ -300,12 +340,11 @@ fn valid_cidr(s: &str) -> bool {
 impl Strategy for NodeStrategy {
     fn default(&self, obj: &mut Value) {
         // Allocatable defaults to capacity (SetDefaults_NodeStatus).
-        if let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut) {
-            if !util::is_set(status, "allocatable") {
-                if let Some(cap) = status.get("capacity").filter(|c| !c.is_null()).cloned() {
-                    status.insert("allocatable".into(), cap);
-                }
-            }
+        if let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut)
+            && !util::is_set(status, "allocatable")
+            && let Some(cap) = status.get("capacity").filter(|c| !c.is_null()).cloned()
+        {
+            status.insert("allocatable".into(), cap);
         }
     }
     fn check_typed(&self, obj: &Value) -> Result<(), FieldError> {
@@ -316,12 +355,20 @@ impl Strategy for NodeStrategy {
         let mut errs = Vec::new();
         let cidr = s(obj, "/spec/podCIDR");
         if !cidr.is_empty() && !valid_cidr(cidr) {
-            errs.push(FieldError::invalid("spec.podCIDR", cidr, "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"));
+            errs.push(FieldError::invalid(
+                "spec.podCIDR",
+                cidr,
+                "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+            ));
         }
         for (i, c) in arr(obj, "/spec/podCIDRs").iter().enumerate() {
             let c = c.as_str().unwrap_or("");
             if !valid_cidr(c) {
-                errs.push(FieldError::invalid(util::idx("spec.podCIDRs", i), c, "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"));
+                errs.push(FieldError::invalid(
+                    util::idx("spec.podCIDRs", i),
+                    c,
+                    "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+                ));
             }
         }
         for (i, t) in arr(obj, "/spec/taints").iter().enumerate() {
@@ -330,14 +377,23 @@ impl Strategy for NodeStrategy {
             if k.is_empty() {
                 errs.push(FieldError::required(join(&p, "key")));
             }
-            for m in names::is_qualified_name(k).into_iter().filter(|_| !k.is_empty()) {
+            for m in names::is_qualified_name(k)
+                .into_iter()
+                .filter(|_| !k.is_empty())
+            {
                 errs.push(FieldError::invalid(join(&p, "key"), k, m));
             }
             let v = s(t, "/value");
             for m in names::is_valid_label_value(v) {
                 errs.push(FieldError::invalid(join(&p, "value"), v, m));
             }
-            util::check_enum(&mut errs, &join(&p, "effect"), t.get("effect"), &["NoExecute", "NoSchedule", "PreferNoSchedule"], true);
+            util::check_enum(
+                &mut errs,
+                &join(&p, "effect"),
+                t.get("effect"),
+                &["NoExecute", "NoSchedule", "PreferNoSchedule"],
+                true,
+            );
         }
         errs
     }
@@ -345,16 +401,26 @@ impl Strategy for NodeStrategy {
         let mut errs = Vec::new();
         let old_cidrs = arr(old, "/spec/podCIDRs");
         if !old_cidrs.is_empty() && arr(new, "/spec/podCIDRs") != old_cidrs {
-            errs.push(FieldError::forbidden("spec.podCIDRs", "node updates may not change podCIDR except from \"\" to valid"));
+            errs.push(FieldError::forbidden(
+                "spec.podCIDRs",
+                "node updates may not change podCIDR except from \"\" to valid",
+            ));
         }
         let old_pid = s(old, "/spec/providerID");
         if !old_pid.is_empty() && s(new, "/spec/providerID") != old_pid {
-            errs.push(FieldError::forbidden("spec.providerID", "node updates may not change providerID except from \"\" to valid"));
+            errs.push(FieldError::forbidden(
+                "spec.providerID",
+                "node updates may not change providerID except from \"\" to valid",
+            ));
         }
         errs
     }
     fn field_value(&self, obj: &Value, field: &str) -> Option<String> {
-        (field == "spec.unschedulable").then(|| util::flag(obj, "/spec/unschedulable").unwrap_or(false).to_string())
+        (field == "spec.unschedulable").then(|| {
+            util::flag(obj, "/spec/unschedulable")
+                .unwrap_or(false)
+                .to_string()
+        })
     }
     fn selectable_fields(&self) -> &'static [&'static str] {
         &["spec.unschedulable"]
@@ -363,7 +429,12 @@ impl Strategy for NodeStrategy {
 
 // ---------------------------------------------------------------- PersistentVolume(Claim)
 
-const ACCESS_MODES: &[&str] = &["ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"];
+const ACCESS_MODES: &[&str] = &[
+    "ReadOnlyMany",
+    "ReadWriteMany",
+    "ReadWriteOnce",
+    "ReadWriteOncePod",
+];
 
 fn validate_access_modes(errs: &mut Vec<FieldError>, obj: &Value, field: &str) {
     let modes = arr(obj, &util::ptr(field));
@@ -377,7 +448,10 @@ fn validate_access_modes(errs: &mut Vec<FieldError>, obj: &Value, field: &str) {
         }
     }
     if modes.iter().any(|m| m == "ReadWriteOncePod") && modes.len() > 1 {
-        errs.push(FieldError::forbidden(field, "may not use ReadWriteOncePod with other access modes"));
+        errs.push(FieldError::forbidden(
+            field,
+            "may not use ReadWriteOncePod with other access modes",
+        ));
     }
 }
 
@@ -391,7 +465,11 @@ fn validate_storage_quantity(errs: &mut Vec<FieldError>, v: Option<&Value>, fiel
             };
             match quantity::parse(&text) {
                 Err(e) => errs.push(FieldError::invalid(field, &text, e)),
-                Ok(q) if q.0 <= 0 => errs.push(FieldError::invalid(field, &text, "must be greater than zero")),
+                Ok(q) if q.0 <= 0 => errs.push(FieldError::invalid(
+                    field,
+                    &text,
+                    "must be greater than zero",
+                )),
                 Ok(_) => {}
             }
         }
@@ -401,9 +479,28 @@ fn validate_storage_quantity(errs: &mut Vec<FieldError>, v: Option<&Value>, fiel
 pub struct PersistentVolumeStrategy;
 
 const PV_SOURCES: &[&str] = &[
-    "awsElasticBlockStore", "azureDisk", "azureFile", "cephfs", "cinder", "csi", "fc", "flexVolume", "flocker",
-    "gcePersistentDisk", "glusterfs", "hostPath", "iscsi", "local", "nfs", "photonPersistentDisk", "portworxVolume",
-    "quobyte", "rbd", "scaleIO", "storageos", "vsphereVolume",
+    "awsElasticBlockStore",
+    "azureDisk",
+    "azureFile",
+    "cephfs",
+    "cinder",
+    "csi",
+    "fc",
+    "flexVolume",
+    "flocker",
+    "gcePersistentDisk",
+    "glusterfs",
+    "hostPath",
+    "iscsi",
+    "local",
+    "nfs",
+    "photonPersistentDisk",
+    "portworxVolume",
+    "quobyte",
+    "rbd",
+    "scaleIO",
+    "storageos",
+    "vsphereVolume",
 ];
 
 #[async_trait]
@@ -427,26 +524,52 @@ impl Strategy for PersistentVolumeStrategy {
         let mut errs = Vec::new();
         validate_access_modes(&mut errs, obj, "spec.accessModes");
         match util::map(obj, "/spec/capacity") {
-            Some(cap) if !cap.is_empty() => validate_storage_quantity(&mut errs, cap.get("storage"), "spec.capacity[storage]"),
+            Some(cap) if !cap.is_empty() => {
+                validate_storage_quantity(&mut errs, cap.get("storage"), "spec.capacity[storage]")
+            }
             _ => errs.push(FieldError::required("spec.capacity")),
         }
-        let n = PV_SOURCES.iter().filter(|k| get(obj, &format!("/spec/{k}")).is_some()).count();
+        let n = PV_SOURCES
+            .iter()
+            .filter(|k| get(obj, &format!("/spec/{k}")).is_some())
+            .count();
         if n == 0 {
             errs.push(util::required("spec", "must specify a volume type"));
         } else if n > 1 {
-            errs.push(FieldError::forbidden("spec", "may not specify more than 1 volume type"));
+            errs.push(FieldError::forbidden(
+                "spec",
+                "may not specify more than 1 volume type",
+            ));
         }
-        util::check_enum(&mut errs, "spec.persistentVolumeReclaimPolicy", obj.pointer("/spec/persistentVolumeReclaimPolicy"), &["Delete", "Recycle", "Retain"], false);
-        util::check_enum(&mut errs, "spec.volumeMode", obj.pointer("/spec/volumeMode"), &["Block", "Filesystem"], false);
+        util::check_enum(
+            &mut errs,
+            "spec.persistentVolumeReclaimPolicy",
+            obj.pointer("/spec/persistentVolumeReclaimPolicy"),
+            &["Delete", "Recycle", "Retain"],
+            false,
+        );
+        util::check_enum(
+            &mut errs,
+            "spec.volumeMode",
+            obj.pointer("/spec/volumeMode"),
+            &["Block", "Filesystem"],
+            false,
+        );
         errs
     }
     fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
         let mut errs = Vec::new();
         let src = |o: &Value| -> Vec<(String, Value)> {
-            PV_SOURCES.iter().filter_map(|k| get(o, &format!("/spec/{k}")).map(|v| (k.to_string(), v.clone()))).collect()
+            PV_SOURCES
+                .iter()
+                .filter_map(|k| get(o, &format!("/spec/{k}")).map(|v| (k.to_string(), v.clone())))
+                .collect()
         };
         if src(new) != src(old) {
-            errs.push(FieldError::forbidden("spec.persistentvolumesource", "spec.persistentvolumesource is immutable after creation"));
+            errs.push(FieldError::forbidden(
+                "spec.persistentvolumesource",
+                "spec.persistentvolumesource is immutable after creation",
+            ));
         }
         util::check_immutable(&mut errs, new, old, "spec.volumeMode");
         errs
@@ -471,8 +594,18 @@ impl Strategy for PersistentVolumeClaimStrategy {
     fn validate(&self, obj: &Value) -> Vec<FieldError> {
         let mut errs = Vec::new();
         validate_access_modes(&mut errs, obj, "spec.accessModes");
-        validate_storage_quantity(&mut errs, obj.pointer("/spec/resources/requests/storage"), "spec.resources[storage]");
-        util::check_enum(&mut errs, "spec.volumeMode", obj.pointer("/spec/volumeMode"), &["Block", "Filesystem"], false);
+        validate_storage_quantity(
+            &mut errs,
+            obj.pointer("/spec/resources/requests/storage"),
+            "spec.resources[storage]",
+        );
+        util::check_enum(
+            &mut errs,
+            "spec.volumeMode",
+            obj.pointer("/spec/volumeMode"),
+            &["Block", "Filesystem"],
+            false,
+        );
         if let Some(sel) = get(obj, "/spec/selector") {
             validation::validate_label_selector(&mut errs, sel, "spec.selector");
         }
@@ -506,29 +639,37 @@ impl Strategy for PersistentVolumeClaimStrategy {
                     ));
                 }
             }
-            if let Some(v) = o.pointer("/resources/requests/storage").cloned() {
-                if let Some(req) = n.pointer_mut("/resources/requests").and_then(Value::as_object_mut) {
-                    req.insert("storage".into(), v);
-                }
+            if let Some(v) = o.pointer("/resources/requests/storage").cloned()
+                && let Some(req) = n
+                    .pointer_mut("/resources/requests")
+                    .and_then(Value::as_object_mut)
+            {
+                req.insert("storage".into(), v);
             }
         }
         // volumeName may be set once (binding).
-        if s(&o, "/volumeName").is_empty() {
-            if let Some(m) = n.as_object_mut() {
-                match o.get("volumeName") {
-                    Some(v) => m.insert("volumeName".into(), v.clone()),
-                    None => m.remove("volumeName"),
-                };
-            }
+        if s(&o, "/volumeName").is_empty()
+            && let Some(m) = n.as_object_mut()
+        {
+            match o.get("volumeName") {
+                Some(v) => m.insert("volumeName".into(), v.clone()),
+                None => m.remove("volumeName"),
+            };
         }
         if n != o {
-            let mut diff = Vec::new();
-            let empty = json!({});
-            for k in n.as_object().unwrap_or(empty.as_object().unwrap_or(&serde_json::Map::new())).keys() {
-                if n.get(k) != o.get(k) {
-                    diff.push(format!("  {k}"));
-                }
-            }
+            let mut keys: Vec<&String> = n
+                .as_object()
+                .into_iter()
+                .chain(o.as_object())
+                .flat_map(|m| m.keys())
+                .collect();
+            keys.sort();
+            keys.dedup();
+            let diff: Vec<String> = keys
+                .into_iter()
+                .filter(|k| n.get(k.as_str()) != o.get(k.as_str()))
+                .map(|k| format!("  \t{k}"))
+                .collect();
             errs.push(FieldError::forbidden(
                 "spec",
                 format!("spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims\n  core.PersistentVolumeClaimSpec{{\n{}\n  }}\n", diff.join("\n")),
@@ -605,7 +746,11 @@ pub fn core_event_field(obj: &Value, field: &str) -> Option<String> {
         "reportingComponent" => s(obj, "/reportingComponent"),
         "source" => {
             let c = s(obj, "/source/component");
-            if c.is_empty() { s(obj, "/reportingComponent") } else { c }
+            if c.is_empty() {
+                s(obj, "/reportingComponent")
+            } else {
+                c
+            }
         }
         "type" => s(obj, "/type"),
         _ => return None,
@@ -621,42 +766,73 @@ pub fn validate_core_event(obj: &Value, reporting_field: &str) -> Vec<FieldError
     if get(obj, "/eventTime").is_none() {
         if io_ns.is_empty() {
             if !ns.is_empty() && ns != "default" {
-                errs.push(FieldError::invalid("involvedObject.namespace", io_ns, "does not match event.namespace"));
+                errs.push(FieldError::invalid(
+                    "involvedObject.namespace",
+                    io_ns,
+                    "does not match event.namespace",
+                ));
             }
         } else if ns != io_ns {
-            errs.push(FieldError::invalid("involvedObject.namespace", io_ns, "does not match event.namespace"));
+            errs.push(FieldError::invalid(
+                "involvedObject.namespace",
+                io_ns,
+                "does not match event.namespace",
+            ));
         }
     } else {
         if io_ns.is_empty() && ns != "default" && ns != "kube-system" {
-            errs.push(FieldError::invalid("involvedObject.namespace", io_ns, "does not match event.namespace"));
+            errs.push(FieldError::invalid(
+                "involvedObject.namespace",
+                io_ns,
+                "does not match event.namespace",
+            ));
         }
         let rc = s(obj, "/reportingComponent");
         if rc.is_empty() {
             errs.push(FieldError::required(reporting_field));
         }
-        for m in names::is_qualified_name(rc).into_iter().filter(|_| !rc.is_empty()) {
+        for m in names::is_qualified_name(rc)
+            .into_iter()
+            .filter(|_| !rc.is_empty())
+        {
             errs.push(FieldError::invalid(reporting_field, rc, m));
         }
         let ri = s(obj, "/reportingInstance");
         if ri.is_empty() {
             errs.push(FieldError::required("reportingInstance"));
         } else if ri.len() > 128 {
-            errs.push(FieldError::invalid("reportingInstance", "", "can have at most 128 characters"));
+            errs.push(FieldError::invalid(
+                "reportingInstance",
+                "",
+                "can have at most 128 characters",
+            ));
         }
         let action = s(obj, "/action");
         if action.is_empty() {
             errs.push(FieldError::required("action"));
         } else if action.len() > 128 {
-            errs.push(FieldError::invalid("action", "", "can have at most 128 characters"));
+            errs.push(FieldError::invalid(
+                "action",
+                "",
+                "can have at most 128 characters",
+            ));
         }
         let reason = s(obj, "/reason");
         if reason.is_empty() {
             errs.push(FieldError::required("reason"));
         } else if reason.len() > 128 {
-            errs.push(FieldError::invalid("reason", "", "can have at most 128 characters"));
+            errs.push(FieldError::invalid(
+                "reason",
+                "",
+                "can have at most 128 characters",
+            ));
         }
         if s(obj, "/message").len() > 1024 {
-            errs.push(FieldError::invalid("message", "", "can have at most 1024 characters"));
+            errs.push(FieldError::invalid(
+                "message",
+                "",
+                "can have at most 1024 characters",
+            ));
         }
     }
     if !ns.is_empty() {
@@ -692,7 +868,11 @@ impl Strategy for EndpointsStrategy {
                 for (j, a) in arr(subset, &format!("/{list}")).iter().enumerate() {
                     let ip = s(a, "/ip");
                     for m in names::is_valid_ip(ip) {
-                        errs.push(FieldError::invalid(join(&util::idx(&join(&sp, list), j), "ip"), ip, m));
+                        errs.push(FieldError::invalid(
+                            join(&util::idx(&join(&sp, list), j), "ip"),
+                            ip,
+                            m,
+                        ));
                     }
                 }
             }
@@ -707,7 +887,13 @@ impl Strategy for EndpointsStrategy {
                 for m in names::is_valid_port_num(n) {
                     errs.push(FieldError::invalid_raw(join(&pp, "port"), n, m));
                 }
-                util::check_enum(&mut errs, &join(&pp, "protocol"), p.get("protocol"), &["SCTP", "TCP", "UDP"], true);
+                util::check_enum(
+                    &mut errs,
+                    &join(&pp, "protocol"),
+                    p.get("protocol"),
+                    &["SCTP", "TCP", "UDP"],
+                    true,
+                );
             }
         }
         errs
@@ -721,17 +907,26 @@ pub struct ReplicationControllerStrategy;
 #[async_trait]
 impl Strategy for ReplicationControllerStrategy {
     fn default(&self, obj: &mut Value) {
-        let labels = obj.pointer("/spec/template/metadata/labels").filter(|l| l.as_object().is_some_and(|m| !m.is_empty())).cloned();
+        let labels = obj
+            .pointer("/spec/template/metadata/labels")
+            .filter(|l| l.as_object().is_some_and(|m| !m.is_empty()))
+            .cloned();
         if let Some(labels) = labels {
-            if let Some(spec) = spec_mut(obj) {
-                if spec.get("selector").and_then(Value::as_object).is_none_or(|m| m.is_empty()) {
-                    spec.insert("selector".into(), labels.clone());
-                }
+            if let Some(spec) = spec_mut(obj)
+                && spec
+                    .get("selector")
+                    .and_then(Value::as_object)
+                    .is_none_or(|m| m.is_empty())
+            {
+                spec.insert("selector".into(), labels.clone());
             }
-            if let Some(meta) = obj.as_object_mut().and_then(|m| child(m, "metadata")) {
-                if meta.get("labels").and_then(Value::as_object).is_none_or(|m| m.is_empty()) {
-                    meta.insert("labels".into(), labels);
-                }
+            if let Some(meta) = obj.as_object_mut().and_then(|m| child(m, "metadata"))
+                && meta
+                    .get("labels")
+                    .and_then(Value::as_object)
+                    .is_none_or(|m| m.is_empty())
+            {
+                meta.insert("labels".into(), labels);
             }
         }
         if let Some(spec) = spec_mut(obj) {
@@ -748,14 +943,24 @@ impl Strategy for ReplicationControllerStrategy {
     fn validate(&self, obj: &Value) -> Vec<FieldError> {
         let mut errs = Vec::new();
         validation::validate_replicas(&mut errs, obj, "spec.replicas");
-        util::check_non_negative(&mut errs, "spec.minReadySeconds", util::int(obj, "/spec/minReadySeconds"));
+        util::check_non_negative(
+            &mut errs,
+            "spec.minReadySeconds",
+            util::int(obj, "/spec/minReadySeconds"),
+        );
         let sel = util::map(obj, "/spec/selector");
         match sel {
             Some(sel) if !sel.is_empty() => {
-                validation::validate_labels(&mut errs, obj.pointer("/spec/selector"), "spec.selector");
+                validation::validate_labels(
+                    &mut errs,
+                    obj.pointer("/spec/selector"),
+                    "spec.selector",
+                );
                 let labels = obj.pointer("/spec/template/metadata/labels");
                 let as_selector = json!({"matchLabels": sel});
-                if get(obj, "/spec/template").is_some() && !validation::selector_matches(&as_selector, labels) {
+                if get(obj, "/spec/template").is_some()
+                    && !validation::selector_matches(&as_selector, labels)
+                {
                     errs.push(FieldError::invalid_raw(
                         "spec.template.metadata.labels",
                         util::go_string_map(labels),
@@ -765,11 +970,17 @@ impl Strategy for ReplicationControllerStrategy {
             }
             _ => errs.push(FieldError::required("spec.selector")),
         }
-        validation::validate_pod_template(&mut errs, obj.pointer("/spec/template"), "spec.template", &["Always"]);
+        validation::validate_pod_template(
+            &mut errs,
+            obj.pointer("/spec/template"),
+            "spec.template",
+            &["Always"],
+        );
         errs
     }
     fn field_value(&self, obj: &Value, field: &str) -> Option<String> {
-        (field == "status.replicas").then(|| util::int(obj, "/status/replicas").unwrap_or(0).to_string())
+        (field == "status.replicas")
+            .then(|| util::int(obj, "/status/replicas").unwrap_or(0).to_string())
     }
     fn selectable_fields(&self) -> &'static [&'static str] {
         &["status.replicas"]
@@ -798,7 +1009,9 @@ impl Strategy for PodTemplateStrategy {
 // ---------------------------------------------------------------- LimitRange / ResourceQuota
 
 fn validate_quantity_map(errs: &mut Vec<FieldError>, m: Option<&Value>, field: &str) {
-    let Some(m) = m.and_then(Value::as_object) else { return };
+    let Some(m) = m.and_then(Value::as_object) else {
+        return;
+    };
     for (k, v) in m {
         let text = match v {
             Value::String(s) => s.clone(),
@@ -806,9 +1019,11 @@ fn validate_quantity_map(errs: &mut Vec<FieldError>, m: Option<&Value>, field: &
         };
         match quantity::parse(&text) {
             Err(e) => errs.push(FieldError::invalid(util::key(field, k), &text, e)),
-            Ok(q) if q.is_negative() => {
-                errs.push(FieldError::invalid(util::key(field, k), &text, "must be greater than or equal to 0"))
-            }
+            Ok(q) if q.is_negative() => errs.push(FieldError::invalid(
+                util::key(field, k),
+                &text,
+                "must be greater than or equal to 0",
+            )),
             Ok(_) => {}
         }
     }
@@ -824,14 +1039,26 @@ impl Strategy for LimitRangeStrategy {
             if item.get("type").and_then(Value::as_str) != Some("Container") {
                 continue;
             }
-            let max = item.get("max").and_then(Value::as_object).cloned().unwrap_or_default();
-            let min = item.get("min").and_then(Value::as_object).cloned().unwrap_or_default();
+            let max = item
+                .get("max")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            let min = item
+                .get("min")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
             if let Some(def) = child(item, "default") {
                 for (k, v) in &max {
                     def.entry(k.clone()).or_insert(v.clone());
                 }
             }
-            let def = item.get("default").and_then(Value::as_object).cloned().unwrap_or_default();
+            let def = item
+                .get("default")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
             if let Some(req) = child(item, "defaultRequest") {
                 for (k, v) in def.iter().chain(min.iter()) {
                     req.entry(k.clone()).or_insert(v.clone());
@@ -846,8 +1073,20 @@ impl Strategy for LimitRangeStrategy {
         let mut errs = Vec::new();
         for (i, item) in arr(obj, "/spec/limits").iter().enumerate() {
             let p = util::idx("spec.limits", i);
-            util::check_enum(&mut errs, &join(&p, "type"), item.get("type"), &["Container", "PersistentVolumeClaim", "Pod"], true);
-            for f in ["max", "min", "default", "defaultRequest", "maxLimitRequestRatio"] {
+            util::check_enum(
+                &mut errs,
+                &join(&p, "type"),
+                item.get("type"),
+                &["Container", "PersistentVolumeClaim", "Pod"],
+                true,
+            );
+            for f in [
+                "max",
+                "min",
+                "default",
+                "defaultRequest",
+                "maxLimitRequestRatio",
+            ] {
                 validate_quantity_map(&mut errs, item.get(f), &join(&p, f));
             }
         }
@@ -868,11 +1107,22 @@ impl Strategy for ResourceQuotaStrategy {
     fn validate(&self, obj: &Value) -> Vec<FieldError> {
         let mut errs = Vec::new();
         validate_quantity_map(&mut errs, obj.pointer("/spec/hard"), "spec.hard");
-        const SCOPES: &[&str] = &["BestEffort", "CrossNamespacePodAffinity", "NotBestEffort", "NotTerminating", "PriorityClass", "Terminating"];
+        const SCOPES: &[&str] = &[
+            "BestEffort",
+            "CrossNamespacePodAffinity",
+            "NotBestEffort",
+            "NotTerminating",
+            "PriorityClass",
+            "Terminating",
+        ];
         for (i, sc) in arr(obj, "/spec/scopes").iter().enumerate() {
             let v = sc.as_str().unwrap_or("");
             if !SCOPES.contains(&v) {
-                errs.push(FieldError::not_supported(util::idx("spec.scopes", i), v, SCOPES));
+                errs.push(FieldError::not_supported(
+                    util::idx("spec.scopes", i),
+                    v,
+                    SCOPES,
+                ));
             }
         }
         errs
@@ -892,50 +1142,92 @@ mod tests {
         let mut ns = json!({"metadata": {"name": "team-a"}, "spec": {"finalizers": ["example.com/x"]}, "status": {"phase": "Terminating"}});
         NamespaceStrategy.default(&mut ns);
         NamespaceStrategy.prepare_create(&mut ns);
-        assert_eq!(ns["metadata"]["labels"]["kubernetes.io/metadata.name"], "team-a");
-        assert_eq!(ns["spec"]["finalizers"], json!(["example.com/x", "kubernetes"]));
+        assert_eq!(
+            ns["metadata"]["labels"]["kubernetes.io/metadata.name"],
+            "team-a"
+        );
+        assert_eq!(
+            ns["spec"]["finalizers"],
+            json!(["example.com/x", "kubernetes"])
+        );
         assert_eq!(ns["status"], json!({"phase": "Active"}));
         let mut upd = json!({"metadata": {"name": "team-a", "labels": {"kubernetes.io/metadata.name": "evil"}}, "spec": {}});
         NamespaceStrategy.default(&mut upd);
         NamespaceStrategy.prepare_update(&mut upd, &ns);
-        assert_eq!(upd["spec"]["finalizers"], json!(["example.com/x", "kubernetes"]));
-        assert_eq!(upd["metadata"]["labels"]["kubernetes.io/metadata.name"], "team-a");
+        assert_eq!(
+            upd["spec"]["finalizers"],
+            json!(["example.com/x", "kubernetes"])
+        );
+        assert_eq!(
+            upd["metadata"]["labels"]["kubernetes.io/metadata.name"],
+            "team-a"
+        );
         assert_eq!(NamespaceStrategy.name_rule(), NameRule::Label);
-        assert_eq!(NamespaceStrategy.field_value(&ns, "status.phase").as_deref(), Some("Active"));
+        assert_eq!(
+            NamespaceStrategy
+                .field_value(&ns, "status.phase")
+                .as_deref(),
+            Some("Active")
+        );
     }
 
     #[test]
     fn secrets() {
         let mut sec = json!({"metadata": {"name": "s"}, "stringData": {"user": "admin"}, "data": {"a": "eA=="}});
         SecretStrategy.default(&mut sec);
-        assert_eq!(sec, json!({"metadata": {"name": "s"}, "type": "Opaque", "data": {"a": "eA==", "user": "YWRtaW4="}}));
+        assert_eq!(
+            sec,
+            json!({"metadata": {"name": "s"}, "type": "Opaque", "data": {"a": "eA==", "user": "YWRtaW4="}})
+        );
         assert!(SecretStrategy.validate(&sec).is_empty());
         let tls = json!({"type": "kubernetes.io/tls", "data": {"tls.crt": ""}});
-        assert_eq!(display(&SecretStrategy.validate(&tls)), vec!["data[tls.key]: Required value"]);
+        assert_eq!(
+            display(&SecretStrategy.validate(&tls)),
+            vec!["data[tls.key]: Required value"]
+        );
         let bad_key = json!({"type": "Opaque", "data": {"a/b": ""}});
         assert!(display(&SecretStrategy.validate(&bad_key))[0].starts_with("data[a/b]: Invalid value: \"a/b\": a valid config key must consist of alphanumeric characters"));
         let mut changed = sec.clone();
         changed["type"] = json!("kubernetes.io/tls");
-        assert_eq!(display(&SecretStrategy.validate_update(&changed, &sec)), vec!["type: Invalid value: \"kubernetes.io/tls\": field is immutable"]);
+        assert_eq!(
+            display(&SecretStrategy.validate_update(&changed, &sec)),
+            vec!["type: Invalid value: \"kubernetes.io/tls\": field is immutable"]
+        );
         let mut frozen = sec.clone();
         frozen["immutable"] = json!(true);
         let mut edit = frozen.clone();
         edit["data"]["a"] = json!("eQ==");
-        assert_eq!(display(&SecretStrategy.validate_update(&edit, &frozen)), vec!["data: Forbidden: field is immutable when `immutable` is set"]);
+        assert_eq!(
+            display(&SecretStrategy.validate_update(&edit, &frozen)),
+            vec!["data: Forbidden: field is immutable when `immutable` is set"]
+        );
         let mut thaw = frozen.clone();
         thaw["immutable"] = json!(false);
-        assert_eq!(display(&SecretStrategy.validate_update(&thaw, &frozen)), vec!["immutable: Forbidden: field is immutable when `immutable` is set"]);
-        assert_eq!(SecretStrategy.field_value(&sec, "type").as_deref(), Some("Opaque"));
+        assert_eq!(
+            display(&SecretStrategy.validate_update(&thaw, &frozen)),
+            vec!["immutable: Forbidden: field is immutable when `immutable` is set"]
+        );
+        assert_eq!(
+            SecretStrategy.field_value(&sec, "type").as_deref(),
+            Some("Opaque")
+        );
     }
 
     #[test]
     fn config_maps() {
         let cm = json!({"data": {"k": "v"}, "binaryData": {"k": "AA=="}, "immutable": true});
-        assert_eq!(display(&ConfigMapStrategy.validate(&cm)), vec!["data[k]: Invalid value: \"k\": duplicate of key present in binaryData"]);
+        assert_eq!(
+            display(&ConfigMapStrategy.validate(&cm)),
+            vec!["data[k]: Invalid value: \"k\": duplicate of key present in binaryData"]
+        );
         let old = json!({"data": {"k": "v"}, "immutable": true});
         let new = json!({"data": {"k": "w"}, "immutable": true});
-        assert_eq!(display(&ConfigMapStrategy.validate_update(&new, &old)), vec!["data: Forbidden: field is immutable when `immutable` is set"]);
-        let relabel = json!({"metadata": {"labels": {"a": "b"}}, "data": {"k": "v"}, "immutable": true});
+        assert_eq!(
+            display(&ConfigMapStrategy.validate_update(&new, &old)),
+            vec!["data: Forbidden: field is immutable when `immutable` is set"]
+        );
+        let relabel =
+            json!({"metadata": {"labels": {"a": "b"}}, "data": {"k": "v"}, "immutable": true});
         assert!(ConfigMapStrategy.validate_update(&relabel, &old).is_empty());
     }
 
@@ -949,24 +1241,44 @@ mod tests {
         assert!(PersistentVolumeClaimStrategy.validate(&pvc).is_empty());
         assert_eq!(
             display(&PersistentVolumeClaimStrategy.validate(&json!({"spec": {}}))),
-            vec!["spec.accessModes: Required value: at least 1 access mode is required", "spec.resources[storage]: Required value"]
+            vec![
+                "spec.accessModes: Required value: at least 1 access mode is required",
+                "spec.resources[storage]: Required value"
+            ]
         );
         let mut bound = pvc.clone();
         bound["status"] = json!({"phase": "Bound", "capacity": {"storage": "1Gi"}});
         let mut grow = bound.clone();
         grow["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
-        assert!(PersistentVolumeClaimStrategy.validate_update(&grow, &bound).is_empty());
+        assert!(
+            PersistentVolumeClaimStrategy
+                .validate_update(&grow, &bound)
+                .is_empty()
+        );
         let mut shrink = bound.clone();
         shrink["spec"]["resources"]["requests"]["storage"] = json!("500Mi");
-        assert_eq!(display(&PersistentVolumeClaimStrategy.validate_update(&shrink, &bound)), vec!["spec.resources.requests.storage: Forbidden: field can not be less than status.capacity"]);
+        assert_eq!(
+            display(&PersistentVolumeClaimStrategy.validate_update(&shrink, &bound)),
+            vec![
+                "spec.resources.requests.storage: Forbidden: field can not be less than status.capacity"
+            ]
+        );
         let mut grow_unbound = pvc.clone();
         grow_unbound["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
         let e = PersistentVolumeClaimStrategy.validate_update(&grow_unbound, &pvc);
         assert_eq!(e.len(), 1);
-        assert!(e[0].message.starts_with("Forbidden: spec is immutable after creation except resources.requests"));
+        assert!(
+            e[0].message.starts_with(
+                "Forbidden: spec is immutable after creation except resources.requests"
+            )
+        );
         let mut bind = pvc.clone();
         bind["spec"]["volumeName"] = json!("pv-1");
-        assert!(PersistentVolumeClaimStrategy.validate_update(&bind, &pvc).is_empty());
+        assert!(
+            PersistentVolumeClaimStrategy
+                .validate_update(&bind, &pvc)
+                .is_empty()
+        );
     }
 
     #[test]
@@ -978,21 +1290,48 @@ mod tests {
         assert_eq!(pv["spec"]["volumeMode"], "Filesystem");
         assert_eq!(pv["spec"]["hostPath"]["type"], "");
         assert_eq!(pv["status"]["phase"], "Pending");
-        assert!(PersistentVolumeStrategy.validate(&pv).is_empty(), "{:?}", PersistentVolumeStrategy.validate(&pv));
+        assert!(
+            PersistentVolumeStrategy.validate(&pv).is_empty(),
+            "{:?}",
+            PersistentVolumeStrategy.validate(&pv)
+        );
         let mut moved = pv.clone();
         moved["spec"]["hostPath"]["path"] = json!("/other");
-        assert_eq!(PersistentVolumeStrategy.validate_update(&moved, &pv).len(), 1);
+        assert_eq!(
+            PersistentVolumeStrategy.validate_update(&moved, &pv).len(),
+            1
+        );
     }
 
     #[test]
     fn nodes() {
         let old = json!({"spec": {"podCIDRs": ["10.42.0.0/24"], "podCIDR": "10.42.0.0/24"}});
         let new = json!({"spec": {"podCIDRs": ["10.42.1.0/24"], "podCIDR": "10.42.1.0/24", "unschedulable": true}});
-        assert_eq!(display(&NodeStrategy.validate_update(&new, &old)), vec!["spec.podCIDRs: Forbidden: node updates may not change podCIDR except from \"\" to valid"]);
-        assert_eq!(NodeStrategy.field_value(&new, "spec.unschedulable").as_deref(), Some("true"));
-        assert_eq!(NodeStrategy.field_value(&old, "spec.unschedulable").as_deref(), Some("false"));
+        assert_eq!(
+            display(&NodeStrategy.validate_update(&new, &old)),
+            vec![
+                "spec.podCIDRs: Forbidden: node updates may not change podCIDR except from \"\" to valid"
+            ]
+        );
+        assert_eq!(
+            NodeStrategy
+                .field_value(&new, "spec.unschedulable")
+                .as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            NodeStrategy
+                .field_value(&old, "spec.unschedulable")
+                .as_deref(),
+            Some("false")
+        );
         let bad = json!({"spec": {"taints": [{"key": "k", "effect": "Sometimes"}]}});
-        assert_eq!(display(&NodeStrategy.validate(&bad)), vec!["spec.taints[0].effect: Unsupported value: \"Sometimes\": supported values: \"NoExecute\", \"NoSchedule\", \"PreferNoSchedule\""]);
+        assert_eq!(
+            display(&NodeStrategy.validate(&bad)),
+            vec![
+                "spec.taints[0].effect: Unsupported value: \"Sometimes\": supported values: \"NoExecute\", \"NoSchedule\", \"PreferNoSchedule\""
+            ]
+        );
         let mut with_status = json!({"status": {"capacity": {"cpu": "4"}}});
         NodeStrategy.default(&mut with_status);
         assert_eq!(with_status["status"]["allocatable"], json!({"cpu": "4"}));
@@ -1005,14 +1344,31 @@ mod tests {
         assert_eq!(ev["reportingComponent"], "");
         assert!(ev.as_object().is_some_and(|m| m.contains_key("eventTime")));
         assert!(EventStrategy.validate(&ev).is_empty());
-        assert_eq!(EventStrategy.field_value(&ev, "source").as_deref(), Some("kubelet"));
-        assert_eq!(EventStrategy.field_value(&ev, "involvedObject.kind").as_deref(), Some("Pod"));
-        let wrong_ns = json!({"metadata": {"namespace": "a"}, "involvedObject": {"namespace": "b"}});
-        assert_eq!(display(&EventStrategy.validate(&wrong_ns)), vec!["involvedObject.namespace: Invalid value: \"b\": does not match event.namespace"]);
+        assert_eq!(
+            EventStrategy.field_value(&ev, "source").as_deref(),
+            Some("kubelet")
+        );
+        assert_eq!(
+            EventStrategy
+                .field_value(&ev, "involvedObject.kind")
+                .as_deref(),
+            Some("Pod")
+        );
+        let wrong_ns =
+            json!({"metadata": {"namespace": "a"}, "involvedObject": {"namespace": "b"}});
+        assert_eq!(
+            display(&EventStrategy.validate(&wrong_ns)),
+            vec!["involvedObject.namespace: Invalid value: \"b\": does not match event.namespace"]
+        );
         let new_style = json!({"metadata": {"namespace": "default"}, "eventTime": "2024-01-01T00:00:00.000000Z", "involvedObject": {}});
         assert_eq!(
             display(&EventStrategy.validate(&new_style)),
-            vec!["reportingComponent: Required value", "reportingInstance: Required value", "action: Required value", "reason: Required value"]
+            vec![
+                "reportingComponent: Required value",
+                "reportingInstance: Required value",
+                "action: Required value",
+                "reason: Required value"
+            ]
         );
         assert_eq!(EventStrategy.name_rule(), NameRule::PathSegment);
     }
@@ -1024,11 +1380,17 @@ mod tests {
         assert_eq!(rc["spec"]["selector"], json!({"app": "a"}));
         assert_eq!(rc["metadata"]["labels"], json!({"app": "a"}));
         assert_eq!(rc["spec"]["replicas"], 1);
-        assert!(ReplicationControllerStrategy.validate(&rc).is_empty(), "{:?}", ReplicationControllerStrategy.validate(&rc));
+        assert!(
+            ReplicationControllerStrategy.validate(&rc).is_empty(),
+            "{:?}",
+            ReplicationControllerStrategy.validate(&rc)
+        );
         rc["spec"]["selector"] = json!({"app": "b"});
         assert_eq!(
             display(&ReplicationControllerStrategy.validate(&rc)),
-            vec!["spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"a\"}: `selector` does not match template `labels`"]
+            vec![
+                "spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"a\"}: `selector` does not match template `labels`"
+            ]
         );
     }
 
@@ -1039,12 +1401,20 @@ mod tests {
         assert_eq!(ep["subsets"][0]["ports"][0]["protocol"], "TCP");
         let errs = display(&EndpointsStrategy.validate(&ep));
         assert_eq!(errs.len(), 1);
-        assert!(errs[0].starts_with("subsets[0].addresses[1].ip: Invalid value: \"nope\": must be a valid IP address"));
+        assert!(errs[0].starts_with(
+            "subsets[0].addresses[1].ip: Invalid value: \"nope\": must be a valid IP address"
+        ));
         let mut lr = json!({"spec": {"limits": [{"type": "Container", "max": {"cpu": "2"}, "min": {"memory": "64Mi"}}]}});
         LimitRangeStrategy.default(&mut lr);
         assert_eq!(lr["spec"]["limits"][0]["default"], json!({"cpu": "2"}));
-        assert_eq!(lr["spec"]["limits"][0]["defaultRequest"], json!({"cpu": "2", "memory": "64Mi"}));
+        assert_eq!(
+            lr["spec"]["limits"][0]["defaultRequest"],
+            json!({"cpu": "2", "memory": "64Mi"})
+        );
         let rq = json!({"spec": {"hard": {"pods": "x"}}});
-        assert!(display(&ResourceQuotaStrategy.validate(&rq))[0].starts_with("spec.hard[pods]: Invalid value: \"x\": quantities must match"));
+        assert!(
+            display(&ResourceQuotaStrategy.validate(&rq))[0]
+                .starts_with("spec.hard[pods]: Invalid value: \"x\": quantities must match")
+        );
     }
 }

@@ -5,7 +5,9 @@
 
 use serde_json::{Value, json};
 
-use super::util::{Obj, child, child_opt, each_obj_mut, set_default, set_default_num, set_default_str};
+use super::util::{
+    Obj, child, child_opt, each_obj_mut, set_default, set_default_num, set_default_str,
+};
 
 /// The tag of an image reference as upstream's `parsers.ParseImageName`
 /// sees it: `latest` when there is neither tag nor digest, "" with a digest only.
@@ -24,7 +26,11 @@ pub fn image_tag(image: &str) -> String {
 
 /// imagePullPolicy by tag: `Always` for `latest` (or no tag), else `IfNotPresent`.
 pub fn pull_policy_for(image: &str) -> &'static str {
-    if image_tag(image) == "latest" { "Always" } else { "IfNotPresent" }
+    if image_tag(image) == "latest" {
+        "Always"
+    } else {
+        "IfNotPresent"
+    }
 }
 
 fn default_probe(p: &mut Obj) {
@@ -44,7 +50,11 @@ fn default_handler(h: &mut Obj) {
 
 fn default_env(c: &mut Obj) {
     for e in each_obj_mut(c, "env") {
-        if let Some(fr) = e.get_mut("valueFrom").and_then(Value::as_object_mut).and_then(|vf| child_opt(vf, "fieldRef")) {
+        if let Some(fr) = e
+            .get_mut("valueFrom")
+            .and_then(Value::as_object_mut)
+            .and_then(|vf| child_opt(vf, "fieldRef"))
+        {
             set_default_str(fr, "apiVersion", "v1");
         }
     }
@@ -52,7 +62,11 @@ fn default_env(c: &mut Obj) {
 
 /// SetDefaults_Container and the declarative container defaults.
 pub fn default_container(c: &mut Obj) {
-    let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_string();
+    let image = c
+        .get("image")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     set_default_str(c, "imagePullPolicy", pull_policy_for(&image));
     set_default_str(c, "terminationMessagePath", "/dev/termination-log");
     set_default_str(c, "terminationMessagePolicy", "File");
@@ -125,8 +139,16 @@ pub fn default_pod_spec(spec: &mut Obj) {
     set_default_str(spec, "schedulerName", "default-scheduler");
     // serviceAccount is the deprecated alias of serviceAccountName; upstream
     // fills one from the other on the way in and mirrors it on the way out.
-    let sa_name = spec.get("serviceAccountName").and_then(Value::as_str).unwrap_or("").to_string();
-    let sa = spec.get("serviceAccount").and_then(Value::as_str).unwrap_or("").to_string();
+    let sa_name = spec
+        .get("serviceAccountName")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let sa = spec
+        .get("serviceAccount")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if sa_name.is_empty() && !sa.is_empty() {
         spec.insert("serviceAccountName".into(), json!(sa));
     } else if !sa_name.is_empty() {
@@ -145,10 +167,10 @@ pub fn default_pod_spec(spec: &mut Obj) {
 /// Defaults for a pod template: its spec, and `metadata.creationTimestamp:
 /// null`, which upstream always prints in templates.
 pub fn default_pod_template(t: &mut Obj) {
-    if let Some(meta) = child(t, "metadata") {
-        if !meta.contains_key("creationTimestamp") {
-            meta.insert("creationTimestamp".into(), Value::Null);
-        }
+    if let Some(meta) = child(t, "metadata")
+        && !meta.contains_key("creationTimestamp")
+    {
+        meta.insert("creationTimestamp".into(), Value::Null);
     }
     if let Some(spec) = child(t, "spec") {
         default_pod_spec(spec);
@@ -157,21 +179,31 @@ pub fn default_pod_template(t: &mut Obj) {
 
 /// Defaults for a pod template at `obj.spec.template`, if present.
 pub fn default_spec_template(obj: &mut Value) {
-    if let Some(t) = obj.get_mut("spec").and_then(Value::as_object_mut).and_then(|s| child_opt(s, "template")) {
+    if let Some(t) = obj
+        .get_mut("spec")
+        .and_then(Value::as_object_mut)
+        .and_then(|s| child_opt(s, "template"))
+    {
         default_pod_template(t);
     }
 }
 
 /// SetDefaults_Pod: pod-only defaults on top of the pod spec's.
 pub fn default_pod(obj: &mut Value) {
-    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
     default_pod_spec(spec);
     set_default(spec, "enableServiceLinks", json!(true));
     // Requests default to limits when unset (pods only, not templates).
     for list in ["containers", "initContainers"] {
         for c in each_obj_mut(spec, list) {
-            let Some(res) = child_opt(c, "resources") else { continue };
-            let Some(limits) = res.get("limits").and_then(Value::as_object).cloned() else { continue };
+            let Some(res) = child_opt(c, "resources") else {
+                continue;
+            };
+            let Some(limits) = res.get("limits").and_then(Value::as_object).cloned() else {
+                continue;
+            };
             if let Some(req) = child(res, "requests") {
                 for (k, v) in limits {
                     req.entry(k).or_insert(v);
@@ -185,7 +217,9 @@ pub fn default_pod(obj: &mut Value) {
             for c in each_obj_mut(spec, list) {
                 for p in each_obj_mut(c, "ports") {
                     let cp = p.get("containerPort").cloned().unwrap_or(Value::Null);
-                    let zero = p.get("hostPort").is_none_or(|h| h.is_null() || h.as_i64() == Some(0));
+                    let zero = p
+                        .get("hostPort")
+                        .is_none_or(|h| h.is_null() || h.as_i64() == Some(0));
                     if zero && !cp.is_null() {
                         p.insert("hostPort".into(), cp);
                     }
@@ -242,7 +276,11 @@ mod tests {
         default_spec_template(&mut d);
         let t = &d["spec"]["template"];
         assert_eq!(t["metadata"]["creationTimestamp"], Value::Null);
-        assert!(t["metadata"].as_object().is_some_and(|m| m.contains_key("creationTimestamp")));
+        assert!(
+            t["metadata"]
+                .as_object()
+                .is_some_and(|m| m.contains_key("creationTimestamp"))
+        );
         assert_eq!(t["spec"]["serviceAccountName"], "builder");
         assert_eq!(t["spec"]["containers"][0]["imagePullPolicy"], "Always");
         assert_eq!(t["spec"]["containers"][0]["resources"], json!({}));

@@ -18,8 +18,10 @@ use crate::registry::strategy::{Ctx, NameRule, Strategy};
 pub const POD_UPDATE_FORBIDDEN: &str = "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
 
 /// Built-in priority classes upstream creates at start-up.
-const SYSTEM_PRIORITY_CLASSES: &[(&str, i64)] =
-    &[("system-node-critical", 2_000_001_000), ("system-cluster-critical", 2_000_000_000)];
+const SYSTEM_PRIORITY_CLASSES: &[(&str, i64)] = &[
+    ("system-node-critical", 2_000_001_000),
+    ("system-cluster-critical", 2_000_000_000),
+];
 
 pub struct PodStrategy;
 
@@ -30,7 +32,9 @@ pub fn qos_class(spec: &Value) -> &'static str {
     let mut requests: std::collections::BTreeMap<String, quantity::Quantity> = Default::default();
     let mut limits: std::collections::BTreeMap<String, quantity::Quantity> = Default::default();
     let mut guaranteed = true;
-    let containers = arr(spec, "/containers").iter().chain(arr(spec, "/initContainers"));
+    let containers = arr(spec, "/containers")
+        .iter()
+        .chain(arr(spec, "/initContainers"));
     for c in containers {
         let parse_list = |ptr: &str| -> Vec<(String, quantity::Quantity)> {
             util::map(c, ptr)
@@ -43,13 +47,16 @@ pub fn qos_class(spec: &Value) -> &'static str {
                         Value::Number(n) => n.to_string(),
                         _ => return None,
                     };
-                    quantity::parse(&text).ok().filter(|q| q.0 > 0).map(|q| (k.clone(), q))
+                    quantity::parse(&text)
+                        .ok()
+                        .filter(|q| q.0 > 0)
+                        .map(|q| (k.clone(), q))
                 })
                 .collect()
         };
         for (k, q) in parse_list("/resources/requests") {
             let e = requests.entry(k).or_insert(quantity::Quantity(0));
-            *e = e.add(q);
+            *e = e.saturating_add(q);
         }
         let lims = parse_list("/resources/limits");
         let has = |n: &str| lims.iter().any(|(k, _)| k == n);
@@ -58,7 +65,7 @@ pub fn qos_class(spec: &Value) -> &'static str {
         }
         for (k, q) in lims {
             let e = limits.entry(k).or_insert(quantity::Quantity(0));
-            *e = e.add(q);
+            *e = e.saturating_add(q);
         }
     }
     if requests.is_empty() && limits.is_empty() {
@@ -72,7 +79,11 @@ pub fn qos_class(spec: &Value) -> &'static str {
             }
         }
     }
-    if guaranteed && requests.len() == limits.len() { "Guaranteed" } else { "Burstable" }
+    if guaranteed && requests.len() == limits.len() {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
 }
 
 /// A short, stable rendering of where two JSON values differ, shown after
@@ -87,7 +98,10 @@ fn json_diff(old: &Value, new: &Value, path: &str, out: &mut Vec<String>) {
             keys.sort();
             keys.dedup();
             for k in keys {
-                let (x, y) = (a.get(k).unwrap_or(&Value::Null), b.get(k).unwrap_or(&Value::Null));
+                let (x, y) = (
+                    a.get(k).unwrap_or(&Value::Null),
+                    b.get(k).unwrap_or(&Value::Null),
+                );
                 json_diff(x, y, &util::join(path, k), out);
             }
         }
@@ -114,12 +128,12 @@ fn validate_spec_update(new: &Value, old: &Value) -> Vec<FieldError> {
     // Images may change (when the container lists line up).
     for list in ["containers", "initContainers"] {
         let olds = arr(old_spec, &format!("/{list}"));
-        if let Some(news) = munged.get_mut(list).and_then(Value::as_array_mut) {
-            if news.len() == olds.len() {
-                for (n, o) in news.iter_mut().zip(olds) {
-                    if let (Some(n), Some(img)) = (n.as_object_mut(), o.get("image")) {
-                        n.insert("image".into(), img.clone());
-                    }
+        if let Some(news) = munged.get_mut(list).and_then(Value::as_array_mut)
+            && news.len() == olds.len()
+        {
+            for (n, o) in news.iter_mut().zip(olds) {
+                if let (Some(n), Some(img)) = (n.as_object_mut(), o.get("image")) {
+                    n.insert("image".into(), img.clone());
                 }
             }
         }
@@ -157,16 +171,18 @@ fn validate_spec_update(new: &Value, old: &Value) -> Vec<FieldError> {
         // A negative grace period may be raised to 1.
         if util::int(old_spec, "/terminationGracePeriodSeconds").is_some_and(|g| g < 0)
             && util::int(new_spec, "/terminationGracePeriodSeconds") == Some(1)
+            && let Some(v) = old_spec.get("terminationGracePeriodSeconds")
         {
-            if let Some(v) = old_spec.get("terminationGracePeriodSeconds") {
-                m.insert("terminationGracePeriodSeconds".into(), v.clone());
-            }
+            m.insert("terminationGracePeriodSeconds".into(), v.clone());
         }
     }
     if &munged != old_spec {
         let mut diff = Vec::new();
         json_diff(old_spec, &munged, "", &mut diff);
-        let msg = format!("{POD_UPDATE_FORBIDDEN}\n  core.PodSpec{{\n{}\n  }}\n", diff.join("\n"));
+        let msg = format!(
+            "{POD_UPDATE_FORBIDDEN}\n  core.PodSpec{{\n{}\n  }}\n",
+            diff.join("\n")
+        );
         errs.push(FieldError::forbidden("spec", msg));
     }
     errs
@@ -175,8 +191,13 @@ fn validate_spec_update(new: &Value, old: &Value) -> Vec<FieldError> {
 /// Default tolerations the DefaultTolerationSeconds admission plugin adds.
 fn add_default_tolerations(spec: &mut serde_json::Map<String, Value>) {
     let list = spec.entry("tolerations").or_insert_with(|| json!([]));
-    let Some(list) = list.as_array_mut() else { return };
-    for k in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+    let Some(list) = list.as_array_mut() else {
+        return;
+    };
+    for k in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
         let present = list.iter().any(|t| {
             let eff = s(t, "/effect");
             s(t, "/key") == k && (eff.is_empty() || eff == "NoExecute")
@@ -213,7 +234,11 @@ impl Strategy for PodStrategy {
         // Admission-time defaults (ServiceAccount and DefaultTolerationSeconds
         // plugins) that every pod shows upstream.
         if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-            if spec.get("serviceAccountName").and_then(Value::as_str).is_none_or(str::is_empty) {
+            if spec
+                .get("serviceAccountName")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
                 spec.insert("serviceAccountName".into(), json!("default"));
                 spec.insert("serviceAccount".into(), json!("default"));
             }
@@ -241,7 +266,11 @@ impl Strategy for PodStrategy {
         let class_name = s(obj, "/spec/priorityClassName").to_string();
         let prefix = "/registry/scheduling.k8s.io/priorityclasses/";
         let class: Option<Value> = if class_name.is_empty() {
-            let list = ctx.store.list(prefix, Default::default()).await.map_err(|e| ApiError::internal(e.to_string()))?;
+            let list = ctx
+                .store
+                .list(prefix, Default::default())
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?;
             list.items
                 .iter()
                 .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
@@ -254,7 +283,10 @@ impl Strategy for PodStrategy {
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             match kv.and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok()) {
                 Some(pc) => Some(pc),
-                None => match SYSTEM_PRIORITY_CLASSES.iter().find(|(n, _)| *n == class_name) {
+                None => match SYSTEM_PRIORITY_CLASSES
+                    .iter()
+                    .find(|(n, _)| *n == class_name)
+                {
                     Some((n, v)) => Some(json!({"metadata": {"name": n}, "value": v})),
                     None => {
                         let name = s(obj, "/metadata/name");
@@ -268,7 +300,10 @@ impl Strategy for PodStrategy {
         let (priority, policy, name) = match &class {
             Some(pc) => (
                 util::int(pc, "/value").unwrap_or(0),
-                Some(s(pc, "/preemptionPolicy")).filter(|p| !p.is_empty()).unwrap_or("PreemptLowerPriority").to_string(),
+                Some(s(pc, "/preemptionPolicy"))
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or("PreemptLowerPriority")
+                    .to_string(),
                 s(pc, "/metadata/name").to_string(),
             ),
             None => (0, "PreemptLowerPriority".to_string(), String::new()),
@@ -289,11 +324,21 @@ impl Strategy for PodStrategy {
             "spec.restartPolicy" => s(obj, "/spec/restartPolicy").to_string(),
             "spec.schedulerName" => s(obj, "/spec/schedulerName").to_string(),
             "spec.serviceAccountName" => s(obj, "/spec/serviceAccountName").to_string(),
-            "spec.hostNetwork" => util::flag(obj, "/spec/hostNetwork").unwrap_or(false).to_string(),
+            "spec.hostNetwork" => util::flag(obj, "/spec/hostNetwork")
+                .unwrap_or(false)
+                .to_string(),
             "status.phase" => s(obj, "/status/phase").to_string(),
             "status.podIP" => {
-                let first = arr(obj, "/status/podIPs").first().map(|p| s(p, "/ip")).unwrap_or("");
-                if first.is_empty() { s(obj, "/status/podIP") } else { first }.to_string()
+                let first = arr(obj, "/status/podIPs")
+                    .first()
+                    .map(|p| s(p, "/ip"))
+                    .unwrap_or("");
+                if first.is_empty() {
+                    s(obj, "/status/podIP")
+                } else {
+                    first
+                }
+                .to_string()
             }
             "status.nominatedNodeName" => s(obj, "/status/nominatedNodeName").to_string(),
             _ => return None,
@@ -331,12 +376,17 @@ mod tests {
     fn qos_classes() {
         let be = pod(json!([{"name": "a", "image": "x"}]));
         assert_eq!(qos_class(&be["spec"]), "BestEffort");
-        let mut g = pod(json!([{"name": "a", "image": "x", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]));
+        let mut g = pod(
+            json!([{"name": "a", "image": "x", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]),
+        );
         defaults::default_pod(&mut g);
         assert_eq!(qos_class(&g["spec"]), "Guaranteed");
-        let b = pod(json!([{"name": "a", "image": "x", "resources": {"requests": {"cpu": "100m"}}}]));
+        let b =
+            pod(json!([{"name": "a", "image": "x", "resources": {"requests": {"cpu": "100m"}}}]));
         assert_eq!(qos_class(&b["spec"]), "Burstable");
-        let b2 = pod(json!([{"name": "a", "image": "x", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "1Gi"}}}]));
+        let b2 = pod(
+            json!([{"name": "a", "image": "x", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "1Gi"}}}]),
+        );
         assert_eq!(qos_class(&b2["spec"]), "Burstable");
     }
 
@@ -346,12 +396,22 @@ mod tests {
         p["status"] = json!({"phase": "Running", "podIP": "1.2.3.4"});
         PodStrategy.default(&mut p);
         PodStrategy.prepare_create(&mut p);
-        assert_eq!(p["status"], json!({"phase": "Pending", "qosClass": "BestEffort"}));
+        assert_eq!(
+            p["status"],
+            json!({"phase": "Pending", "qosClass": "BestEffort"})
+        );
         assert_eq!(p["spec"]["serviceAccountName"], "default");
         assert_eq!(p["spec"]["serviceAccount"], "default");
         assert_eq!(p["spec"]["tolerations"].as_array().map(Vec::len), Some(2));
-        assert_eq!(p["spec"]["tolerations"][0]["key"], "node.kubernetes.io/not-ready");
-        assert!(PodStrategy.validate(&p).is_empty(), "{:?}", PodStrategy.validate(&p));
+        assert_eq!(
+            p["spec"]["tolerations"][0]["key"],
+            "node.kubernetes.io/not-ready"
+        );
+        assert!(
+            PodStrategy.validate(&p).is_empty(),
+            "{:?}",
+            PodStrategy.validate(&p)
+        );
     }
 
     #[test]
@@ -364,7 +424,8 @@ mod tests {
 
     #[test]
     fn updates_may_change_images_only() {
-        let mut old = pod(json!([{"name": "a", "image": "nginx:1", "ports": [{"containerPort": 80}]}]));
+        let mut old =
+            pod(json!([{"name": "a", "image": "nginx:1", "ports": [{"containerPort": 80}]}]));
         PodStrategy.default(&mut old);
         PodStrategy.prepare_create(&mut old);
         let mut new = old.clone();
@@ -376,8 +437,18 @@ mod tests {
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].field, "spec");
         assert_eq!(errs[0].reason, "FieldValueForbidden");
-        assert!(errs[0].message.starts_with(&format!("Forbidden: {POD_UPDATE_FORBIDDEN}")));
-        assert!(errs[0].message.contains("containers[0].ports[0].containerPort"), "{}", errs[0].message);
+        assert!(
+            errs[0]
+                .message
+                .starts_with(&format!("Forbidden: {POD_UPDATE_FORBIDDEN}"))
+        );
+        assert!(
+            errs[0]
+                .message
+                .contains("containers[0].ports[0].containerPort"),
+            "{}",
+            errs[0].message
+        );
         // Tolerations may be added, not removed.
         let mut add = old.clone();
         if let Some(t) = add["spec"]["tolerations"].as_array_mut() {
@@ -392,26 +463,57 @@ mod tests {
         a["spec"]["activeDeadlineSeconds"] = json!(50);
         let mut b = a.clone();
         b["spec"]["activeDeadlineSeconds"] = json!(60);
-        let errs: Vec<String> = PodStrategy.validate_update(&b, &a).iter().map(FieldError::display).collect();
-        assert_eq!(errs, vec!["spec.activeDeadlineSeconds: Invalid value: 60: must be less than or equal to previous value"]);
+        let errs: Vec<String> = PodStrategy
+            .validate_update(&b, &a)
+            .iter()
+            .map(FieldError::display)
+            .collect();
+        assert_eq!(
+            errs,
+            vec![
+                "spec.activeDeadlineSeconds: Invalid value: 60: must be less than or equal to previous value"
+            ]
+        );
     }
 
     #[test]
     fn field_values() {
         let p = json!({"spec": {"nodeName": "n1", "restartPolicy": "Always"}, "status": {"phase": "Running", "podIPs": [{"ip": "10.42.0.5"}]}});
-        assert_eq!(PodStrategy.field_value(&p, "spec.nodeName").as_deref(), Some("n1"));
-        assert_eq!(PodStrategy.field_value(&p, "status.podIP").as_deref(), Some("10.42.0.5"));
-        assert_eq!(PodStrategy.field_value(&p, "spec.hostNetwork").as_deref(), Some("false"));
+        assert_eq!(
+            PodStrategy.field_value(&p, "spec.nodeName").as_deref(),
+            Some("n1")
+        );
+        assert_eq!(
+            PodStrategy.field_value(&p, "status.podIP").as_deref(),
+            Some("10.42.0.5")
+        );
+        assert_eq!(
+            PodStrategy.field_value(&p, "spec.hostNetwork").as_deref(),
+            Some("false")
+        );
         assert_eq!(PodStrategy.field_value(&p, "status.podIPs"), None);
-        assert!(PodStrategy.selectable_fields().contains(&"status.nominatedNodeName"));
+        assert!(
+            PodStrategy
+                .selectable_fields()
+                .contains(&"status.nominatedNodeName")
+        );
     }
 
     #[tokio::test]
     async fn priority_admission() {
         use crate::store::Store;
         use crate::store::sqlite::{SqliteOptions, SqliteStore};
-        let st = SqliteStore::open_temp(SqliteOptions { compaction_interval: None, ..Default::default() }).expect("store");
-        let ctx = Ctx { store: st.as_ref(), service_cidr: "10.43.0.0/16", cluster_cidr: "10.42.0.0/16", node_port_range: (30000, 32767) };
+        let st = SqliteStore::open_temp(SqliteOptions {
+            compaction_interval: None,
+            ..Default::default()
+        })
+        .expect("store");
+        let ctx = Ctx {
+            store: st.as_ref(),
+            service_cidr: "10.43.0.0/16",
+            cluster_cidr: "10.42.0.0/16",
+            node_port_range: (30000, 32767),
+        };
         let mut p = pod(json!([{"name": "a", "image": "x"}]));
         PodStrategy.allocate(&ctx, &mut p).await.expect("ok");
         assert_eq!(p["spec"]["priority"], 0);
@@ -421,14 +523,31 @@ mod tests {
         PodStrategy.allocate(&ctx, &mut crit).await.expect("ok");
         assert_eq!(crit["spec"]["priority"], 2_000_001_000);
         let pc = json!({"metadata": {"name": "high"}, "value": 1000, "preemptionPolicy": "Never"});
-        st.create("/registry/scheduling.k8s.io/priorityclasses/high", serde_json::to_vec(&pc).expect("json").into()).await.expect("create");
+        st.create(
+            "/registry/scheduling.k8s.io/priorityclasses/high",
+            serde_json::to_vec(&pc).expect("json").into(),
+        )
+        .await
+        .expect("create");
         let mut hi = pod(json!([{"name": "a", "image": "x"}]));
         hi["spec"]["priorityClassName"] = json!("high");
         PodStrategy.allocate(&ctx, &mut hi).await.expect("ok");
-        assert_eq!((hi["spec"]["priority"].clone(), hi["spec"]["preemptionPolicy"].clone()), (json!(1000), json!("Never")));
+        assert_eq!(
+            (
+                hi["spec"]["priority"].clone(),
+                hi["spec"]["preemptionPolicy"].clone()
+            ),
+            (json!(1000), json!("Never"))
+        );
         let mut missing = pod(json!([{"name": "a", "image": "x"}]));
         missing["spec"]["priorityClassName"] = json!("nope");
         let e = PodStrategy.allocate(&ctx, &mut missing).await.err();
-        assert_eq!(e.map(|e| (e.code, e.message)), Some((403, "pods \"p\" is forbidden: no PriorityClass with name nope was found".to_string())));
+        assert_eq!(
+            e.map(|e| (e.code, e.message)),
+            Some((
+                403,
+                "pods \"p\" is forbidden: no PriorityClass with name nope was found".to_string()
+            ))
+        );
     }
 }

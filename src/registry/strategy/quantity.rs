@@ -22,7 +22,7 @@ impl Quantity {
     pub fn cmp_to(self, other: Quantity) -> Ordering {
         self.0.cmp(&other.0)
     }
-    pub fn add(self, other: Quantity) -> Quantity {
+    pub fn saturating_add(self, other: Quantity) -> Quantity {
         Quantity(self.0.saturating_add(other.0))
     }
 }
@@ -36,7 +36,9 @@ fn pow10(e: u32) -> Option<i128> {
 pub fn parse(s: &str) -> Result<Quantity, &'static str> {
     let s = s.trim();
     if s.is_empty() {
-        return Err("quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'");
+        return Err(
+            "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+        );
     }
     let bytes = s.as_bytes();
     let mut i = 0;
@@ -87,8 +89,14 @@ pub fn parse(s: &str) -> Result<Quantity, &'static str> {
             match rest.and_then(|r| r.parse::<i32>().ok()) {
                 Some(e) if e.abs() <= 40 => (1, e),
                 _ => {
-                    let ok_chars = other.bytes().all(|c| b"eEinumkKMGTP+-0123456789".contains(&c));
-                    return Err(if ok_chars { "unable to parse quantity's suffix" } else { FORMAT_ERROR });
+                    let ok_chars = other
+                        .bytes()
+                        .all(|c| b"eEinumkKMGTP+-0123456789".contains(&c));
+                    return Err(if ok_chars {
+                        "unable to parse quantity's suffix"
+                    } else {
+                        FORMAT_ERROR
+                    });
                 }
             }
         }
@@ -101,7 +109,9 @@ pub fn parse(s: &str) -> Result<Quantity, &'static str> {
     } else if digits.len() > 36 {
         i128::MAX
     } else {
-        digits.parse().map_err(|_| "unable to parse numeric part of quantity")?
+        digits
+            .parse()
+            .map_err(|_| "unable to parse numeric part of quantity")?
     };
     let scale = exp + 9 - frac_part.len() as i32;
     let mut v = mantissa.saturating_mul(bin);
@@ -139,7 +149,10 @@ mod tests {
     fn rejects_garbage_with_upstream_messages() {
         assert_eq!(parse("abc"), Err(FORMAT_ERROR));
         assert_eq!(parse(""), Err(FORMAT_ERROR));
-        assert_eq!(parse("1.2.3"), Err("unable to parse numeric part of quantity"));
+        assert_eq!(
+            parse("1.2.3"),
+            Err("unable to parse numeric part of quantity")
+        );
         assert_eq!(parse("1Kb"), Err(FORMAT_ERROR));
         assert_eq!(parse("1kk"), Err("unable to parse quantity's suffix"));
     }

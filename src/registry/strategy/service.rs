@@ -16,7 +16,11 @@ use crate::registry::allocator::{self, AllocError, Cidr, Session};
 use crate::registry::names;
 use crate::registry::strategy::{Ctx, NameRule, Strategy};
 
-const TARGET: Target<'static> = Target { group: "", resource: "services", kind: "Service" };
+const TARGET: Target<'static> = Target {
+    group: "",
+    resource: "services",
+    kind: "Service",
+};
 const TYPES: &[&str] = &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
 /// Upstream's default ClientIP affinity timeout (3 hours).
 const DEFAULT_AFFINITY_SECONDS: i64 = 10800;
@@ -39,7 +43,8 @@ fn needs_node_port(obj: &Value) -> bool {
 }
 
 fn externally_accessible(obj: &Value) -> bool {
-    needs_node_port(obj) || (svc_type(obj) == "ClusterIP" && !arr(obj, "/spec/externalIPs").is_empty())
+    needs_node_port(obj)
+        || (svc_type(obj) == "ClusterIP" && !arr(obj, "/spec/externalIPs").is_empty())
 }
 
 fn needs_health_check(obj: &Value) -> bool {
@@ -47,7 +52,8 @@ fn needs_health_check(obj: &Value) -> bool {
 }
 
 fn should_allocate_node_ports(obj: &Value) -> bool {
-    svc_type(obj) == "NodePort" || util::flag(obj, "/spec/allocateLoadBalancerNodePorts") != Some(false)
+    svc_type(obj) == "NodePort"
+        || util::flag(obj, "/spec/allocateLoadBalancerNodePorts") != Some(false)
 }
 
 fn is_headless(obj: &Value) -> bool {
@@ -55,7 +61,10 @@ fn is_headless(obj: &Value) -> bool {
 }
 
 fn strings(obj: &Value, ptr: &str) -> Vec<String> {
-    arr(obj, ptr).iter().map(|v| v.as_str().unwrap_or("").to_string()).collect()
+    arr(obj, ptr)
+        .iter()
+        .map(|v| v.as_str().unwrap_or("").to_string())
+        .collect()
 }
 
 /// `[]string{"a", "b"}` as Go prints a string slice.
@@ -63,7 +72,10 @@ fn go_strings(v: &[String]) -> String {
     if v.is_empty() {
         return "[]string(nil)".to_string();
     }
-    let parts: Vec<String> = v.iter().map(|x| Value::String(x.clone()).to_string()).collect();
+    let parts: Vec<String> = v
+        .iter()
+        .map(|x| Value::String(x.clone()).to_string())
+        .collect();
     format!("[]string{{{}}}", parts.join(", "))
 }
 
@@ -72,7 +84,11 @@ fn spec_mut(obj: &mut Value) -> Option<&mut Map<String, Value>> {
 }
 
 fn node_ports(obj: &Value) -> Vec<i64> {
-    arr(obj, "/spec/ports").iter().filter_map(|p| util::int(p, "/nodePort")).filter(|n| *n != 0).collect()
+    arr(obj, "/spec/ports")
+        .iter()
+        .filter_map(|p| util::int(p, "/nodePort"))
+        .filter(|n| *n != 0)
+        .collect()
 }
 
 /// SetDefaults_Service.
@@ -84,7 +100,10 @@ fn default_service(obj: &mut Value) {
             spec.remove("sessionAffinityConfig");
         }
         Some("ClientIP") => {
-            let has = spec.get("sessionAffinityConfig").and_then(|c| c.pointer("/clientIP/timeoutSeconds")).is_some_and(|t| !t.is_null());
+            let has = spec
+                .get("sessionAffinityConfig")
+                .and_then(|c| c.pointer("/clientIP/timeoutSeconds"))
+                .is_some_and(|t| !t.is_null());
             if !has {
                 spec.insert(
                     "sessionAffinityConfig".into(),
@@ -103,15 +122,21 @@ fn default_service(obj: &mut Value) {
             Some(Value::String(s)) => s.is_empty(),
             Some(_) => false,
         };
-        if unset {
-            if let Some(port) = p.get("port").cloned() {
-                p.insert("targetPort".into(), port);
-            }
+        if unset && let Some(port) = p.get("port").cloned() {
+            p.insert("targetPort".into(), port);
         }
     }
-    let t = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
-    let has_external_ips = spec.get("externalIPs").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
-    let accessible = t == "NodePort" || t == "LoadBalancer" || (t == "ClusterIP" && has_external_ips);
+    let t = spec
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
+    let has_external_ips = spec
+        .get("externalIPs")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    let accessible =
+        t == "NodePort" || t == "LoadBalancer" || (t == "ClusterIP" && has_external_ips);
     if accessible {
         set_default_str(spec, "externalTrafficPolicy", "Cluster");
     }
@@ -121,12 +146,18 @@ fn default_service(obj: &mut Value) {
     if t == "LoadBalancer" {
         set_default(spec, "allocateLoadBalancerNodePorts", json!(true));
     }
-    if t == "LoadBalancer" {
-        if let Some(ings) = obj.pointer_mut("/status/loadBalancer/ingress").and_then(Value::as_array_mut) {
-            for ing in ings.iter_mut().filter_map(Value::as_object_mut) {
-                if ing.get("ip").and_then(Value::as_str).is_some_and(|ip| !ip.is_empty()) {
-                    set_default(ing, "ipMode", json!("VIP"));
-                }
+    if t == "LoadBalancer"
+        && let Some(ings) = obj
+            .pointer_mut("/status/loadBalancer/ingress")
+            .and_then(Value::as_array_mut)
+    {
+        for ing in ings.iter_mut().filter_map(Value::as_object_mut) {
+            if ing
+                .get("ip")
+                .and_then(Value::as_str)
+                .is_some_and(|ip| !ip.is_empty())
+            {
+                set_default(ing, "ipMode", json!("VIP"));
             }
         }
     }
@@ -169,7 +200,13 @@ fn validate_service(obj: &Value) -> Vec<FieldError> {
         for m in names::is_valid_port_num(port) {
             errs.push(FieldError::invalid_raw(join(&pp, "port"), port, m));
         }
-        util::check_enum(&mut errs, &join(&pp, "protocol"), p.get("protocol"), &["SCTP", "TCP", "UDP"], true);
+        util::check_enum(
+            &mut errs,
+            &join(&pp, "protocol"),
+            p.get("protocol"),
+            &["SCTP", "TCP", "UDP"],
+            true,
+        );
         if let Some(tp) = p.get("targetPort") {
             validation::validate_port_ref(&mut errs, tp, &join(&pp, "targetPort"));
         }
@@ -186,7 +223,10 @@ fn validate_service(obj: &Value) -> Vec<FieldError> {
         let np = util::int(p, "/nodePort").unwrap_or(0);
         if np != 0 {
             if t == "ClusterIP" {
-                errs.push(FieldError::forbidden(join(&pp, "nodePort"), "may not be used when `type` is 'ClusterIP'"));
+                errs.push(FieldError::forbidden(
+                    join(&pp, "nodePort"),
+                    "may not be used when `type` is 'ClusterIP'",
+                ));
             }
             for m in names::is_valid_port_num(np) {
                 errs.push(FieldError::invalid_raw(join(&pp, "nodePort"), np, m));
@@ -206,13 +246,22 @@ fn validate_service(obj: &Value) -> Vec<FieldError> {
     let cips = strings(obj, "/spec/clusterIPs");
     if t == "ExternalName" {
         if !cips.is_empty() {
-            errs.push(FieldError::forbidden("spec.clusterIPs", "may not be set for ExternalName services"));
+            errs.push(FieldError::forbidden(
+                "spec.clusterIPs",
+                "may not be set for ExternalName services",
+            ));
         }
         if !arr(obj, "/spec/ipFamilies").is_empty() {
-            errs.push(FieldError::forbidden("spec.ipFamilies", "may not be set for ExternalName services"));
+            errs.push(FieldError::forbidden(
+                "spec.ipFamilies",
+                "may not be set for ExternalName services",
+            ));
         }
         if get(obj, "/spec/ipFamilyPolicy").is_some() {
-            errs.push(FieldError::forbidden("spec.ipFamilyPolicy", "may not be set for ExternalName services"));
+            errs.push(FieldError::forbidden(
+                "spec.ipFamilyPolicy",
+                "may not be set for ExternalName services",
+            ));
         }
         let cname = s(obj, "/spec/externalName").trim_end_matches('.');
         if cname.is_empty() {
@@ -227,15 +276,27 @@ fn validate_service(obj: &Value) -> Vec<FieldError> {
             if cips.is_empty() {
                 errs.push(FieldError::required("spec.clusterIPs"));
             } else if cips[0] != cip {
-                errs.push(FieldError::invalid_raw("spec.clusterIPs", go_strings(&cips), "first value must match `clusterIP`"));
+                errs.push(FieldError::invalid_raw(
+                    "spec.clusterIPs",
+                    go_strings(&cips),
+                    "first value must match `clusterIP`",
+                ));
             }
         } else if !cips.is_empty() {
-            errs.push(FieldError::invalid_raw("spec.clusterIPs", go_strings(&cips), "must be empty when `clusterIP` is not specified"));
+            errs.push(FieldError::invalid_raw(
+                "spec.clusterIPs",
+                go_strings(&cips),
+                "must be empty when `clusterIP` is not specified",
+            ));
         }
         for (i, ip) in cips.iter().enumerate() {
             if i == 0 && ip == "None" {
                 if cips.len() > 1 {
-                    errs.push(FieldError::invalid_raw("spec.clusterIPs", go_strings(&cips), "'None' must be the first and only value"));
+                    errs.push(FieldError::invalid_raw(
+                        "spec.clusterIPs",
+                        go_strings(&cips),
+                        "'None' must be the first and only value",
+                    ));
                 }
                 continue;
             }
@@ -244,17 +305,29 @@ fn validate_service(obj: &Value) -> Vec<FieldError> {
             }
         }
         if is_headless(obj) && t == "NodePort" {
-            errs.push(FieldError::invalid("spec.clusterIPs[0]", "None", "may not be set to 'None' for NodePort services"));
+            errs.push(FieldError::invalid(
+                "spec.clusterIPs[0]",
+                "None",
+                "may not be set to 'None' for NodePort services",
+            ));
         }
         if is_headless(obj) && t == "LoadBalancer" {
-            errs.push(FieldError::invalid("spec.clusterIPs[0]", "None", "may not be set to 'None' for LoadBalancer services"));
+            errs.push(FieldError::invalid(
+                "spec.clusterIPs[0]",
+                "None",
+                "may not be set to 'None' for LoadBalancer services",
+            ));
         }
     }
     let mut fams = HashSet::new();
     for (i, f) in arr(obj, "/spec/ipFamilies").iter().enumerate() {
         let f = f.as_str().unwrap_or("");
         if f != "IPv4" && f != "IPv6" {
-            errs.push(FieldError::not_supported(idx("spec.ipFamilies", i), f, &["IPv4", "IPv6"]));
+            errs.push(FieldError::not_supported(
+                idx("spec.ipFamilies", i),
+                f,
+                &["IPv4", "IPv6"],
+            ));
         }
         if !fams.insert(f) {
             errs.push(FieldError::duplicate(idx("spec.ipFamilies", i), f));
@@ -268,22 +341,31 @@ fn validate_service(obj: &Value) -> Vec<FieldError> {
         false,
     );
 
-    util::check_enum(&mut errs, "spec.sessionAffinity", obj.pointer("/spec/sessionAffinity"), &["ClientIP", "None"], true);
+    util::check_enum(
+        &mut errs,
+        "spec.sessionAffinity",
+        obj.pointer("/spec/sessionAffinity"),
+        &["ClientIP", "None"],
+        true,
+    );
     if s(obj, "/spec/sessionAffinity") == "ClientIP" {
-        if let Some(t) = util::int(obj, "/spec/sessionAffinityConfig/clientIP/timeoutSeconds") {
-            if !(1..=86400).contains(&t) {
-                errs.push(FieldError::invalid_raw(
-                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
-                    t,
-                    "must be greater than 0 and less than 86400",
-                ));
-            }
+        if let Some(t) = util::int(obj, "/spec/sessionAffinityConfig/clientIP/timeoutSeconds")
+            && !(1..=86400).contains(&t)
+        {
+            errs.push(FieldError::invalid_raw(
+                "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                t,
+                "must be greater than 0 and less than 86400",
+            ));
         }
     } else if get(obj, "/spec/sessionAffinityConfig").is_some() {
         errs.push(FieldError::invalid(
             "spec.sessionAffinityConfig",
             "",
-            format!("must not be set when session affinity is {}", s(obj, "/spec/sessionAffinity")),
+            format!(
+                "must not be set when session affinity is {}",
+                s(obj, "/spec/sessionAffinity")
+            ),
         ));
     }
     validation::validate_labels(&mut errs, obj.pointer("/spec/selector"), "spec.selector");
@@ -297,10 +379,20 @@ fn validate_service(obj: &Value) -> Vec<FieldError> {
     let etp = s(obj, "/spec/externalTrafficPolicy");
     if !externally_accessible(obj) {
         if !etp.is_empty() {
-            errs.push(FieldError::invalid("spec.externalTrafficPolicy", etp, "may only be set for externally-accessible services"));
+            errs.push(FieldError::invalid(
+                "spec.externalTrafficPolicy",
+                etp,
+                "may only be set for externally-accessible services",
+            ));
         }
     } else {
-        util::check_enum(&mut errs, "spec.externalTrafficPolicy", obj.pointer("/spec/externalTrafficPolicy"), &["Cluster", "Local"], true);
+        util::check_enum(
+            &mut errs,
+            "spec.externalTrafficPolicy",
+            obj.pointer("/spec/externalTrafficPolicy"),
+            &["Cluster", "Local"],
+            true,
+        );
     }
     let hc = util::int(obj, "/spec/healthCheckNodePort").unwrap_or(0);
     if hc != 0 && !needs_health_check(obj) {
@@ -310,7 +402,13 @@ fn validate_service(obj: &Value) -> Vec<FieldError> {
             "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'",
         ));
     }
-    util::check_enum(&mut errs, "spec.internalTrafficPolicy", obj.pointer("/spec/internalTrafficPolicy"), &["Cluster", "Local"], false);
+    util::check_enum(
+        &mut errs,
+        "spec.internalTrafficPolicy",
+        obj.pointer("/spec/internalTrafficPolicy"),
+        &["Cluster", "Local"],
+        false,
+    );
     if get(obj, "/spec/allocateLoadBalancerNodePorts").is_some() && t != "LoadBalancer" {
         errs.push(FieldError::forbidden(
             "spec.allocateLoadBalancerNodePorts",
@@ -324,13 +422,17 @@ fn validate_service(obj: &Value) -> Vec<FieldError> {
 /// (upstream's patchAllocatedValues + normalizeClusterIPs + dropTypeDependentFields).
 fn prepare_service_update(new: &mut Value, old: &Value) {
     let type_changed = svc_type(new) != svc_type(old);
-    let same_ips = |n: &Value| strings(n, "/spec/clusterIPs") == strings(old, "/spec/clusterIPs") && s(n, "/spec/clusterIP") == s(old, "/spec/clusterIP");
+    let same_ips = |n: &Value| {
+        strings(n, "/spec/clusterIPs") == strings(old, "/spec/clusterIPs")
+            && s(n, "/spec/clusterIP") == s(old, "/spec/clusterIP")
+    };
     // Type changes first: drop what the new type does not use, if untouched.
     if type_changed {
         if needs_cluster_ip(old) && !needs_cluster_ip(new) {
             let same = same_ips(new);
             let same_fam = arr(new, "/spec/ipFamilies") == arr(old, "/spec/ipFamilies");
-            let same_pol = new.pointer("/spec/ipFamilyPolicy") == old.pointer("/spec/ipFamilyPolicy");
+            let same_pol =
+                new.pointer("/spec/ipFamilyPolicy") == old.pointer("/spec/ipFamilyPolicy");
             if let Some(spec) = spec_mut(new) {
                 if same {
                     spec.remove("clusterIP");
@@ -344,27 +446,36 @@ fn prepare_service_update(new: &mut Value, old: &Value) {
                 }
             }
         }
-        if needs_node_port(old) && !needs_node_port(new) && node_ports(new) == node_ports(old) {
-            if let Some(spec) = spec_mut(new) {
-                for p in each_obj_mut(spec, "ports") {
-                    p.remove("nodePort");
-                }
+        if needs_node_port(old)
+            && !needs_node_port(new)
+            && node_ports(new) == node_ports(old)
+            && let Some(spec) = spec_mut(new)
+        {
+            for p in each_obj_mut(spec, "ports") {
+                p.remove("nodePort");
             }
         }
-        if needs_health_check(old) && !needs_health_check(new) && new.pointer("/spec/healthCheckNodePort") == old.pointer("/spec/healthCheckNodePort") {
-            if let Some(spec) = spec_mut(new) {
-                spec.remove("healthCheckNodePort");
-            }
+        if needs_health_check(old)
+            && !needs_health_check(new)
+            && new.pointer("/spec/healthCheckNodePort") == old.pointer("/spec/healthCheckNodePort")
+            && let Some(spec) = spec_mut(new)
+        {
+            spec.remove("healthCheckNodePort");
         }
-        if svc_type(old) == "LoadBalancer" && svc_type(new) != "LoadBalancer" && new.pointer("/spec/allocateLoadBalancerNodePorts") == old.pointer("/spec/allocateLoadBalancerNodePorts") {
-            if let Some(spec) = spec_mut(new) {
-                spec.remove("allocateLoadBalancerNodePorts");
-            }
+        if svc_type(old) == "LoadBalancer"
+            && svc_type(new) != "LoadBalancer"
+            && new.pointer("/spec/allocateLoadBalancerNodePorts")
+                == old.pointer("/spec/allocateLoadBalancerNodePorts")
+            && let Some(spec) = spec_mut(new)
+        {
+            spec.remove("allocateLoadBalancerNodePorts");
         }
-        if externally_accessible(old) && !externally_accessible(new) && s(new, "/spec/externalTrafficPolicy") == s(old, "/spec/externalTrafficPolicy") {
-            if let Some(spec) = spec_mut(new) {
-                spec.remove("externalTrafficPolicy");
-            }
+        if externally_accessible(old)
+            && !externally_accessible(new)
+            && s(new, "/spec/externalTrafficPolicy") == s(old, "/spec/externalTrafficPolicy")
+            && let Some(spec) = spec_mut(new)
+        {
+            spec.remove("externalTrafficPolicy");
         }
     }
     if needs_cluster_ip(old) && needs_cluster_ip(new) {
@@ -376,40 +487,55 @@ fn prepare_service_update(new: &mut Value, old: &Value) {
         let old_pol = old.pointer("/spec/ipFamilyPolicy").cloned();
         let ips_kept;
         if let Some(spec) = spec_mut(new) {
-            if new_cip.is_empty() {
-                if let Some(v) = &old_cip {
-                    spec.insert("clusterIP".into(), v.clone());
-                }
+            if new_cip.is_empty()
+                && let Some(v) = &old_cip
+            {
+                spec.insert("clusterIP".into(), v.clone());
             }
             if new_cips.is_empty() {
                 // Only when the singular value agrees (an old client patching).
                 let singular = spec.get("clusterIP").and_then(Value::as_str).unwrap_or("");
-                if let Some(v) = &old_cips {
-                    if old_cip.as_ref().and_then(Value::as_str).unwrap_or("") == singular {
-                        spec.insert("clusterIPs".into(), v.clone());
-                    }
+                if let Some(v) = &old_cips
+                    && old_cip.as_ref().and_then(Value::as_str).unwrap_or("") == singular
+                {
+                    spec.insert("clusterIPs".into(), v.clone());
                 }
-            } else if !new_cip.is_empty() && old_cip.as_ref().and_then(Value::as_str).is_some_and(|o| o != new_cip) {
+            } else if !new_cip.is_empty()
+                && old_cip
+                    .as_ref()
+                    .and_then(Value::as_str)
+                    .is_some_and(|o| o != new_cip)
+            {
                 // Changing the singular value with the plural untouched: move both.
-                let untouched = old_cips.as_ref().and_then(Value::as_array).is_some_and(|o| {
-                    o.iter().map(|v| v.as_str().unwrap_or("").to_string()).collect::<Vec<_>>() == new_cips
-                });
-                if untouched {
-                    if let Some(first) = spec.get_mut("clusterIPs").and_then(Value::as_array_mut).and_then(|a| a.first_mut()) {
-                        *first = json!(new_cip);
-                    }
+                let untouched = old_cips
+                    .as_ref()
+                    .and_then(Value::as_array)
+                    .is_some_and(|o| {
+                        o.iter()
+                            .map(|v| v.as_str().unwrap_or("").to_string())
+                            .collect::<Vec<_>>()
+                            == new_cips
+                    });
+                if untouched
+                    && let Some(first) = spec
+                        .get_mut("clusterIPs")
+                        .and_then(Value::as_array_mut)
+                        .and_then(|a| a.first_mut())
+                {
+                    *first = json!(new_cip);
                 }
             }
             ips_kept = spec.get("clusterIPs") == old_cips.as_ref();
-            if ips_kept && !util::is_set(spec, "ipFamilies") {
-                if let Some(f) = old_fam {
-                    spec.insert("ipFamilies".into(), f);
-                }
+            if ips_kept
+                && !util::is_set(spec, "ipFamilies")
+                && let Some(f) = old_fam
+            {
+                spec.insert("ipFamilies".into(), f);
             }
-            if !util::is_set(spec, "ipFamilyPolicy") {
-                if let Some(p) = old_pol {
-                    spec.insert("ipFamilyPolicy".into(), p);
-                }
+            if !util::is_set(spec, "ipFamilyPolicy")
+                && let Some(p) = old_pol
+            {
+                spec.insert("ipFamilyPolicy".into(), p);
             }
         }
     }
@@ -418,7 +544,12 @@ fn prepare_service_update(new: &mut Value, old: &Value) {
         let used: HashSet<i64> = node_ports(new).into_iter().collect();
         let by_name: Vec<(String, i64)> = arr(old, "/spec/ports")
             .iter()
-            .map(|p| (s(p, "/name").to_string(), util::int(p, "/nodePort").unwrap_or(0)))
+            .map(|p| {
+                (
+                    s(p, "/name").to_string(),
+                    util::int(p, "/nodePort").unwrap_or(0),
+                )
+            })
             .collect();
         if let Some(spec) = spec_mut(new) {
             for p in each_obj_mut(spec, "ports") {
@@ -427,18 +558,23 @@ fn prepare_service_update(new: &mut Value, old: &Value) {
                     continue;
                 }
                 let name = p.get("name").and_then(Value::as_str).unwrap_or("");
-                if let Some((_, v)) = by_name.iter().find(|(n, v)| n == name && *v != 0) {
-                    if !used.contains(v) {
-                        p.insert("nodePort".into(), json!(v));
-                    }
+                if let Some((_, v)) = by_name.iter().find(|(n, v)| n == name && *v != 0)
+                    && !used.contains(v)
+                {
+                    p.insert("nodePort".into(), json!(v));
                 }
             }
         }
     }
-    if needs_health_check(old) && needs_health_check(new) && util::int(new, "/spec/healthCheckNodePort").unwrap_or(0) == 0 {
-        if let (Some(v), Some(spec)) = (old.pointer("/spec/healthCheckNodePort").cloned(), spec_mut(new)) {
-            spec.insert("healthCheckNodePort".into(), v);
-        }
+    if needs_health_check(old)
+        && needs_health_check(new)
+        && util::int(new, "/spec/healthCheckNodePort").unwrap_or(0) == 0
+        && let (Some(v), Some(spec)) = (
+            old.pointer("/spec/healthCheckNodePort").cloned(),
+            spec_mut(new),
+        )
+    {
+        spec.insert("healthCheckNodePort".into(), v);
     }
 }
 
@@ -455,22 +591,42 @@ fn validate_service_update(new: &Value, old: &Value) -> Vec<FieldError> {
     if n.len() == o.len() {
         for (i, ip) in o.iter().enumerate() {
             if n[i] != *ip {
-                errs.push(FieldError::invalid_raw(idx("spec.clusterIPs", i), go_strings(&n), "may not change once set"));
+                errs.push(FieldError::invalid_raw(
+                    idx("spec.clusterIPs", i),
+                    go_strings(&n),
+                    "may not change once set",
+                ));
             }
         }
     } else if o.len() > n.len() {
         if n.is_empty() {
-            errs.push(FieldError::invalid_raw("spec.clusterIPs[0]", go_strings(&n), "primary clusterIP can not be unset"));
+            errs.push(FieldError::invalid_raw(
+                "spec.clusterIPs[0]",
+                go_strings(&n),
+                "primary clusterIP can not be unset",
+            ));
         } else if n[0] != o[0] {
-            errs.push(FieldError::invalid_raw("spec.clusterIPs[0]", go_strings(&n), "may not change once set"));
+            errs.push(FieldError::invalid_raw(
+                "spec.clusterIPs[0]",
+                go_strings(&n),
+                "may not change once set",
+            ));
         }
     } else if !o.is_empty() && n[0] != o[0] {
-        errs.push(FieldError::invalid_raw("spec.clusterIPs[0]", go_strings(&n), "may not change once set"));
+        errs.push(FieldError::invalid_raw(
+            "spec.clusterIPs[0]",
+            go_strings(&n),
+            "may not change once set",
+        ));
     }
     let nf = strings(new, "/spec/ipFamilies");
     let of = strings(old, "/spec/ipFamilies");
     if !nf.is_empty() && !of.is_empty() && nf[0] != of[0] {
-        errs.push(FieldError::invalid("spec.ipFamilies[0]", &nf[0], "may not change once set"));
+        errs.push(FieldError::invalid(
+            "spec.ipFamilies[0]",
+            &nf[0],
+            "may not change once set",
+        ));
     }
     errs
 }
@@ -500,7 +656,10 @@ fn init_ip_families(obj: &mut Value, old: Option<&Value>, cidrs: &[Cidr]) -> Res
         policy = "RequireDualStack".into();
     }
     if policy.is_empty() {
-        policy = match old.map(|o| s(o, "/spec/ipFamilyPolicy")).filter(|p| !p.is_empty()) {
+        policy = match old
+            .map(|o| s(o, "/spec/ipFamilyPolicy"))
+            .filter(|p| !p.is_empty())
+        {
             Some(p) => p.to_string(),
             None if headless && selectorless => "RequireDualStack".into(),
             None => "SingleStack".into(),
@@ -519,13 +678,19 @@ fn init_ip_families(obj: &mut Value, old: Option<&Value>, cidrs: &[Cidr]) -> Res
         if ip == "None" {
             break;
         }
-        let Ok(ip) = ip.parse::<IpAddr>() else { continue };
+        let Ok(ip) = ip.parse::<IpAddr>() else {
+            continue;
+        };
         let fam = family_of(&ip);
         if i >= families.len() {
             if configured.contains(&fam) {
                 families.push(fam.to_string());
             } else {
-                errs.push(FieldError::invalid_raw(idx("spec.clusterIPs", i), go_strings(&cips), format!("{fam} is not configured on this cluster")));
+                errs.push(FieldError::invalid_raw(
+                    idx("spec.clusterIPs", i),
+                    go_strings(&cips),
+                    format!("{fam} is not configured on this cluster"),
+                ));
             }
         }
     }
@@ -543,11 +708,19 @@ fn init_ip_families(obj: &mut Value, old: Option<&Value>, cidrs: &[Cidr]) -> Res
         }
     } else {
         if policy == "RequireDualStack" && configured.len() < 2 {
-            errs.push(FieldError::invalid("spec.ipFamilyPolicy", &policy, "this cluster is not configured for dual-stack services"));
+            errs.push(FieldError::invalid(
+                "spec.ipFamilyPolicy",
+                &policy,
+                "this cluster is not configured for dual-stack services",
+            ));
         }
         for (i, f) in families.iter().enumerate() {
             if !configured.contains(&f.as_str()) {
-                errs.push(FieldError::invalid(idx("spec.ipFamilies", i), f, "not configured on this cluster"));
+                errs.push(FieldError::invalid(
+                    idx("spec.ipFamilies", i),
+                    f,
+                    "not configured on this cluster",
+                ));
             }
         }
         if !errs.is_empty() {
@@ -571,12 +744,20 @@ fn init_ip_families(obj: &mut Value, old: Option<&Value>, cidrs: &[Cidr]) -> Res
 fn alloc_error_ip(name: &str, cips: &[String], ip: &str, e: AllocError) -> ApiError {
     invalid_err(
         name,
-        vec![FieldError::invalid_raw("spec.clusterIPs", go_strings(cips), format!("failed to allocate IP {ip}: {e}"))],
+        vec![FieldError::invalid_raw(
+            "spec.clusterIPs",
+            go_strings(cips),
+            format!("failed to allocate IP {ip}: {e}"),
+        )],
     )
 }
 
 /// Allocate every cluster IP the service lacks, one per family.
-fn allocate_cluster_ips(obj: &mut Value, session: &Session, cidrs: &[Cidr]) -> Result<(), ApiError> {
+fn allocate_cluster_ips(
+    obj: &mut Value,
+    session: &Session,
+    cidrs: &[Cidr],
+) -> Result<(), ApiError> {
     if !needs_cluster_ip(obj) || is_headless(obj) {
         return Ok(());
     }
@@ -585,7 +766,9 @@ fn allocate_cluster_ips(obj: &mut Value, session: &Session, cidrs: &[Cidr]) -> R
     let mut cips = strings(obj, "/spec/clusterIPs");
     let held: Vec<String> = cips.clone();
     for (i, fam) in families.iter().enumerate() {
-        let Some(cidr) = cidrs.iter().find(|c| c.family() == fam) else { continue };
+        let Some(cidr) = cidrs.iter().find(|c| c.family() == fam) else {
+            continue;
+        };
         let want = cips.get(i).cloned().unwrap_or_default();
         let ip = if want.is_empty() {
             session
@@ -596,7 +779,9 @@ fn allocate_cluster_ips(obj: &mut Value, session: &Session, cidrs: &[Cidr]) -> R
                 Ok(ip) => ip,
                 Err(_) => continue,
             };
-            session.allocate_ip(cidr, Some(parsed)).map_err(|e| alloc_error_ip(&name, &held, &want, e))?
+            session
+                .allocate_ip(cidr, Some(parsed))
+                .map_err(|e| alloc_error_ip(&name, &held, &want, e))?
         };
         if i < cips.len() {
             cips[i] = ip.to_string();
@@ -615,12 +800,24 @@ fn allocate_cluster_ips(obj: &mut Value, session: &Session, cidrs: &[Cidr]) -> R
 
 /// Allocate node ports (and the health check port) the service needs.
 /// `old_ports` are node ports the service already holds.
-fn allocate_node_ports(obj: &mut Value, session: &Session, range: (u16, u16), old_ports: &[i64]) -> Result<(), ApiError> {
+fn allocate_node_ports(
+    obj: &mut Value,
+    session: &Session,
+    range: (u16, u16),
+    old_ports: &[i64],
+) -> Result<(), ApiError> {
     let name = s(obj, "/metadata/name").to_string();
     if needs_node_port(obj) {
         let allocate_new = should_allocate_node_ports(obj);
-        let ports: Vec<(i64, i64)> =
-            arr(obj, "/spec/ports").iter().map(|p| (util::int(p, "/port").unwrap_or(0), util::int(p, "/nodePort").unwrap_or(0))).collect();
+        let ports: Vec<(i64, i64)> = arr(obj, "/spec/ports")
+            .iter()
+            .map(|p| {
+                (
+                    util::int(p, "/port").unwrap_or(0),
+                    util::int(p, "/nodePort").unwrap_or(0),
+                )
+            })
+            .collect();
         let mut by_port: Vec<(i64, i64)> = Vec::new();
         let mut result = Vec::with_capacity(ports.len());
         for (i, (port, np)) in ports.iter().enumerate() {
@@ -629,11 +826,11 @@ fn allocate_node_ports(obj: &mut Value, session: &Session, range: (u16, u16), ol
                 continue;
             }
             // Ports that share a number (TCP and UDP) share a node port.
-            if let Some((_, shared)) = by_port.iter().find(|(p, _)| p == port) {
-                if *np == 0 || np == shared {
-                    result.push(*shared);
-                    continue;
-                }
+            if let Some((_, shared)) = by_port.iter().find(|(p, _)| p == port)
+                && (*np == 0 || np == shared)
+            {
+                result.push(*shared);
+                continue;
             }
             let got = if *np != 0 {
                 if old_ports.contains(np) || result.contains(np) {
@@ -641,18 +838,25 @@ fn allocate_node_ports(obj: &mut Value, session: &Session, range: (u16, u16), ol
                 } else {
                     let wanted = u16::try_from(*np).ok();
                     match wanted {
-                        Some(w) => i64::from(session.allocate_port(range, Some(w)).map_err(|e| {
-                            invalid_err(&name, vec![FieldError::invalid_raw(format!("spec.ports[{i}].nodePort"), np, e.to_string())])
-                        })?),
+                        Some(w) => {
+                            i64::from(session.allocate_port(range, Some(w)).map_err(|e| {
+                                invalid_err(
+                                    &name,
+                                    vec![FieldError::invalid_raw(
+                                        format!("spec.ports[{i}].nodePort"),
+                                        np,
+                                        e.to_string(),
+                                    )],
+                                )
+                            })?)
+                        }
                         None => *np,
                     }
                 }
             } else {
-                i64::from(
-                    session
-                        .allocate_port(range, None)
-                        .map_err(|e| ApiError::internal(format!("failed to allocate a nodePort: {e}")))?,
-                )
+                i64::from(session.allocate_port(range, None).map_err(|e| {
+                    ApiError::internal(format!("failed to allocate a nodePort: {e}"))
+                })?)
             };
             by_port.push((*port, got));
             result.push(got);
@@ -673,15 +877,15 @@ fn allocate_node_ports(obj: &mut Value, session: &Session, range: (u16, u16), ol
             } else {
                 let w = u16::try_from(hc).ok();
                 i64::from(session.allocate_port(range, w).map_err(|e| {
-                    ApiError::internal(format!("failed to allocate requested HealthCheck NodePort {hc}: {e}"))
+                    ApiError::internal(format!(
+                        "failed to allocate requested HealthCheck NodePort {hc}: {e}"
+                    ))
                 })?)
             }
         } else {
-            i64::from(
-                session
-                    .allocate_port(range, None)
-                    .map_err(|e| ApiError::internal(format!("failed to allocate a HealthCheck NodePort 0: {e}")))?,
-            )
+            i64::from(session.allocate_port(range, None).map_err(|e| {
+                ApiError::internal(format!("failed to allocate a HealthCheck NodePort 0: {e}"))
+            })?)
         };
         if let Some(spec) = spec_mut(obj) {
             spec.insert("healthCheckNodePort".into(), json!(got));
@@ -710,10 +914,11 @@ impl Strategy for ServiceStrategy {
         }
         // An old client sets only clusterIP: initialise clusterIPs from it.
         let cip = s(obj, "/spec/clusterIP").to_string();
-        if !cip.is_empty() && arr(obj, "/spec/clusterIPs").is_empty() {
-            if let Some(spec) = spec_mut(obj) {
-                spec.insert("clusterIPs".into(), json!([cip]));
-            }
+        if !cip.is_empty()
+            && arr(obj, "/spec/clusterIPs").is_empty()
+            && let Some(spec) = spec_mut(obj)
+        {
+            spec.insert("clusterIPs".into(), json!([cip]));
         }
     }
 
@@ -738,16 +943,29 @@ impl Strategy for ServiceStrategy {
         allocate_node_ports(obj, &session, ctx.node_port_range, &[])
     }
 
-    async fn allocate_update(&self, ctx: &Ctx<'_>, new: &mut Value, old: &Value) -> Result<(), ApiError> {
+    async fn allocate_update(
+        &self,
+        ctx: &Ctx<'_>,
+        new: &mut Value,
+        old: &Value,
+    ) -> Result<(), ApiError> {
         let cidrs = allocator::parse_service_cidrs(ctx.service_cidr);
         init_ip_families(new, Some(old), &cidrs)?;
         let needs_ips = needs_cluster_ip(new)
             && !is_headless(new)
-            && strings(new, "/spec/clusterIPs").len() < strings(new, "/spec/ipFamilies").len().max(1);
+            && strings(new, "/spec/clusterIPs").len()
+                < strings(new, "/spec/ipFamilies").len().max(1);
         let needs_ports = needs_node_port(new)
-            && arr(new, "/spec/ports").iter().any(|p| util::int(p, "/nodePort").unwrap_or(0) == 0 || !node_ports(old).contains(&util::int(p, "/nodePort").unwrap_or(0)));
-        let needs_hc = needs_health_check(new) && util::int(new, "/spec/healthCheckNodePort").unwrap_or(0) != util::int(old, "/spec/healthCheckNodePort").unwrap_or(0);
-        let needs_hc = needs_hc || (needs_health_check(new) && util::int(new, "/spec/healthCheckNodePort").unwrap_or(0) == 0);
+            && arr(new, "/spec/ports").iter().any(|p| {
+                util::int(p, "/nodePort").unwrap_or(0) == 0
+                    || !node_ports(old).contains(&util::int(p, "/nodePort").unwrap_or(0))
+            });
+        let needs_hc = needs_health_check(new)
+            && util::int(new, "/spec/healthCheckNodePort").unwrap_or(0)
+                != util::int(old, "/spec/healthCheckNodePort").unwrap_or(0);
+        let needs_hc = needs_hc
+            || (needs_health_check(new)
+                && util::int(new, "/spec/healthCheckNodePort").unwrap_or(0) == 0);
         if !(needs_ips || needs_ports || needs_hc) {
             return Ok(());
         }
@@ -793,11 +1011,20 @@ mod tests {
     }
 
     fn store() -> std::sync::Arc<dyn Store> {
-        SqliteStore::open_temp(SqliteOptions { compaction_interval: None, ..Default::default() }).expect("store")
+        SqliteStore::open_temp(SqliteOptions {
+            compaction_interval: None,
+            ..Default::default()
+        })
+        .expect("store")
     }
 
     async fn create(st: &dyn Store, mut obj: Value) -> Result<Value, ApiError> {
-        let ctx = Ctx { store: st, service_cidr: "10.43.0.0/16", cluster_cidr: "10.42.0.0/16", node_port_range: (30000, 32767) };
+        let ctx = Ctx {
+            store: st,
+            service_cidr: "10.43.0.0/16",
+            cluster_cidr: "10.42.0.0/16",
+            node_port_range: (30000, 32767),
+        };
         let strategy = ServiceStrategy;
         strategy.default(&mut obj);
         strategy.prepare_create(&mut obj);
@@ -806,8 +1033,13 @@ mod tests {
             return Err(ApiError::invalid(TARGET, "web", &errs));
         }
         strategy.allocate(&ctx, &mut obj).await?;
-        let key = format!("/registry/core/services/default/{}", s(&obj, "/metadata/name"));
-        st.create(&key, serde_json::to_vec(&obj).expect("json").into()).await.map_err(store_err)?;
+        let key = format!(
+            "/registry/core/services/default/{}",
+            s(&obj, "/metadata/name")
+        );
+        st.create(&key, serde_json::to_vec(&obj).expect("json").into())
+            .await
+            .map_err(store_err)?;
         Ok(obj)
     }
 
@@ -820,25 +1052,47 @@ mod tests {
             json!({"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP", "targetPort": 80}],
                 "sessionAffinity": "None", "type": "ClusterIP", "internalTrafficPolicy": "Cluster"})
         );
-        let mut lb = svc(json!({"type": "LoadBalancer", "sessionAffinity": "ClientIP", "ports": [{"port": 443, "targetPort": "https"}]}));
+        let mut lb = svc(
+            json!({"type": "LoadBalancer", "sessionAffinity": "ClientIP", "ports": [{"port": 443, "targetPort": "https"}]}),
+        );
         ServiceStrategy.default(&mut lb);
         assert_eq!(lb["spec"]["externalTrafficPolicy"], "Cluster");
         assert_eq!(lb["spec"]["allocateLoadBalancerNodePorts"], true);
-        assert_eq!(lb["spec"]["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"], 10800);
+        assert_eq!(
+            lb["spec"]["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"],
+            10800
+        );
         assert_eq!(lb["spec"]["ports"][0]["targetPort"], "https");
     }
 
     #[test]
     fn validation_messages() {
-        let mut o = svc(json!({"ports": [{"port": 80}, {"port": 70000, "name": "b", "nodePort": 30001}]}));
+        let mut o =
+            svc(json!({"ports": [{"port": 80}, {"port": 70000, "name": "b", "nodePort": 30001}]}));
         ServiceStrategy.default(&mut o);
         let e = display(&ServiceStrategy.validate(&o));
-        assert!(e.contains(&"spec.ports[0].name: Required value".to_string()), "{e:?}");
-        assert!(e.contains(&"spec.ports[1].port: Invalid value: 70000: must be between 1 and 65535, inclusive".to_string()));
-        assert!(e.contains(&"spec.ports[1].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'".to_string()));
+        assert!(
+            e.contains(&"spec.ports[0].name: Required value".to_string()),
+            "{e:?}"
+        );
+        assert!(
+            e.contains(
+                &"spec.ports[1].port: Invalid value: 70000: must be between 1 and 65535, inclusive"
+                    .to_string()
+            )
+        );
+        assert!(
+            e.contains(
+                &"spec.ports[1].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"
+                    .to_string()
+            )
+        );
         let mut none = svc(json!({}));
         ServiceStrategy.default(&mut none);
-        assert_eq!(display(&ServiceStrategy.validate(&none)), vec!["spec.ports: Required value"]);
+        assert_eq!(
+            display(&ServiceStrategy.validate(&none)),
+            vec!["spec.ports: Required value"]
+        );
         let mut bad_type = svc(json!({"type": "Magic", "ports": [{"port": 1}]}));
         ServiceStrategy.default(&mut bad_type);
         assert!(display(&ServiceStrategy.validate(&bad_type)).contains(
@@ -846,16 +1100,27 @@ mod tests {
         ));
         let mut num_name = svc(json!({"ports": [{"port": 1}]}));
         num_name["metadata"]["name"] = json!("1web");
-        assert!(display(&ServiceStrategy.validate(&num_name))[0].starts_with("metadata.name: Invalid value: \"1web\": a DNS-1035 label"));
+        assert!(
+            display(&ServiceStrategy.validate(&num_name))[0]
+                .starts_with("metadata.name: Invalid value: \"1web\": a DNS-1035 label")
+        );
         let mut ext = svc(json!({"type": "ExternalName"}));
         ServiceStrategy.default(&mut ext);
-        assert_eq!(display(&ServiceStrategy.validate(&ext)), vec!["spec.externalName: Required value"]);
+        assert_eq!(
+            display(&ServiceStrategy.validate(&ext)),
+            vec!["spec.externalName: Required value"]
+        );
     }
 
     #[tokio::test]
     async fn allocation_on_create() {
         let st = store();
-        let o = create(st.as_ref(), svc(json!({"selector": {"app": "web"}, "ports": [{"port": 80}]}))).await.expect("create");
+        let o = create(
+            st.as_ref(),
+            svc(json!({"selector": {"app": "web"}, "ports": [{"port": 80}]})),
+        )
+        .await
+        .expect("create");
         let ip: IpAddr = s(&o, "/spec/clusterIP").parse().expect("ip");
         assert!(Cidr::parse("10.43.0.0/16").is_some_and(|c| c.contains(&ip)));
         assert_eq!(o["spec"]["clusterIPs"], json!([ip.to_string()]));
@@ -864,7 +1129,9 @@ mod tests {
         assert_eq!(o["status"], json!({"loadBalancer": {}}));
 
         // The kubernetes service takes .1 explicitly.
-        let mut k = svc(json!({"clusterIP": "10.43.0.1", "ports": [{"name": "https", "port": 443, "targetPort": 6443}]}));
+        let mut k = svc(
+            json!({"clusterIP": "10.43.0.1", "ports": [{"name": "https", "port": 443, "targetPort": 6443}]}),
+        );
         k["metadata"] = json!({"name": "kubernetes", "namespace": "default", "uid": "uid-k"});
         let k = create(st.as_ref(), k).await.expect("kubernetes");
         assert_eq!(k["spec"]["clusterIPs"], json!(["10.43.0.1"]));
@@ -873,21 +1140,32 @@ mod tests {
         let mut dup = svc(json!({"clusterIP": "10.43.0.1", "ports": [{"port": 80}]}));
         dup["metadata"] = json!({"name": "dup", "namespace": "default", "uid": "uid-dup"});
         let e = create(st.as_ref(), dup).await.err().map(|e| e.message);
-        assert_eq!(e.as_deref(), Some("Service \"web\" is invalid: spec.clusterIPs: Invalid value: []string{\"10.43.0.1\"}: failed to allocate IP 10.43.0.1: provided IP is already allocated"));
+        assert_eq!(
+            e.as_deref(),
+            Some(
+                "Service \"dup\" is invalid: spec.clusterIPs: Invalid value: []string{\"10.43.0.1\"}: failed to allocate IP 10.43.0.1: provided IP is already allocated"
+            )
+        );
         let mut out = svc(json!({"clusterIP": "1.1.1.1", "ports": [{"port": 80}]}));
         out["metadata"] = json!({"name": "out", "namespace": "default", "uid": "uid-out"});
-        let e = create(st.as_ref(), out).await.err().map(|e| (e.code, e.message));
-        assert_eq!(e, Some((422, "Service \"web\" is invalid: spec.clusterIPs: Invalid value: []string{\"1.1.1.1\"}: failed to allocate IP 1.1.1.1: the provided IP (1.1.1.1) is not in the valid range. The range of valid IPs is 10.43.0.0/16".to_string())));
+        let e = create(st.as_ref(), out)
+            .await
+            .err()
+            .map(|e| (e.code, e.message));
+        assert_eq!(e, Some((422, "Service \"out\" is invalid: spec.clusterIPs: Invalid value: []string{\"1.1.1.1\"}: failed to allocate IP 1.1.1.1: the provided IP (1.1.1.1) is not in the valid range. The range of valid IPs is 10.43.0.0/16".to_string())));
 
         // Headless services get no IP.
-        let mut hl = svc(json!({"clusterIP": "None", "selector": {"app": "db"}, "ports": [{"port": 5432}]}));
+        let mut hl =
+            svc(json!({"clusterIP": "None", "selector": {"app": "db"}, "ports": [{"port": 5432}]}));
         hl["metadata"] = json!({"name": "db", "namespace": "default", "uid": "uid-db"});
         let hl = create(st.as_ref(), hl).await.expect("headless");
         assert_eq!(hl["spec"]["clusterIPs"], json!(["None"]));
         assert_eq!(hl["spec"]["ipFamilyPolicy"], "SingleStack");
         let mut hl2 = svc(json!({"clusterIP": "None", "ports": [{"port": 5432}]}));
         hl2["metadata"] = json!({"name": "db2", "namespace": "default", "uid": "uid-db2"});
-        let hl2 = create(st.as_ref(), hl2).await.expect("headless selectorless");
+        let hl2 = create(st.as_ref(), hl2)
+            .await
+            .expect("headless selectorless");
         assert_eq!(hl2["spec"]["ipFamilyPolicy"], "RequireDualStack");
         assert_eq!(hl2["spec"]["ipFamilies"], json!(["IPv4", "IPv6"]));
     }
@@ -895,32 +1173,57 @@ mod tests {
     #[tokio::test]
     async fn node_ports_on_create_and_conflicts() {
         let st = store();
-        let mut np = svc(json!({"type": "NodePort", "ports": [{"name": "tcp", "port": 53, "protocol": "TCP"}, {"name": "udp", "port": 53, "protocol": "UDP"}, {"name": "web", "port": 80, "nodePort": 30080}]}));
+        let mut np = svc(
+            json!({"type": "NodePort", "ports": [{"name": "tcp", "port": 53, "protocol": "TCP"}, {"name": "udp", "port": 53, "protocol": "UDP"}, {"name": "web", "port": 80, "nodePort": 30080}]}),
+        );
         np["metadata"]["name"] = json!("np");
         let np = create(st.as_ref(), np).await.expect("nodeport");
         let p0 = util::int(&np, "/spec/ports/0/nodePort").unwrap_or(0);
         assert!((30000..=32767).contains(&p0));
-        assert_eq!(util::int(&np, "/spec/ports/1/nodePort"), Some(p0), "TCP and UDP share a node port");
+        assert_eq!(
+            util::int(&np, "/spec/ports/1/nodePort"),
+            Some(p0),
+            "TCP and UDP share a node port"
+        );
         assert_eq!(util::int(&np, "/spec/ports/2/nodePort"), Some(30080));
         assert_eq!(np["spec"]["externalTrafficPolicy"], "Cluster");
 
-        let mut clash = svc(json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]}));
+        let mut clash =
+            svc(json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]}));
         clash["metadata"] = json!({"name": "clash", "namespace": "default", "uid": "uid-clash"});
         let e = create(st.as_ref(), clash).await.err().map(|e| e.message);
-        assert_eq!(e.as_deref(), Some("Service \"web\" is invalid: spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated"));
+        assert_eq!(
+            e.as_deref(),
+            Some(
+                "Service \"clash\" is invalid: spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated"
+            )
+        );
         let mut range = svc(json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 8080}]}));
         range["metadata"] = json!({"name": "range", "namespace": "default", "uid": "uid-range"});
         let e = create(st.as_ref(), range).await.err().map(|e| e.message);
-        assert_eq!(e.as_deref(), Some("Service \"web\" is invalid: spec.ports[0].nodePort: Invalid value: 8080: provided port is not in the valid range. The range of valid ports is 30000-32767"));
+        assert_eq!(
+            e.as_deref(),
+            Some(
+                "Service \"range\" is invalid: spec.ports[0].nodePort: Invalid value: 8080: provided port is not in the valid range. The range of valid ports is 30000-32767"
+            )
+        );
 
-        let mut lb = svc(json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local", "ports": [{"port": 80}]}));
+        let mut lb = svc(
+            json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local", "ports": [{"port": 80}]}),
+        );
         lb["metadata"] = json!({"name": "lb", "namespace": "default", "uid": "uid-lb"});
         let lb = create(st.as_ref(), lb).await.expect("lb");
-        assert!(util::int(&lb, "/spec/healthCheckNodePort").is_some_and(|p| (30000..=32767).contains(&p)));
+        assert!(
+            util::int(&lb, "/spec/healthCheckNodePort")
+                .is_some_and(|p| (30000..=32767).contains(&p))
+        );
 
         // Deleting frees the port for others.
-        st.delete("/registry/core/services/default/np", 0).await.expect("delete");
-        let mut again = svc(json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]}));
+        st.delete("/registry/core/services/default/np", 0)
+            .await
+            .expect("delete");
+        let mut again =
+            svc(json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]}));
         again["metadata"] = json!({"name": "again", "namespace": "default", "uid": "uid-again"});
         assert!(create(st.as_ref(), again).await.is_ok());
     }
@@ -928,8 +1231,15 @@ mod tests {
     #[tokio::test]
     async fn resubmitted_manifests_keep_allocations() {
         let st = store();
-        let ctx = Ctx { store: st.as_ref(), service_cidr: "10.43.0.0/16", cluster_cidr: "10.42.0.0/16", node_port_range: (30000, 32767) };
-        let manifest = svc(json!({"type": "NodePort", "selector": {"app": "web"}, "ports": [{"name": "http", "port": 80}]}));
+        let ctx = Ctx {
+            store: st.as_ref(),
+            service_cidr: "10.43.0.0/16",
+            cluster_cidr: "10.42.0.0/16",
+            node_port_range: (30000, 32767),
+        };
+        let manifest = svc(
+            json!({"type": "NodePort", "selector": {"app": "web"}, "ports": [{"name": "http", "port": 80}]}),
+        );
         let old = create(st.as_ref(), manifest.clone()).await.expect("create");
         let mut new = manifest.clone();
         ServiceStrategy.default(&mut new);
@@ -937,7 +1247,10 @@ mod tests {
         ServiceStrategy.prepare_update(&mut new, &old);
         assert!(ServiceStrategy.validate(&new).is_empty());
         assert!(ServiceStrategy.validate_update(&new, &old).is_empty());
-        ServiceStrategy.allocate_update(&ctx, &mut new, &old).await.expect("update");
+        ServiceStrategy
+            .allocate_update(&ctx, &mut new, &old)
+            .await
+            .expect("update");
         assert_eq!(new, old, "a re-applied manifest is a no-op");
 
         // Changing the cluster IP is refused.
@@ -946,7 +1259,9 @@ mod tests {
         ServiceStrategy.prepare_update(&mut moved, &old);
         assert_eq!(
             display(&ServiceStrategy.validate_update(&moved, &old)),
-            vec!["spec.clusterIPs[0]: Invalid value: []string{\"10.43.9.9\"}: may not change once set"]
+            vec![
+                "spec.clusterIPs[0]: Invalid value: []string{\"10.43.9.9\"}: may not change once set"
+            ]
         );
 
         // NodePort -> ClusterIP drops the untouched node ports.
@@ -956,22 +1271,35 @@ mod tests {
         ServiceStrategy.prepare_update(&mut cip, &old);
         assert!(cip["spec"]["ports"][0].get("nodePort").is_none());
         assert!(cip["spec"].get("externalTrafficPolicy").is_none());
-        assert!(ServiceStrategy.validate(&cip).is_empty(), "{:?}", ServiceStrategy.validate(&cip));
+        assert!(
+            ServiceStrategy.validate(&cip).is_empty(),
+            "{:?}",
+            ServiceStrategy.validate(&cip)
+        );
 
         // ClusterIP -> NodePort allocates.
         let mut to_np = cip.clone();
         to_np["spec"]["type"] = json!("NodePort");
         ServiceStrategy.default(&mut to_np);
         ServiceStrategy.prepare_update(&mut to_np, &cip);
-        ServiceStrategy.allocate_update(&ctx, &mut to_np, &cip).await.expect("to nodeport");
+        ServiceStrategy
+            .allocate_update(&ctx, &mut to_np, &cip)
+            .await
+            .expect("to nodeport");
         assert!(util::int(&to_np, "/spec/ports/0/nodePort").is_some_and(|p| p >= 30000));
     }
 
     #[test]
     fn field_selectors() {
         let o = svc(json!({"type": "NodePort", "clusterIP": "10.43.0.9"}));
-        assert_eq!(ServiceStrategy.field_value(&o, "spec.clusterIP").as_deref(), Some("10.43.0.9"));
-        assert_eq!(ServiceStrategy.field_value(&o, "spec.type").as_deref(), Some("NodePort"));
+        assert_eq!(
+            ServiceStrategy.field_value(&o, "spec.clusterIP").as_deref(),
+            Some("10.43.0.9")
+        );
+        assert_eq!(
+            ServiceStrategy.field_value(&o, "spec.type").as_deref(),
+            Some("NodePort")
+        );
         assert_eq!(ServiceStrategy.name_rule(), NameRule::Label);
     }
 }

@@ -8,8 +8,38 @@ use serde_json::Value;
 
 use crate::api::status::FieldError;
 
+fn has_null_member(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.values().any(|x| x.is_null() || has_null_member(x)),
+        Value::Array(a) => a.iter().any(has_null_member),
+        _ => false,
+    }
+}
+
+/// Drop null object members: Go decodes `null` into a zero value, so upstream
+/// accepts `key: null` even where the type is a plain string.
+fn strip_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, x)| !x.is_null())
+                .map(|(k, x)| (k.clone(), strip_nulls(x)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(strip_nulls).collect()),
+        other => other.clone(),
+    }
+}
+
 /// Decode `obj` as `T`; the first type error becomes a field error.
 pub fn decode_as<T: DeserializeOwned>(obj: &Value) -> Result<(), FieldError> {
+    let stripped;
+    let obj = if has_null_member(obj) {
+        stripped = strip_nulls(obj);
+        &stripped
+    } else {
+        obj
+    };
     match serde_path_to_error::deserialize::<_, T>(obj) {
         Ok(_) => Ok(()),
         Err(e) => {
@@ -37,14 +67,19 @@ fn json_type(v: &Value) -> &'static str {
 fn expected_type(expected: &str) -> &'static str {
     let e = expected.trim();
     match e {
-        "i8" | "i16" | "i32" | "i64" | "i128" | "u8" | "u16" | "u32" | "u64" | "u128" | "a 32-bit integer" => {
-            "integer"
-        }
+        "i8" | "i16" | "i32" | "i64" | "i128" | "u8" | "u16" | "u32" | "u64" | "u128"
+        | "a 32-bit integer" => "integer",
         "f32" | "f64" => "number",
         "a boolean" | "bool" => "boolean",
         "a sequence" => "array",
         "IntOrString" => "integer or string",
-        "a string" | "string" | "Quantity" | "Time" | "MicroTime" | "a base64-encoded string" | "a borrowed string"
+        "a string"
+        | "string"
+        | "Quantity"
+        | "Time"
+        | "MicroTime"
+        | "a base64-encoded string"
+        | "a borrowed string"
         | "char" => "string",
         _ => "object",
     }
@@ -71,15 +106,24 @@ fn value_at<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 fn to_field_error(obj: &Value, path: &str, msg: &str) -> FieldError {
-    let field = if path == "." { String::new() } else { path.to_string() };
+    let field = if path == "." {
+        String::new()
+    } else {
+        path.to_string()
+    };
     let at = value_at(obj, path);
     if let Some(rest) = msg.strip_prefix("invalid type: ") {
-        let expected = rest.rsplit_once(", expected ").map(|(_, e)| e).unwrap_or("");
+        let expected = rest
+            .rsplit_once(", expected ")
+            .map(|(_, e)| e)
+            .unwrap_or("");
         let got = at.map(json_type).unwrap_or("null");
         let want = expected_type(expected);
         return FieldError {
             reason: "FieldValueTypeInvalid",
-            message: format!("Invalid value: \"{got}\": {field} in body must be of type {want}: \"{got}\""),
+            message: format!(
+                "Invalid value: \"{got}\": {field} in body must be of type {want}: \"{got}\""
+            ),
             field,
         };
     }
@@ -89,7 +133,11 @@ fn to_field_error(obj: &Value, path: &str, msg: &str) -> FieldError {
         Some(Value::Null) | None => "null".to_string(),
         Some(_) => "\"object\"".to_string(),
     };
-    FieldError { reason: "FieldValueInvalid", message: format!("Invalid value: {shown}: {msg}"), field }
+    FieldError {
+        reason: "FieldValueInvalid",
+        message: format!("Invalid value: {shown}: {msg}"),
+        field,
+    }
 }
 
 /// Decode an object of a built-in kind. `api_version` disambiguates kinds
@@ -124,22 +172,32 @@ pub fn check_builtin(group: &str, kind: &str, obj: &Value) -> Result<(), FieldEr
         ("autoscaling", "HorizontalPodAutoscaler") if api_version == "autoscaling/v1" => {
             decode_as::<a::autoscaling::v1::HorizontalPodAutoscaler>(obj)
         }
-        ("autoscaling", "HorizontalPodAutoscaler") => decode_as::<a::autoscaling::v2::HorizontalPodAutoscaler>(obj),
+        ("autoscaling", "HorizontalPodAutoscaler") => {
+            decode_as::<a::autoscaling::v2::HorizontalPodAutoscaler>(obj)
+        }
         ("policy", "PodDisruptionBudget") => decode_as::<a::policy::v1::PodDisruptionBudget>(obj),
         ("networking.k8s.io", "Ingress") => decode_as::<a::networking::v1::Ingress>(obj),
         ("networking.k8s.io", "IngressClass") => decode_as::<a::networking::v1::IngressClass>(obj),
-        ("networking.k8s.io", "NetworkPolicy") => decode_as::<a::networking::v1::NetworkPolicy>(obj),
+        ("networking.k8s.io", "NetworkPolicy") => {
+            decode_as::<a::networking::v1::NetworkPolicy>(obj)
+        }
         ("discovery.k8s.io", "EndpointSlice") => decode_as::<a::discovery::v1::EndpointSlice>(obj),
         ("coordination.k8s.io", "Lease") => decode_as::<a::coordination::v1::Lease>(obj),
-        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => decode_as::<a::rbac::v1::ClusterRoleBinding>(obj),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
+            decode_as::<a::rbac::v1::ClusterRoleBinding>(obj)
+        }
         ("rbac.authorization.k8s.io", "ClusterRole") => decode_as::<a::rbac::v1::ClusterRole>(obj),
         ("rbac.authorization.k8s.io", "RoleBinding") => decode_as::<a::rbac::v1::RoleBinding>(obj),
         ("rbac.authorization.k8s.io", "Role") => decode_as::<a::rbac::v1::Role>(obj),
         ("storage.k8s.io", "StorageClass") => decode_as::<a::storage::v1::StorageClass>(obj),
         ("storage.k8s.io", "CSIDriver") => decode_as::<a::storage::v1::CSIDriver>(obj),
         ("storage.k8s.io", "CSINode") => decode_as::<a::storage::v1::CSINode>(obj),
-        ("storage.k8s.io", "VolumeAttachment") => decode_as::<a::storage::v1::VolumeAttachment>(obj),
-        ("scheduling.k8s.io", "PriorityClass") => decode_as::<a::scheduling::v1::PriorityClass>(obj),
+        ("storage.k8s.io", "VolumeAttachment") => {
+            decode_as::<a::storage::v1::VolumeAttachment>(obj)
+        }
+        ("scheduling.k8s.io", "PriorityClass") => {
+            decode_as::<a::scheduling::v1::PriorityClass>(obj)
+        }
         ("node.k8s.io", "RuntimeClass") => decode_as::<a::node::v1::RuntimeClass>(obj),
         ("events.k8s.io", "Event") => decode_as::<a::events::v1::Event>(obj),
         ("certificates.k8s.io", "CertificateSigningRequest") => {
@@ -151,7 +209,9 @@ pub fn check_builtin(group: &str, kind: &str, obj: &Value) -> Result<(), FieldEr
         ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration") => {
             decode_as::<a::admissionregistration::v1::ValidatingWebhookConfiguration>(obj)
         }
-        ("apiextensions.k8s.io", "CustomResourceDefinition") => decode_as::<apiext::CustomResourceDefinition>(obj),
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            decode_as::<apiext::CustomResourceDefinition>(obj)
+        }
         _ => Ok(()),
     }
 }
@@ -183,13 +243,17 @@ mod tests {
         let e = check_builtin("", "Pod", &p).err().map(|e| e.display());
         assert_eq!(
             e.as_deref(),
-            Some("spec.containers[0].ports[0].containerPort: Invalid value: \"string\": spec.containers[0].ports[0].containerPort in body must be of type integer: \"string\"")
+            Some(
+                "spec.containers[0].ports[0].containerPort: Invalid value: \"string\": spec.containers[0].ports[0].containerPort in body must be of type integer: \"string\""
+            )
         );
         let p = json!({"apiVersion": "v1", "kind": "Pod", "spec": {"containers": {"name": "a"}}});
         let e = check_builtin("", "Pod", &p).err().map(|e| e.display());
         assert_eq!(
             e.as_deref(),
-            Some("spec.containers: Invalid value: \"object\": spec.containers in body must be of type array: \"object\"")
+            Some(
+                "spec.containers: Invalid value: \"object\": spec.containers in body must be of type array: \"object\""
+            )
         );
     }
 
@@ -202,6 +266,12 @@ mod tests {
         let hpa1 = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
             "spec": {"maxReplicas": 3, "scaleTargetRef": {"kind": "Deployment", "name": "x"}, "targetCPUUtilizationPercentage": 50}});
         assert!(check_builtin("autoscaling", "HorizontalPodAutoscaler", &hpa1).is_ok());
+    }
+
+    #[test]
+    fn nulls_decode_as_zero_values() {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"empty": null, "k": "v"}, "metadata": {"labels": null}});
+        assert!(check_builtin("", "ConfigMap", &cm).is_ok());
     }
 
     #[test]

@@ -10,7 +10,11 @@ pub type Obj = Map<String, Value>;
 
 /// `base.child`, or `child` when `base` is empty.
 pub fn join(base: &str, child: &str) -> String {
-    if base.is_empty() { child.to_string() } else { format!("{base}.{child}") }
+    if base.is_empty() {
+        child.to_string()
+    } else {
+        format!("{base}.{child}")
+    }
 }
 
 /// `base[i]`.
@@ -74,7 +78,11 @@ pub fn child_opt<'a>(m: &'a mut Obj, k: &str) -> Option<&'a mut Obj> {
 
 /// Each object element of the array at `m[k]`.
 pub fn each_obj_mut<'a>(m: &'a mut Obj, k: &str) -> impl Iterator<Item = &'a mut Obj> {
-    m.get_mut(k).and_then(Value::as_array_mut).into_iter().flatten().filter_map(Value::as_object_mut)
+    m.get_mut(k)
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object_mut)
 }
 
 /// Read a string at a JSON pointer, "" when absent.
@@ -94,7 +102,10 @@ pub fn flag(v: &Value, ptr: &str) -> Option<bool> {
 
 /// The array at a JSON pointer, empty when absent.
 pub fn arr<'a>(v: &'a Value, ptr: &str) -> &'a [Value] {
-    v.pointer(ptr).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+    v.pointer(ptr)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
 }
 
 /// The map at a JSON pointer, if any.
@@ -127,7 +138,13 @@ pub fn go_string_map(v: Option<&Value>) -> String {
             keys.sort();
             let parts: Vec<String> = keys
                 .into_iter()
-                .map(|k| format!("{}:{}", go_repr(&Value::String(k.clone())), go_repr(m.get(k).unwrap_or(&Value::Null))))
+                .map(|k| {
+                    format!(
+                        "{}:{}",
+                        go_repr(&Value::String(k.clone())),
+                        go_repr(m.get(k).unwrap_or(&Value::Null))
+                    )
+                })
                 .collect();
             format!("map[string]string{{{}}}", parts.join(", "))
         }
@@ -163,7 +180,11 @@ pub fn go_label_selector(v: Option<&Value>) -> String {
             format!("[]v1.LabelSelectorRequirement{{{}}}", items.join(", "))
         }
     };
-    format!("v1.LabelSelector{{MatchLabels:{}, MatchExpressions:{}}}", go_string_map(sel.get("matchLabels")), exprs)
+    format!(
+        "v1.LabelSelector{{MatchLabels:{}, MatchExpressions:{}}}",
+        go_string_map(sel.get("matchLabels")),
+        exprs
+    )
 }
 
 /// `Invalid value: <repr>: detail` with the value rendered as Go would.
@@ -213,7 +234,13 @@ pub fn too_many(field: impl Into<String>, n: usize, max: usize) -> FieldError {
 }
 
 /// `Unsupported value` for a string field whose allowed set is `allowed`.
-pub fn check_enum(errs: &mut Vec<FieldError>, field: &str, v: Option<&Value>, allowed: &[&str], required_if_empty: bool) {
+pub fn check_enum(
+    errs: &mut Vec<FieldError>,
+    field: &str,
+    v: Option<&Value>,
+    allowed: &[&str],
+    required_if_empty: bool,
+) {
     match v {
         None | Some(Value::Null) => {
             if required_if_empty {
@@ -236,19 +263,27 @@ pub fn check_enum(errs: &mut Vec<FieldError>, field: &str, v: Option<&Value>, al
 
 /// `must be greater than or equal to 0` for an optional integer.
 pub fn check_non_negative(errs: &mut Vec<FieldError>, field: &str, v: Option<i64>) {
-    if let Some(n) = v {
-        if n < 0 {
-            errs.push(FieldError::invalid_raw(field, n, "must be greater than or equal to 0"));
-        }
+    if let Some(n) = v
+        && n < 0
+    {
+        errs.push(FieldError::invalid_raw(
+            field,
+            n,
+            "must be greater than or equal to 0",
+        ));
     }
 }
 
 /// `must be greater than zero` for an optional integer.
 pub fn check_positive(errs: &mut Vec<FieldError>, field: &str, v: Option<i64>) {
-    if let Some(n) = v {
-        if n <= 0 {
-            errs.push(FieldError::invalid_raw(field, n, "must be greater than zero"));
-        }
+    if let Some(n) = v
+        && n <= 0
+    {
+        errs.push(FieldError::invalid_raw(
+            field,
+            n,
+            "must be greater than zero",
+        ));
     }
 }
 
@@ -280,23 +315,38 @@ mod tests {
 
     #[test]
     fn defaults_do_not_clobber() {
-        let mut m = json!({"a": "x", "b": null, "c": "", "n": 0, "k": 5}).as_object().cloned().unwrap_or_default();
+        let mut m = json!({"a": "x", "b": null, "c": "", "n": 0, "k": 5})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         set_default(&mut m, "a", json!("y"));
         set_default(&mut m, "b", json!("y"));
         set_default_str(&mut m, "c", "z");
         set_default_num(&mut m, "n", 30);
         set_default_num(&mut m, "k", 30);
-        assert_eq!(Value::Object(m), json!({"a": "x", "b": "y", "c": "z", "n": 30, "k": 5}));
+        assert_eq!(
+            Value::Object(m),
+            json!({"a": "x", "b": "y", "c": "z", "n": 30, "k": 5})
+        );
     }
 
     #[test]
     fn go_renderings() {
-        assert_eq!(go_string_map(Some(&json!({"b": "2", "a": "1"}))), r#"map[string]string{"a":"1", "b":"2"}"#);
+        assert_eq!(
+            go_string_map(Some(&json!({"b": "2", "a": "1"}))),
+            r#"map[string]string{"a":"1", "b":"2"}"#
+        );
         assert_eq!(
             go_label_selector(Some(&json!({"matchLabels": {"app": "web"}}))),
             r#"v1.LabelSelector{MatchLabels:map[string]string{"app":"web"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}"#
         );
-        assert_eq!(immutable("type", &json!("Opaque")).message, r#"Invalid value: "Opaque": field is immutable"#);
-        assert_eq!(too_long("data", 10).message, "Too long: may not be more than 10 bytes");
+        assert_eq!(
+            immutable("type", &json!("Opaque")).message,
+            r#"Invalid value: "Opaque": field is immutable"#
+        );
+        assert_eq!(
+            too_long("data", 10).message,
+            "Too long: may not be more than 10 bytes"
+        );
     }
 }

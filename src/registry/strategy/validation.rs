@@ -18,8 +18,16 @@ pub const TOTAL_ANNOTATION_SIZE: usize = 256 * 1024;
 /// keys and total size, finalizer names, owner references.
 pub fn validate_object_meta(obj: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
-    validate_labels(&mut errs, obj.pointer("/metadata/labels"), "metadata.labels");
-    validate_annotations(&mut errs, obj.pointer("/metadata/annotations"), "metadata.annotations");
+    validate_labels(
+        &mut errs,
+        obj.pointer("/metadata/labels"),
+        "metadata.labels",
+    );
+    validate_annotations(
+        &mut errs,
+        obj.pointer("/metadata/annotations"),
+        "metadata.annotations",
+    );
     for f in arr(obj, "/metadata/finalizers") {
         let name = f.as_str().unwrap_or("");
         for m in names::is_qualified_name(name) {
@@ -32,9 +40,17 @@ pub fn validate_object_meta(obj: &Value) -> Vec<FieldError> {
         let api_version = s(r, "/apiVersion");
         let version = api_version.rsplit('/').next().unwrap_or("");
         if version.is_empty() {
-            errs.push(FieldError::invalid(join(p, "apiVersion"), api_version, "version must not be empty"));
+            errs.push(FieldError::invalid(
+                join(p, "apiVersion"),
+                api_version,
+                "version must not be empty",
+            ));
         }
-        for (f, msg) in [("kind", "must not be empty"), ("name", "must not be empty"), ("uid", "must not be empty")] {
+        for (f, msg) in [
+            ("kind", "must not be empty"),
+            ("name", "must not be empty"),
+            ("uid", "must not be empty"),
+        ] {
             if s(r, &format!("/{f}")).is_empty() {
                 errs.push(FieldError::invalid(join(p, f), "", msg));
             }
@@ -58,7 +74,9 @@ pub fn validate_object_meta(obj: &Value) -> Vec<FieldError> {
 
 /// Label keys must be qualified names, values valid label values.
 pub fn validate_labels(errs: &mut Vec<FieldError>, labels: Option<&Value>, field: &str) {
-    let Some(m) = labels.and_then(Value::as_object) else { return };
+    let Some(m) = labels.and_then(Value::as_object) else {
+        return;
+    };
     for (k, v) in m {
         for msg in names::is_qualified_name(k) {
             errs.push(FieldError::invalid(field, k, msg));
@@ -73,7 +91,9 @@ pub fn validate_labels(errs: &mut Vec<FieldError>, labels: Option<&Value>, field
 /// Annotation keys must be qualified names (case-insensitively); the total
 /// size is limited.
 pub fn validate_annotations(errs: &mut Vec<FieldError>, ann: Option<&Value>, field: &str) {
-    let Some(m) = ann.and_then(Value::as_object) else { return };
+    let Some(m) = ann.and_then(Value::as_object) else {
+        return;
+    };
     let mut total = 0usize;
     for (k, v) in m {
         for msg in names::is_qualified_name(&k.to_lowercase()) {
@@ -89,14 +109,27 @@ pub fn validate_annotations(errs: &mut Vec<FieldError>, ann: Option<&Value>, fie
 /// metav1.LabelSelector syntax.
 pub fn validate_label_selector(errs: &mut Vec<FieldError>, sel: &Value, field: &str) {
     validate_labels(errs, sel.get("matchLabels"), &join(field, "matchLabels"));
-    for (i, e) in sel.get("matchExpressions").and_then(Value::as_array).into_iter().flatten().enumerate() {
+    for (i, e) in sel
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let p = idx(&join(field, "matchExpressions"), i);
         let op = s(e, "/operator");
-        let nvals = e.get("values").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
+        let nvals = e
+            .get("values")
+            .and_then(Value::as_array)
+            .map(Vec::len)
+            .unwrap_or(0);
         match op {
             "In" | "NotIn" => {
                 if nvals == 0 {
-                    errs.push(util::required(join(&p, "values"), "must be specified when `operator` is 'In' or 'NotIn'"));
+                    errs.push(util::required(
+                        join(&p, "values"),
+                        "must be specified when `operator` is 'In' or 'NotIn'",
+                    ));
                 }
             }
             "Exists" | "DoesNotExist" => {
@@ -107,7 +140,11 @@ pub fn validate_label_selector(errs: &mut Vec<FieldError>, sel: &Value, field: &
                     ));
                 }
             }
-            _ => errs.push(FieldError::invalid(join(&p, "operator"), op, "not a valid selector operator")),
+            _ => errs.push(FieldError::invalid(
+                join(&p, "operator"),
+                op,
+                "not a valid selector operator",
+            )),
         }
         let k = s(e, "/key");
         for msg in names::is_qualified_name(k) {
@@ -129,7 +166,12 @@ pub fn selector_matches(sel: &Value, labels: Option<&Value>) -> bool {
             }
         }
     }
-    for e in sel.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
+    for e in sel
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let k = s(e, "/key");
         let vals: Vec<&str> = arr(e, "/values").iter().filter_map(Value::as_str).collect();
         let ok = match s(e, "/operator") {
@@ -155,7 +197,11 @@ pub fn validate_workload_selector(errs: &mut Vec<FieldError>, obj: &Value, spec:
         None => errs.push(FieldError::required(sel_field)),
         Some(sel) => {
             validate_label_selector(errs, sel, &sel_field);
-            let n = sel.get("matchLabels").and_then(Value::as_object).map(|m| m.len()).unwrap_or(0)
+            let n = sel
+                .get("matchLabels")
+                .and_then(Value::as_object)
+                .map(|m| m.len())
+                .unwrap_or(0)
                 + arr(sel, "/matchExpressions").len();
             if n == 0 {
                 errs.push(FieldError::invalid_raw(
@@ -180,26 +226,37 @@ pub fn validate_workload_selector(errs: &mut Vec<FieldError>, obj: &Value, spec:
 /// Validate a pod template (`template` at `field`): its metadata and pod spec.
 /// `restart_policies` restricts the template's restart policy (controllers
 /// allow only `Always`; jobs `OnFailure`/`Never`).
-pub fn validate_pod_template(errs: &mut Vec<FieldError>, template: Option<&Value>, field: &str, restart_policies: &[&str]) {
+pub fn validate_pod_template(
+    errs: &mut Vec<FieldError>,
+    template: Option<&Value>,
+    field: &str,
+    restart_policies: &[&str],
+) {
     let Some(t) = template.filter(|t| !t.is_null()) else {
         errs.push(FieldError::required(field));
         return;
     };
-    validate_labels(errs, t.pointer("/metadata/labels"), &join(field, "metadata.labels"));
-    validate_annotations(errs, t.pointer("/metadata/annotations"), &join(field, "metadata.annotations"));
+    validate_labels(
+        errs,
+        t.pointer("/metadata/labels"),
+        &join(field, "metadata.labels"),
+    );
+    validate_annotations(
+        errs,
+        t.pointer("/metadata/annotations"),
+        &join(field, "metadata.annotations"),
+    );
     let spec = t.get("spec").unwrap_or(&Value::Null);
     validate_pod_spec(errs, spec, &join(field, "spec"), false);
     if !restart_policies.is_empty() {
         let rp = s(spec, "/restartPolicy");
         if !rp.is_empty() && !restart_policies.contains(&rp) {
-            errs.push(FieldError::not_supported(join(field, "spec.restartPolicy"), rp, restart_policies));
+            errs.push(FieldError::not_supported(
+                join(field, "spec.restartPolicy"),
+                rp,
+                restart_policies,
+            ));
         }
-    }
-    if get(spec, "/activeDeadlineSeconds").is_some() && restart_policies == ["Always"] {
-        errs.push(FieldError::forbidden(
-            join(field, "spec.activeDeadlineSeconds"),
-            "activeDeadlineSeconds in ReplicationController is not Supported",
-        ));
     }
 }
 
@@ -227,9 +284,19 @@ pub fn validate_pod_spec(errs: &mut Vec<FieldError>, spec: &Value, field: &str, 
                 errs.push(FieldError::duplicate(join(&p, "name"), name));
             }
         }
-        let sources = v.as_object().map(|m| m.iter().filter(|(k, x)| *k != "name" && !x.is_null()).count()).unwrap_or(0);
+        let sources = v
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, x)| *k != "name" && !x.is_null())
+                    .count()
+            })
+            .unwrap_or(0);
         if sources > 1 {
-            errs.push(FieldError::forbidden(&p, "may not specify more than 1 volume type"));
+            errs.push(FieldError::forbidden(
+                &p,
+                "may not specify more than 1 volume type",
+            ));
         } else if sources == 0 && is_pod {
             errs.push(util::required(&p, "must specify a volume type"));
         }
@@ -240,7 +307,10 @@ pub fn validate_pod_spec(errs: &mut Vec<FieldError>, spec: &Value, field: &str, 
         errs.push(FieldError::required(join(field, "containers")));
     }
     let mut all_names = HashSet::new();
-    for (list, kind) in [("initContainers", ContainerKind::Init), ("containers", ContainerKind::Regular)] {
+    for (list, kind) in [
+        ("initContainers", ContainerKind::Init),
+        ("containers", ContainerKind::Regular),
+    ] {
         for (i, c) in arr(spec, &format!("/{list}")).iter().enumerate() {
             let p = idx(&join(field, list), i);
             validate_container(errs, c, &p, kind, &volumes, &mut all_names, is_pod);
@@ -248,22 +318,45 @@ pub fn validate_pod_spec(errs: &mut Vec<FieldError>, spec: &Value, field: &str, 
     }
     for (i, c) in arr(spec, "/ephemeralContainers").iter().enumerate() {
         let p = idx(&join(field, "ephemeralContainers"), i);
-        validate_container(errs, c, &p, ContainerKind::Ephemeral, &volumes, &mut all_names, is_pod);
+        validate_container(
+            errs,
+            c,
+            &p,
+            ContainerKind::Ephemeral,
+            &volumes,
+            &mut all_names,
+            is_pod,
+        );
     }
 
-    util::check_enum(errs, &join(field, "restartPolicy"), spec.get("restartPolicy"), RESTART_POLICIES, false);
-    util::check_enum(errs, &join(field, "dnsPolicy"), spec.get("dnsPolicy"), DNS_POLICIES, false);
+    util::check_enum(
+        errs,
+        &join(field, "restartPolicy"),
+        spec.get("restartPolicy"),
+        RESTART_POLICIES,
+        false,
+    );
+    util::check_enum(
+        errs,
+        &join(field, "dnsPolicy"),
+        spec.get("dnsPolicy"),
+        DNS_POLICIES,
+        false,
+    );
     if s(spec, "/dnsPolicy") == "None" && get(spec, "/dnsConfig").is_none() {
-        errs.push(util::required(join(field, "dnsConfig"), "must provide `dnsConfig` when `dnsPolicy` is None"));
+        errs.push(util::required(
+            join(field, "dnsConfig"),
+            "must provide `dnsConfig` when `dnsPolicy` is None",
+        ));
     }
-    if let Some(n) = util::int(spec, "/activeDeadlineSeconds") {
-        if !(1..=i64::from(i32::MAX)).contains(&n) {
-            errs.push(FieldError::invalid_raw(
-                join(field, "activeDeadlineSeconds"),
-                n,
-                "must be between 1 and 2147483647, inclusive",
-            ));
-        }
+    if let Some(n) = util::int(spec, "/activeDeadlineSeconds")
+        && !(1..=i64::from(i32::MAX)).contains(&n)
+    {
+        errs.push(FieldError::invalid_raw(
+            join(field, "activeDeadlineSeconds"),
+            n,
+            "must be between 1 and 2147483647, inclusive",
+        ));
     }
     validate_labels(errs, spec.get("nodeSelector"), &join(field, "nodeSelector"));
     for f in ["hostname", "subdomain"] {
@@ -285,24 +378,28 @@ pub fn validate_pod_spec(errs: &mut Vec<FieldError>, spec: &Value, field: &str, 
     for (i, t) in arr(spec, "/tolerations").iter().enumerate() {
         validate_toleration(errs, t, &idx(&join(field, "tolerations"), i));
     }
-    if let Some(n) = util::int(spec, "/terminationGracePeriodSeconds") {
-        if n < 0 && !is_pod {
-            errs.push(FieldError::invalid_raw(
-                join(field, "terminationGracePeriodSeconds"),
-                n,
-                "must be greater than or equal to 0",
-            ));
-        }
+    if let Some(n) = util::int(spec, "/terminationGracePeriodSeconds")
+        && n < 0
+        && !is_pod
+    {
+        errs.push(FieldError::invalid_raw(
+            join(field, "terminationGracePeriodSeconds"),
+            n,
+            "must be greater than or equal to 0",
+        ));
     }
     if spec.get("hostNetwork").and_then(Value::as_bool) == Some(true) {
-        for (list, _) in [("containers", 0), ("initContainers", 0)] {
+        for list in ["containers", "initContainers"] {
             for (i, c) in arr(spec, &format!("/{list}")).iter().enumerate() {
                 for (j, port) in arr(c, "/ports").iter().enumerate() {
                     let hp = util::int(port, "/hostPort").unwrap_or(0);
                     let cp = util::int(port, "/containerPort").unwrap_or(0);
                     if hp != 0 && hp != cp {
                         errs.push(FieldError::invalid_raw(
-                            join(&idx(&join(&idx(&join(field, list), i), "ports"), j), "hostPort"),
+                            join(
+                                &idx(&join(&idx(&join(field, list), i), "ports"), j),
+                                "hostPort",
+                            ),
                             hp,
                             "must match `containerPort` when `hostNetwork` is true",
                         ));
@@ -344,9 +441,19 @@ fn validate_container(
     if image.is_empty() {
         errs.push(FieldError::required(join(p, "image")));
     } else if is_pod && image.trim() != image {
-        errs.push(FieldError::invalid(join(p, "image"), image, "must not have leading or trailing whitespace"));
+        errs.push(FieldError::invalid(
+            join(p, "image"),
+            image,
+            "must not have leading or trailing whitespace",
+        ));
     }
-    util::check_enum(errs, &join(p, "imagePullPolicy"), c.get("imagePullPolicy"), PULL_POLICIES, false);
+    util::check_enum(
+        errs,
+        &join(p, "imagePullPolicy"),
+        c.get("imagePullPolicy"),
+        PULL_POLICIES,
+        false,
+    );
     util::check_enum(
         errs,
         &join(p, "terminationMessagePolicy"),
@@ -360,7 +467,10 @@ fn validate_container(
     for (i, port) in arr(c, "/ports").iter().enumerate() {
         let pp = idx(&join(p, "ports"), i);
         if kind == ContainerKind::Ephemeral {
-            errs.push(FieldError::forbidden(&join(p, "ports"), "cannot be set for an Ephemeral Container"));
+            errs.push(FieldError::forbidden(
+                join(p, "ports"),
+                "cannot be set for an Ephemeral Container",
+            ));
             break;
         }
         let pname = s(port, "/name");
@@ -385,7 +495,13 @@ fn validate_container(
                 errs.push(FieldError::invalid_raw(join(&pp, "hostPort"), n, m));
             }
         }
-        util::check_enum(errs, &join(&pp, "protocol"), port.get("protocol"), PROTOCOLS, false);
+        util::check_enum(
+            errs,
+            &join(&pp, "protocol"),
+            port.get("protocol"),
+            PROTOCOLS,
+            false,
+        );
     }
 
     // Environment.
@@ -407,7 +523,10 @@ fn validate_container(
                     "may not be specified when `value` is not empty",
                 ));
             }
-            let n = vf.as_object().map(|m| m.values().filter(|x| !x.is_null()).count()).unwrap_or(0);
+            let n = vf
+                .as_object()
+                .map(|m| m.values().filter(|x| !x.is_null()).count())
+                .unwrap_or(0);
             if n == 0 {
                 errs.push(FieldError::invalid(
                     join(&ep, "valueFrom"),
@@ -438,7 +557,11 @@ fn validate_container(
         if path.is_empty() {
             errs.push(FieldError::required(join(&mp, "mountPath")));
         } else if !mount_paths.insert(path.to_string()) {
-            errs.push(FieldError::invalid(join(&mp, "mountPath"), path, "must be unique"));
+            errs.push(FieldError::invalid(
+                join(&mp, "mountPath"),
+                path,
+                "must be unique",
+            ));
         }
     }
 
@@ -446,21 +569,33 @@ fn validate_container(
 
     // Probes.
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
-        let Some(pr) = get(c, &format!("/{probe}")) else { continue };
+        let Some(pr) = get(c, &format!("/{probe}")) else {
+            continue;
+        };
         let pp = join(p, probe);
         if kind == ContainerKind::Ephemeral {
-            errs.push(FieldError::forbidden(&pp, "cannot be set for an Ephemeral Container"));
+            errs.push(FieldError::forbidden(
+                &pp,
+                "cannot be set for an Ephemeral Container",
+            ));
             continue;
         }
         validate_probe(errs, pr, &pp);
-        if probe != "readinessProbe" {
-            if let Some(n) = util::int(pr, "/successThreshold").filter(|n| *n != 1) {
-                errs.push(FieldError::invalid_raw(join(&pp, "successThreshold"), n, "must be 1"));
-            }
+        if probe != "readinessProbe"
+            && let Some(n) = util::int(pr, "/successThreshold").filter(|n| *n != 1)
+        {
+            errs.push(FieldError::invalid_raw(
+                join(&pp, "successThreshold"),
+                n,
+                "must be 1",
+            ));
         }
     }
     for hook in ["postStart", "preStop"] {
-        if let Some(h) = c.pointer(&format!("/lifecycle/{hook}")).filter(|x| !x.is_null()) {
+        if let Some(h) = c
+            .pointer(&format!("/lifecycle/{hook}"))
+            .filter(|x| !x.is_null())
+        {
             validate_handler(errs, h, &join(&join(p, "lifecycle"), hook), true);
         }
     }
@@ -468,27 +603,46 @@ fn validate_container(
 
 fn validate_probe(errs: &mut Vec<FieldError>, pr: &Value, p: &str) {
     validate_handler(errs, pr, p, false);
-    for f in ["initialDelaySeconds", "timeoutSeconds", "periodSeconds", "successThreshold", "failureThreshold"] {
+    for f in [
+        "initialDelaySeconds",
+        "timeoutSeconds",
+        "periodSeconds",
+        "successThreshold",
+        "failureThreshold",
+    ] {
         util::check_non_negative(errs, &join(p, f), util::int(pr, &format!("/{f}")));
     }
-    if let Some(n) = util::int(pr, "/terminationGracePeriodSeconds") {
-        if n <= 0 {
-            errs.push(FieldError::invalid_raw(join(p, "terminationGracePeriodSeconds"), n, "must be greater than 0"));
-        }
+    if let Some(n) = util::int(pr, "/terminationGracePeriodSeconds")
+        && n <= 0
+    {
+        errs.push(FieldError::invalid_raw(
+            join(p, "terminationGracePeriodSeconds"),
+            n,
+            "must be greater than 0",
+        ));
     }
 }
 
 /// Exactly one of exec/httpGet/tcpSocket/grpc (and sleep for lifecycle hooks).
 fn validate_handler(errs: &mut Vec<FieldError>, h: &Value, p: &str, lifecycle: bool) {
-    let kinds: &[&str] =
-        if lifecycle { &["exec", "httpGet", "tcpSocket", "sleep"] } else { &["exec", "httpGet", "tcpSocket", "grpc"] };
-    let set: Vec<&&str> = kinds.iter().filter(|k| get(h, &format!("/{k}")).is_some()).collect();
+    let kinds: &[&str] = if lifecycle {
+        &["exec", "httpGet", "tcpSocket", "sleep"]
+    } else {
+        &["exec", "httpGet", "tcpSocket", "grpc"]
+    };
+    let set: Vec<&&str> = kinds
+        .iter()
+        .filter(|k| get(h, &format!("/{k}")).is_some())
+        .collect();
     if set.is_empty() {
         errs.push(util::required(p, "must specify a handler type"));
         return;
     }
     if set.len() > 1 {
-        errs.push(FieldError::forbidden(join(p, set[1]), "may not specify more than 1 handler type"));
+        errs.push(FieldError::forbidden(
+            join(p, set[1]),
+            "may not specify more than 1 handler type",
+        ));
     }
     for pf in ["httpGet", "tcpSocket"] {
         if let Some(port) = h.pointer(&format!("/{pf}/port")) {
@@ -498,17 +652,23 @@ fn validate_handler(errs: &mut Vec<FieldError>, h: &Value, p: &str, lifecycle: b
         }
     }
     if let Some(scheme) = h.pointer("/httpGet/scheme") {
-        util::check_enum(errs, &join(p, "httpGet.scheme"), Some(scheme), &["HTTP", "HTTPS"], false);
+        util::check_enum(
+            errs,
+            &join(p, "httpGet.scheme"),
+            Some(scheme),
+            &["HTTP", "HTTPS"],
+            false,
+        );
     }
     if let Some(n) = util::int(h, "/grpc/port") {
         for m in names::is_valid_port_num(n) {
             errs.push(FieldError::invalid_raw(join(p, "grpc.port"), n, m));
         }
     }
-    if let Some(ex) = get(h, "/exec") {
-        if arr(ex, "/command").is_empty() {
-            errs.push(FieldError::required(join(p, "exec.command")));
-        }
+    if let Some(ex) = get(h, "/exec")
+        && arr(ex, "/command").is_empty()
+    {
+        errs.push(FieldError::required(join(p, "exec.command")));
     }
 }
 
@@ -532,10 +692,15 @@ pub fn validate_port_ref(errs: &mut Vec<FieldError>, port: &Value, p: &str) {
 
 /// Quantities in resources: well-formed, non-negative, requests <= limits.
 pub fn validate_resources(errs: &mut Vec<FieldError>, res: Option<&Value>, p: &str) {
-    let Some(res) = res.filter(|r| !r.is_null()) else { return };
-    let mut parsed: BTreeMap<&str, BTreeMap<String, (String, quantity::Quantity)>> = BTreeMap::new();
+    let Some(res) = res.filter(|r| !r.is_null()) else {
+        return;
+    };
+    let mut parsed: BTreeMap<&str, BTreeMap<String, (String, quantity::Quantity)>> =
+        BTreeMap::new();
     for part in ["limits", "requests"] {
-        let Some(m) = res.get(part).and_then(Value::as_object) else { continue };
+        let Some(m) = res.get(part).and_then(Value::as_object) else {
+            continue;
+        };
         for (name, q) in m {
             let qp = key(&join(p, part), name);
             let qs = match q {
@@ -545,23 +710,30 @@ pub fn validate_resources(errs: &mut Vec<FieldError>, res: Option<&Value>, p: &s
             };
             match quantity::parse(&qs) {
                 Err(e) => errs.push(FieldError::invalid(&qp, &qs, e)),
-                Ok(v) if v.is_negative() => errs.push(FieldError::invalid(&qp, &qs, "must be greater than or equal to 0")),
+                Ok(v) if v.is_negative() => errs.push(FieldError::invalid(
+                    &qp,
+                    &qs,
+                    "must be greater than or equal to 0",
+                )),
                 Ok(v) => {
-                    parsed.entry(part).or_default().insert(name.clone(), (qs, v));
+                    parsed
+                        .entry(part)
+                        .or_default()
+                        .insert(name.clone(), (qs, v));
                 }
             }
         }
     }
     if let (Some(req), Some(lim)) = (parsed.get("requests"), parsed.get("limits")) {
         for (name, (rs, rv)) in req {
-            if let Some((ls, lv)) = lim.get(name) {
-                if rv > lv {
-                    errs.push(FieldError::invalid(
-                        key(&join(p, "requests"), name),
-                        rs,
-                        format!("must be less than or equal to {name} limit of {ls}"),
-                    ));
-                }
+            if let Some((ls, lv)) = lim.get(name)
+                && rv > lv
+            {
+                errs.push(FieldError::invalid(
+                    key(&join(p, "requests"), name),
+                    rs,
+                    format!("must be less than or equal to {name} limit of {ls}"),
+                ));
             }
         }
     }
@@ -598,11 +770,21 @@ fn validate_toleration(errs: &mut Vec<FieldError>, t: &Value, p: &str) {
                 ));
             }
         }
-        other => errs.push(FieldError::not_supported(join(p, "operator"), other, &["Equal", "Exists"])),
+        other => errs.push(FieldError::not_supported(
+            join(p, "operator"),
+            other,
+            &["Equal", "Exists"],
+        )),
     }
     let effect = s(t, "/effect");
     if !effect.is_empty() {
-        util::check_enum(errs, &join(p, "effect"), t.get("effect"), &["NoSchedule", "PreferNoSchedule", "NoExecute"], false);
+        util::check_enum(
+            errs,
+            &join(p, "effect"),
+            t.get("effect"),
+            &["NoSchedule", "PreferNoSchedule", "NoExecute"],
+            false,
+        );
     }
     if get(t, "/tolerationSeconds").is_some() && effect != "NoExecute" {
         errs.push(FieldError::invalid(
@@ -615,15 +797,26 @@ fn validate_toleration(errs: &mut Vec<FieldError>, t: &Value, p: &str) {
 
 /// An int-or-percent value (`maxSurge`, `maxUnavailable`, `minAvailable`):
 /// non-negative, a valid percent string, at most 100% when `max_100`.
-pub fn validate_int_or_percent(errs: &mut Vec<FieldError>, v: Option<&Value>, p: &str, max_100: bool) {
+pub fn validate_int_or_percent(
+    errs: &mut Vec<FieldError>,
+    v: Option<&Value>,
+    p: &str,
+    max_100: bool,
+) {
     match v {
-        Some(Value::Number(n)) => {
-            if n.as_i64().unwrap_or(0) < 0 {
-                errs.push(FieldError::invalid_raw(p, n, "must be greater than or equal to 0"));
-            }
+        Some(Value::Number(n)) if n.as_i64().unwrap_or(0) < 0 => {
+            errs.push(FieldError::invalid_raw(
+                p,
+                n,
+                "must be greater than or equal to 0",
+            ));
         }
         Some(Value::String(st)) => match st.strip_suffix('%').and_then(|d| d.parse::<i64>().ok()) {
-            Some(pct) if st.strip_suffix('%').is_some_and(|d| d.bytes().all(|c| c.is_ascii_digit())) => {
+            Some(pct)
+                if st
+                    .strip_suffix('%')
+                    .is_some_and(|d| d.bytes().all(|c| c.is_ascii_digit())) =>
+            {
                 if max_100 && pct > 100 {
                     errs.push(FieldError::invalid(p, st, "must not be greater than 100%"));
                 }
@@ -646,7 +839,9 @@ pub fn validate_int_or_percent(errs: &mut Vec<FieldError>, v: Option<&Value>, p:
 pub fn int_or_percent_is_zero(v: Option<&Value>) -> bool {
     match v {
         Some(Value::Number(n)) => n.as_i64() == Some(0),
-        Some(Value::String(s)) => s.strip_suffix('%').and_then(|d| d.parse::<i64>().ok()) == Some(0),
+        Some(Value::String(s)) => {
+            s.strip_suffix('%').and_then(|d| d.parse::<i64>().ok()) == Some(0)
+        }
         _ => true,
     }
 }
@@ -676,9 +871,14 @@ mod tests {
         let m = msgs(&validate_object_meta(&obj));
         assert_eq!(m.len(), 2, "{m:?}");
         assert!(m.iter().any(|e| e.starts_with("metadata.labels: Invalid value: \"bad key!\": name part must consist of alphanumeric characters")));
-        assert!(m.iter().any(|e| e.starts_with("metadata.labels: Invalid value: \"-v\": a valid label must be an empty string")));
+        assert!(m.iter().any(|e| e.starts_with(
+            "metadata.labels: Invalid value: \"-v\": a valid label must be an empty string"
+        )));
         let big = json!({"metadata": {"annotations": {"a": "x".repeat(TOTAL_ANNOTATION_SIZE)}}});
-        assert_eq!(msgs(&validate_object_meta(&big)), vec!["metadata.annotations: Too long: may not be more than 262144 bytes"]);
+        assert_eq!(
+            msgs(&validate_object_meta(&big)),
+            vec!["metadata.annotations: Too long: may not be more than 262144 bytes"]
+        );
     }
 
     #[test]
@@ -689,17 +889,30 @@ mod tests {
         ]}});
         let m = msgs(&validate_object_meta(&obj));
         assert!(m.contains(&"metadata.ownerReferences.apiVersion: Invalid value: \"\": version must not be empty".to_string()));
-        assert!(m.iter().any(|e| e.contains("Only one reference can have Controller set to true")));
+        assert!(
+            m.iter()
+                .any(|e| e.contains("Only one reference can have Controller set to true"))
+        );
     }
 
     #[test]
     fn selectors_match_and_validate() {
         let sel = json!({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]});
-        assert!(selector_matches(&sel, Some(&json!({"app": "web", "tier": "a"}))));
-        assert!(!selector_matches(&sel, Some(&json!({"app": "web", "tier": "c"}))));
+        assert!(selector_matches(
+            &sel,
+            Some(&json!({"app": "web", "tier": "a"}))
+        ));
+        assert!(!selector_matches(
+            &sel,
+            Some(&json!({"app": "web", "tier": "c"}))
+        ));
         assert!(!selector_matches(&sel, None));
         let mut errs = Vec::new();
-        validate_label_selector(&mut errs, &json!({"matchExpressions": [{"key": "a", "operator": "In"}, {"key": "b", "operator": "Foo"}]}), "spec.selector");
+        validate_label_selector(
+            &mut errs,
+            &json!({"matchExpressions": [{"key": "a", "operator": "In"}, {"key": "b", "operator": "Foo"}]}),
+            "spec.selector",
+        );
         assert_eq!(
             msgs(&errs),
             vec![
@@ -716,14 +929,18 @@ mod tests {
         validate_workload_selector(&mut errs, &obj, "spec", "deployment");
         assert_eq!(
             msgs(&errs),
-            vec!["spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"b\"}: `selector` does not match template `labels`"]
+            vec![
+                "spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"b\"}: `selector` does not match template `labels`"
+            ]
         );
         let empty = json!({"spec": {"selector": {}, "template": {}}});
         let mut errs = Vec::new();
         validate_workload_selector(&mut errs, &empty, "spec", "deployment");
         assert_eq!(
             msgs(&errs),
-            vec!["spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for deployment"]
+            vec![
+                "spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for deployment"
+            ]
         );
         let mut errs = Vec::new();
         validate_workload_selector(&mut errs, &json!({"spec": {}}), "spec", "deployment");
@@ -786,7 +1003,10 @@ mod tests {
         validate_int_or_percent(&mut errs, Some(&json!("150%")), "y", true);
         validate_int_or_percent(&mut errs, Some(&json!("abc")), "z", true);
         let m = msgs(&errs);
-        assert_eq!(m[0], "y: Invalid value: \"150%\": must not be greater than 100%");
+        assert_eq!(
+            m[0],
+            "y: Invalid value: \"150%\": must not be greater than 100%"
+        );
         assert_eq!(
             m[1],
             "z: Invalid value: \"abc\": a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')"
