@@ -59,7 +59,9 @@ fn locate_sources() -> (PathBuf, PathBuf) {
             .iter()
             .filter(|p| p["name"] == name)
             .max_by_key(|p| p["version"].as_str().unwrap_or("").to_string())
-            .unwrap_or_else(|| panic!("{name} is not in the dependency graph (dev-dependency k8s-pb?)"));
+            .unwrap_or_else(|| {
+                panic!("{name} is not in the dependency graph (dev-dependency k8s-pb?)")
+            });
         let manifest = PathBuf::from(pkg["manifest_path"].as_str().expect("manifest_path"));
         let id = pkg["id"].as_str().expect("id").to_string();
         (id, manifest.parent().expect("package dir").join("src"))
@@ -130,8 +132,15 @@ fn parse_pb_dir(root: &Path, dir: &Path, out: &mut PbSource) {
         if path.is_dir() {
             parse_pb_dir(root, &path, out);
         } else if path.file_name().is_some_and(|n| n == "mod.rs") {
-            let rel = path.parent().expect("parent").strip_prefix(root).expect("under root");
-            let module: Vec<String> = rel.iter().map(|s| s.to_string_lossy().into_owned()).collect();
+            let rel = path
+                .parent()
+                .expect("parent")
+                .strip_prefix(root)
+                .expect("under root");
+            let module: Vec<String> = rel
+                .iter()
+                .map(|s| s.to_string_lossy().into_owned())
+                .collect();
             let text = std::fs::read_to_string(&path).expect("read k8s-pb source");
             parse_pb_file(&module, &text, out);
         }
@@ -150,8 +159,16 @@ fn parse_pb_file(module: &[String], text: &str, out: &mut PbSource) {
             continue;
         }
         if let Some(rest) = line.strip_prefix("pub struct ") {
-            let name = rest.split([' ', '{']).next().expect("struct name").to_string();
-            let msg = PbMessage { module: module_name.clone(), name, fields: Vec::new() };
+            let name = rest
+                .split([' ', '{'])
+                .next()
+                .expect("struct name")
+                .to_string();
+            let msg = PbMessage {
+                module: module_name.clone(),
+                name,
+                fields: Vec::new(),
+            };
             if rest.trim_end().ends_with("{}") {
                 out.messages.push(msg);
             } else {
@@ -174,13 +191,19 @@ fn parse_pb_file(module: &[String], text: &str, out: &mut PbSource) {
             }
             continue;
         }
-        let Some(msg) = current.as_mut() else { continue };
+        let Some(msg) = current.as_mut() else {
+            continue;
+        };
         if line == "}" {
             out.messages.push(current.take().expect("message"));
             continue;
         }
         if let Some(a) = t.strip_prefix("#[prost(") {
-            attr = Some(a.strip_suffix(")]").expect("one-line prost attribute").to_string());
+            attr = Some(
+                a.strip_suffix(")]")
+                    .expect("one-line prost attribute")
+                    .to_string(),
+            );
             continue;
         }
         if attr.is_some() {
@@ -242,13 +265,25 @@ fn parse_pb_field(module: &[String], attr: &str, decl: &str) -> PbField {
     let message = || Scalar::Message(resolve_path(module, &innermost_type(ty)));
     let (ty, map) = match kind.as_str() {
         "btree_map" | "map" => {
-            let (k, v) = value.split_once(',').unwrap_or_else(|| panic!("map attribute {attr}"));
-            assert_eq!(k.trim(), "string", "only string-keyed maps are expected: {attr}");
+            let (k, v) = value
+                .split_once(',')
+                .unwrap_or_else(|| panic!("map attribute {attr}"));
+            assert_eq!(
+                k.trim(),
+                "string",
+                "only string-keyed maps are expected: {attr}"
+            );
             (scalar(v.trim(), &message), true)
         }
         other => (scalar(other, &message), false),
     };
-    PbField { tag, name, ty, repeated, map }
+    PbField {
+        tag,
+        name,
+        ty,
+        repeated,
+        map,
+    }
 }
 
 fn scalar(kind: &str, message: &dyn Fn() -> Scalar) -> Scalar {
@@ -347,24 +382,31 @@ fn parse_openapi_file(text: &str) -> Option<(String, Def)> {
     while let Some(line) = lines.next() {
         if line.contains("fn schema_name()") {
             let next = lines.next()?.trim();
-            name = next.strip_suffix(".into()").map(|s| s.trim_matches('"').to_string());
+            name = next
+                .strip_suffix(".into()")
+                .map(|s| s.trim_matches('"').to_string());
             break;
         }
     }
     let name = name?;
-    let mut def = Def { go_name: name.rsplit('.').next()?.to_string(), ..Def::default() };
+    let mut def = Def {
+        go_name: name.rsplit('.').next()?.to_string(),
+        ..Def::default()
+    };
     let mut in_required = false;
     for line in text.lines() {
         let t = line.trim();
         if let Some((json, _)) = t.split_once("\" => Field::Key_") {
-            def.properties.push(json.trim_start_matches('"').to_string());
+            def.properties
+                .push(json.trim_start_matches('"').to_string());
         } else if t == "\"required\": [" {
             in_required = true;
         } else if in_required {
             if t.starts_with(']') {
                 in_required = false;
             } else {
-                def.required.insert(t.trim_end_matches(',').trim_matches('"').to_string());
+                def.required
+                    .insert(t.trim_end_matches(',').trim_matches('"').to_string());
             }
         }
     }
@@ -379,7 +421,10 @@ fn parse_openapi_file(text: &str) -> Option<(String, Def)> {
 /// case only (`uID` -> `u_id` for `uid`), so both sides drop case and
 /// separators (`x-kubernetes-list-type`, `$ref` match too).
 fn key(name: &str) -> String {
-    name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect()
+    name.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
 fn resolve(pb: &PbSource, defs: &Defs) -> (String, String) {
@@ -413,11 +458,19 @@ fn resolve(pb: &PbSource, defs: &Defs) -> (String, String) {
     loop {
         let mut changed = false;
         for (i, m) in pb.messages.iter().enumerate() {
-            let Some(def) = own[i].or(adopted[i]) else { continue };
+            let Some(def) = own[i].or(adopted[i]) else {
+                continue;
+            };
             let props: BTreeSet<String> = def.properties.iter().map(|p| key(p)).collect();
             for f in &m.fields {
-                let Scalar::Message(target) = &f.ty else { continue };
-                if f.repeated || f.map || props.contains(&key(&f.name)) || inline.contains(&(i, f.tag)) {
+                let Scalar::Message(target) = &f.ty else {
+                    continue;
+                };
+                if f.repeated
+                    || f.map
+                    || props.contains(&key(&f.name))
+                    || inline.contains(&(i, f.tag))
+                {
                     continue;
                 }
                 let sub = index[target];
@@ -445,7 +498,8 @@ fn resolve(pb: &PbSource, defs: &Defs) -> (String, String) {
                 let group = m.module.rsplit_once('.').map_or("", |(g, _)| g);
                 defs.iter()
                     .find(|((module, name), _)| {
-                        *name == key(&m.name) && module.rsplit_once('.').is_some_and(|(g, _)| g == group)
+                        *name == key(&m.name)
+                            && module.rsplit_once('.').is_some_and(|(g, _)| g == group)
                     })
                     .map(|(_, d)| d)
             })
@@ -463,13 +517,20 @@ fn resolve(pb: &PbSource, defs: &Defs) -> (String, String) {
             .unwrap_or_default();
         let mut fields = m.fields.clone();
         fields.sort_by_key(|f| f.tag);
-        let _ = write!(out, "    Message {{ module: {:?}, name: {:?}, fields: &[", m.module, go_name);
+        let _ = write!(
+            out,
+            "    Message {{ module: {:?}, name: {:?}, fields: &[",
+            m.module, go_name
+        );
         for f in &fields {
             let is_inline = inline.contains(&(i, f.tag));
             let json = match by_snake.get(&key(&f.name)) {
                 Some(json) => json.to_string(),
                 None => {
-                    let guess = global.get(&key(&f.name)).cloned().unwrap_or_else(|| f.name.to_lower_camel_case());
+                    let guess = global
+                        .get(&key(&f.name))
+                        .cloned()
+                        .unwrap_or_else(|| f.name.to_lower_camel_case());
                     if def.is_some() && !is_inline {
                         let _ = writeln!(report, "{}.{} {} -> {guess}", m.module, m.name, f.name);
                     }
@@ -486,7 +547,9 @@ fn resolve(pb: &PbSource, defs: &Defs) -> (String, String) {
                 Scalar::Double => "Ty::Double".to_string(),
                 Scalar::Message(key) => format!(
                     "Ty::Message({})",
-                    index.get(key).unwrap_or_else(|| panic!("unknown message {key}"))
+                    index
+                        .get(key)
+                        .unwrap_or_else(|| panic!("unknown message {key}"))
                 ),
             };
             let shape = match (f.map, f.repeated) {

@@ -298,7 +298,9 @@ impl Decoder {
         while let Some((tag, value)) = r.field()? {
             // Fields we do not know (a newer client) are dropped, as upstream
             // drops them.
-            let Some(field) = msg.field(tag) else { continue };
+            let Some(field) = msg.field(tag) else {
+                continue;
+            };
             self.field(msg, field, value, obj)
                 .map_err(in_field(field.json))?;
         }
@@ -315,7 +317,11 @@ impl Decoder {
         match field.shape {
             Shape::Single => {
                 let v = self.value(field.ty, value)?;
-                let keep = !is_zero(&v)
+                // A message on the wire is kept whatever its JSON (`{}`,
+                // `null`, `false` for JSONSchemaPropsOrBool, `0`): Go's JSON
+                // encoder does not drop structs either.
+                let keep = matches!(field.ty, Ty::Message(_))
+                    || !is_zero(&v)
                     || field.required
                     || pointers::is_pointer(msg.name, field.json);
                 if keep {

@@ -211,7 +211,13 @@ mod tests {
     #[test]
     fn table_is_sorted_for_binary_search() {
         for w in POINTER_FIELDS.windows(2) {
-            assert_eq!(cmp_ignore_case(w[0].0, w[1].0), Ordering::Less, "{} / {}", w[0].0, w[1].0);
+            assert_eq!(
+                cmp_ignore_case(w[0].0, w[1].0),
+                Ordering::Less,
+                "{} / {}",
+                w[0].0,
+                w[1].0
+            );
         }
     }
 

@@ -51,11 +51,7 @@ pub fn go_duration(ns: i64) -> String {
             _ => ("ms", 6),
         };
         let scale = 10u64.pow(prec);
-        return format!(
-            "{sign}{}{}{unit}",
-            u / scale,
-            fraction(u % scale, prec)
-        );
+        return format!("{sign}{}{}{unit}", u / scale, fraction(u % scale, prec));
     }
     let frac = fraction(u % 1_000_000_000, 9);
     let secs = u / 1_000_000_000;
@@ -118,7 +114,10 @@ mod tests {
             rfc3339_micro(-1, 500_000_000).as_deref(),
             Some("1969-12-31T23:59:59.500000Z")
         );
-        assert_eq!(rfc3339(MIN_SECONDS, 0).as_deref(), Some("0000-01-01T00:00:00Z"));
+        assert_eq!(
+            rfc3339(MIN_SECONDS, 0).as_deref(),
+            Some("0000-01-01T00:00:00Z")
+        );
         assert_eq!(rfc3339(MAX_SECONDS + 1, 0), None);
         assert_eq!(rfc3339(i64::MIN, i64::MIN), None);
     }

@@ -482,7 +482,11 @@ fn self_subject_access_review() {
         }),
     };
     assert_eq!(
-        decode("authorization.k8s.io/v1", "SelfSubjectAccessReview", &review),
+        decode(
+            "authorization.k8s.io/v1",
+            "SelfSubjectAccessReview",
+            &review
+        ),
         json!({
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SelfSubjectAccessReview",
@@ -512,7 +516,10 @@ fn extra_values_are_string_lists() {
         status: None,
     };
     let v = decode("authorization.k8s.io/v1", "SubjectAccessReview", &review);
-    assert_eq!(v["spec"], json!({"user": "alice", "extra": {"scopes": ["a", "b"]}}));
+    assert_eq!(
+        v["spec"],
+        json!({"user": "alice", "extra": {"scopes": ["a", "b"]}})
+    );
 }
 
 #[test]
@@ -581,8 +588,8 @@ fn crd_schema_unions_and_json() {
                 apiext::JsonSchemaProps {
                     r#type: s("array"),
                     items: Some(Box::new(apiext::JsonSchemaPropsOrArray {
-                        schema: Some(string_schema.clone()),
-                        json_schemas: vec![],
+                        schema: Some(Box::new(string_schema.clone())),
+                        j_son_schemas: vec![],
                     })),
                     max_items: Some(0),
                     ..Default::default()
@@ -598,8 +605,12 @@ fn crd_schema_unions_and_json() {
                     maximum: Some(10.0),
                     minimum: Some(0.5),
                     r#enum: vec![
-                        apiext::Json { raw: Some(b"1".to_vec()) },
-                        apiext::Json { raw: Some(b"5".to_vec()) },
+                        apiext::Json {
+                            raw: Some(b"1".to_vec()),
+                        },
+                        apiext::Json {
+                            raw: Some(b"5".to_vec()),
+                        },
                     ],
                     ..Default::default()
                 },
@@ -657,7 +668,10 @@ fn crd_schema_unions_and_json() {
             "dependencies": {"a": ["b"]}
         })
     );
-    assert_eq!(v["spec"]["names"], json!({"plural": "widgets", "kind": "Widget"}));
+    assert_eq!(
+        v["spec"]["names"],
+        json!({"plural": "widgets", "kind": "Widget"})
+    );
 }
 
 #[test]
@@ -812,7 +826,11 @@ fn unknown_kinds_and_encodings_are_errors() {
         };
         [MAGIC, &u.encode_to_vec()].concat()
     };
-    assert!(decode_object(&unknown("NoSuchKind", "")).unwrap_err().contains("NoSuchKind"));
+    assert!(
+        decode_object(&unknown("NoSuchKind", ""))
+            .unwrap_err()
+            .contains("NoSuchKind")
+    );
     assert!(decode_object(&unknown("", "")).is_err());
     assert!(decode_object(&unknown("Namespace", "gzip")).is_err());
     assert_eq!(

@@ -171,7 +171,13 @@ mod tests {
             Err(WireError::Truncated)
         );
         assert_eq!(Reader::new(&[0x1b]).field(), Err(WireError::WireType(3)));
-        assert_eq!(Reader::new(&[0x00, 0x01]).field(), Err(WireError::ZeroField));
-        assert_eq!(Reader::new(&[0x09, 1, 2]).field(), Err(WireError::Truncated));
+        assert_eq!(
+            Reader::new(&[0x00, 0x01]).field(),
+            Err(WireError::ZeroField)
+        );
+        assert_eq!(
+            Reader::new(&[0x09, 1, 2]).field(),
+            Err(WireError::Truncated)
+        );
     }
 }
