@@ -169,6 +169,24 @@ struct ServerFlags {
     /// Log level or tracing filter, e.g. debug or rk3s=debug,info [default: info]
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// Run N simulated nodes (sim-0 ... sim-N-1) that run scheduled pods at once, for tests and benchmarks [default: 0]
+    #[arg(long, value_name = "N")]
+    simulate_nodes: Option<String>,
+    /// Each simulated node's cpu capacity [default: 4]
+    #[arg(long, value_name = "QUANTITY")]
+    simulate_node_cpu: Option<String>,
+    /// Each simulated node's memory capacity [default: 16Gi]
+    #[arg(long, value_name = "QUANTITY")]
+    simulate_node_memory: Option<String>,
+    /// Each simulated node's pod capacity [default: 110]
+    #[arg(long, value_name = "N")]
+    simulate_node_pods: Option<String>,
+    /// How long a node may go without a heartbeat before it is marked Unknown [default: 40s]
+    #[arg(long, value_name = "DURATION")]
+    node_monitor_grace_period: Option<String>,
+    /// How the scheduler scores node resources: LeastAllocated (spread) or MostAllocated (bin-pack) [default: LeastAllocated]
+    #[arg(long, value_name = "STRATEGY")]
+    scheduler_scoring: Option<String>,
 }
 
 /// The settings a config file may hold for `server`, by flag name.
@@ -184,6 +202,12 @@ const SERVER_KEYS: &[&str] = &[
     "service-cidr",
     "disable",
     "log-level",
+    "simulate-nodes",
+    "simulate-node-cpu",
+    "simulate-node-memory",
+    "simulate-node-pods",
+    "node-monitor-grace-period",
+    "scheduler-scoring",
 ];
 
 /// Settings that take several values: repeated flags, comma-separated env
@@ -208,6 +232,12 @@ impl ServerFlags {
             ("cluster-cidr", &self.cluster_cidr),
             ("service-cidr", &self.service_cidr),
             ("log-level", &self.log_level),
+            ("simulate-nodes", &self.simulate_nodes),
+            ("simulate-node-cpu", &self.simulate_node_cpu),
+            ("simulate-node-memory", &self.simulate_node_memory),
+            ("simulate-node-pods", &self.simulate_node_pods),
+            ("node-monitor-grace-period", &self.node_monitor_grace_period),
+            ("scheduler-scoring", &self.scheduler_scoring),
         ];
         let mut given: BTreeMap<&'static str, Vec<String>> = singles
             .into_iter()
@@ -399,6 +429,25 @@ fn resolve_server(flags: &ServerFlags, host: &Host) -> Result<ServerConfig, Conf
         log_level: layers
             .one("log-level", config::parse_log_level)?
             .unwrap_or_else(|| config::DEFAULT_LOG_LEVEL.into()),
+        simulate_nodes: layers
+            .one("simulate-nodes", config::parse_simulate_nodes)?
+            .unwrap_or(0),
+        simulate_node_cpu: layers
+            .one("simulate-node-cpu", config::parse_positive_quantity)?
+            .unwrap_or_else(|| config::DEFAULT_SIMULATE_NODE_CPU.into()),
+        simulate_node_memory: layers
+            .one("simulate-node-memory", config::parse_positive_quantity)?
+            .unwrap_or_else(|| config::DEFAULT_SIMULATE_NODE_MEMORY.into()),
+        simulate_node_pods: layers
+            .one("simulate-node-pods", config::parse_pod_count)?
+            .unwrap_or(config::DEFAULT_SIMULATE_NODE_PODS),
+        node_monitor_grace_period: layers
+            .one("node-monitor-grace-period", config::parse_grace_period)?
+            .unwrap_or(config::DEFAULT_NODE_MONITOR_GRACE_PERIOD),
+        scheduler_scoring: layers
+            .one("scheduler-scoring", config::parse_scheduler_scoring)?
+            .unwrap_or_default(),
+        // Last: these move what `layers` borrows.
         config_file: found.then_some(file_path),
         warnings,
     })
@@ -498,10 +547,16 @@ struct ScalarTexts {
     cluster_cidr: Option<Text>,
     service_cidr: Option<Text>,
     log_level: Option<Text>,
+    simulate_nodes: Option<Text>,
+    simulate_node_cpu: Option<Text>,
+    simulate_node_memory: Option<Text>,
+    simulate_node_pods: Option<Text>,
+    node_monitor_grace_period: Option<Text>,
+    scheduler_scoring: Option<Text>,
 }
 
 impl ScalarTexts {
-    fn into_pairs(self) -> [(&'static str, Option<Text>); 9] {
+    fn into_pairs(self) -> [(&'static str, Option<Text>); 15] {
         [
             ("data-dir", self.data_dir),
             ("bind-address", self.bind_address),
@@ -512,6 +567,12 @@ impl ScalarTexts {
             ("cluster-cidr", self.cluster_cidr),
             ("service-cidr", self.service_cidr),
             ("log-level", self.log_level),
+            ("simulate-nodes", self.simulate_nodes),
+            ("simulate-node-cpu", self.simulate_node_cpu),
+            ("simulate-node-memory", self.simulate_node_memory),
+            ("simulate-node-pods", self.simulate_node_pods),
+            ("node-monitor-grace-period", self.node_monitor_grace_period),
+            ("scheduler-scoring", self.scheduler_scoring),
         ]
     }
 }
@@ -943,6 +1004,53 @@ mod tests {
             try_parse_from(["rk3s"], &h).is_err(),
             "a subcommand is required"
         );
+    }
+
+    #[test]
+    fn simulation_and_scheduler_flags_from_every_source() {
+        use crate::config::SchedulerScoring;
+        let dir = TempDir::new("sim");
+        let c = server(&[], &host(&dir, true, &[])).unwrap();
+        assert_eq!(c.simulate_nodes, 0);
+        assert_eq!(c.simulate_node_cpu, "4");
+        assert_eq!(c.simulate_node_memory, "16Gi");
+        assert_eq!(c.simulate_node_pods, 110);
+        assert_eq!(
+            c.node_monitor_grace_period,
+            std::time::Duration::from_secs(40)
+        );
+        assert_eq!(c.scheduler_scoring, SchedulerScoring::LeastAllocated);
+
+        dir.write(
+            "config.yaml",
+            "simulate-nodes: 3\nsimulate-node-memory: 8Gi\nnode-monitor-grace-period: 1m\n",
+        );
+        let env = [
+            ("RK3S_SIMULATE_NODE_CPU", "2500m"),
+            ("RK3S_SCHEDULER_SCORING", "MostAllocated"),
+        ];
+        let c = server(&["--simulate-node-pods", "20"], &host(&dir, true, &env)).unwrap();
+        assert_eq!(c.simulate_nodes, 3);
+        assert_eq!(c.simulate_node_memory, "8Gi");
+        assert_eq!(
+            c.node_monitor_grace_period,
+            std::time::Duration::from_secs(60)
+        );
+        assert_eq!(c.simulate_node_cpu, "2500m");
+        assert_eq!(c.scheduler_scoring, SchedulerScoring::MostAllocated);
+        assert_eq!(c.simulate_node_pods, 20);
+
+        let err = server(
+            &["--node-monitor-grace-period", "soon"],
+            &host(&dir, true, &[]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("--node-monitor-grace-period"),
+            "{err}"
+        );
+        let err = server(&[], &host(&dir, true, &[("RK3S_SIMULATE_NODES", "many")])).unwrap_err();
+        assert!(err.to_string().contains("RK3S_SIMULATE_NODES"), "{err}");
     }
 
     #[test]

@@ -26,6 +26,37 @@ pub struct ServerConfig {
     pub config_file: Option<PathBuf>,
     /// Things worth a warning once logging is up (unknown config-file keys).
     pub warnings: Vec<String>,
+    /// How many simulated nodes (sim-0 ... sim-N-1) to run in process.
+    pub simulate_nodes: u32,
+    /// Each simulated node's cpu capacity (a quantity, e.g. "4" or "3500m").
+    pub simulate_node_cpu: String,
+    /// Each simulated node's memory capacity (a quantity, e.g. "16Gi").
+    pub simulate_node_memory: String,
+    /// Each simulated node's pod capacity.
+    pub simulate_node_pods: u32,
+    /// After this long without a heartbeat a node is marked Unknown.
+    pub node_monitor_grace_period: std::time::Duration,
+    /// How the scheduler scores resource use on nodes.
+    pub scheduler_scoring: SchedulerScoring,
+}
+
+/// The NodeResourcesFit scoring strategy (`--scheduler-scoring`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SchedulerScoring {
+    /// Spread pods: prefer the node with the most free resources (upstream's default).
+    #[default]
+    LeastAllocated,
+    /// Bin-pack: prefer the fullest node that fits (small edge clusters).
+    MostAllocated,
+}
+
+impl fmt::Display for SchedulerScoring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SchedulerScoring::LeastAllocated => "LeastAllocated",
+            SchedulerScoring::MostAllocated => "MostAllocated",
+        })
+    }
 }
 
 impl ServerConfig {
@@ -46,6 +77,12 @@ impl ServerConfig {
             log_level: DEFAULT_LOG_LEVEL.into(),
             config_file: None,
             warnings: Vec::new(),
+            simulate_nodes: 0,
+            simulate_node_cpu: DEFAULT_SIMULATE_NODE_CPU.into(),
+            simulate_node_memory: DEFAULT_SIMULATE_NODE_MEMORY.into(),
+            simulate_node_pods: DEFAULT_SIMULATE_NODE_PODS,
+            node_monitor_grace_period: DEFAULT_NODE_MONITOR_GRACE_PERIOD,
+            scheduler_scoring: SchedulerScoring::default(),
         }
     }
 
@@ -116,6 +153,14 @@ pub const DEFAULT_KUBECONFIG_MODE: u32 = 0o600;
 pub const DEFAULT_CLUSTER_CIDR: &str = "10.42.0.0/16";
 pub const DEFAULT_SERVICE_CIDR: &str = "10.43.0.0/16";
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+pub const DEFAULT_SIMULATE_NODE_CPU: &str = "4";
+pub const DEFAULT_SIMULATE_NODE_MEMORY: &str = "16Gi";
+pub const DEFAULT_SIMULATE_NODE_PODS: u32 = 110;
+pub const DEFAULT_NODE_MONITOR_GRACE_PERIOD: std::time::Duration =
+    std::time::Duration::from_secs(40);
+/// Upstream caps simulated fleets nowhere; we stop at a size the pod CIDR
+/// fallback range (100.64.0.0/10, 16,384 /24s) can address.
+pub const MAX_SIMULATE_NODES: u32 = 16_000;
 
 /// Why a configuration could not be resolved. Every message names the flag,
 /// env variable or file key the bad value came from.
@@ -319,6 +364,89 @@ pub fn parse_log_level(s: &str) -> Result<String, String> {
         })
 }
 
+/// `--simulate-nodes`: a count from 0 to [`MAX_SIMULATE_NODES`].
+pub fn parse_simulate_nodes(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if n <= MAX_SIMULATE_NODES => Ok(n),
+        _ => Err(format!("not a node count from 0 to {MAX_SIMULATE_NODES}")),
+    }
+}
+
+/// A positive resource quantity such as `4`, `3500m` or `16Gi`, kept as written.
+pub fn parse_positive_quantity(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    match crate::registry::strategy::kinds::quantity::parse(t) {
+        Ok(q) if q.0 > 0 => Ok(t.to_string()),
+        Ok(_) => Err("must be greater than zero".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A positive pod count.
+pub fn parse_pod_count(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("not a positive number of pods".into()),
+    }
+}
+
+/// A Go-style duration (`40s`, `1m30s`, `500ms`, `2h`); a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    const HELP: &str = "not a duration such as 40s, 1m30s or 500ms";
+    if t.is_empty() {
+        return Err(HELP.into());
+    }
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    let mut total = 0f64;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| HELP.to_string())?;
+        let value: f64 = rest[..num_len].parse().map_err(|_| HELP.to_string())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(HELP.into()),
+        };
+        rest = &rest[unit_len..];
+        total += value * scale;
+    }
+    if !total.is_finite() || total > 1e9 {
+        return Err(HELP.into());
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
+}
+
+/// A grace period: a duration of at least one second.
+pub fn parse_grace_period(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    Ok(d)
+}
+
+/// `--scheduler-scoring`: LeastAllocated or MostAllocated (case-insensitive).
+pub fn parse_scheduler_scoring(s: &str) -> Result<SchedulerScoring, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "leastallocated" => Ok(SchedulerScoring::LeastAllocated),
+        "mostallocated" => Ok(SchedulerScoring::MostAllocated),
+        _ => Err("must be LeastAllocated or MostAllocated".into()),
+    }
+}
+
 /// A node name must be a DNS-1123 subdomain, as upstream requires of Node
 /// objects; like the kubelet's host name override it is lowercased first.
 pub fn parse_node_name(s: &str) -> Result<String, String> {
@@ -451,6 +579,37 @@ mod tests {
         assert!(parse_log_level("rk3s=debug,info").is_ok());
         assert!(parse_log_level("").is_err());
         assert!(parse_log_level("rk3s=loud").is_err());
+    }
+
+    #[test]
+    fn simulation_and_scheduler_settings() {
+        assert_eq!(parse_simulate_nodes("0"), Ok(0));
+        assert_eq!(parse_simulate_nodes(" 100 "), Ok(100));
+        assert!(parse_simulate_nodes("-1").is_err());
+        assert!(parse_simulate_nodes("99999").is_err());
+        assert_eq!(parse_positive_quantity("3500m").unwrap(), "3500m");
+        assert_eq!(parse_positive_quantity("16Gi").unwrap(), "16Gi");
+        assert!(parse_positive_quantity("0").is_err());
+        assert!(parse_positive_quantity("lots").is_err());
+        assert_eq!(parse_pod_count("110"), Ok(110));
+        assert!(parse_pod_count("0").is_err());
+        use std::time::Duration;
+        assert_eq!(parse_duration("40s"), Ok(Duration::from_secs(40)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_grace_period("500ms").is_err());
+        assert_eq!(
+            parse_scheduler_scoring("mostallocated"),
+            Ok(SchedulerScoring::MostAllocated)
+        );
+        assert_eq!(
+            parse_scheduler_scoring("LeastAllocated"),
+            Ok(SchedulerScoring::LeastAllocated)
+        );
+        assert!(parse_scheduler_scoring("Random").is_err());
     }
 
     #[test]

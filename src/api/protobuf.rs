@@ -283,7 +283,7 @@ impl Decoder {
                 None => take(1).unwrap_or(Value::Null),
             }
         } else {
-            return Value::Object(obj);
+            Value::Object(obj)
         }
     }
 

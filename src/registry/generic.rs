@@ -585,7 +585,7 @@ impl Registry {
         }
         def.strategy.allocate_update(&self.ctx(), &mut new, &old).await?;
         // An object being deleted goes once its last finalizer is removed.
-        if Self::deletion_ready(&new) {
+        if Self::finalizers(&old) > 0 && Self::deletion_ready(&new) {
             let kv = self.store.delete(&key, cur.mod_revision).await.map_err(|e| store_err(def, name, e))?;
             return self.decode(def, &kv);
         }
@@ -645,16 +645,49 @@ impl Registry {
             }
             let namespace_pending = def.kind == "Namespace"
                 && obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
-            if Self::finalizers(&obj) > 0 || namespace_pending {
-                // Graceful: mark and leave it to the finalizers' owners.
-                if obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+            // Orphan and Foreground deletion hand the object to the garbage
+            // collector through upstream's finalizers.
+            let gc_finalizer = match opts.propagation_policy.as_deref() {
+                Some("Orphan") => Some("orphan"),
+                Some("Foreground") => Some("foregroundDeletion"),
+                _ => None,
+            };
+            let stored = obj.clone();
+            let mut obj = obj;
+            if let Some(f) = gc_finalizer {
+                let list = meta_mut(&mut obj).entry("finalizers").or_insert_with(|| json!([]));
+                if let Some(arr) = list.as_array_mut() {
+                    if !arr.iter().any(|x| x == f) {
+                        arr.push(json!(f));
+                    }
+                }
+            }
+            let already = obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
+            let current_grace = obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
+            // A graceful delete, or a later one shortening the grace period.
+            let grace = def
+                .strategy
+                .graceful_delete(&obj, opts.grace_period_seconds)
+                .filter(|g| !already || current_grace.is_some_and(|c| *g < c));
+            let pending_grace = already && current_grace.is_some_and(|c| c > 0) && opts.grace_period_seconds != Some(0);
+            if Self::finalizers(&obj) > 0 || namespace_pending || grace.is_some() || pending_grace {
+                // Graceful: mark and leave it to the finalizers' owners or the node.
+                if already && gc_finalizer.is_none() && grace.is_none() {
                     return Ok((obj, false));
                 }
                 let mut new = obj.clone();
-                {
+                if !already || grace.is_some() {
+                    let g = grace.unwrap_or(0);
+                    let at = jiff::Timestamp::now()
+                        .checked_add(jiff::SignedDuration::from_secs(g))
+                        .unwrap_or_else(|_| jiff::Timestamp::now());
                     let meta = meta_mut(&mut new);
-                    meta.insert("deletionTimestamp".into(), json!(now_rfc3339()));
-                    meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+                    meta.insert("deletionTimestamp".into(), json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
+                    meta.insert("deletionGracePeriodSeconds".into(), json!(g));
+                }
+                if new == stored {
+                    // Already being deleted with that finalizer: nothing to write.
+                    return Ok((new, false));
                 }
                 if namespace_pending {
                     new["status"]["phase"] = json!("Terminating");

@@ -88,6 +88,13 @@ pub trait Strategy: Send + Sync + 'static {
     fn name_rule(&self) -> NameRule {
         NameRule::Subdomain
     }
+
+    /// Graceful deletion (upstream's CheckGracefulDelete): the grace period
+    /// in seconds to mark the object with instead of removing it at once, or
+    /// None to remove it now. `requested` is DeleteOptions.gracePeriodSeconds.
+    fn graceful_delete(&self, _obj: &Value, _requested: Option<i64>) -> Option<i64> {
+        None
+    }
 }
 
 /// A kind with no special behaviour.
