@@ -877,6 +877,13 @@ impl Drop for SqliteStore {
             let _ = self.tx.send(Request::Shutdown { reply });
             self.shared.hub.close();
         }
+        // A scratch store is removed with its last user, the writer thread:
+        // wait for it (short) so the directory does not outlive the process.
+        if self.shared.remove_on_drop.is_some()
+            && let Some(handle) = self.writer.lock().take()
+        {
+            let _ = handle.join();
+        }
     }
 }
 
