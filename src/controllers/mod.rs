@@ -2,9 +2,23 @@
 //! over the in-memory router), never side doors into the store. Each file is
 //! one controller with a `run(ctx)` entry; `start` spawns the enabled ones.
 
+pub mod cronjob;
+pub mod daemonset;
+pub mod deployment;
+pub mod endpoints;
 pub mod events;
+pub mod expectations;
+pub mod gc;
+pub mod history;
+pub mod job;
 pub mod namespace;
+pub mod nodelifecycle;
 pub mod podcontrol;
+pub mod rootca;
+pub mod serviceaccount;
+pub mod statefulset;
+pub mod ttl;
+pub mod replicaset;
 
 use std::sync::Arc;
 
@@ -19,11 +33,13 @@ pub struct Settings {
     pub node_monitor_grace_period: std::time::Duration,
     /// The cluster's service CIDR (for the kubernetes Service).
     pub service_cidr: String,
+    /// The cluster CA certificate (PEM), published as kube-root-ca.crt.
+    pub ca_pem: String,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { node_monitor_grace_period: std::time::Duration::from_secs(40), service_cidr: "10.43.0.0/16".into() }
+        Settings { node_monitor_grace_period: std::time::Duration::from_secs(40), service_cidr: "10.43.0.0/16".into(), ca_pem: String::new() }
     }
 }
 
@@ -47,7 +63,22 @@ type Runner = fn(Arc<Context>) -> futures::future::BoxFuture<'static, ()>;
 
 /// Every controller by the name `--disable` knows it by.
 fn controllers() -> Vec<(&'static str, Runner)> {
-    vec![("namespace", |ctx| Box::pin(namespace::run(ctx)))]
+    vec![
+        ("namespace", |ctx| Box::pin(namespace::run(ctx))),
+        ("node-lifecycle", |ctx| Box::pin(nodelifecycle::run(ctx))),
+        ("garbage-collector", |ctx| Box::pin(gc::run(ctx))),
+        ("endpoints", |ctx| Box::pin(endpoints::run(ctx))),
+        ("serviceaccount", |ctx| Box::pin(serviceaccount::run(ctx))),
+        ("root-ca-certificate-publisher", |ctx| Box::pin(rootca::run(ctx))),
+        ("job", |ctx| Box::pin(job::run(ctx))),
+        ("ttl-after-finished", |ctx| Box::pin(ttl::run(ctx))),
+        ("cronjob", |ctx| Box::pin(cronjob::run(ctx))),
+        ("replicaset", |ctx| Box::pin(replicaset::run(ctx))),
+        ("replicationcontroller", |ctx| Box::pin(replicaset::run_replication_controllers(ctx))),
+        ("deployment", |ctx| Box::pin(deployment::run(ctx))),
+        ("statefulset", |ctx| Box::pin(statefulset::run(ctx))),
+        ("daemonset", |ctx| Box::pin(daemonset::run(ctx))),
+    ]
 }
 
 /// Spawn every controller not named in `disabled`.

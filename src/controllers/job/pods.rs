@@ -103,7 +103,9 @@ fn ready_since(pod: &Pod) -> Option<Timestamp> {
 /// Sort key putting the pods best deleted first (upstream's ActivePods):
 /// unscheduled, pending before running, not ready, ready for less time,
 /// more restarts, newer.
-fn removal_rank(pod: &Pod) -> impl Ord {
+type Rank = (bool, u8, bool, Reverse<Timestamp>, Reverse<i32>, Reverse<Timestamp>);
+
+fn removal_rank(pod: &Pod) -> Rank {
     let assigned = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
     let phase = match phase(pod) {
         "Unknown" => 1,
@@ -118,7 +120,7 @@ fn removal_rank(pod: &Pod) -> impl Ord {
 
 /// Sort pods so the ones best deleted come first.
 pub fn sort_for_removal(pods: &mut [Pod]) {
-    pods.sort_by_cached_key(|p| removal_rank(p));
+    pods.sort_by_cached_key(removal_rank);
 }
 
 /// Active pods to delete: for Indexed Jobs every pod without a valid index

@@ -1,0 +1,6 @@
+//! Node agents. `simulated` runs fake nodes in process (in the style of
+//! kwok) for tests and scale benchmarks; the real agent (pod workers,
+//! probes, volumes, status, lease) comes later and must not borrow its
+//! shortcuts.
+
+pub mod simulated;
