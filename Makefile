@@ -66,6 +66,7 @@ deps:
 # kubectl (tests/), and doc tests. nextest runs each test in its own process.
 test: deps
 	$(CARGO) build
+	$(CARGO) test --doc
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  echo "$(CARGO) nextest run --no-fail-fast"; \
 	  $(CARGO) nextest run --no-fail-fast; \
@@ -73,7 +74,6 @@ test: deps
 	  echo "cargo-nextest not found; using cargo test"; \
 	  $(CARGO) test --no-fail-fast --lib --bins --tests; \
 	fi
-	$(CARGO) test --doc
 
 bench: deps
 	$(CARGO) bench --benches

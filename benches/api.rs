@@ -92,8 +92,7 @@ async fn run(server: &common::Server, clients: usize, objects: usize, lists: usi
         let _ = common::send(c, "GET", "/api/v1/namespaces/default", None).await;
     }
     let payload = "x".repeat(1024);
-    let rvs: Arc<parking_lot::Mutex<Vec<Vec<String>>>> =
-        Arc::new(parking_lot::Mutex::new(vec![
+    let rvs: Arc<parking_lot::Mutex<Vec<Vec<String>>>> = Arc::new(parking_lot::Mutex::new(vec![
             vec![String::new(); objects];
             clients
         ]));

@@ -247,9 +247,23 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
     let ctx = Arc::new(crate::controllers::Context {
         client: cp.client(),
         catalogue: cp.state.catalogue.clone(),
-        settings: crate::controllers::Settings { service_cidr: cfg.service_cidr.clone(), ..Default::default() },
+        settings: crate::controllers::Settings {
+            service_cidr: cfg.service_cidr.clone(),
+            node_monitor_grace_period: cfg.node_monitor_grace_period,
+            ..Default::default()
+        },
     });
     let _controllers = crate::controllers::start(ctx, &cfg.disable);
+    // ---- scheduler and simulated nodes (issue 4) ----
+    let _scheduler = (!cfg.is_disabled("scheduler")).then(|| {
+        let opts = crate::scheduler::SchedulerOptions { scoring: cfg.scheduler_scoring, ..Default::default() };
+        crate::scheduler::start(cp.client(), opts)
+    });
+    let _simulated_nodes = (cfg.simulate_nodes > 0).then(|| {
+        let sim = crate::node::simulated::SimConfig::from_server(&cfg);
+        crate::node::simulated::SimulatedNodes::start(cp.client(), sim)
+    });
+    // ---- end scheduler and simulated nodes ----
 
     let addr = SocketAddr::new(cfg.bind_address, cfg.https_port);
     let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Listen { addr, source })?;

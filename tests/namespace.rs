@@ -16,10 +16,16 @@ const WAIT: Duration = Duration::from_secs(30);
 fn content(ns: &str) -> String {
     let mut y = String::new();
     for i in 0..20 {
-        let _ = write!(y, "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm-{i}, namespace: {ns}}}\ndata: {{k: v}}\n");
+        let _ = write!(
+            y,
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm-{i}, namespace: {ns}}}\ndata: {{k: v}}\n"
+        );
     }
     for i in 0..5 {
-        let _ = write!(y, "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: s-{i}, namespace: {ns}}}\nstringData: {{k: v}}\n");
+        let _ = write!(
+            y,
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: s-{i}, namespace: {ns}}}\nstringData: {{k: v}}\n"
+        );
     }
     for i in 0..3 {
         let _ = write!(
@@ -63,10 +69,18 @@ spec: {{containers: [{{name: c, image: busybox}}]}}
 }
 
 fn count_all(s: &Server, ns: &str) -> usize {
-    s.k(&["get", "cm,secret,svc,deploy,rs,sa,role,lease,pod", "-n", ns, "--ignore-not-found", "-o", "name"])
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .count()
+    s.k(&[
+        "get",
+        "cm,secret,svc,deploy,rs,sa,role,lease,pod",
+        "-n",
+        ns,
+        "--ignore-not-found",
+        "-o",
+        "name",
+    ])
+    .lines()
+    .filter(|l| !l.trim().is_empty())
+    .count()
 }
 
 #[test]
@@ -77,23 +91,66 @@ fn deleting_a_namespace_deletes_everything_in_it_quickly() {
     // A neighbour that must be left alone.
     s.k(&["create", "namespace", "neighbour"]);
     s.k(&["create", "configmap", "cm-0", "-n", "neighbour"]);
-    assert!(count_all(&s, "doomed") >= 33, "content not created: {}", count_all(&s, "doomed"));
+    assert!(
+        count_all(&s, "doomed") >= 33,
+        "content not created: {}",
+        count_all(&s, "doomed")
+    );
 
     let started = Instant::now();
     // kubectl waits until the namespace is gone.
     s.k(&["delete", "namespace", "doomed", "--timeout=60s"]);
     let took = started.elapsed();
     eprintln!("namespace with {} objects deleted in {took:?}", 33);
-    assert!(took < Duration::from_secs(15), "namespace deletion took {took:?}");
-    assert_eq!(s.k(&["get", "namespace", "doomed", "--ignore-not-found", "-o", "name"]).trim(), "");
+    assert!(
+        took < Duration::from_secs(15),
+        "namespace deletion took {took:?}"
+    );
+    assert_eq!(
+        s.k(&[
+            "get",
+            "namespace",
+            "doomed",
+            "--ignore-not-found",
+            "-o",
+            "name"
+        ])
+        .trim(),
+        ""
+    );
     // Nothing of it is left behind in the store.
-    let left = s.k(&["get", "cm,secret,svc,deploy,sa,role,lease,pod", "-A", "-o", "name", "--field-selector", "metadata.namespace=doomed"]);
+    let left = s.k(&[
+        "get",
+        "cm,secret,svc,deploy,sa,role,lease,pod",
+        "-A",
+        "-o",
+        "name",
+        "--field-selector",
+        "metadata.namespace=doomed",
+    ]);
     assert_eq!(left.trim(), "", "left behind: {left}");
-    assert_eq!(s.k(&["get", "cm", "cm-0", "-n", "neighbour", "-o", "name"]).trim(), "configmap/cm-0");
+    assert_eq!(
+        s.k(&["get", "cm", "cm-0", "-n", "neighbour", "-o", "name"])
+            .trim(),
+        "configmap/cm-0"
+    );
 
     // The namespace name can be reused at once, and starts empty.
     s.k(&["create", "namespace", "doomed"]);
-    assert_eq!(s.k(&["get", "cm,secret", "-n", "doomed", "-o", "name", "--field-selector", "metadata.name=cm-0"]).trim(), "");
+    assert_eq!(
+        s.k(&[
+            "get",
+            "cm,secret",
+            "-n",
+            "doomed",
+            "-o",
+            "name",
+            "--field-selector",
+            "metadata.name=cm-0"
+        ])
+        .trim(),
+        ""
+    );
 }
 
 fn condition(ns: &Value, ty: &str) -> (String, String, String) {
@@ -117,7 +174,8 @@ fn finalizers_hold_a_terminating_namespace_and_conditions_say_why() {
     s.k(&["delete", "namespace", "held", "--wait=false"]);
     let ns = || s.k_json(&["get", "namespace", "held"]);
     assert!(
-        wait_until(WAIT, || condition(&ns(), "NamespaceFinalizersRemaining").0 == "True"),
+        wait_until(WAIT, || condition(&ns(), "NamespaceFinalizersRemaining").0
+            == "True"),
         "no NamespaceFinalizersRemaining condition: {}",
         ns()
     );
@@ -141,7 +199,11 @@ fn finalizers_hold_a_terminating_namespace_and_conditions_say_why() {
     );
     assert_eq!(
         condition(&got, "NamespaceDeletionDiscoveryFailure"),
-        ("False".into(), "ResourcesDiscovered".into(), "All resources successfully discovered".into())
+        (
+            "False".into(),
+            "ResourcesDiscovered".into(),
+            "All resources successfully discovered".into()
+        )
     );
     assert_eq!(
         condition(&got, "NamespaceDeletionContentFailure"),
@@ -152,17 +214,72 @@ fn finalizers_hold_a_terminating_namespace_and_conditions_say_why() {
         )
     );
     // The free object went; the held one waits with a deletionTimestamp.
-    assert_eq!(s.k(&["get", "cm", "free", "-n", "held", "--ignore-not-found", "-o", "name"]).trim(), "");
-    assert!(!s.k(&["get", "cm", "stuck", "-n", "held", "-o", "jsonpath={.metadata.deletionTimestamp}"]).is_empty());
-    assert_eq!(s.k(&["get", "namespace", "held", "-o", "jsonpath={.spec.finalizers}"]), r#"["kubernetes"]"#);
+    assert_eq!(
+        s.k(&[
+            "get",
+            "cm",
+            "free",
+            "-n",
+            "held",
+            "--ignore-not-found",
+            "-o",
+            "name"
+        ])
+        .trim(),
+        ""
+    );
+    assert!(
+        !s.k(&[
+            "get",
+            "cm",
+            "stuck",
+            "-n",
+            "held",
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}"
+        ])
+        .is_empty()
+    );
+    assert_eq!(
+        s.k(&[
+            "get",
+            "namespace",
+            "held",
+            "-o",
+            "jsonpath={.spec.finalizers}"
+        ]),
+        r#"["kubernetes"]"#
+    );
     // kubectl describe shows the conditions.
     let described = s.k(&["describe", "namespace", "held"]);
-    assert!(described.contains("NamespaceFinalizersRemaining"), "{described}");
+    assert!(
+        described.contains("NamespaceFinalizersRemaining"),
+        "{described}"
+    );
 
     // Releasing the object lets the namespace go.
-    s.k(&["patch", "configmap", "stuck", "-n", "held", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
+    s.k(&[
+        "patch",
+        "configmap",
+        "stuck",
+        "-n",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
     assert!(
-        wait_until(WAIT, || s.k(&["get", "namespace", "held", "--ignore-not-found", "-o", "name"]).trim().is_empty()),
+        wait_until(WAIT, || s
+            .k(&[
+                "get",
+                "namespace",
+                "held",
+                "--ignore-not-found",
+                "-o",
+                "name"
+            ])
+            .trim()
+            .is_empty()),
         "namespace still there: {}",
         ns()
     );

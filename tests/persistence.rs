@@ -96,7 +96,17 @@ fn restart_keeps_every_object_and_resource_version() {
     s.k_in(&cm.to_string(), &["replace", "-f", "-"]);
     s.k(&["delete", "configmap", "cm-7", "-n", "keep"]);
 
-    let before = snapshot(&s);
+    // Let the controllers settle (deployment and job status), so what the
+    // restart is compared against is a steady state.
+    let mut before = snapshot(&s);
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(1000));
+        let again = snapshot(&s);
+        if again == before {
+            break;
+        }
+        before = again;
+    }
     let rv_before = s.get_json("/api/v1/namespaces/keep/configmaps")["metadata"]["resourceVersion"]
         .as_str()
         .expect("rv")

@@ -31,6 +31,7 @@ fn names(s: &Server, args: &[&str]) -> Vec<String> {
     a.extend_from_slice(args);
     lines(&s.k(&a))
         .into_iter()
+        .filter(|l| common::not_root_ca(l))
         .map(|l| l.trim_start_matches("configmap/").to_string())
         .collect()
 }
@@ -52,7 +53,7 @@ fn label_selector_operators() {
         ("!tier", "c d"),
         ("env=prod,tier", "a"),
         ("env=prod,!tier", "c"),
-        ("env in (prod),tier notin (be)", "a"),
+        ("env in (prod),tier notin (be)", "a c"), // notin matches a missing label
         ("env=nobody", ""),
     ];
     for (sel, want) in cases {
@@ -150,12 +151,14 @@ kind: Pod
 metadata: {name: never, namespace: default}
 spec:
   restartPolicy: Never
+  schedulerName: nobody # stays Pending whatever else runs
   containers: [{name: c, image: busybox}]
 ---
 apiVersion: v1
 kind: Pod
 metadata: {name: always, namespace: default}
 spec:
+  schedulerName: nobody
   containers: [{name: c, image: busybox}]
 ---
 apiVersion: v1
@@ -243,7 +246,8 @@ fn event_field_selectors_for_describe() {
     s.k_in(&ev, &["create", "-f", "-"]);
     let other = ev
         .replace("target.1", "other.1")
-        .replace(r#""name":"target""#, r#""name":"other""#);
+        .replace(r#""name":"target""#, r#""name":"other""#)
+        .replace(uid.as_str(), "00000000-0000-0000-0000-000000000001");
     s.k_in(&other, &["create", "-f", "-"]);
     let got = lines(&s.k(&[
         "get",
@@ -294,18 +298,23 @@ fn sort_by() {
     }
     let out = s.k(&["get", "cm", "--sort-by=.data.rank", "-o", "name"]);
     assert_eq!(
-        out.lines().collect::<Vec<_>>(),
+        out.lines()
+            .filter(|l| common::not_root_ca(l))
+            .collect::<Vec<_>>(),
         vec!["configmap/z1", "configmap/m1", "configmap/a1"]
     );
     let out = s.k(&["get", "cm", "--sort-by=.metadata.name", "-o", "name"]);
     assert_eq!(
-        out.lines().collect::<Vec<_>>(),
+        out.lines()
+            .filter(|l| common::not_root_ca(l))
+            .collect::<Vec<_>>(),
         vec!["configmap/a1", "configmap/m1", "configmap/z1"]
     );
     // Table output sorts the same way (kubectl sorts the server's Table rows).
     let rows: Vec<String> = s
         .k(&["get", "cm", "--sort-by=.data.rank", "--no-headers"])
         .lines()
+        .filter(|l| common::not_root_ca(l))
         .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
         .collect();
     assert_eq!(rows, vec!["z1", "m1", "a1"]);
@@ -318,7 +327,9 @@ fn sort_by() {
         "name",
     ]);
     assert_eq!(
-        out.lines().collect::<Vec<_>>(),
+        out.lines()
+            .filter(|l| common::not_root_ca(l))
+            .collect::<Vec<_>>(),
         vec!["configmap/z1", "configmap/a1", "configmap/m1"]
     );
 }
@@ -346,7 +357,11 @@ fn chunked_lists_return_everything() {
         "-v=6",
     ]);
     assert!(o.status.success(), "{}", common::stderr(&o));
-    assert_eq!(lines(&common::stdout(&o)), want);
+    let got: Vec<String> = lines(&common::stdout(&o))
+        .into_iter()
+        .filter(|l| common::not_root_ca(l))
+        .collect();
+    assert_eq!(got, want);
     let log = common::stderr(&o);
     let pages = log
         .lines()
@@ -359,12 +374,13 @@ fn chunked_lists_return_everything() {
     assert!(log.contains("continue="), "no continue token used:\n{log}");
     // Table output with chunks too.
     let rows = s.k(&["get", "cm", "-n", "pages", "--chunk-size=5", "--no-headers"]);
-    assert_eq!(rows.lines().count(), 23);
+    assert_eq!(rows.lines().filter(|l| common::not_root_ca(l)).count(), 23);
 
     // The raw protocol: limit, continue, remainingItemCount, one resourceVersion.
     let mut seen = Vec::new();
     let mut cont = String::new();
     let mut list_rv = None;
+    let mut total: Option<Vec<String>> = None;
     for page in 0.. {
         assert!(page < 10, "pagination does not terminate");
         let path = if cont.is_empty() {
@@ -387,6 +403,21 @@ fn chunked_lists_return_everything() {
                 "all pages are read at the first page's resourceVersion"
             );
         }
+        // The whole list at this page's resourceVersion: what paging must yield.
+        if total.is_none() {
+            let rv = rv.as_str().expect("list resourceVersion");
+            let exact = s.get_json(&format!(
+                "/api/v1/namespaces/pages/configmaps?resourceVersion={rv}&resourceVersionMatch=Exact"
+            ));
+            total = Some(
+                exact["items"]
+                    .as_array()
+                    .expect("items")
+                    .iter()
+                    .filter_map(|i| i["metadata"]["name"].as_str().map(String::from))
+                    .collect::<Vec<_>>(),
+            );
+        }
         list_rv = Some(rv);
         cont = l["metadata"]["continue"].as_str().unwrap_or("").to_string();
         let remaining = l["metadata"]["remainingItemCount"].as_u64();
@@ -394,9 +425,10 @@ fn chunked_lists_return_everything() {
             assert_eq!(remaining, None, "no remainingItemCount on the last page");
             break;
         }
+        let all = total.as_ref().map_or(0, Vec::len);
         assert_eq!(
             remaining,
-            Some((23 - seen.len()) as u64),
+            Some((all - seen.len()) as u64),
             "remainingItemCount on page {page}"
         );
         // A write between pages must not show up in later pages (snapshot).
@@ -404,8 +436,18 @@ fn chunked_lists_return_everything() {
             s.k(&["create", "configmap", "cm-99-late", "-n", "pages"]);
         }
     }
+    assert_eq!(
+        Some(&seen),
+        total.as_ref(),
+        "pages are in key order and complete"
+    );
+    let ours: Vec<&String> = seen.iter().filter(|n| common::not_root_ca(n)).collect();
     let want_names: Vec<String> = (0..23).map(|i| format!("cm-{i:02}")).collect();
-    assert_eq!(seen, want_names, "pages are in key order and complete");
+    assert_eq!(
+        ours,
+        want_names.iter().collect::<Vec<_>>(),
+        "every object, once"
+    );
     // A garbage continue token is 400.
     s.get("/api/v1/namespaces/pages/configmaps?limit=5&continue=bm90LWEtdG9rZW4")
         .assert_status(400, "BadRequest");

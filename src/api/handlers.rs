@@ -17,7 +17,7 @@ use super::request::{self, BodyType, FieldValidation, Output, Query};
 use super::status::{ApiError, success_status};
 use super::table;
 use crate::registry::ResourceDef;
-use crate::registry::generic::{ListPage, WriteOptions};
+use crate::registry::generic::{ListPage, ReadAt, WriteOptions};
 
 pub(crate) fn json_response(code: StatusCode, v: &Value) -> Response {
     let body = serde_json::to_vec(v).unwrap_or_default();
@@ -166,6 +166,26 @@ async fn serve(st: Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
             let page = reg.list(&def, ns, &lq).await?;
             Ok(render_list(&def, page, out, &q)?)
         }
+        (&Method::GET, Some(name)) if t.subresource.as_deref() == Some("scale") => {
+            let obj = reg.get(&def, ns, name, q.read_at()?).await?;
+            Ok(json_response(StatusCode::OK, &crate::registry::generic::Registry::scale_of(&def, &obj)))
+        }
+        (&Method::PUT, Some(name)) if t.subresource.as_deref() == Some("scale") => {
+            let bt = request::body_type(&parts.headers)?;
+            let raw = read_body(body).await?;
+            let scale = request::decode_object(&raw, bt)?;
+            let opts = WriteOptions { dry_run: q.dry_run()? };
+            Ok(json_response(StatusCode::OK, &reg.update_scale(&def, ns, name, &scale, &opts).await?))
+        }
+        (&Method::PATCH, Some(name)) if t.subresource.as_deref() == Some("scale") => {
+            let bt = request::body_type(&parts.headers)?;
+            let raw = read_body(body).await?;
+            let opts = WriteOptions { dry_run: q.dry_run()? };
+            let obj = reg.get(&def, ns, name, ReadAt::Latest).await?;
+            let scale = crate::registry::generic::Registry::scale_of(&def, &obj);
+            let patched = crate::patch::apply(&scale, bt, &raw).map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?;
+            Ok(json_response(StatusCode::OK, &reg.update_scale(&def, ns, name, &patched, &opts).await?))
+        }
         (&Method::GET, Some(name)) => {
             let obj = reg.get(&def, ns, name, q.read_at()?).await?;
             render_object(&def, StatusCode::OK, obj, out, &q)
@@ -178,8 +198,8 @@ async fn serve(st: Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
                 ));
             }
             let raw = read_body(body).await?;
-            let obj = request::decode_object(&raw, bt)?;
-            let warnings = check_fields(&def, &raw, bt, &obj, q.field_validation()?)?;
+            let mut obj = request::decode_object(&raw, bt)?;
+            let warnings = check_fields(&def, &raw, bt, &mut obj, q.field_validation()?)?;
             let opts = WriteOptions { dry_run: q.dry_run()? };
             let created = reg.create(&def, ns, obj, &opts).await?;
             let mut resp = render_object(&def, StatusCode::CREATED, created, out, &q)?;
@@ -202,8 +222,8 @@ async fn serve(st: Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
                 ));
             }
             let raw = read_body(body).await?;
-            let obj = request::decode_object(&raw, bt)?;
-            let warnings = check_fields(&def, &raw, bt, &obj, q.field_validation()?)?;
+            let mut obj = request::decode_object(&raw, bt)?;
+            let warnings = check_fields(&def, &raw, bt, &mut obj, q.field_validation()?)?;
             let opts = WriteOptions { dry_run: q.dry_run()? };
             let sub = t.subresource.as_deref().map(|s| if s == "finalize" { "finalize" } else { s });
             let updated = if sub == Some("finalize") {
@@ -265,36 +285,43 @@ async fn serve(st: Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
     }
 }
 
-/// Strict/Warn field validation: unknown and duplicate fields.
+/// Field validation: Strict rejects unknown and duplicate fields; Warn and
+/// Ignore drop unknown fields (as decoding into the typed object does
+/// upstream), Warn also returning them for Warning headers.
 fn check_fields(
     def: &ResourceDef,
     raw: &[u8],
     bt: BodyType,
-    obj: &Value,
+    obj: &mut Value,
     mode: FieldValidation,
 ) -> Result<Vec<String>, ApiError> {
-    if mode == FieldValidation::Ignore {
-        return Ok(Vec::new());
-    }
-    let problems: Vec<String> = if bt == BodyType::Json {
-        fieldvalidation::strict_errors(def, raw).iter().map(ToString::to_string).collect()
-    } else {
-        fieldvalidation::unknown_fields(def, obj).into_iter().map(|f| format!("unknown field \"{f}\"")).collect()
-    };
-    if problems.is_empty() {
-        return Ok(Vec::new());
-    }
-    match mode {
+    if mode == FieldValidation::Strict {
+        let problems: Vec<String> = if bt == BodyType::Json {
+            fieldvalidation::strict_errors(def, raw).iter().map(ToString::to_string).collect()
+        } else {
+            fieldvalidation::unknown_fields(def, obj).into_iter().map(|f| format!("unknown field \"{f}\"")).collect()
+        };
+        if problems.is_empty() {
+            return Ok(Vec::new());
+        }
         // Upstream names only the version here: `Deployment in version "v1"`.
-        FieldValidation::Strict => Err(ApiError::bad_request(format!(
+        return Err(ApiError::bad_request(format!(
             "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
             def.kind,
             def.version,
             def.kind,
             problems.join(", ")
-        ))),
-        _ => Ok(problems),
+        )));
     }
+    let mut warnings: Vec<String> = Vec::new();
+    if mode == FieldValidation::Warn && bt == BodyType::Json {
+        warnings.extend(fieldvalidation::duplicate_fields(raw).into_iter().map(|f| format!("duplicate field \"{f}\"")));
+    }
+    let unknown = fieldvalidation::prune_unknown(def, obj);
+    if mode == FieldValidation::Warn {
+        warnings.extend(unknown.into_iter().map(|f| format!("unknown field \"{f}\"")));
+    }
+    Ok(warnings)
 }
 
 fn add_warnings(resp: &mut Response, warnings: &[String]) {

@@ -93,10 +93,10 @@ impl Query {
             ("", Some(r)) | ("NotOlderThan", Some(r)) => Ok(ReadAt::NotOlderThan(r)),
             ("NotOlderThan", None) => Ok(ReadAt::Any),
             ("Exact", Some(r)) => Ok(ReadAt::Exact(r)),
-            ("Exact", None) => Err(ApiError::bad_request(
+            ("Exact", None) => Err(list_options_invalid(
                 "resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
             )),
-            (m, _) => Err(ApiError::bad_request(format!(
+            (m, _) => Err(list_options_invalid(&format!(
                 "resourceVersionMatch: Unsupported value: \"{m}\": supported values: \"Exact\", \"NotOlderThan\", \"\""
             ))),
         }
@@ -163,6 +163,13 @@ impl Query {
         }
         Ok(o)
     }
+}
+
+/// Invalid list options are 422 Invalid of kind ListOptions, as upstream.
+pub fn list_options_invalid(detail: &str) -> ApiError {
+    let mut e = ApiError::new(422, "Invalid", format!("ListOptions.meta.k8s.io \"\" is invalid: {detail}"));
+    e.details = Some(serde_json::json!({"group": "meta.k8s.io", "kind": "ListOptions"}));
+    e
 }
 
 pub fn parse_rv(raw: Option<&str>) -> Result<Option<Revision>, ApiError> {

@@ -92,13 +92,13 @@ pub async fn serve(
     let include = q.include_object()?;
     let rv = q.resource_version()?;
     if send_initial.is_some() && q.get("resourceVersionMatch") != Some("NotOlderThan") {
-        return Err(ApiError::invalid(
-            def.target(),
-            "",
-            &[super::status::FieldError::forbidden(
-                "resourceVersionMatch",
-                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
-            )],
+        return Err(super::request::list_options_invalid(
+            "resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+        ));
+    }
+    if send_initial == Some(true) && !bookmarks {
+        return Err(super::request::list_options_invalid(
+            "allowWatchBookmarks: Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true",
         ));
     }
     // Upstream: unset or "0" replays current state as ADDED; sendInitialEvents decides when given.

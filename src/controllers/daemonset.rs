@@ -33,13 +33,14 @@ use tracing::{debug, warn};
 
 use self::eligibility::{add_daemon_tolerations, node_should_run, pin_to_node, target_node};
 use self::rollout::{
-    NodePods, Rollout, TEMPLATE_GENERATION_LABEL, allows_surge, count, is_rolling_update, plan_node, rolling_update,
-    surge_count, template_generation, unavailable_count,
+    NodePods, Rollout, TEMPLATE_GENERATION_LABEL, allows_surge, count, is_rolling_update,
+    plan_node, rolling_update, surge_count, template_generation, unavailable_count,
 };
 use super::Context;
 use super::events::{NORMAL, Recorder, WARNING, reference};
 use super::history::{
-    History, REVISION_HASH_LABEL, SyncError, selector_matches, selector_of, template_hash, template_patch,
+    History, REVISION_HASH_LABEL, SyncError, selector_matches, selector_of, template_hash,
+    template_patch,
 };
 use super::podcontrol::{controller_of, controller_ref, pod_from_template};
 
@@ -61,7 +62,10 @@ struct State {
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let (nodes, writer) = reflector::store::<Node>();
-    let controller = Controller::new(Api::<DaemonSet>::all(client.clone()), watcher::Config::default());
+    let controller = Controller::new(
+        Api::<DaemonSet>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let sets = controller.store();
     let state = Arc::new(State {
         client: client.clone(),
@@ -79,8 +83,15 @@ pub async fn run(ctx: Arc<Context>) {
         .filter_map(move |ev| futures::future::ready(node_change(&mut seen, ev)));
     let pods_cfg = watcher::Config::default().labels(REVISION_HASH_LABEL);
     controller
-        .owns(Api::<ControllerRevision>::all(client.clone()), watcher::Config::default())
-        .watches(Api::<PartialObjectMeta<Pod>>::all(client), pods_cfg, move |pod| sets_for_pod(&sets, &pod))
+        .owns(
+            Api::<ControllerRevision>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .watches(
+            Api::<PartialObjectMeta<Pod>>::all(client),
+            pods_cfg,
+            move |pod| sets_for_pod(&sets, &pod),
+        )
         .reconcile_all_on(node_changes)
         .run(reconcile, error_policy, state)
         .for_each(|res| {
@@ -95,12 +106,16 @@ pub async fn run(ctx: Arc<Context>) {
 /// What about a node matters to DaemonSets: its labels and taints.
 fn fingerprint(node: &Node) -> String {
     let labels = serde_json::to_string(&node.metadata.labels).unwrap_or_default();
-    let taints = serde_json::to_string(&node.spec.as_ref().and_then(|s| s.taints.as_ref())).unwrap_or_default();
+    let taints = serde_json::to_string(&node.spec.as_ref().and_then(|s| s.taints.as_ref()))
+        .unwrap_or_default();
     format!("{labels}|{taints}")
 }
 
 /// Some(()) when a node event should re-sync the DaemonSets.
-fn node_change(seen: &mut HashMap<String, String>, ev: Result<watcher::Event<Node>, watcher::Error>) -> Option<()> {
+fn node_change(
+    seen: &mut HashMap<String, String>,
+    ev: Result<watcher::Event<Node>, watcher::Error>,
+) -> Option<()> {
     match ev {
         Ok(watcher::Event::Apply(n)) | Ok(watcher::Event::InitApply(n)) => {
             let name = n.metadata.name.clone().unwrap_or_default();
@@ -120,7 +135,10 @@ fn node_change(seen: &mut HashMap<String, String>, ev: Result<watcher::Event<Nod
     }
 }
 
-fn sets_for_pod(sets: &Store<DaemonSet>, pod: &PartialObjectMeta<Pod>) -> Vec<ObjectRef<DaemonSet>> {
+fn sets_for_pod(
+    sets: &Store<DaemonSet>,
+    pod: &PartialObjectMeta<Pod>,
+) -> Vec<ObjectRef<DaemonSet>> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     if let Some(c) = controller_of(&pod.metadata) {
         if c.kind == "DaemonSet" && c.api_version == "apps/v1" {
@@ -132,8 +150,9 @@ fn sets_for_pod(sets: &Store<DaemonSet>, pod: &PartialObjectMeta<Pod>) -> Vec<Ob
         .iter()
         .filter(|d| d.metadata.namespace.as_deref() == Some(ns.as_str()))
         .filter(|d| {
-            selector_of(d.spec.as_ref().map(|s| &s.selector))
-                .is_some_and(|sel| !sel.selects_all() && selector_matches(&sel, pod.metadata.labels.as_ref()))
+            selector_of(d.spec.as_ref().map(|s| &s.selector)).is_some_and(|sel| {
+                !sel.selects_all() && selector_matches(&sel, pod.metadata.labels.as_ref())
+            })
         })
         .map(|d| ObjectRef::from_obj(d.as_ref()))
         .collect()
@@ -144,7 +163,11 @@ fn name_of(meta: &ObjectMeta) -> &str {
 }
 
 fn key_of(ds: &DaemonSet) -> String {
-    format!("{}/{}", ds.metadata.namespace.as_deref().unwrap_or(""), name_of(&ds.metadata))
+    format!(
+        "{}/{}",
+        ds.metadata.namespace.as_deref().unwrap_or(""),
+        name_of(&ds.metadata)
+    )
 }
 
 async fn reconcile(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action, SyncError> {
@@ -181,7 +204,9 @@ async fn sync(ds: &DaemonSet, state: &State) -> Result<Action, SyncError> {
     if ds.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let Some(spec) = ds.spec.as_ref() else { return Ok(Action::await_change()) };
+    let Some(spec) = ds.spec.as_ref() else {
+        return Ok(Action::await_change());
+    };
     let Some(selector) = selector_of(Some(&spec.selector)) else {
         warn!(daemonset = key_of(ds), "invalid selector");
         return Ok(Action::await_change());
@@ -214,13 +239,17 @@ async fn sync(ds: &DaemonSet, state: &State) -> Result<Action, SyncError> {
         .cloned()
         .unwrap_or_default();
 
-    let wrote = s.manage(&nodes, &pods, &hash).await?;
-    let mut pods = pods;
-    if wrote {
-        pods = s.claim_pods(&selector).await?;
-    } else if is_rolling_update(ds) && s.roll(&nodes, &pods, &hash).await? {
-        pods = s.claim_pods(&selector).await?;
+    // A rolling-update step waits for a pass in which manage had nothing
+    // to do, so it never reasons about pods from before manage's writes.
+    let mut wrote = s.manage(&nodes, &pods, &hash).await?;
+    if !wrote && is_rolling_update(ds) {
+        wrote = s.roll(&nodes, &pods, &hash).await?;
     }
+    let pods = if wrote {
+        s.claim_pods(&selector).await?
+    } else {
+        pods
+    };
     s.cleanup_history(&history, old, &pods).await?;
     s.update_status(&nodes, &pods, &hash).await?;
     Ok(match s.requeue {
@@ -241,7 +270,11 @@ fn group_by_node(pods: &[Pod]) -> NodePods<'_> {
 
 impl Sync<'_> {
     fn min_ready(&self) -> i32 {
-        self.ds.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+        self.ds
+            .spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
     }
 
     fn requeue_after(&mut self, d: Duration) {
@@ -249,14 +282,20 @@ impl Sync<'_> {
     }
 
     async fn event(&self, type_: &str, reason: &str, message: String) {
-        self.state.recorder.publish(&self.ds_ref, type_, reason, &message).await;
+        self.state
+            .recorder
+            .publish(&self.ds_ref, type_, reason, &message)
+            .await;
     }
 
     /// The DaemonSet's pods: controlled ones it still selects, plus matching
     /// orphans it adopts.
     async fn claim_pods(&self, selector: &Selector) -> Result<Vec<Pod>, SyncError> {
         let uid = self.ds.metadata.uid.clone().unwrap_or_default();
-        let list = self.pods.list(&ListParams::default().labels(&selector.to_string())).await?;
+        let list = self
+            .pods
+            .list(&ListParams::default().labels(&selector.to_string()))
+            .await?;
         let mut out = Vec::new();
         for pod in list.items {
             match controller_of(&pod.metadata) {
@@ -265,9 +304,16 @@ impl Sync<'_> {
                 None if pod.metadata.deletion_timestamp.is_none() && !selector.selects_all() => {
                     let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
                     refs.push(controller_ref(self.ds));
-                    let patch =
-                        json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.metadata.resource_version}});
-                    match self.pods.patch(name_of(&pod.metadata), &PatchParams::default(), &Patch::Merge(patch)).await {
+                    let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.metadata.resource_version}});
+                    match self
+                        .pods
+                        .patch(
+                            name_of(&pod.metadata),
+                            &PatchParams::default(),
+                            &Patch::Merge(patch),
+                        )
+                        .await
+                    {
                         Ok(p) => out.push(p),
                         Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => {}
                         Err(e) => return Err(e.into()),
@@ -287,13 +333,23 @@ impl Sync<'_> {
         revisions: Vec<ControllerRevision>,
         pods: &[Pod],
     ) -> Result<(ControllerRevision, Vec<ControllerRevision>), SyncError> {
-        let spec = self.ds.spec.as_ref().ok_or_else(|| SyncError::Invalid("daemonset has no spec".into()))?;
+        let spec = self
+            .ds
+            .spec
+            .as_ref()
+            .ok_or_else(|| SyncError::Invalid("daemonset has no spec".into()))?;
         let patch = template_patch(&spec.template);
         let mut current = Vec::new();
         let mut old = Vec::new();
         for mut rev in revisions {
             // Older revisions may lack the hash label: their name stands in.
-            if rev.metadata.labels.as_ref().and_then(|l| l.get(REVISION_HASH_LABEL)).is_none() {
+            if rev
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(REVISION_HASH_LABEL))
+                .is_none()
+            {
                 let name = rev.metadata.name.clone().unwrap_or_default();
                 rev = history.label(&rev, REVISION_HASH_LABEL, &name).await?;
             }
@@ -308,18 +364,31 @@ impl Sync<'_> {
             self.snapshot(next).await?
         } else {
             let cur = self.dedup(history, current, pods).await?;
-            if cur.revision < next { history.set_revision_number(&cur, next).await? } else { cur }
+            if cur.revision < next {
+                history.set_revision_number(&cur, next).await?
+            } else {
+                cur
+            }
         };
         Ok((cur, old))
     }
 
     /// Create the revision for the current template (upstream's snapshot).
     async fn snapshot(&self, revision: i64) -> Result<ControllerRevision, SyncError> {
-        let spec = self.ds.spec.as_ref().ok_or_else(|| SyncError::Invalid("daemonset has no spec".into()))?;
+        let spec = self
+            .ds
+            .spec
+            .as_ref()
+            .ok_or_else(|| SyncError::Invalid("daemonset has no spec".into()))?;
         let collision = self.ds.status.as_ref().and_then(|s| s.collision_count);
         let hash = template_hash(&spec.template, collision);
         let name = format!("{}-{hash}", name_of(&self.ds.metadata));
-        let mut labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+        let mut labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default();
         labels.insert(REVISION_HASH_LABEL.into(), hash);
         let rev = ControllerRevision {
             metadata: ObjectMeta {
@@ -378,15 +447,32 @@ impl Sync<'_> {
             return Err(SyncError::Invalid("no current revision".into()));
         };
         let hash_of = |r: &ControllerRevision| {
-            r.metadata.labels.as_ref().and_then(|l| l.get(REVISION_HASH_LABEL)).cloned().unwrap_or_default()
+            r.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(REVISION_HASH_LABEL))
+                .cloned()
+                .unwrap_or_default()
         };
         let keep_hash = hash_of(&keep);
         for dup in current {
             let dup_hash = hash_of(&dup);
             for pod in pods {
-                if pod.metadata.labels.as_ref().and_then(|l| l.get(REVISION_HASH_LABEL)) == Some(&dup_hash) {
+                if pod
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(REVISION_HASH_LABEL))
+                    == Some(&dup_hash)
+                {
                     let patch = json!({"metadata": {"labels": {REVISION_HASH_LABEL: keep_hash}}});
-                    self.pods.patch(name_of(&pod.metadata), &PatchParams::default(), &Patch::Merge(patch)).await?;
+                    self.pods
+                        .patch(
+                            name_of(&pod.metadata),
+                            &PatchParams::default(),
+                            &Patch::Merge(patch),
+                        )
+                        .await?;
                 }
             }
             history.delete(&dup).await?;
@@ -396,7 +482,12 @@ impl Sync<'_> {
 
     /// Create and delete daemon pods so each eligible node has one
     /// (upstream's manage). Whether anything was written.
-    async fn manage(&mut self, nodes: &[Arc<Node>], pods: &[Pod], hash: &str) -> Result<bool, SyncError> {
+    async fn manage(
+        &mut self,
+        nodes: &[Arc<Node>],
+        pods: &[Pod],
+        hash: &str,
+    ) -> Result<bool, SyncError> {
         let node_pods = group_by_node(pods);
         let surge = allows_surge(self.ds);
         let now = Timestamp::now();
@@ -406,7 +497,14 @@ impl Sync<'_> {
         for node in nodes {
             let name = name_of(&node.metadata);
             let on_node = node_pods.get(name).map(Vec::as_slice).unwrap_or(&[]);
-            let plan = plan_node(node_should_run(node, self.ds), on_node, surge, hash, self.min_ready(), now);
+            let plan = plan_node(
+                node_should_run(node, self.ds),
+                on_node,
+                surge,
+                hash,
+                self.min_ready(),
+                now,
+            );
             if plan.create {
                 create_on.push(name.to_string());
             }
@@ -417,7 +515,10 @@ impl Sync<'_> {
                 match self.failed_pod_backoff(&backoff_key) {
                     Some(wait) => self.requeue_after(wait),
                     None => {
-                        let msg = format!("Found failed daemon pod {}/{failed} on node {name}, will try to kill it", self.ns);
+                        let msg = format!(
+                            "Found failed daemon pod {}/{failed} on node {name}, will try to kill it",
+                            self.ns
+                        );
                         self.event(WARNING, "FailedDaemonPod", msg).await;
                         delete.push(failed);
                     }
@@ -431,7 +532,11 @@ impl Sync<'_> {
                 continue;
             }
             for pod in on_node {
-                let unscheduled = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_none_or(str::is_empty);
+                let unscheduled = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_deref())
+                    .is_none_or(str::is_empty);
                 if unscheduled && pod.metadata.deletion_timestamp.is_none() {
                     delete.push(name_of(&pod.metadata).to_string());
                 }
@@ -446,7 +551,9 @@ impl Sync<'_> {
         let mut map = self.state.failed_pods.lock();
         let now = Instant::now();
         match map.get(key).copied() {
-            Some((delay, last)) if now.duration_since(last) < delay => Some(delay - now.duration_since(last)),
+            Some((delay, last)) if now.duration_since(last) < delay => {
+                Some(delay - now.duration_since(last))
+            }
             Some((delay, last)) => {
                 // After a long quiet spell start over.
                 let next = if now.duration_since(last) > Duration::from_secs(1800) {
@@ -469,7 +576,12 @@ impl Sync<'_> {
 
     /// Delete `delete` and create a pod on each of `create_on` (slow start
     /// batches for creations, as upstream). Whether anything was attempted.
-    async fn sync_nodes(&self, delete: &[String], create_on: &[String], hash: &str) -> Result<bool, SyncError> {
+    async fn sync_nodes(
+        &self,
+        delete: &[String],
+        create_on: &[String],
+        hash: &str,
+    ) -> Result<bool, SyncError> {
         let create_on = &create_on[..create_on.len().min(BURST_REPLICAS)];
         let delete = &delete[..delete.len().min(BURST_REPLICAS)];
         let mut first_err: Option<SyncError> = None;
@@ -478,8 +590,12 @@ impl Sync<'_> {
         let mut batch = 1;
         while pos < create_on.len() {
             let end = (pos + batch).min(create_on.len());
-            let results =
-                futures::future::join_all(create_on[pos..end].iter().map(|node| self.create_pod(&template, node))).await;
+            let results = futures::future::join_all(
+                create_on[pos..end]
+                    .iter()
+                    .map(|node| self.create_pod(&template, node)),
+            )
+            .await;
             let failed = results.into_iter().filter_map(Result::err).next();
             if let Some(e) = failed {
                 // Do not go on creating into an error (quota, admission).
@@ -489,7 +605,8 @@ impl Sync<'_> {
             pos = end;
             batch *= 2;
         }
-        let results = futures::future::join_all(delete.iter().map(|name| self.delete_pod(name))).await;
+        let results =
+            futures::future::join_all(delete.iter().map(|name| self.delete_pod(name))).await;
         if let Some(e) = results.into_iter().filter_map(Result::err).next() {
             first_err.get_or_insert(e);
         }
@@ -502,11 +619,20 @@ impl Sync<'_> {
     /// The template daemon pods are made from: the DaemonSet's, with the
     /// daemon tolerations and the revision (and generation) labels.
     fn pod_template(&self, hash: &str) -> k8s_openapi::api::core::v1::PodTemplateSpec {
-        let mut t = self.ds.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+        let mut t = self
+            .ds
+            .spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .unwrap_or_default();
         if let Some(spec) = t.spec.as_mut() {
             add_daemon_tolerations(spec);
         }
-        let labels = t.metadata.get_or_insert_with(Default::default).labels.get_or_insert_with(BTreeMap::new);
+        let labels = t
+            .metadata
+            .get_or_insert_with(Default::default)
+            .labels
+            .get_or_insert_with(BTreeMap::new);
         if let Some(g) = template_generation(self.ds) {
             labels.insert(TEMPLATE_GENERATION_LABEL.into(), g.to_string());
         }
@@ -516,18 +642,34 @@ impl Sync<'_> {
         t
     }
 
-    async fn create_pod(&self, template: &k8s_openapi::api::core::v1::PodTemplateSpec, node: &str) -> Result<(), SyncError> {
-        let mut pod = pod_from_template(template, &self.ns, controller_ref(self.ds), name_of(&self.ds.metadata), None);
+    async fn create_pod(
+        &self,
+        template: &k8s_openapi::api::core::v1::PodTemplateSpec,
+        node: &str,
+    ) -> Result<(), SyncError> {
+        let mut pod = pod_from_template(
+            template,
+            &self.ns,
+            controller_ref(self.ds),
+            name_of(&self.ds.metadata),
+            None,
+        );
         if let Some(spec) = pod.spec.as_mut() {
             spec.affinity = Some(pin_to_node(spec.affinity.take(), node));
         }
         match self.pods.create(&PostParams::default(), &pod).await {
             Ok(p) => {
-                self.event(NORMAL, "SuccessfulCreate", format!("Created pod: {}", name_of(&p.metadata))).await;
+                self.event(
+                    NORMAL,
+                    "SuccessfulCreate",
+                    format!("Created pod: {}", name_of(&p.metadata)),
+                )
+                .await;
                 Ok(())
             }
             Err(e) => {
-                self.event(WARNING, "FailedCreate", format!("Error creating: {e}")).await;
+                self.event(WARNING, "FailedCreate", format!("Error creating: {e}"))
+                    .await;
                 Err(e.into())
             }
         }
@@ -536,19 +678,26 @@ impl Sync<'_> {
     async fn delete_pod(&self, name: &str) -> Result<(), SyncError> {
         match self.pods.delete(name, &DeleteParams::default()).await {
             Ok(_) => {
-                self.event(NORMAL, "SuccessfulDelete", format!("Deleted pod: {name}")).await;
+                self.event(NORMAL, "SuccessfulDelete", format!("Deleted pod: {name}"))
+                    .await;
                 Ok(())
             }
             Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
             Err(e) => {
-                self.event(WARNING, "FailedDelete", format!("Error deleting: {e}")).await;
+                self.event(WARNING, "FailedDelete", format!("Error deleting: {e}"))
+                    .await;
                 Err(e.into())
             }
         }
     }
 
     /// One rolling-update step. Whether anything was written.
-    async fn roll(&mut self, nodes: &[Arc<Node>], pods: &[Pod], hash: &str) -> Result<bool, SyncError> {
+    async fn roll(
+        &mut self,
+        nodes: &[Arc<Node>],
+        pods: &[Pod],
+        hash: &str,
+    ) -> Result<bool, SyncError> {
         let mut node_pods = group_by_node(pods);
         let mut should: HashMap<String, bool> = HashMap::new();
         let mut desired = 0;
@@ -584,22 +733,44 @@ impl Sync<'_> {
     }
 
     /// Delete old revisions beyond revisionHistoryLimit that no pod uses.
-    async fn cleanup_history(&self, history: &History, mut old: Vec<ControllerRevision>, pods: &[Pod]) -> Result<(), SyncError> {
-        let limit = self.ds.spec.as_ref().and_then(|s| s.revision_history_limit).unwrap_or(10).max(0);
+    async fn cleanup_history(
+        &self,
+        history: &History,
+        mut old: Vec<ControllerRevision>,
+        pods: &[Pod],
+    ) -> Result<(), SyncError> {
+        let limit = self
+            .ds
+            .spec
+            .as_ref()
+            .and_then(|s| s.revision_history_limit)
+            .unwrap_or(10)
+            .max(0);
         let mut to_kill = old.len() as i64 - i64::from(limit);
         if to_kill <= 0 {
             return Ok(());
         }
         let live: HashSet<&str> = pods
             .iter()
-            .filter_map(|p| p.metadata.labels.as_ref()?.get(REVISION_HASH_LABEL).map(String::as_str))
+            .filter_map(|p| {
+                p.metadata
+                    .labels
+                    .as_ref()?
+                    .get(REVISION_HASH_LABEL)
+                    .map(String::as_str)
+            })
             .collect();
         old.sort_by_key(|r| r.revision);
         for rev in &old {
             if to_kill <= 0 {
                 break;
             }
-            let hash = rev.metadata.labels.as_ref().and_then(|l| l.get(REVISION_HASH_LABEL)).map(String::as_str);
+            let hash = rev
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(REVISION_HASH_LABEL))
+                .map(String::as_str);
             if hash.is_some_and(|h| live.contains(h)) {
                 continue;
             }
@@ -609,13 +780,32 @@ impl Sync<'_> {
         Ok(())
     }
 
-    async fn update_status(&mut self, nodes: &[Arc<Node>], pods: &[Pod], hash: &str) -> Result<(), SyncError> {
+    async fn update_status(
+        &mut self,
+        nodes: &[Arc<Node>],
+        pods: &[Pod],
+        hash: &str,
+    ) -> Result<(), SyncError> {
         let node_pods = group_by_node(pods);
-        let eligible: Vec<(String, bool)> =
-            nodes.iter().map(|n| (name_of(&n.metadata).to_string(), node_should_run(n, self.ds).0)).collect();
+        let eligible: Vec<(String, bool)> = nodes
+            .iter()
+            .map(|n| {
+                (
+                    name_of(&n.metadata).to_string(),
+                    node_should_run(n, self.ds).0,
+                )
+            })
+            .collect();
         let now = Timestamp::now();
         let min_ready = self.min_ready();
-        let c = count(&eligible, &node_pods, hash, template_generation(self.ds), min_ready, now);
+        let c = count(
+            &eligible,
+            &node_pods,
+            hash,
+            template_generation(self.ds),
+            min_ready,
+            now,
+        );
         let old = self.ds.status.clone().unwrap_or_default();
         let generation = self.ds.metadata.generation.unwrap_or(0);
         let unavailable = c.desired - c.available;
@@ -644,7 +834,14 @@ impl Sync<'_> {
             "numberUnavailable": unavailable,
         }});
         let api: Api<DaemonSet> = Api::namespaced(self.state.client.clone(), &self.ns);
-        match api.patch_status(name_of(&self.ds.metadata), &PatchParams::default(), &Patch::Merge(status)).await {
+        match api
+            .patch_status(
+                name_of(&self.ds.metadata),
+                &PatchParams::default(),
+                &Patch::Merge(status),
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
             Err(e) => Err(e.into()),
@@ -662,12 +859,24 @@ mod tests {
         Node {
             metadata: ObjectMeta {
                 name: Some("n".into()),
-                labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
                 ..Default::default()
             },
             spec: Some(NodeSpec {
                 taints: Some(
-                    taints.iter().map(|k| Taint { key: k.to_string(), effect: "NoSchedule".into(), ..Default::default() }).collect(),
+                    taints
+                        .iter()
+                        .map(|k| Taint {
+                            key: k.to_string(),
+                            effect: "NoSchedule".into(),
+                            ..Default::default()
+                        })
+                        .collect(),
                 ),
                 ..Default::default()
             }),
@@ -679,14 +888,29 @@ mod tests {
     fn only_label_and_taint_changes_resync() {
         let mut seen = HashMap::new();
         let ev = |n: Node| Ok(watcher::Event::Apply(n));
-        assert_eq!(node_change(&mut seen, ev(node(&[("a", "1")], &[]))), Some(()));
+        assert_eq!(
+            node_change(&mut seen, ev(node(&[("a", "1")], &[]))),
+            Some(())
+        );
         // A heartbeat: same labels and taints.
         let mut hb = node(&[("a", "1")], &[]);
         hb.status = Some(Default::default());
         assert_eq!(node_change(&mut seen, ev(hb)), None);
-        assert_eq!(node_change(&mut seen, ev(node(&[("a", "2")], &[]))), Some(()));
-        assert_eq!(node_change(&mut seen, ev(node(&[("a", "2")], &["t"]))), Some(()));
-        assert_eq!(node_change(&mut seen, Ok(watcher::Event::Delete(node(&[], &[])))), Some(()));
-        assert_eq!(node_change(&mut seen, Ok(watcher::Event::InitDone)), Some(()));
+        assert_eq!(
+            node_change(&mut seen, ev(node(&[("a", "2")], &[]))),
+            Some(())
+        );
+        assert_eq!(
+            node_change(&mut seen, ev(node(&[("a", "2")], &["t"]))),
+            Some(())
+        );
+        assert_eq!(
+            node_change(&mut seen, Ok(watcher::Event::Delete(node(&[], &[])))),
+            Some(())
+        );
+        assert_eq!(
+            node_change(&mut seen, Ok(watcher::Event::InitDone)),
+            Some(())
+        );
     }
 }

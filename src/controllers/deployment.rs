@@ -25,12 +25,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::ResourceExt;
 use serde_json::json;
 use tracing::{debug, warn};
 
@@ -50,8 +50,6 @@ pub enum Error {
     Api(#[from] kube::Error),
     #[error("{0}")]
     Invalid(String),
-    #[error("{0}")]
-    Serialize(#[from] serde_json::Error),
 }
 
 struct Shared {
@@ -78,18 +76,31 @@ pub async fn run(ctx: Arc<Context>) {
     });
     tokio::spawn(watch_deployments(shared.clone(), writer));
     tokio::spawn(watch_replica_sets(shared.clone(), rs_writer));
-    engine::run(COMPONENT, store, rx, shared, WORKERS, reconcile, error_policy).await;
+    engine::run(
+        COMPONENT,
+        store,
+        rx,
+        shared,
+        WORKERS,
+        reconcile,
+        error_policy,
+    )
+    .await;
 }
 
 async fn watch_deployments(sh: Arc<Shared>, mut writer: reflector::store::Writer<Deployment>) {
     let api: Api<Deployment> = Api::all(sh.client.clone());
-    let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     while let Some(ev) = events.next().await {
         match ev {
             Ok(ev) => {
                 writer.apply_watcher_event(&ev);
-                if let watcher::Event::Apply(d) | watcher::Event::InitApply(d) = &ev {
-                    sh.queue.add(d);
+                match &ev {
+                    watcher::Event::Apply(d) | watcher::Event::InitApply(d) => sh.queue.add(d),
+                    watcher::Event::Delete(d) => sh.backoff.succeeded(&key_of(d)),
+                    _ => {}
                 }
             }
             Err(e) => debug!(controller = COMPONENT, "deployment watch: {e}"),
@@ -99,7 +110,9 @@ async fn watch_deployments(sh: Arc<Shared>, mut writer: reflector::store::Writer
 
 async fn watch_replica_sets(sh: Arc<Shared>, mut writer: reflector::store::Writer<ReplicaSet>) {
     let api: Api<ReplicaSet> = Api::all(sh.client.clone());
-    let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     while let Some(ev) = events.next().await {
         let ev = match ev {
             Ok(ev) => ev,
@@ -169,7 +182,10 @@ impl Shared {
             return;
         }
         let ns = cur.metadata.namespace.as_deref().unwrap_or("");
-        let (cur_ref, old_ref) = (podcontrol::controller_of(&cur.metadata), podcontrol::controller_of(&old.metadata));
+        let (cur_ref, old_ref) = (
+            podcontrol::controller_of(&cur.metadata),
+            podcontrol::controller_of(&old.metadata),
+        );
         let ref_changed = cur_ref != old_ref;
         if ref_changed && let Some(d) = old_ref.and_then(|r| self.resolve(ns, r)) {
             self.queue.add(&d);
@@ -217,7 +233,13 @@ pub(crate) struct Syncer<'a> {
 
 impl<'a> Syncer<'a> {
     fn new(sh: &'a Shared, d: Deployment) -> Self {
-        Syncer { sh, stored_annotations: d.metadata.annotations.clone(), d, rs_list: Vec::new(), requeue: None }
+        Syncer {
+            sh,
+            stored_annotations: d.metadata.annotations.clone(),
+            d,
+            rs_list: Vec::new(),
+            requeue: None,
+        }
     }
 
     fn ns(&self) -> String {
@@ -237,12 +259,19 @@ impl<'a> Syncer<'a> {
     }
 
     async fn event(&self, type_: &str, reason: &str, message: &str) {
-        self.sh.recorder.publish(&events::reference(&self.d), type_, reason, message).await;
+        self.sh
+            .recorder
+            .publish(&events::reference(&self.d), type_, reason, message)
+            .await;
     }
 
     /// Replace our copy of a ReplicaSet with what the server returned.
     fn remember(&mut self, rs: &ReplicaSet) {
-        match self.rs_list.iter_mut().find(|r| r.metadata.uid == rs.metadata.uid) {
+        match self
+            .rs_list
+            .iter_mut()
+            .find(|r| r.metadata.uid == rs.metadata.uid)
+        {
             Some(slot) => *slot = rs.clone(),
             None => self.rs_list.push(rs.clone()),
         }
@@ -252,18 +281,32 @@ impl<'a> Syncer<'a> {
     async fn update_status(&mut self) -> Result<(), Error> {
         let api = self.d_api();
         let name = self.name();
-        let want = self.d.metadata.annotations.as_ref().and_then(|a| a.get(util::REVISION)).cloned();
-        let have = self.stored_annotations.as_ref().and_then(|a| a.get(util::REVISION)).cloned();
+        let want = self
+            .d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(util::REVISION))
+            .cloned();
+        let have = self
+            .stored_annotations
+            .as_ref()
+            .and_then(|a| a.get(util::REVISION))
+            .cloned();
         if want.is_some() && want != have {
             let patch = json!({"metadata": {
                 "annotations": {util::REVISION: want},
                 "resourceVersion": self.d.metadata.resource_version,
             }});
-            let stored = api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await?;
+            let stored = api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                .await?;
             self.d.metadata.resource_version = stored.metadata.resource_version;
             self.stored_annotations = stored.metadata.annotations;
         }
-        let stored = api.replace_status(&name, &PostParams::default(), &self.d).await?;
+        let stored = api
+            .replace_status(&name, &PostParams::default(), &self.d)
+            .await?;
         self.d.metadata.resource_version = stored.metadata.resource_version;
         Ok(())
     }
@@ -272,7 +315,10 @@ impl<'a> Syncer<'a> {
     /// same object and not being deleted.
     async fn can_adopt(&self) -> bool {
         match self.d_api().get_opt(&self.name()).await {
-            Ok(Some(fresh)) => fresh.metadata.uid == self.d.metadata.uid && fresh.metadata.deletion_timestamp.is_none(),
+            Ok(Some(fresh)) => {
+                fresh.metadata.uid == self.d.metadata.uid
+                    && fresh.metadata.deletion_timestamp.is_none()
+            }
             _ => false,
         }
     }
@@ -281,7 +327,10 @@ impl<'a> Syncer<'a> {
     /// (adopted), and release ours that stopped matching.
     async fn claim_replica_sets(&mut self, selector: &Selector) -> Result<(), Error> {
         let ns = self.d.metadata.namespace.clone();
-        let mut candidates = self.sh.replica_sets.state_filter(|rs| rs.metadata.namespace == ns);
+        let mut candidates = self
+            .sh
+            .replica_sets
+            .state_filter(|rs| rs.metadata.namespace == ns);
         candidates.sort_by(|a, b| util::by_creation(a, b));
         let uid = self.d.metadata.uid.clone().unwrap_or_default();
         let deleting = self.d.metadata.deletion_timestamp.is_some();
@@ -338,7 +387,12 @@ impl<'a> Syncer<'a> {
 
     /// upstream's syncDeployment.
     async fn sync_deployment(&mut self) -> Result<(), Error> {
-        let label_selector = self.d.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
+        let label_selector = self
+            .d
+            .spec
+            .as_ref()
+            .map(|s| s.selector.clone())
+            .unwrap_or_default();
         if selects_everything(&label_selector) {
             self.event(
                 events::WARNING,
@@ -354,7 +408,8 @@ impl<'a> Syncer<'a> {
             }
             return Ok(());
         }
-        let selector = Selector::try_from(label_selector).map_err(|e| Error::Invalid(e.to_string()))?;
+        let selector =
+            Selector::try_from(label_selector).map_err(|e| Error::Invalid(e.to_string()))?;
         self.claim_replica_sets(&selector).await?;
         if self.d.metadata.deletion_timestamp.is_some() {
             return self.sync_status_only().await;
@@ -366,7 +421,11 @@ impl<'a> Syncer<'a> {
         if self.is_scaling_event().await? {
             return self.sync().await;
         }
-        if util::is_rolling(&self.d) { self.rollout_rolling().await } else { self.rollout_recreate().await }
+        if util::is_rolling(&self.d) {
+            self.rollout_rolling().await
+        } else {
+            self.rollout_recreate().await
+        }
     }
 }
 
@@ -376,14 +435,18 @@ async fn reconcile(d: Arc<Deployment>, sh: Arc<Shared>) -> Result<Action, Error>
     let mut syncer = Syncer::new(&sh, (*d).clone());
     syncer.sync_deployment().await?;
     sh.backoff.succeeded(&key);
-    Ok(syncer.requeue.map_or_else(Action::await_change, Action::requeue))
+    Ok(syncer
+        .requeue
+        .map_or_else(Action::await_change, Action::requeue))
 }
 
 fn error_policy(d: Arc<Deployment>, err: &Error, sh: Arc<Shared>) -> Action {
     let key = key_of(&*d);
     let delay = sh.backoff.failed(&key);
     match err {
-        Error::Api(kube::Error::Api(s)) if s.code == 409 => debug!(controller = COMPONENT, key, "conflict: {err}"),
+        Error::Api(kube::Error::Api(s)) if s.code == 409 => {
+            debug!(controller = COMPONENT, key, "conflict: {err}")
+        }
         _ => warn!(controller = COMPONENT, key, "sync failed: {err}"),
     }
     Action::requeue(delay)

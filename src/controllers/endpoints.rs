@@ -11,12 +11,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Node, ObjectReference, Pod, Service, ServicePort,
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Node, ObjectReference, Pod, Service,
+    ServicePort,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -82,15 +82,20 @@ impl PodInfo {
         let meta = &pod.metadata;
         let spec = pod.spec.as_ref();
         let status = pod.status.as_ref();
-        let mut ips: Vec<String> =
-            status.and_then(|s| s.pod_ips.as_ref()).map(|v| v.iter().map(|i| i.ip.clone()).collect()).unwrap_or_default();
-        if ips.is_empty() {
-            if let Some(ip) = status.and_then(|s| s.pod_ip.clone()).filter(|ip| !ip.is_empty()) {
-                ips.push(ip);
-            }
+        let mut ips: Vec<String> = status
+            .and_then(|s| s.pod_ips.as_ref())
+            .map(|v| v.iter().map(|i| i.ip.clone()).collect())
+            .unwrap_or_default();
+        if ips.is_empty()
+            && let Some(ip) = status
+                .and_then(|s| s.pod_ip.clone())
+                .filter(|ip| !ip.is_empty())
+        {
+            ips.push(ip);
         }
-        let ready_cond =
-            status.and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+        let ready_cond = status
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
         let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("");
         let mut ports = Vec::new();
         if let Some(spec) = spec {
@@ -122,7 +127,9 @@ impl PodInfo {
             subdomain: spec.and_then(|s| s.subdomain.clone()).unwrap_or_default(),
             ips,
             ready: ready_cond.is_some_and(|c| c.status == "True"),
-            ready_since: ready_cond.and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0),
+            ready_since: ready_cond
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0),
             terminal: phase == "Succeeded" || phase == "Failed",
             terminating: meta.deletion_timestamp.is_some(),
             ports,
@@ -136,7 +143,11 @@ impl PodInfo {
 
     /// The pod's IPv4 addresses.
     pub fn ipv4(&self) -> Vec<String> {
-        self.ips.iter().filter(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok()).cloned().collect()
+        self.ips
+            .iter()
+            .filter(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok())
+            .cloned()
+            .collect()
     }
 
     pub fn target_ref(&self) -> ObjectReference {
@@ -162,9 +173,11 @@ impl PodInfo {
     pub fn find_port(&self, sp: &ServicePort) -> Option<i32> {
         let protocol = sp.protocol.as_deref().unwrap_or("TCP");
         match &sp.target_port {
-            Some(IntOrString::String(name)) => {
-                self.ports.iter().find(|p| p.name == *name && p.protocol == protocol).map(|p| p.port)
-            }
+            Some(IntOrString::String(name)) => self
+                .ports
+                .iter()
+                .find(|p| p.name == *name && p.protocol == protocol)
+                .map(|p| p.port),
             Some(IntOrString::Int(n)) if *n != 0 => Some(*n),
             _ => Some(sp.port),
         }
@@ -173,7 +186,11 @@ impl PodInfo {
 
 /// The selector a Service picks pods with; None for selector-less ones.
 pub fn selector(svc: &Service) -> Option<&BTreeMap<String, String>> {
-    svc.spec.as_ref()?.selector.as_ref().filter(|s| !s.is_empty())
+    svc.spec
+        .as_ref()?
+        .selector
+        .as_ref()
+        .filter(|s| !s.is_empty())
 }
 
 fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
@@ -182,7 +199,10 @@ fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
 
 /// A Service without a cluster IP ("" or "None").
 pub fn is_headless(svc: &Service) -> bool {
-    svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()).is_none_or(|ip| ip.is_empty() || ip == "None")
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.as_deref())
+        .is_none_or(|ip| ip.is_empty() || ip == "None")
 }
 
 pub fn is_external_name(svc: &Service) -> bool {
@@ -207,10 +227,18 @@ impl State {
 
     /// The pods `svc` selects, by name.
     pub fn pods_for(&self, svc: &Service) -> Vec<Arc<PodInfo>> {
-        let Some(sel) = selector(svc) else { return Vec::new() };
+        let Some(sel) = selector(svc) else {
+            return Vec::new();
+        };
         let ns = svc.metadata.namespace.as_deref().unwrap_or("");
-        let mut pods: Vec<Arc<PodInfo>> =
-            self.pods.get(ns).into_iter().flat_map(|m| m.values()).filter(|p| selects(sel, &p.labels)).cloned().collect();
+        let mut pods: Vec<Arc<PodInfo>> = self
+            .pods
+            .get(ns)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(|p| selects(sel, &p.labels))
+            .cloned()
+            .collect();
         pods.sort_by(|a, b| a.name.cmp(&b.name));
         pods
     }
@@ -241,7 +269,12 @@ struct ServiceTriggers {
 }
 
 impl TriggerTimes {
-    pub fn compute(&mut self, key: &ServiceKey, svc: &Service, pods: &[Arc<PodInfo>]) -> Option<jiff::Timestamp> {
+    pub fn compute(
+        &mut self,
+        key: &ServiceKey,
+        svc: &Service,
+        pods: &[Arc<PodInfo>],
+    ) -> Option<jiff::Timestamp> {
         let old = self.services.remove(key).unwrap_or_default();
         let mut new = ServiceTriggers::default();
         let mut min: Option<jiff::Timestamp> = None;
@@ -294,37 +327,53 @@ impl Synced {
     }
 }
 
-/// State, queue and client shared by one controller's tasks.
-pub struct Shared {
+/// State, queue and client shared by one controller's tasks. `T` is what
+/// the controller last wrote or read for each Service (its output objects
+/// as the server has them), so a sync needs no read when nothing else
+/// changed them.
+pub struct Shared<T> {
     pub client: kube::Client,
     pub state: RwLock<State>,
     pub queue: Arc<WorkQueue<ServiceKey>>,
     pub triggers: Mutex<TriggerTimes>,
+    pub outputs: Mutex<HashMap<ServiceKey, T>>,
 }
 
-impl Shared {
+impl<T> Shared<T> {
     /// Queue a Service if it exists and has a selector.
     pub fn enqueue_selecting(&self, key: ServiceKey) {
-        let wanted = self.state.read().service(&key).is_some_and(|s| selector(&s).is_some());
+        let wanted = self
+            .state
+            .read()
+            .service(&key)
+            .is_some_and(|s| selector(&s).is_some());
         if wanted {
             self.queue.add(key);
         }
     }
 }
 
-pub type SyncFn = fn(Arc<Shared>, ServiceKey) -> BoxFuture<'static, Result<(), kube::Error>>;
+pub type SyncFn<T> = fn(Arc<Shared<T>>, ServiceKey) -> BoxFuture<'static, Result<(), kube::Error>>;
 
 /// Start the watches of Services, pods and nodes feeding `Shared`, wait for
 /// their first lists, then run workers calling `sync` for queued Services.
 /// Returns once the workers run; they run until the process ends.
-pub async fn start(client: kube::Client, name: &'static str, sync: SyncFn) -> Arc<Shared> {
+pub async fn start<T: Send + 'static>(
+    client: kube::Client,
+    name: &'static str,
+    sync: SyncFn<T>,
+) -> Arc<Shared<T>> {
     let shared = Arc::new(Shared {
         client: client.clone(),
         state: RwLock::new(State::default()),
         queue: WorkQueue::new(),
         triggers: Mutex::new(TriggerTimes::default()),
+        outputs: Mutex::new(HashMap::new()),
     });
-    let synced = Arc::new(Synced { remaining: AtomicUsize::new(3), notify: Notify::new() });
+    let synced = Arc::new(Synced {
+        remaining: AtomicUsize::new(3),
+        notify: Notify::new(),
+    });
     tokio::spawn(watch_services(shared.clone(), synced.clone()));
     tokio::spawn(watch_pods(shared.clone(), synced.clone()));
     tokio::spawn(watch_nodes(shared.clone(), synced.clone()));
@@ -334,12 +383,19 @@ pub async fn start(client: kube::Client, name: &'static str, sync: SyncFn) -> Ar
         tokio::spawn(async move {
             loop {
                 let key = shared.queue.get().await;
+                let started = std::time::Instant::now();
                 let res = sync(shared.clone(), key.clone()).await;
                 shared.queue.done(&key);
+                debug!(controller = name, namespace = key.0, service = key.1, elapsed = ?started.elapsed(), "synced");
                 match res {
                     Ok(()) => shared.queue.forget(&key),
                     Err(e) => {
-                        debug!(controller = name, namespace = key.0, service = key.1, "sync failed: {e}");
+                        debug!(
+                            controller = name,
+                            namespace = key.0,
+                            service = key.1,
+                            "sync failed: {e}"
+                        );
                         shared.queue.add_rate_limited(key);
                     }
                 }
@@ -399,10 +455,13 @@ fn to_remove<'a>(present: impl Iterator<Item = &'a Key>, gone: &dyn Fn(&Key) -> 
 }
 
 fn meta_key(m: &ObjectMeta) -> (String, String) {
-    (m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default())
+    (
+        m.namespace.clone().unwrap_or_default(),
+        m.name.clone().unwrap_or_default(),
+    )
 }
 
-async fn watch_services(shared: Arc<Shared>, synced: Arc<Synced>) {
+async fn watch_services<T: Send + 'static>(shared: Arc<Shared<T>>, synced: Arc<Synced>) {
     let api: Api<Service> = Api::all(shared.client.clone());
     let stream = watcher(api, watcher::Config::default()).default_backoff();
     let s1 = shared.clone();
@@ -413,14 +472,22 @@ async fn watch_services(shared: Arc<Shared>, synced: Arc<Synced>) {
         |s: &Service| meta_key(&s.metadata),
         move |svc: Service| {
             let key = meta_key(&svc.metadata);
-            s1.state.write().services.entry(key.0.clone()).or_default().insert(key.1.clone(), Arc::new(svc));
+            s1.state
+                .write()
+                .services
+                .entry(key.0.clone())
+                .or_default()
+                .insert(key.1.clone(), Arc::new(svc));
             s1.queue.add(key);
         },
         move |gone: &dyn Fn(&Key) -> bool| {
             let gone = {
                 let mut st = s2.state.write();
-                let present: Vec<(String, String)> =
-                    st.services.iter().flat_map(|(ns, m)| m.keys().map(|n| (ns.clone(), n.clone()))).collect();
+                let present: Vec<(String, String)> = st
+                    .services
+                    .iter()
+                    .flat_map(|(ns, m)| m.keys().map(|n| (ns.clone(), n.clone())))
+                    .collect();
                 let gone = to_remove(present.iter(), gone);
                 for (ns, n) in &gone {
                     if let Some(m) = st.services.get_mut(ns) {
@@ -437,7 +504,7 @@ async fn watch_services(shared: Arc<Shared>, synced: Arc<Synced>) {
     .await;
 }
 
-async fn watch_pods(shared: Arc<Shared>, synced: Arc<Synced>) {
+async fn watch_pods<T: Send + 'static>(shared: Arc<Shared<T>>, synced: Arc<Synced>) {
     let api: Api<Pod> = Api::all(shared.client.clone());
     let stream = watcher(api, watcher::Config::default()).default_backoff();
     let s1 = shared.clone();
@@ -450,7 +517,11 @@ async fn watch_pods(shared: Arc<Shared>, synced: Arc<Synced>) {
             let info = PodInfo::from_pod(&pod);
             let keys = {
                 let mut st = s1.state.write();
-                let old = st.pods.entry(info.namespace.clone()).or_default().insert(info.name.clone(), Arc::new(info.clone()));
+                let old = st
+                    .pods
+                    .entry(info.namespace.clone())
+                    .or_default()
+                    .insert(info.name.clone(), Arc::new(info.clone()));
                 if old.as_deref() == Some(&info) {
                     return;
                 }
@@ -467,8 +538,11 @@ async fn watch_pods(shared: Arc<Shared>, synced: Arc<Synced>) {
         move |gone: &dyn Fn(&Key) -> bool| {
             let keys = {
                 let mut st = s2.state.write();
-                let present: Vec<(String, String)> =
-                    st.pods.iter().flat_map(|(ns, m)| m.keys().map(|n| (ns.clone(), n.clone()))).collect();
+                let present: Vec<(String, String)> = st
+                    .pods
+                    .iter()
+                    .flat_map(|(ns, m)| m.keys().map(|n| (ns.clone(), n.clone())))
+                    .collect();
                 let mut keys = Vec::new();
                 for (ns, n) in to_remove(present.iter(), gone) {
                     if let Some(old) = st.pods.get_mut(&ns).and_then(|m| m.remove(&n)) {
@@ -485,13 +559,13 @@ async fn watch_pods(shared: Arc<Shared>, synced: Arc<Synced>) {
     .await;
 }
 
-async fn watch_nodes(shared: Arc<Shared>, synced: Arc<Synced>) {
+async fn watch_nodes<T: Send + 'static>(shared: Arc<Shared<T>>, synced: Arc<Synced>) {
     let api: Api<PartialObjectMeta<Node>> = Api::all(shared.client.clone());
     let stream = watcher(api, watcher::Config::default()).default_backoff();
     let s1 = shared.clone();
     let s2 = shared.clone();
     // A node changing zone changes the endpoints of the pods on it.
-    let on_nodes = |shared: &Shared, nodes: &HashSet<String>| {
+    let on_nodes = |shared: &Shared<T>, nodes: &HashSet<String>| {
         let keys: HashSet<ServiceKey> = {
             let st = shared.state.read();
             st.pods
@@ -511,7 +585,12 @@ async fn watch_nodes(shared: Arc<Shared>, synced: Arc<Synced>) {
         |n: &PartialObjectMeta<Node>| (String::new(), n.metadata.name.clone().unwrap_or_default()),
         move |n: PartialObjectMeta<Node>| {
             let name = n.metadata.name.clone().unwrap_or_default();
-            let zone = n.metadata.labels.as_ref().and_then(|l| l.get(LABEL_ZONE)).cloned();
+            let zone = n
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_ZONE))
+                .cloned();
             let changed = {
                 let mut st = s1.state.write();
                 let old = match &zone {
@@ -527,8 +606,15 @@ async fn watch_nodes(shared: Arc<Shared>, synced: Arc<Synced>) {
         move |gone: &dyn Fn(&Key) -> bool| {
             let gone: HashSet<String> = {
                 let mut st = s2.state.write();
-                let present: Vec<(String, String)> = st.zones.keys().map(|n| (String::new(), n.clone())).collect();
-                let gone: HashSet<String> = to_remove(present.iter(), gone).into_iter().map(|(_, n)| n).collect();
+                let present: Vec<(String, String)> = st
+                    .zones
+                    .keys()
+                    .map(|n| (String::new(), n.clone()))
+                    .collect();
+                let gone: HashSet<String> = to_remove(present.iter(), gone)
+                    .into_iter()
+                    .map(|(_, n)| n)
+                    .collect();
                 for n in &gone {
                     st.zones.remove(n);
                 }
@@ -583,22 +669,47 @@ pub fn format_trigger_time(t: jiff::Timestamp) -> String {
 
 /// Run until the process ends.
 pub async fn run(ctx: Arc<super::Context>) {
-    let shared = start(ctx.client.clone(), "endpoint-controller", |s, k| Box::pin(sync_service(s, k))).await;
-    // Changes to Endpoints objects (deleted, edited) bring their Service back
-    // to the queue; at start every Endpoints is checked once, so objects of
-    // Services deleted meanwhile go (as upstream's checkLeftoverEndpoints).
+    let shared = start(ctx.client.clone(), "endpoint-controller", |s, k| {
+        Box::pin(sync_service(s, k))
+    })
+    .await;
+    // Changes to Endpoints objects by others (deleted, edited) bring their
+    // Service back to the queue; at start every Endpoints is checked once,
+    // so objects of Services deleted meanwhile go (as upstream's
+    // checkLeftoverEndpoints).
     let api: Api<PartialObjectMeta<Endpoints>> = Api::all(ctx.client.clone());
-    let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     while let Some(ev) = stream.next().await {
         match ev {
             Ok(watcher::Event::InitApply(ep)) => {
-                let leader = ep.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(ANNOTATION_LEADER));
+                let leader = ep
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key(ANNOTATION_LEADER));
                 if !leader {
                     shared.queue.add(meta_key(&ep.metadata));
                 }
             }
-            Ok(watcher::Event::Apply(ep)) | Ok(watcher::Event::Delete(ep)) => {
-                shared.enqueue_selecting(meta_key(&ep.metadata));
+            Ok(watcher::Event::Apply(ep)) => {
+                let key = meta_key(&ep.metadata);
+                let ours = {
+                    let outputs = shared.outputs.lock();
+                    outputs.get(&key).is_some_and(|c| {
+                        c.metadata.resource_version == ep.metadata.resource_version
+                    })
+                };
+                if !ours {
+                    shared.outputs.lock().remove(&key);
+                    shared.enqueue_selecting(key);
+                }
+            }
+            Ok(watcher::Event::Delete(ep)) => {
+                let key = meta_key(&ep.metadata);
+                shared.outputs.lock().remove(&key);
+                shared.enqueue_selecting(key);
             }
             Ok(_) => {}
             Err(e) => debug!("endpoints watch: {e}"),
@@ -617,7 +728,9 @@ pub fn desired_subsets(svc: &Service, pods: &[Arc<PodInfo>]) -> Vec<EndpointSubs
         if !pod.should_be_in_endpoints(tolerate_unready) {
             continue;
         }
-        let Some(ip) = pod.ipv4().into_iter().next() else { continue };
+        let Some(ip) = pod.ipv4().into_iter().next() else {
+            continue;
+        };
         let address = EndpointAddress {
             ip,
             hostname: pod.hostname_for(svc),
@@ -626,16 +739,25 @@ pub fn desired_subsets(svc: &Service, pods: &[Arc<PodInfo>]) -> Vec<EndpointSubs
         };
         let ready = tolerate_unready || pod.ready;
         let mut push = |port: Option<EndpointPort>| {
-            let (addresses, not_ready) =
-                if ready { (Some(vec![address.clone()]), None) } else { (None, Some(vec![address.clone()])) };
-            subsets.push(EndpointSubset { addresses, not_ready_addresses: not_ready, ports: port.map(|p| vec![p]) });
+            let (addresses, not_ready) = if ready {
+                (Some(vec![address.clone()]), None)
+            } else {
+                (None, Some(vec![address.clone()]))
+            };
+            subsets.push(EndpointSubset {
+                addresses,
+                not_ready_addresses: not_ready,
+                ports: port.map(|p| vec![p]),
+            });
         };
         if ports.is_empty() && is_headless(svc) {
             push(None);
             continue;
         }
         for sp in &ports {
-            let Some(port) = pod.find_port(sp) else { continue };
+            let Some(port) = pod.find_port(sp) else {
+                continue;
+            };
             push(Some(EndpointPort {
                 name: Some(sp.name.clone().unwrap_or_default()),
                 port,
@@ -651,24 +773,40 @@ pub fn desired_subsets(svc: &Service, pods: &[Arc<PodInfo>]) -> Vec<EndpointSubs
 /// carrying every port those addresses serve; sorted.
 pub fn repack(subsets: Vec<EndpointSubset>) -> Vec<EndpointSubset> {
     type PortKey = (String, i32, String, Option<String>);
+    /// (ip, pod uid)
+    type AddrKey = (String, String);
     // address key (ip, uid) -> address
-    let mut addrs: BTreeMap<(String, String), EndpointAddress> = BTreeMap::new();
+    let mut addrs: BTreeMap<AddrKey, EndpointAddress> = BTreeMap::new();
     // port -> address key -> ready
-    let mut by_port: BTreeMap<Option<PortKey>, BTreeMap<(String, String), bool>> = BTreeMap::new();
+    let mut by_port: BTreeMap<Option<PortKey>, BTreeMap<AddrKey, bool>> = BTreeMap::new();
     for s in subsets {
         let ports: Vec<Option<PortKey>> = match s.ports.as_deref() {
             None | Some([]) => vec![None],
             Some(ps) => ps
                 .iter()
                 .map(|p| {
-                    Some((p.name.clone().unwrap_or_default(), p.port, p.protocol.clone().unwrap_or_default(), p.app_protocol.clone()))
+                    Some((
+                        p.name.clone().unwrap_or_default(),
+                        p.port,
+                        p.protocol.clone().unwrap_or_default(),
+                        p.app_protocol.clone(),
+                    ))
                 })
                 .collect(),
         };
-        let lists = [(s.addresses.unwrap_or_default(), true), (s.not_ready_addresses.unwrap_or_default(), false)];
+        let lists = [
+            (s.addresses.unwrap_or_default(), true),
+            (s.not_ready_addresses.unwrap_or_default(), false),
+        ];
         for (list, ready) in lists {
             for a in list {
-                let key = (a.ip.clone(), a.target_ref.as_ref().and_then(|r| r.uid.clone()).unwrap_or_default());
+                let key = (
+                    a.ip.clone(),
+                    a.target_ref
+                        .as_ref()
+                        .and_then(|r| r.uid.clone())
+                        .unwrap_or_default(),
+                );
                 addrs.entry(key.clone()).or_insert(a);
                 for p in &ports {
                     let m = by_port.entry(p.clone()).or_default();
@@ -680,16 +818,22 @@ pub fn repack(subsets: Vec<EndpointSubset>) -> Vec<EndpointSubset> {
         }
     }
     // Group ports by identical address sets.
-    let mut groups: BTreeMap<Vec<((String, String), bool)>, Vec<Option<PortKey>>> = BTreeMap::new();
+    let mut groups: BTreeMap<Vec<(AddrKey, bool)>, Vec<Option<PortKey>>> = BTreeMap::new();
     for (port, set) in by_port {
-        groups.entry(set.into_iter().collect()).or_default().push(port);
+        groups
+            .entry(set.into_iter().collect())
+            .or_default()
+            .push(port);
     }
     let mut out: Vec<EndpointSubset> = groups
         .into_iter()
         .map(|(set, ports)| {
             let pick = |want: bool| -> Option<Vec<EndpointAddress>> {
-                let v: Vec<EndpointAddress> =
-                    set.iter().filter(|(_, r)| *r == want).filter_map(|(k, _)| addrs.get(k).cloned()).collect();
+                let v: Vec<EndpointAddress> = set
+                    .iter()
+                    .filter(|(_, r)| *r == want)
+                    .filter_map(|(k, _)| addrs.get(k).cloned())
+                    .collect();
                 (!v.is_empty()).then_some(v)
             };
             let ports: Vec<EndpointPort> = ports
@@ -702,23 +846,39 @@ pub fn repack(subsets: Vec<EndpointSubset>) -> Vec<EndpointSubset> {
                     app_protocol,
                 })
                 .collect();
-            EndpointSubset { addresses: pick(true), not_ready_addresses: pick(false), ports: (!ports.is_empty()).then_some(ports) }
+            EndpointSubset {
+                addresses: pick(true),
+                not_ready_addresses: pick(false),
+                ports: (!ports.is_empty()).then_some(ports),
+            }
         })
         .collect();
-    out.sort_by(|a, b| subset_sort_key(a).cmp(&subset_sort_key(b)));
+    out.sort_by_key(subset_sort_key);
     out
 }
 
 fn subset_sort_key(s: &EndpointSubset) -> (String, Vec<i32>) {
-    let first = s.addresses.iter().chain(s.not_ready_addresses.iter()).flatten().map(|a| a.ip.clone()).next();
-    (first.unwrap_or_default(), s.ports.iter().flatten().map(|p| p.port).collect())
+    let first = s
+        .addresses
+        .iter()
+        .chain(s.not_ready_addresses.iter())
+        .flatten()
+        .map(|a| a.ip.clone())
+        .next();
+    (
+        first.unwrap_or_default(),
+        s.ports.iter().flatten().map(|p| p.port).collect(),
+    )
 }
 
 /// Keep at most MAX_CAPACITY addresses, ready ones first; true if some were dropped.
 pub fn truncate(subsets: &mut [EndpointSubset]) -> bool {
     let total: usize = subsets
         .iter()
-        .map(|s| s.addresses.as_ref().map_or(0, Vec::len) + s.not_ready_addresses.as_ref().map_or(0, Vec::len))
+        .map(|s| {
+            s.addresses.as_ref().map_or(0, Vec::len)
+                + s.not_ready_addresses.as_ref().map_or(0, Vec::len)
+        })
         .sum();
     if total <= MAX_CAPACITY {
         return false;
@@ -751,12 +911,21 @@ pub fn endpoints_labels(svc: &Service) -> BTreeMap<String, String> {
     labels
 }
 
-async fn sync_service(shared: Arc<Shared>, key: ServiceKey) -> Result<(), kube::Error> {
+async fn sync_service(shared: Arc<Shared<Endpoints>>, key: ServiceKey) -> Result<(), kube::Error> {
+    let res = sync_endpoints(&shared, &key).await;
+    if res.is_err() {
+        // Read the object afresh next time.
+        shared.outputs.lock().remove(&key);
+    }
+    res
+}
+
+async fn sync_endpoints(shared: &Shared<Endpoints>, key: &ServiceKey) -> Result<(), kube::Error> {
     let (ns, name) = (&key.0, &key.1);
     let api: Api<Endpoints> = Api::namespaced(shared.client.clone(), ns);
     let (svc, pods) = {
         let st = shared.state.read();
-        match st.service(&key) {
+        match st.service(key) {
             Some(svc) => {
                 let pods = st.pods_for(&svc);
                 (Some(svc), pods)
@@ -766,7 +935,8 @@ async fn sync_service(shared: Arc<Shared>, key: ServiceKey) -> Result<(), kube::
     };
     let Some(svc) = svc else {
         // The Service is gone: so are its Endpoints.
-        shared.triggers.lock().forget(&key);
+        shared.triggers.lock().forget(key);
+        shared.outputs.lock().remove(key);
         return match api.delete(name, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
@@ -774,23 +944,40 @@ async fn sync_service(shared: Arc<Shared>, key: ServiceKey) -> Result<(), kube::
         };
     };
     if selector(&svc).is_none() || is_external_name(&svc) {
+        shared.outputs.lock().remove(key);
         return Ok(());
     }
-    let trigger = shared.triggers.lock().compute(&key, &svc, &pods);
+    let trigger = shared.triggers.lock().compute(key, &svc, &pods);
     let mut subsets = repack(desired_subsets(&svc, &pods));
     let over = truncate(&mut subsets);
-    let current = api.get_opt(name).await?;
+    let cached = shared.outputs.lock().get(key).cloned();
+    let current = match cached {
+        Some(c) => Some(c),
+        None => api.get_opt(name).await?,
+    };
     let labels = endpoints_labels(&svc);
     if let Some(cur) = &current {
-        let cur_over = cur.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(ANNOTATION_OVER_CAPACITY));
+        let cur_over = cur
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(ANNOTATION_OVER_CAPACITY));
         let cur_subsets = cur.subsets.clone().unwrap_or_default();
-        if same(&cur_subsets, &subsets) && cur.metadata.labels.clone().unwrap_or_default() == labels && cur_over == over
+        let same_subsets = cur_subsets == subsets || same(&cur_subsets, &subsets);
+        if same_subsets
+            && cur.metadata.labels.clone().unwrap_or_default() == labels
+            && cur_over == over
         {
+            shared.outputs.lock().insert(key.clone(), cur.clone());
             return Ok(());
         }
     }
     let mut ep = current.clone().unwrap_or_else(|| Endpoints {
-        metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(ns.clone()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
         ..Default::default()
     });
     ep.metadata.labels = Some(labels);
@@ -809,13 +996,17 @@ async fn sync_service(shared: Arc<Shared>, key: ServiceKey) -> Result<(), kube::
     }
     ep.subsets = (!subsets.is_empty()).then_some(subsets);
     let res = match current {
-        Some(_) => api.replace(name, &PostParams::default(), &ep).await.map(|_| ()),
-        None => api.create(&PostParams::default(), &ep).await.map(|_| ()),
+        Some(_) => api.replace(name, &PostParams::default(), &ep).await,
+        None => api.create(&PostParams::default(), &ep).await,
     };
     match res {
+        Ok(written) => {
+            shared.outputs.lock().insert(key.clone(), written);
+            Ok(())
+        }
         // Created in a namespace being deleted: nothing to do.
         Err(kube::Error::Api(s)) if s.code == 403 && namespace_terminating(&s) => Ok(()),
-        other => other,
+        Err(e) => Err(e),
     }
 }
 
@@ -824,9 +1015,11 @@ fn namespace_terminating(s: &kube::core::Status) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{Container, ContainerPort, PodCondition, PodIP, PodSpec, PodStatus, ServiceSpec};
+    use k8s_openapi::api::core::v1::{
+        Container, ContainerPort, PodCondition, PodIP, PodSpec, PodStatus, ServiceSpec,
+    };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     pub(crate) fn pod(name: &str, ip: &str, ready: bool) -> Arc<PodInfo> {
@@ -859,7 +1052,9 @@ mod tests {
                 conditions: Some(vec![PodCondition {
                     type_: "Ready".into(),
                     status: if ready { "True" } else { "False" }.into(),
-                    last_transition_time: Some(Time(jiff::Timestamp::from_second(1_700_000_000).unwrap_or_default())),
+                    last_transition_time: Some(Time(
+                        jiff::Timestamp::from_second(1_700_000_000).unwrap_or_default(),
+                    )),
                     ..Default::default()
                 }]),
                 ..Default::default()
@@ -875,7 +1070,9 @@ mod tests {
                 namespace: Some("ns".into()),
                 uid: Some("svc-uid".into()),
                 labels: Some([("team".to_string(), "a".to_string())].into()),
-                creation_timestamp: Some(Time(jiff::Timestamp::from_second(1_600_000_000).unwrap_or_default())),
+                creation_timestamp: Some(Time(
+                    jiff::Timestamp::from_second(1_600_000_000).unwrap_or_default(),
+                )),
                 ..Default::default()
             },
             spec: Some(ServiceSpec {
@@ -908,25 +1105,44 @@ mod tests {
             ],
             "10.43.0.10",
         );
-        let pods = vec![pod("a", "10.42.0.2", true), pod("b", "10.42.0.3", false), pod("c", "", true)];
+        let pods = vec![
+            pod("a", "10.42.0.2", true),
+            pod("b", "10.42.0.3", false),
+            pod("c", "", true),
+        ];
         let subsets = repack(desired_subsets(&svc, &pods));
         assert_eq!(subsets.len(), 1, "{subsets:?}");
         let s = &subsets[0];
-        let ips = |v: &Option<Vec<EndpointAddress>>| v.iter().flatten().map(|a| a.ip.clone()).collect::<Vec<_>>();
+        let ips = |v: &Option<Vec<EndpointAddress>>| {
+            v.iter().flatten().map(|a| a.ip.clone()).collect::<Vec<_>>()
+        };
         assert_eq!(ips(&s.addresses), vec!["10.42.0.2"]);
         assert_eq!(ips(&s.not_ready_addresses), vec!["10.42.0.3"]);
-        let mut ports: Vec<(String, i32)> =
-            s.ports.iter().flatten().map(|p| (p.name.clone().unwrap_or_default(), p.port)).collect();
+        let mut ports: Vec<(String, i32)> = s
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.clone().unwrap_or_default(), p.port))
+            .collect();
         ports.sort();
         assert_eq!(ports, vec![("http".into(), 8080), ("metrics".into(), 9100)]);
-        let a = &s.addresses.as_ref().unwrap_or(&vec![])[0];
+        let a = s.addresses.clone().unwrap_or_default().remove(0);
         assert_eq!(a.node_name.as_deref(), Some("node-1"));
-        assert_eq!(a.target_ref.as_ref().and_then(|r| r.name.clone()).as_deref(), Some("a"));
+        assert_eq!(
+            a.target_ref
+                .as_ref()
+                .and_then(|r| r.name.clone())
+                .as_deref(),
+            Some("a")
+        );
     }
 
     #[test]
     fn publish_not_ready_addresses_makes_every_pod_ready() {
-        let mut svc = service(vec![named_port("", 80, IntOrString::Int(8080))], "10.43.0.10");
+        let mut svc = service(
+            vec![named_port("", 80, IntOrString::Int(8080))],
+            "10.43.0.10",
+        );
         if let Some(spec) = svc.spec.as_mut() {
             spec.publish_not_ready_addresses = Some(true);
         }
@@ -938,18 +1154,37 @@ mod tests {
     #[test]
     fn headless_without_ports_lists_addresses_only() {
         let svc = service(vec![], "None");
-        let subsets = repack(desired_subsets(&svc, &[pod("a", "10.42.0.2", true), pod("b", "10.42.0.3", true)]));
+        let subsets = repack(desired_subsets(
+            &svc,
+            &[pod("a", "10.42.0.2", true), pod("b", "10.42.0.3", true)],
+        ));
         assert_eq!(subsets.len(), 1);
         assert!(subsets[0].ports.is_none());
         assert_eq!(subsets[0].addresses.as_ref().map(Vec::len), Some(2));
-        assert_eq!(endpoints_labels(&svc).get(LABEL_HEADLESS).map(String::as_str), Some(""));
-        assert_eq!(endpoints_labels(&svc).get(LABEL_MANAGED_BY).map(String::as_str), Some(CONTROLLER_NAME));
-        assert_eq!(endpoints_labels(&svc).get("team").map(String::as_str), Some("a"));
+        assert_eq!(
+            endpoints_labels(&svc)
+                .get(LABEL_HEADLESS)
+                .map(String::as_str),
+            Some("")
+        );
+        assert_eq!(
+            endpoints_labels(&svc)
+                .get(LABEL_MANAGED_BY)
+                .map(String::as_str),
+            Some(CONTROLLER_NAME)
+        );
+        assert_eq!(
+            endpoints_labels(&svc).get("team").map(String::as_str),
+            Some("a")
+        );
     }
 
     #[test]
     fn terminating_and_finished_pods_are_left_out() {
-        let svc = service(vec![named_port("", 80, IntOrString::Int(8080))], "10.43.0.10");
+        let svc = service(
+            vec![named_port("", 80, IntOrString::Int(8080))],
+            "10.43.0.10",
+        );
         let mut gone = (*pod("a", "10.42.0.2", true)).clone();
         gone.terminating = true;
         let mut done = (*pod("b", "10.42.0.3", false)).clone();
@@ -959,29 +1194,72 @@ mod tests {
 
     #[test]
     fn repack_groups_addresses_by_port_set() {
-        let addr = |ip: &str| EndpointAddress { ip: ip.into(), ..Default::default() };
-        let port = |n: &str, p: i32| EndpointPort { name: Some(n.into()), port: p, protocol: Some("TCP".into()), app_protocol: None };
+        let addr = |ip: &str| EndpointAddress {
+            ip: ip.into(),
+            ..Default::default()
+        };
+        let port = |n: &str, p: i32| EndpointPort {
+            name: Some(n.into()),
+            port: p,
+            protocol: Some("TCP".into()),
+            app_protocol: None,
+        };
         let subsets = vec![
-            EndpointSubset { addresses: Some(vec![addr("10.0.0.1")]), not_ready_addresses: None, ports: Some(vec![port("a", 1)]) },
-            EndpointSubset { addresses: Some(vec![addr("10.0.0.1")]), not_ready_addresses: None, ports: Some(vec![port("b", 2)]) },
-            EndpointSubset { addresses: Some(vec![addr("10.0.0.2")]), not_ready_addresses: None, ports: Some(vec![port("a", 1)]) },
+            EndpointSubset {
+                addresses: Some(vec![addr("10.0.0.1")]),
+                not_ready_addresses: None,
+                ports: Some(vec![port("a", 1)]),
+            },
+            EndpointSubset {
+                addresses: Some(vec![addr("10.0.0.1")]),
+                not_ready_addresses: None,
+                ports: Some(vec![port("b", 2)]),
+            },
+            EndpointSubset {
+                addresses: Some(vec![addr("10.0.0.2")]),
+                not_ready_addresses: None,
+                ports: Some(vec![port("a", 1)]),
+            },
         ];
         let out = repack(subsets);
         assert_eq!(out.len(), 2, "{out:?}");
         // 10.0.0.1 and .2 serve "a"; only .1 serves "b".
-        let a = out.iter().find(|s| s.ports.iter().flatten().any(|p| p.port == 1)).cloned().unwrap_or_default();
+        let a = out
+            .iter()
+            .find(|s| s.ports.iter().flatten().any(|p| p.port == 1))
+            .cloned()
+            .unwrap_or_default();
         assert_eq!(a.addresses.map(|v| v.len()), Some(2));
-        let b = out.iter().find(|s| s.ports.iter().flatten().any(|p| p.port == 2)).cloned().unwrap_or_default();
-        assert_eq!(b.addresses.map(|v| v.into_iter().map(|a| a.ip).collect::<Vec<_>>()), Some(vec!["10.0.0.1".to_string()]));
+        let b = out
+            .iter()
+            .find(|s| s.ports.iter().flatten().any(|p| p.port == 2))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            b.addresses
+                .map(|v| v.into_iter().map(|a| a.ip).collect::<Vec<_>>()),
+            Some(vec!["10.0.0.1".to_string()])
+        );
     }
 
     #[test]
     fn endpoints_beyond_capacity_are_truncated() {
-        let addrs: Vec<EndpointAddress> =
-            (0..1200).map(|i| EndpointAddress { ip: format!("10.0.{}.{}", i / 256, i % 256), ..Default::default() }).collect();
-        let mut subsets = vec![EndpointSubset { addresses: Some(addrs), not_ready_addresses: None, ports: None }];
+        let addrs: Vec<EndpointAddress> = (0..1200)
+            .map(|i| EndpointAddress {
+                ip: format!("10.0.{}.{}", i / 256, i % 256),
+                ..Default::default()
+            })
+            .collect();
+        let mut subsets = vec![EndpointSubset {
+            addresses: Some(addrs),
+            not_ready_addresses: None,
+            ports: None,
+        }];
         assert!(truncate(&mut subsets));
-        assert_eq!(subsets[0].addresses.as_ref().map(Vec::len), Some(MAX_CAPACITY));
+        assert_eq!(
+            subsets[0].addresses.as_ref().map(Vec::len),
+            Some(MAX_CAPACITY)
+        );
     }
 
     #[test]
@@ -1002,7 +1280,10 @@ mod tests {
         let mut t = TriggerTimes::default();
         let pods = vec![pod("a", "10.42.0.2", true)];
         // First sight: the Service's creation is the earliest change.
-        assert_eq!(t.compute(&key, &svc, &pods), Some(jiff::Timestamp::from_second(1_600_000_000).unwrap_or_default()));
+        assert_eq!(
+            t.compute(&key, &svc, &pods),
+            Some(jiff::Timestamp::from_second(1_600_000_000).unwrap_or_default())
+        );
         // Nothing new.
         assert_eq!(t.compute(&key, &svc, &pods), None);
         let mut changed = (*pods[0]).clone();
@@ -1020,8 +1301,14 @@ mod tests {
 
     #[test]
     fn removal_picks_the_keys_gone() {
-        let present = [("a".to_string(), "1".to_string()), ("a".to_string(), "2".to_string())];
+        let present = [
+            ("a".to_string(), "1".to_string()),
+            ("a".to_string(), "2".to_string()),
+        ];
         let keep: HashSet<Key> = [("a".to_string(), "1".to_string())].into();
-        assert_eq!(to_remove(present.iter(), &|k| !keep.contains(k)), vec![("a".to_string(), "2".to_string())]);
+        assert_eq!(
+            to_remove(present.iter(), &|k| !keep.contains(k)),
+            vec![("a".to_string(), "2".to_string())]
+        );
     }
 }

@@ -46,7 +46,10 @@ impl ControllerExpectations {
 
     /// With a different expiry (tests).
     pub fn with_timeout(timeout: Duration) -> Self {
-        ControllerExpectations { inner: Mutex::default(), timeout: Some(timeout) }
+        ControllerExpectations {
+            inner: Mutex::default(),
+            timeout: Some(timeout),
+        }
     }
 
     fn timeout(&self) -> Duration {
@@ -66,7 +69,12 @@ impl ControllerExpectations {
     pub fn expect_creations(&self, key: &str, n: usize) {
         self.inner.lock().insert(
             key.to_string(),
-            Expectation { add: n as i64, del: 0, deleting: HashSet::new(), since: Instant::now() },
+            Expectation {
+                add: n as i64,
+                del: 0,
+                deleting: HashSet::new(),
+                since: Instant::now(),
+            },
         );
     }
 
@@ -75,7 +83,12 @@ impl ControllerExpectations {
         let deleting: HashSet<String> = pod_keys.iter().cloned().collect();
         self.inner.lock().insert(
             key.to_string(),
-            Expectation { add: 0, del: deleting.len() as i64, deleting, since: Instant::now() },
+            Expectation {
+                add: 0,
+                del: deleting.len() as i64,
+                deleting,
+                since: Instant::now(),
+            },
         );
     }
 

@@ -22,8 +22,8 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PartialObjectMeta, Preconditions,
-    PropagationPolicy,
+    Api, ApiResource, DeleteParams, DynamicObject, PartialObjectMeta, Patch, PatchParams,
+    Preconditions, PropagationPolicy,
 };
 use kube::runtime::{WatchStreamExt, watcher};
 use parking_lot::Mutex;
@@ -31,7 +31,9 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, warn};
 
-use self::graph::{AbsentKey, Effects, FINALIZER_FOREGROUND, FINALIZER_ORPHAN, Graph, Identity, Observed};
+use self::graph::{
+    AbsentKey, Effects, FINALIZER_FOREGROUND, FINALIZER_ORPHAN, Graph, Identity, Observed,
+};
 use self::queue::WorkQueue;
 use super::events::{Recorder, WARNING};
 use crate::registry::{Catalogue, ResourceDef};
@@ -68,7 +70,11 @@ enum Change {
     /// A worker found the object missing from the API.
     VirtualDelete(Identity),
     /// A kind was (re)listed; objects of it not in `seen` are gone.
-    Resync { api_version: String, kind: String, seen: HashSet<String> },
+    Resync {
+        api_version: String,
+        kind: String,
+        seen: HashSet<String>,
+    },
 }
 
 /// Owners known not to exist, bounded (oldest forgotten first).
@@ -92,7 +98,10 @@ impl AbsentCache {
     /// Absent everywhere, or in `namespace`.
     fn has(&self, uid: &str, namespace: &str) -> bool {
         self.set.contains(&(uid.to_string(), None))
-            || (!namespace.is_empty() && self.set.contains(&(uid.to_string(), Some(namespace.to_string()))))
+            || (!namespace.is_empty()
+                && self
+                    .set
+                    .contains(&(uid.to_string(), Some(namespace.to_string()))))
     }
 }
 
@@ -151,13 +160,22 @@ pub async fn run(ctx: Arc<super::Context>) {
         attempt_to_orphan: WorkQueue::new(),
     });
     let initial = monitored(&gc.catalogue);
-    let synced = Arc::new(Synced { remaining: AtomicUsize::new(initial.len()), notify: Notify::new() });
+    let synced = Arc::new(Synced {
+        remaining: AtomicUsize::new(initial.len()),
+        notify: Notify::new(),
+    });
     tokio::spawn(gc.clone().run_monitors(synced.clone()));
     tokio::spawn(gc.clone().build_graph(rx));
-    if tokio::time::timeout(SYNC_TIMEOUT, synced.wait()).await.is_err() {
+    if tokio::time::timeout(SYNC_TIMEOUT, synced.wait())
+        .await
+        .is_err()
+    {
         warn!("garbage collector: not every resource could be listed; collecting anyway");
     }
-    info!(nodes = gc.graph.lock().len(), "garbage collector: all monitored resources synced");
+    info!(
+        nodes = gc.graph.lock().len(),
+        "garbage collector: all monitored resources synced"
+    );
     let mut workers = Vec::new();
     for _ in 0..DELETE_WORKERS {
         workers.push(tokio::spawn(gc.clone().delete_worker()));
@@ -175,7 +193,11 @@ fn monitored(catalogue: &Catalogue) -> Vec<Arc<ResourceDef>> {
         .all()
         .into_iter()
         .filter(|d| d.storage_version && d.plural != "events")
-        .filter(|d| ["list", "watch", "delete"].iter().all(|v| d.verbs.iter().any(|x| x == v)))
+        .filter(|d| {
+            ["list", "watch", "delete"]
+                .iter()
+                .all(|v| d.verbs.iter().any(|x| x == v))
+        })
         .collect()
 }
 
@@ -191,7 +213,11 @@ pub(crate) fn api_resource(def: &ResourceDef) -> ApiResource {
 
 /// The resource served for an owner reference's apiVersion and kind; any
 /// version of the same group and kind will do (they share objects).
-pub(crate) fn resolve(catalogue: &Catalogue, api_version: &str, kind: &str) -> Option<Arc<ResourceDef>> {
+pub(crate) fn resolve(
+    catalogue: &Catalogue,
+    api_version: &str,
+    kind: &str,
+) -> Option<Arc<ResourceDef>> {
     let (group, version) = match api_version.split_once('/') {
         Some((g, v)) => (g, v),
         None => ("", api_version),
@@ -199,7 +225,10 @@ pub(crate) fn resolve(catalogue: &Catalogue, api_version: &str, kind: &str) -> O
     let all = catalogue.all();
     all.iter()
         .find(|d| d.group == group && d.version == version && d.kind == kind)
-        .or_else(|| all.iter().find(|d| d.group == group && d.kind == kind && d.storage_version))
+        .or_else(|| {
+            all.iter()
+                .find(|d| d.group == group && d.kind == kind && d.storage_version)
+        })
         .or_else(|| all.iter().find(|d| d.group == group && d.kind == kind))
         .cloned()
 }
@@ -212,7 +241,9 @@ fn status_code(e: &kube::Error) -> Option<u16> {
 }
 
 fn has_finalizer(meta: &ObjectMeta, f: &str) -> bool {
-    meta.finalizers.as_ref().is_some_and(|fs| fs.iter().any(|x| x == f))
+    meta.finalizers
+        .as_ref()
+        .is_some_and(|fs| fs.iter().any(|x| x == f))
 }
 
 fn observed(def: &ResourceDef, meta: &ObjectMeta) -> Observed {
@@ -237,7 +268,10 @@ impl Gc {
         let mut first = true;
         loop {
             let defs = monitored(&self.catalogue);
-            let keys: HashSet<(String, String)> = defs.iter().map(|d| (d.group.clone(), d.plural.clone())).collect();
+            let keys: HashSet<(String, String)> = defs
+                .iter()
+                .map(|d| (d.group.clone(), d.plural.clone()))
+                .collect();
             for def in defs {
                 let key = (def.group.clone(), def.plural.clone());
                 if running.contains_key(&key) {
@@ -249,7 +283,11 @@ impl Gc {
             running.retain(|k, h| {
                 let keep = keys.contains(k);
                 if !keep {
-                    debug!(group = k.0, resource = k.1, "garbage collector: resource gone, stopping its monitor");
+                    debug!(
+                        group = k.0,
+                        resource = k.1,
+                        "garbage collector: resource gone, stopping its monitor"
+                    );
                     h.abort();
                 }
                 keep
@@ -262,8 +300,11 @@ impl Gc {
     /// Feed one kind's metadata watch into the graph builder.
     async fn monitor(self: Arc<Self>, def: Arc<ResourceDef>, synced: Option<Arc<Synced>>) {
         // Api over PartialObjectMeta makes metadata-only requests.
-        let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(self.client.clone(), &api_resource(&def));
-        let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+        let api: Api<PartialObjectMeta<DynamicObject>> =
+            Api::all_with(self.client.clone(), &api_resource(&def));
+        let mut stream = watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
         let mut seen: HashSet<String> = HashSet::new();
         let mut synced = synced;
         while let Some(ev) = stream.next().await {
@@ -278,12 +319,18 @@ impl Gc {
                     Change::Upsert(o)
                 }
                 Ok(watcher::Event::Apply(m)) => Change::Upsert(observed(&def, &m.metadata)),
-                Ok(watcher::Event::Delete(m)) => Change::Delete(observed(&def, &m.metadata).identity),
+                Ok(watcher::Event::Delete(m)) => {
+                    Change::Delete(observed(&def, &m.metadata).identity)
+                }
                 Ok(watcher::Event::InitDone) => {
                     let seen = std::mem::take(&mut seen);
                     if self
                         .changes
-                        .send(Change::Resync { api_version: def.api_version(), kind: def.kind.clone(), seen })
+                        .send(Change::Resync {
+                            api_version: def.api_version(),
+                            kind: def.kind.clone(),
+                            seen,
+                        })
                         .await
                         .is_err()
                     {
@@ -314,7 +361,11 @@ impl Gc {
                     Change::Upsert(o) => g.upsert(o),
                     Change::Delete(i) => g.delete(&i),
                     Change::VirtualDelete(i) => g.virtual_delete(&i),
-                    Change::Resync { api_version, kind, seen } => g.resync(&api_version, &kind, &seen),
+                    Change::Resync {
+                        api_version,
+                        kind,
+                        seen,
+                    } => g.resync(&api_version, &kind, &seen),
                 }
             };
             self.apply(fx);
@@ -384,20 +435,35 @@ impl Gc {
     }
 
     fn def_of(&self, identity: &Identity) -> Result<Arc<ResourceDef>, GcError> {
-        resolve(&self.catalogue, &identity.api_version, &identity.kind)
-            .ok_or_else(|| GcError::UnknownKind(format!("{}, Kind={}", identity.api_version, identity.kind)))
+        resolve(&self.catalogue, &identity.api_version, &identity.kind).ok_or_else(|| {
+            GcError::UnknownKind(format!("{}, Kind={}", identity.api_version, identity.kind))
+        })
     }
 
-    async fn get_meta(&self, def: &ResourceDef, identity: &Identity) -> Result<Option<PartialObjectMeta<DynamicObject>>, GcError> {
-        Ok(self.api(def, &identity.namespace).get_metadata_opt(&identity.name).await?)
+    async fn get_meta(
+        &self,
+        def: &ResourceDef,
+        identity: &Identity,
+    ) -> Result<Option<PartialObjectMeta<DynamicObject>>, GcError> {
+        Ok(self
+            .api(def, &identity.namespace)
+            .get_metadata_opt(&identity.name)
+            .await?)
     }
 
     /// Upstream's attemptToDeleteItem.
     async fn attempt_to_delete_item(&self, uid: &str) -> Result<Outcome, GcError> {
         let (identity, being_deleted, deleting_dependents, was_observed) = {
             let g = self.graph.lock();
-            let Some(n) = g.node(uid) else { return Ok(Outcome::Done) };
-            (n.identity.clone(), n.being_deleted, n.deleting_dependents, n.observed)
+            let Some(n) = g.node(uid) else {
+                return Ok(Outcome::Done);
+            };
+            (
+                n.identity.clone(),
+                n.being_deleted,
+                n.deleting_dependents,
+                n.observed,
+            )
         };
         // Being deleted is a one-way trip; its dependents are handled once it is gone.
         if being_deleted && !deleting_dependents {
@@ -418,11 +484,19 @@ impl Gc {
             return Ok(Outcome::Done);
         }
         let owners = meta.owner_references.clone().unwrap_or_default();
-        let requeue_unobserved = if was_observed { Outcome::Done } else { Outcome::Requeue };
+        let requeue_unobserved = if was_observed {
+            Outcome::Done
+        } else {
+            Outcome::Requeue
+        };
         if owners.is_empty() {
             return Ok(requeue_unobserved);
         }
-        let item_ns = if def.namespaced { identity.namespace.clone() } else { String::new() };
+        let item_ns = if def.namespaced {
+            identity.namespace.clone()
+        } else {
+            String::new()
+        };
         let (solid, dangling, waiting) = match self.classify(&item_ns, &owners).await {
             Ok(c) => c,
             Err(GcError::NamespacedOwnerOfClusterScoped(r)) => {
@@ -437,22 +511,33 @@ impl Gc {
             }
             // Drop references to owners that are gone or waiting for their
             // dependents, or the latter would wait forever.
-            let uids: Vec<String> = dangling.iter().chain(&waiting).map(|r| r.uid.clone()).collect();
+            let uids: Vec<String> = dangling
+                .iter()
+                .chain(&waiting)
+                .map(|r| r.uid.clone())
+                .collect();
             debug!(item = %identity, "garbage collector: removing dangling and waiting owner references");
             self.patch_meta(&def, &identity, |m| {
                 let refs = m.owner_references.clone().unwrap_or_default();
-                let kept: Vec<&OwnerReference> = refs.iter().filter(|r| !uids.contains(&r.uid)).collect();
+                let kept: Vec<&OwnerReference> =
+                    refs.iter().filter(|r| !uids.contains(&r.uid)).collect();
                 (kept.len() != refs.len()).then(|| json!({"ownerReferences": refs_value(&kept)}))
             })
             .await?;
             return Ok(requeue_unobserved);
         }
-        let has_dependents = self.graph.lock().node(uid).is_some_and(|n| !n.dependents.is_empty());
+        let has_dependents = self
+            .graph
+            .lock()
+            .node(uid)
+            .is_some_and(|n| !n.dependents.is_empty());
         let policy = if !waiting.is_empty() && has_dependents {
             let cycle = {
                 let g = self.graph.lock();
                 g.node(uid).is_some_and(|n| {
-                    n.dependents.iter().any(|d| g.node(d).is_some_and(|d| d.deleting_dependents))
+                    n.dependents
+                        .iter()
+                        .any(|d| g.node(d).is_some_and(|d| d.deleting_dependents))
                 })
             };
             if cycle {
@@ -486,12 +571,22 @@ impl Gc {
         &self,
         item_ns: &str,
         owners: &[OwnerReference],
-    ) -> Result<(Vec<OwnerReference>, Vec<OwnerReference>, Vec<OwnerReference>), GcError> {
+    ) -> Result<
+        (
+            Vec<OwnerReference>,
+            Vec<OwnerReference>,
+            Vec<OwnerReference>,
+        ),
+        GcError,
+    > {
         let (mut solid, mut dangling, mut waiting) = (Vec::new(), Vec::new(), Vec::new());
         for r in owners {
             match self.owner_of(item_ns, r).await? {
                 None => dangling.push(r.clone()),
-                Some(m) if m.deletion_timestamp.is_some() && has_finalizer(&m, FINALIZER_FOREGROUND) => {
+                Some(m)
+                    if m.deletion_timestamp.is_some()
+                        && has_finalizer(&m, FINALIZER_FOREGROUND) =>
+                {
                     waiting.push(r.clone())
                 }
                 Some(_) => solid.push(r.clone()),
@@ -501,7 +596,11 @@ impl Gc {
     }
 
     /// The owner `r` points at from namespace `item_ns`, None if dangling.
-    async fn owner_of(&self, item_ns: &str, r: &OwnerReference) -> Result<Option<ObjectMeta>, GcError> {
+    async fn owner_of(
+        &self,
+        item_ns: &str,
+        r: &OwnerReference,
+    ) -> Result<Option<ObjectMeta>, GcError> {
         if self.absent.lock().has(&r.uid, item_ns) {
             return Ok(None);
         }
@@ -523,11 +622,17 @@ impl Gc {
 
     /// An owner in foreground deletion: once no blocking dependent is left,
     /// drop its finalizer; until then make sure its dependents are deleted.
-    async fn process_deleting_dependents(&self, def: &ResourceDef, identity: &Identity) -> Result<(), GcError> {
+    async fn process_deleting_dependents(
+        &self,
+        def: &ResourceDef,
+        identity: &Identity,
+    ) -> Result<(), GcError> {
         let blocking = self.graph.lock().blocking_dependents(&identity.uid);
         if blocking.is_empty() {
             debug!(item = %identity, "garbage collector: removing the foregroundDeletion finalizer");
-            return self.remove_finalizer(def, identity, FINALIZER_FOREGROUND).await;
+            return self
+                .remove_finalizer(def, identity, FINALIZER_FOREGROUND)
+                .await;
         }
         for (dep, deleting_dependents) in blocking {
             if !deleting_dependents {
@@ -550,7 +655,8 @@ impl Gc {
                 self.patch_meta(&def, &dep, |m| {
                     let refs = m.owner_references.clone().unwrap_or_default();
                     let kept: Vec<&OwnerReference> = refs.iter().filter(|r| r.uid != uid).collect();
-                    (kept.len() != refs.len()).then(|| json!({"ownerReferences": refs_value(&kept)}))
+                    (kept.len() != refs.len())
+                        .then(|| json!({"ownerReferences": refs_value(&kept)}))
                 })
                 .await
             })
@@ -562,7 +668,12 @@ impl Gc {
         self.remove_finalizer(&def, &owner, FINALIZER_ORPHAN).await
     }
 
-    async fn remove_finalizer(&self, def: &ResourceDef, identity: &Identity, finalizer: &str) -> Result<(), GcError> {
+    async fn remove_finalizer(
+        &self,
+        def: &ResourceDef,
+        identity: &Identity,
+        finalizer: &str,
+    ) -> Result<(), GcError> {
         self.patch_meta(def, identity, |m| {
             let fs = m.finalizers.clone().unwrap_or_default();
             if !fs.iter().any(|f| f == finalizer) {
@@ -585,16 +696,26 @@ impl Gc {
     ) -> Result<(), GcError> {
         let api = self.api(def, &identity.namespace);
         for _ in 0..10 {
-            let Some(cur) = api.get_metadata_opt(&identity.name).await? else { return Ok(()) };
+            let Some(cur) = api.get_metadata_opt(&identity.name).await? else {
+                return Ok(());
+            };
             if cur.metadata.uid.as_deref() != Some(identity.uid.as_str()) {
                 return Ok(());
             }
-            let Some(mut patch) = change(&cur.metadata) else { return Ok(()) };
+            let Some(mut patch) = change(&cur.metadata) else {
+                return Ok(());
+            };
             if let Some(m) = patch.as_object_mut() {
-                m.insert("resourceVersion".into(), json!(cur.metadata.resource_version));
+                m.insert(
+                    "resourceVersion".into(),
+                    json!(cur.metadata.resource_version),
+                );
             }
             let body = json!({ "metadata": patch });
-            match api.patch_metadata(&identity.name, &PatchParams::default(), &Patch::Merge(body)).await {
+            match api
+                .patch_metadata(&identity.name, &PatchParams::default(), &Patch::Merge(body))
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(e) if status_code(&e) == Some(404) => return Ok(()),
                 Err(e) if status_code(&e) == Some(409) => continue,
@@ -604,13 +725,25 @@ impl Gc {
         Err(GcError::Conflicts(identity.to_string()))
     }
 
-    async fn delete_object(&self, def: &ResourceDef, identity: &Identity, policy: PropagationPolicy) -> Result<(), GcError> {
+    async fn delete_object(
+        &self,
+        def: &ResourceDef,
+        identity: &Identity,
+        policy: PropagationPolicy,
+    ) -> Result<(), GcError> {
         let dp = DeleteParams {
             propagation_policy: Some(policy),
-            preconditions: Some(Preconditions { uid: Some(identity.uid.clone()), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: Some(identity.uid.clone()),
+                resource_version: None,
+            }),
             ..DeleteParams::default()
         };
-        match self.api(def, &identity.namespace).delete(&identity.name, &dp).await {
+        match self
+            .api(def, &identity.namespace)
+            .delete(&identity.name, &dp)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if status_code(&e) == Some(404) => Ok(()),
             Err(e) => Err(e.into()),
@@ -620,7 +753,11 @@ impl Gc {
 
 /// An ownerReferences value for a merge patch: null removes the field.
 fn refs_value(refs: &[&OwnerReference]) -> Value {
-    if refs.is_empty() { Value::Null } else { json!(refs) }
+    if refs.is_empty() {
+        Value::Null
+    } else {
+        json!(refs)
+    }
 }
 
 /// Upstream's OwnerRefInvalidNamespace warning on the dependent.
@@ -634,8 +771,13 @@ async fn report_invalid_namespace(recorder: &Recorder, dependent: &Identity, r: 
         uid: Some(dependent.uid.clone()),
         ..Default::default()
     };
-    let message = format!("ownerRef {invalid} does not exist in namespace {:?}", dependent.namespace);
-    recorder.publish(&obj, WARNING, "OwnerRefInvalidNamespace", &message).await;
+    let message = format!(
+        "ownerRef {invalid} does not exist in namespace {:?}",
+        dependent.namespace
+    );
+    recorder
+        .publish(&obj, WARNING, "OwnerRefInvalidNamespace", &message)
+        .await;
 }
 
 #[cfg(test)]
@@ -648,7 +790,10 @@ mod tests {
         let d = resolve(&cat, "autoscaling/v1", "HorizontalPodAutoscaler").expect("hpa v1");
         assert_eq!(d.version, "v1");
         let d = resolve(&cat, "apps/v1", "ReplicaSet").expect("rs");
-        assert_eq!((d.group.as_str(), d.plural.as_str()), ("apps", "replicasets"));
+        assert_eq!(
+            (d.group.as_str(), d.plural.as_str()),
+            ("apps", "replicasets")
+        );
         // An unknown version of a known kind falls back to the stored one.
         let d = resolve(&cat, "apps/v1beta2", "Deployment").expect("deployment");
         assert_eq!(d.version, "v1");
@@ -664,7 +809,12 @@ mod tests {
         assert!(m.iter().any(|d| d.plural == "pods"));
         assert!(m.iter().any(|d| d.plural == "namespaces"));
         // One version per stored resource.
-        assert_eq!(m.iter().filter(|d| d.plural == "horizontalpodautoscalers").count(), 1);
+        assert_eq!(
+            m.iter()
+                .filter(|d| d.plural == "horizontalpodautoscalers")
+                .count(),
+            1
+        );
     }
 
     #[test]

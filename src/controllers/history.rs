@@ -29,7 +29,9 @@ const SAFE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
 /// Map every byte of `s` onto the safe alphabet (upstream's SafeEncodeString).
 pub fn safe_encode(s: &str) -> String {
-    s.bytes().map(|b| SAFE_ALPHABET[usize::from(b) % SAFE_ALPHABET.len()] as char).collect()
+    s.bytes()
+        .map(|b| SAFE_ALPHABET[usize::from(b) % SAFE_ALPHABET.len()] as char)
+        .collect()
 }
 
 const FNV_OFFSET: u32 = 0x811c_9dc5;
@@ -176,8 +178,14 @@ pub fn equal_revision(a: &ControllerRevision, b: &ControllerRevision) -> bool {
 }
 
 /// The revisions in `revisions` equal to `needle`, in the given order.
-pub fn find_equal_revisions<'a>(revisions: &'a [ControllerRevision], needle: &ControllerRevision) -> Vec<&'a ControllerRevision> {
-    revisions.iter().filter(|r| equal_revision(r, needle)).collect()
+pub fn find_equal_revisions<'a>(
+    revisions: &'a [ControllerRevision],
+    needle: &ControllerRevision,
+) -> Vec<&'a ControllerRevision> {
+    revisions
+        .iter()
+        .filter(|r| equal_revision(r, needle))
+        .collect()
 }
 
 /// Oldest first: by revision number, then creation time, then name.
@@ -196,15 +204,25 @@ pub fn sort_revisions(revisions: &mut [ControllerRevision]) {
 
 /// The number for a new revision: one more than the largest (1 if none).
 pub fn next_revision(revisions: &[ControllerRevision]) -> i64 {
-    revisions.iter().map(|r| r.revision).max().map_or(1, |m| m + 1)
+    revisions
+        .iter()
+        .map(|r| r.revision)
+        .max()
+        .map_or(1, |m| m + 1)
 }
 
 /// Which revisions to delete to keep at most `limit` that are not live
 /// (live: in use by the owner's status or by a pod). `sorted` is oldest
 /// first; the oldest go first.
-pub fn revisions_to_prune<'a>(sorted: &'a [ControllerRevision], live: &HashSet<String>, limit: i32) -> Vec<&'a ControllerRevision> {
-    let history: Vec<&ControllerRevision> =
-        sorted.iter().filter(|r| !live.contains(r.metadata.name.as_deref().unwrap_or(""))).collect();
+pub fn revisions_to_prune<'a>(
+    sorted: &'a [ControllerRevision],
+    live: &HashSet<String>,
+    limit: i32,
+) -> Vec<&'a ControllerRevision> {
+    let history: Vec<&ControllerRevision> = sorted
+        .iter()
+        .filter(|r| !live.contains(r.metadata.name.as_deref().unwrap_or("")))
+        .collect();
     let limit = usize::try_from(limit.max(0)).unwrap_or(0);
     if history.len() <= limit {
         return Vec::new();
@@ -240,7 +258,9 @@ pub struct History {
 
 impl History {
     pub fn new(client: kube::Client, namespace: &str) -> Self {
-        History { api: Api::namespaced(client, namespace) }
+        History {
+            api: Api::namespaced(client, namespace),
+        }
     }
 
     /// The revisions controlled by `owner` (matched by uid), adopting orphans
@@ -269,12 +289,20 @@ impl History {
     }
 
     /// Add `owner` as controller of an orphan; None if it went away.
-    async fn adopt(&self, rev: ControllerRevision, owner: &OwnerReference) -> Result<Option<ControllerRevision>, kube::Error> {
+    async fn adopt(
+        &self,
+        rev: ControllerRevision,
+        owner: &OwnerReference,
+    ) -> Result<Option<ControllerRevision>, kube::Error> {
         let name = rev.metadata.name.clone().unwrap_or_default();
         let mut refs = rev.metadata.owner_references.clone().unwrap_or_default();
         refs.push(owner.clone());
         let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": rev.metadata.resource_version}});
-        match self.api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
+        match self
+            .api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
             Ok(r) => Ok(Some(r)),
             Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => Ok(None),
             Err(e) => Err(e),
@@ -292,11 +320,27 @@ impl History {
     ) -> Result<ControllerRevision, SyncError> {
         // Bounded: each round either returns or bumps the count.
         for _ in 0..64 {
-            let data = revision.data.as_ref().map(|d| d.0.clone()).unwrap_or(Value::Null);
-            let owner = revision.metadata.owner_references.as_ref().and_then(|o| o.first()).cloned().unwrap_or_default();
+            let data = revision
+                .data
+                .as_ref()
+                .map(|d| d.0.clone())
+                .unwrap_or(Value::Null);
+            let owner = revision
+                .metadata
+                .owner_references
+                .as_ref()
+                .and_then(|o| o.first())
+                .cloned()
+                .unwrap_or_default();
             let ns = revision.metadata.namespace.clone().unwrap_or_default();
-            let mut candidate =
-                new_revision(owner, &ns, template_labels, data, revision.revision, Some(*collision_count));
+            let mut candidate = new_revision(
+                owner,
+                &ns,
+                template_labels,
+                data,
+                revision.revision,
+                Some(*collision_count),
+            );
             candidate.metadata.annotations = revision.metadata.annotations.clone();
             match self.api.create(&PostParams::default(), &candidate).await {
                 Ok(created) => return Ok(created),
@@ -311,23 +355,42 @@ impl History {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(SyncError::Invalid("too many ControllerRevision name collisions".into()))
+        Err(SyncError::Invalid(
+            "too many ControllerRevision name collisions".into(),
+        ))
     }
 
     /// Give an existing revision a new number (a rollback to it).
-    pub async fn set_revision_number(&self, rev: &ControllerRevision, number: i64) -> Result<ControllerRevision, kube::Error> {
+    pub async fn set_revision_number(
+        &self,
+        rev: &ControllerRevision,
+        number: i64,
+    ) -> Result<ControllerRevision, kube::Error> {
         if rev.revision == number {
             return Ok(rev.clone());
         }
         let name = rev.metadata.name.clone().unwrap_or_default();
-        self.api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"revision": number}))).await
+        self.api
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"revision": number})),
+            )
+            .await
     }
 
     /// Set a label on a revision (DaemonSets label old revisions with their hash).
-    pub async fn label(&self, rev: &ControllerRevision, key: &str, value: &str) -> Result<ControllerRevision, kube::Error> {
+    pub async fn label(
+        &self,
+        rev: &ControllerRevision,
+        key: &str,
+        value: &str,
+    ) -> Result<ControllerRevision, kube::Error> {
         let name = rev.metadata.name.clone().unwrap_or_default();
         let patch = json!({"metadata": {"labels": {key: value}}});
-        self.api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await
+        self.api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
     }
 
     pub async fn delete(&self, rev: &ControllerRevision) -> Result<(), kube::Error> {
@@ -352,7 +415,11 @@ mod tests {
                 ..Default::default()
             }),
             spec: Some(PodSpec {
-                containers: vec![Container { name: "c".into(), image: Some(image.into()), ..Default::default() }],
+                containers: vec![Container {
+                    name: "c".into(),
+                    image: Some(image.into()),
+                    ..Default::default()
+                }],
                 ..Default::default()
             }),
         }
@@ -371,7 +438,10 @@ mod tests {
 
     fn rev(name: &str, n: i64) -> ControllerRevision {
         ControllerRevision {
-            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
             data: None,
             revision: n,
         }
@@ -390,15 +460,22 @@ mod tests {
 
     #[test]
     fn safe_encoding_uses_upstream_alphabet() {
-        // '0' is byte 48: 48 % 27 = 21 -> '5'; '9' is 57 % 27 = 3 -> 'f'.
-        assert_eq!(safe_encode("09"), "5f");
-        assert!(safe_encode("1234567890").chars().all(|c| SAFE_ALPHABET.contains(&(c as u8))));
+        // '0' is byte 48: 48 % 27 = 21 -> '4'; '9' is 57 % 27 = 3 -> 'f'.
+        assert_eq!(safe_encode("09"), "4f");
+        assert!(
+            safe_encode("1234567890")
+                .chars()
+                .all(|c| SAFE_ALPHABET.contains(&(c as u8)))
+        );
     }
 
     #[test]
     fn canonical_json_sorts_keys_everywhere() {
         let a = json!({"b": 1, "a": {"z": [ {"y": 1, "x": 2} ], "c": "s"}});
-        assert_eq!(canonical_json(&a), r#"{"a":{"c":"s","z":[{"x":2,"y":1}]},"b":1}"#);
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"a":{"c":"s","z":[{"x":2,"y":1}]},"b":1}"#
+        );
     }
 
     #[test]
@@ -406,7 +483,10 @@ mod tests {
         let t = template("nginx:1");
         let p = template_patch(&t);
         assert_eq!(p["spec"]["template"]["$patch"], "replace");
-        assert_eq!(p["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1");
+        assert_eq!(
+            p["spec"]["template"]["spec"]["containers"][0]["image"],
+            "nginx:1"
+        );
         let r = new_revision(owner(), "ns", None, p, 1, None);
         assert_eq!(template_from_revision(&r), Some(t));
     }
@@ -423,17 +503,38 @@ mod tests {
         let name = a.metadata.name.clone().unwrap_or_default();
         assert!(name.starts_with("web-"), "{name}");
         let hash = &name["web-".len()..];
-        assert!(!hash.is_empty() && hash.chars().all(|ch| SAFE_ALPHABET.contains(&(ch as u8))), "{name}");
-        assert_eq!(a.metadata.name, b.metadata.name, "same data, same name whatever the number");
-        assert_ne!(a.metadata.name, c.metadata.name, "different template, different name");
-        assert_ne!(a.metadata.name, d.metadata.name, "collision count changes the name");
+        assert!(
+            !hash.is_empty() && hash.chars().all(|ch| SAFE_ALPHABET.contains(&(ch as u8))),
+            "{name}"
+        );
+        assert_eq!(
+            a.metadata.name, b.metadata.name,
+            "same data, same name whatever the number"
+        );
+        assert_ne!(
+            a.metadata.name, c.metadata.name,
+            "different template, different name"
+        );
+        assert_ne!(
+            a.metadata.name, d.metadata.name,
+            "collision count changes the name"
+        );
         let l = a.metadata.labels.clone().unwrap_or_default();
         assert_eq!(l.get("app").map(String::as_str), Some("web"));
         assert_eq!(l.get(HISTORY_HASH_LABEL).map(String::as_str), Some(hash));
-        assert_eq!(a.metadata.owner_references.as_ref().map(|o| o[0].uid.as_str()), Some("u1"));
+        assert_eq!(
+            a.metadata
+                .owner_references
+                .as_ref()
+                .map(|o| o[0].uid.as_str()),
+            Some("u1")
+        );
         assert!(equal_revision(&a, &b));
         assert!(!equal_revision(&a, &c));
-        assert_eq!(find_equal_revisions(&[c.clone(), a.clone(), b.clone()], &a).len(), 2);
+        assert_eq!(
+            find_equal_revisions(&[c.clone(), a.clone(), b.clone()], &a).len(),
+            2
+        );
     }
 
     #[test]
@@ -442,7 +543,10 @@ mod tests {
         assert_eq!(h1, template_hash(&template("a"), None));
         assert_ne!(h1, template_hash(&template("b"), None));
         assert_ne!(h1, template_hash(&template("a"), Some(1)));
-        assert_ne!(template_hash(&template("a"), Some(1)), template_hash(&template("a"), Some(2)));
+        assert_ne!(
+            template_hash(&template("a"), Some(1)),
+            template_hash(&template("a"), Some(2))
+        );
     }
 
     #[test]
@@ -456,15 +560,27 @@ mod tests {
 
     #[test]
     fn sorting_numbering_and_pruning() {
-        let mut revs = vec![rev("c", 3), rev("a", 1), rev("b", 2), rev("d", 4), rev("e", 5)];
+        let mut revs = vec![
+            rev("c", 3),
+            rev("a", 1),
+            rev("b", 2),
+            rev("d", 4),
+            rev("e", 5),
+        ];
         sort_revisions(&mut revs);
-        let names: Vec<_> = revs.iter().map(|r| r.metadata.name.clone().unwrap_or_default()).collect();
+        let names: Vec<_> = revs
+            .iter()
+            .map(|r| r.metadata.name.clone().unwrap_or_default())
+            .collect();
         assert_eq!(names, ["a", "b", "c", "d", "e"]);
         assert_eq!(next_revision(&revs), 6);
         assert_eq!(next_revision(&[]), 1);
         // e (update) and b (a pod uses it) are live; keep 1 of a, c, d: the newest.
         let live: HashSet<String> = ["e".to_string(), "b".to_string()].into();
-        let pruned: Vec<_> = revisions_to_prune(&revs, &live, 1).iter().map(|r| r.metadata.name.clone().unwrap_or_default()).collect();
+        let pruned: Vec<_> = revisions_to_prune(&revs, &live, 1)
+            .iter()
+            .map(|r| r.metadata.name.clone().unwrap_or_default())
+            .collect();
         assert_eq!(pruned, ["a", "c"]);
         assert!(revisions_to_prune(&revs, &live, 3).is_empty());
         assert_eq!(revisions_to_prune(&revs, &live, 0).len(), 3);
@@ -477,8 +593,14 @@ mod tests {
             match_expressions: None,
         };
         let s = selector_of(Some(&sel)).expect("selector");
-        assert!(selector_matches(&s, Some(&BTreeMap::from([("app".to_string(), "web".to_string())]))));
-        assert!(!selector_matches(&s, Some(&BTreeMap::from([("app".to_string(), "db".to_string())]))));
+        assert!(selector_matches(
+            &s,
+            Some(&BTreeMap::from([("app".to_string(), "web".to_string())]))
+        ));
+        assert!(!selector_matches(
+            &s,
+            Some(&BTreeMap::from([("app".to_string(), "db".to_string())]))
+        ));
         assert!(!selector_matches(&s, None));
         assert_eq!(s.to_string(), "app=web");
     }

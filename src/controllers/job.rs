@@ -12,8 +12,8 @@
 
 pub mod backoff;
 pub mod indexes;
-pub mod policy;
 pub mod pods;
+pub mod policy;
 pub mod queue;
 mod sync;
 
@@ -24,7 +24,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use parking_lot::Mutex;
 use serde_json::json;
@@ -72,7 +73,10 @@ pub struct JobController {
 
 /// Run the Job controller until its watches end.
 pub async fn run(ctx: Arc<Context>) {
-    let ctrl = Arc::new(JobController::new(ctx.client.clone(), ctx.recorder(COMPONENT)));
+    let ctrl = Arc::new(JobController::new(
+        ctx.client.clone(),
+        ctx.recorder(COMPONENT),
+    ));
     let mut tasks = Vec::new();
     for _ in 0..WORKERS {
         let c = ctrl.clone();
@@ -106,7 +110,12 @@ pub fn has_condition(job: &Job, type_: &str) -> bool {
 }
 
 pub fn find_condition<'a>(job: &'a Job, type_: &str) -> Option<&'a JobCondition> {
-    job.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_)
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 /// Complete or Failed.
@@ -126,7 +135,10 @@ pub fn finished_type(job: &Job) -> Option<&str> {
 }
 
 fn managed_elsewhere(job: &Job) -> bool {
-    job.spec.as_ref().and_then(|s| s.managed_by.as_deref()).is_some_and(|m| m != MANAGED_BY)
+    job.spec
+        .as_ref()
+        .and_then(|s| s.managed_by.as_deref())
+        .is_some_and(|m| m != MANAGED_BY)
 }
 
 impl JobController {
@@ -173,12 +185,19 @@ impl JobController {
 
     async fn watch_jobs(&self) {
         let api: Api<Job> = Api::all(self.client.clone());
-        let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+        let mut events = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
         while let Some(ev) = events.next().await {
             match ev {
-                Ok(watcher::Event::Apply(job)) | Ok(watcher::Event::InitApply(job)) => self.job_changed(&job),
+                Ok(watcher::Event::Apply(job)) | Ok(watcher::Event::InitApply(job)) => {
+                    self.job_changed(&job)
+                }
                 Ok(watcher::Event::Delete(job)) => {
-                    let key = key_of(job.metadata.namespace.as_deref().unwrap_or(""), job.metadata.name.as_deref().unwrap_or(""));
+                    let key = key_of(
+                        job.metadata.namespace.as_deref().unwrap_or(""),
+                        job.metadata.name.as_deref().unwrap_or(""),
+                    );
                     self.generations.lock().remove(&key);
                     self.queue.add(key);
                 }
@@ -190,8 +209,14 @@ impl JobController {
     }
 
     fn job_changed(&self, job: &Job) {
-        let key = key_of(job.metadata.namespace.as_deref().unwrap_or(""), job.metadata.name.as_deref().unwrap_or(""));
-        let now = (job.metadata.uid.clone().unwrap_or_default(), job.metadata.generation.unwrap_or(0));
+        let key = key_of(
+            job.metadata.namespace.as_deref().unwrap_or(""),
+            job.metadata.name.as_deref().unwrap_or(""),
+        );
+        let now = (
+            job.metadata.uid.clone().unwrap_or_default(),
+            job.metadata.generation.unwrap_or(0),
+        );
         let before = self.generations.lock().insert(key.clone(), now.clone());
         // Spec changes (and new Jobs) sync at once; status-only updates,
         // mostly our own, are batched.
@@ -203,13 +228,17 @@ impl JobController {
     }
 
     async fn watch_pods(&self) {
-        let api: Api<Pod> = Api::all(self.client.clone());
-        let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+        // Metadata is all it needs to route events: owner, finalizers,
+        // deletion. Metadata-only watches spare decoding whole pods.
+        let api: Api<PartialObjectMeta<Pod>> = Api::all(self.client.clone());
+        let mut events = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
         while let Some(ev) = events.next().await {
             match ev {
-                Ok(watcher::Event::Apply(pod)) | Ok(watcher::Event::InitApply(pod)) | Ok(watcher::Event::Delete(pod)) => {
-                    self.pod_changed(&pod)
-                }
+                Ok(watcher::Event::Apply(pod))
+                | Ok(watcher::Event::InitApply(pod))
+                | Ok(watcher::Event::Delete(pod)) => self.pod_changed(&pod.metadata),
                 Ok(_) => {}
                 Err(e) => debug!("pod watch: {e}"),
             }
@@ -217,16 +246,22 @@ impl JobController {
         warn!("pod watch ended");
     }
 
-    fn pod_changed(&self, pod: &Pod) {
-        let ns = pod.metadata.namespace.as_deref().unwrap_or("");
-        let owner = podcontrol::controller_of(&pod.metadata).filter(|o| o.kind == "Job" && o.api_version == "batch/v1");
+    fn pod_changed(&self, meta: &ObjectMeta) {
+        let ns = meta.namespace.as_deref().unwrap_or("");
+        let owner = podcontrol::controller_of(meta)
+            .filter(|o| o.kind == "Job" && o.api_version == "batch/v1");
         if let Some(o) = owner {
             self.queue.add_after(key_of(ns, &o.name), BATCH_PERIOD);
         }
         // A finalizer that no live Job will remove: orphans, and pods being
         // deleted whose Job may be gone or finished.
-        if pods::has_tracking_finalizer(pod) && (owner.is_none() || pod.metadata.deletion_timestamp.is_some()) {
-            self.orphans.add(key_of(ns, pods::name(pod)));
+        let tracked = meta
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|f| f == pods::TRACKING_FINALIZER));
+        if tracked && (owner.is_none() || meta.deletion_timestamp.is_some()) {
+            self.orphans
+                .add(key_of(ns, meta.name.as_deref().unwrap_or("")));
         }
     }
 
@@ -234,7 +269,9 @@ impl JobController {
     async fn sync_orphan_pod(&self, key: &str) -> Result<(), SyncError> {
         let (ns, name) = split_key(key);
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        let Some(pod) = api.get_opt(name).await? else { return Ok(()) };
+        let Some(pod) = api.get_opt(name).await? else {
+            return Ok(());
+        };
         if !pods::has_tracking_finalizer(&pod) {
             return Ok(());
         }
@@ -259,12 +296,23 @@ impl JobController {
 /// Remove the tracking finalizer (as upstream: a strategic-merge delete from
 /// the primitive list, so concurrent finalizer changes are kept). A pod that
 /// is already gone counts as done.
-pub(crate) async fn remove_tracking_finalizer(api: &Api<Pod>, pod: &Pod) -> Result<(), kube::Error> {
+pub(crate) async fn remove_tracking_finalizer(
+    api: &Api<Pod>,
+    pod: &Pod,
+) -> Result<(), kube::Error> {
     if !pods::has_tracking_finalizer(pod) {
         return Ok(());
     }
-    let patch = json!({"metadata": {"$deleteFromPrimitiveList/finalizers": [pods::TRACKING_FINALIZER]}});
-    match api.patch(pods::name(pod), &PatchParams::default(), &Patch::Strategic(patch)).await {
+    let patch =
+        json!({"metadata": {"$deleteFromPrimitiveList/finalizers": [pods::TRACKING_FINALIZER]}});
+    match api
+        .patch(
+            pods::name(pod),
+            &PatchParams::default(),
+            &Patch::Strategic(patch),
+        )
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
         Err(e) => Err(e),

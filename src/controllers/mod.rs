@@ -6,6 +6,7 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
+pub mod endpointslice;
 pub mod events;
 pub mod expectations;
 pub mod gc;
@@ -68,6 +69,7 @@ fn controllers() -> Vec<(&'static str, Runner)> {
         ("node-lifecycle", |ctx| Box::pin(nodelifecycle::run(ctx))),
         ("garbage-collector", |ctx| Box::pin(gc::run(ctx))),
         ("endpoints", |ctx| Box::pin(endpoints::run(ctx))),
+        ("endpointslice", |ctx| Box::pin(endpointslice::run(ctx))),
         ("serviceaccount", |ctx| Box::pin(serviceaccount::run(ctx))),
         ("root-ca-certificate-publisher", |ctx| Box::pin(rootca::run(ctx))),
         ("job", |ctx| Box::pin(job::run(ctx))),

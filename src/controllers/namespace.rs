@@ -40,7 +40,10 @@ struct State {
 
 /// Run until the process ends.
 pub async fn run(ctx: Arc<super::Context>) {
-    let state = Arc::new(State { client: ctx.client.clone(), catalogue: ctx.catalogue.clone() });
+    let state = Arc::new(State {
+        client: ctx.client.clone(),
+        catalogue: ctx.catalogue.clone(),
+    });
     let api: Api<Namespace> = Api::all(ctx.client.clone());
     Controller::new(api, watcher::Config::default())
         .run(reconcile, error_policy, state)
@@ -53,7 +56,10 @@ pub async fn run(ctx: Arc<super::Context>) {
 }
 
 fn error_policy(ns: Arc<Namespace>, err: &Error, _: Arc<State>) -> Action {
-    warn!(namespace = ns.metadata.name.as_deref().unwrap_or(""), "namespace deletion: {err}");
+    warn!(
+        namespace = ns.metadata.name.as_deref().unwrap_or(""),
+        "namespace deletion: {err}"
+    );
     Action::requeue(Duration::from_secs(1))
 }
 
@@ -76,20 +82,31 @@ async fn reconcile(ns: Arc<Namespace>, st: Arc<State>) -> Result<Action, Error> 
     let name = ns.metadata.name.clone().unwrap_or_default();
     let api: Api<Namespace> = Api::all(st.client.clone());
     // The cache may lag; act on the latest state.
-    let Some(mut latest) = api.get_opt(&name).await? else { return Ok(Action::await_change()) };
-    let Some(deleted_at) = latest.metadata.deletion_timestamp.clone() else { return Ok(Action::await_change()) };
+    let Some(mut latest) = api.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
+    let Some(deleted_at) = latest.metadata.deletion_timestamp.clone() else {
+        return Ok(Action::await_change());
+    };
     if finalized(&latest) {
         return Ok(Action::await_change());
     }
     let totals = delete_all_content(&st, &name).await;
     let mut status = latest.status.clone().unwrap_or_default();
-    let changed = update_conditions(&mut status.conditions, &totals, Time(jiff::Timestamp::now()));
+    let changed = update_conditions(
+        &mut status.conditions,
+        &totals,
+        Time(jiff::Timestamp::now()),
+    );
     if status.phase.as_deref() != Some("Terminating") {
         status.phase = Some("Terminating".into());
     }
     if changed || latest.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Terminating") {
         latest.status = Some(status);
-        match api.replace_status(&name, &PostParams::default(), &latest).await {
+        match api
+            .replace_status(&name, &PostParams::default(), &latest)
+            .await
+        {
             Ok(ns) => latest = ns,
             // Someone else changed it; the next pass writes the conditions.
             Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -100,7 +117,9 @@ async fn reconcile(ns: Arc<Namespace>, st: Arc<State>) -> Result<Action, Error> 
         return Err(Error::Content(totals.errors.join(", ")));
     }
     if totals.remaining > 0 {
-        let age = jiff::Timestamp::now().duration_since(deleted_at.0).unsigned_abs();
+        let age = jiff::Timestamp::now()
+            .duration_since(deleted_at.0)
+            .unsigned_abs();
         return Ok(Action::requeue(poll_interval(age)));
     }
     finalize(&st.client, &api, latest).await?;
@@ -109,16 +128,29 @@ async fn reconcile(ns: Arc<Namespace>, st: Arc<State>) -> Result<Action, Error> 
 
 /// No finalizer of ours left in `spec.finalizers`.
 fn finalized(ns: &Namespace) -> bool {
-    !ns.spec.as_ref().and_then(|s| s.finalizers.as_ref()).is_some_and(|f| f.iter().any(|x| x == FINALIZER))
+    !ns.spec
+        .as_ref()
+        .and_then(|s| s.finalizers.as_ref())
+        .is_some_and(|f| f.iter().any(|x| x == FINALIZER))
 }
 
 /// PUT namespaces/NAME/finalize without our finalizer; on a conflict read
 /// the namespace again and retry.
-async fn finalize(client: &kube::Client, api: &Api<Namespace>, mut ns: Namespace) -> Result<(), Error> {
+async fn finalize(
+    client: &kube::Client,
+    api: &Api<Namespace>,
+    mut ns: Namespace,
+) -> Result<(), Error> {
     let name = ns.metadata.name.clone().unwrap_or_default();
     for _ in 0..10 {
         if let Some(spec) = ns.spec.as_mut() {
-            let rest: Vec<String> = spec.finalizers.take().unwrap_or_default().into_iter().filter(|f| f != FINALIZER).collect();
+            let rest: Vec<String> = spec
+                .finalizers
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|f| f != FINALIZER)
+                .collect();
             spec.finalizers = Some(rest);
         }
         let body = serde_json::to_vec(&ns).map_err(kube::Error::SerdeError)?;
@@ -136,7 +168,9 @@ async fn finalize(client: &kube::Client, api: &Api<Namespace>, mut ns: Namespace
             Err(e) => return Err(e.into()),
         }
     }
-    Err(Error::Content(format!("too many conflicts finalizing namespace {name}")))
+    Err(Error::Content(format!(
+        "too many conflicts finalizing namespace {name}"
+    )))
 }
 
 /// What is left after one pass over every kind.
@@ -164,7 +198,11 @@ fn deletable(catalogue: &Catalogue) -> Vec<Arc<ResourceDef>> {
         .all()
         .into_iter()
         .filter(|d| d.namespaced && d.storage_version)
-        .filter(|d| ["list", "delete"].iter().all(|v| d.verbs.iter().any(|x| x == v)))
+        .filter(|d| {
+            ["list", "delete"]
+                .iter()
+                .all(|v| d.verbs.iter().any(|x| x == v))
+        })
         .collect()
 }
 
@@ -184,7 +222,9 @@ async fn delete_all_content(st: &State, ns: &str) -> Totals {
             Ok(left) => {
                 if left.remaining > 0 {
                     t.remaining += left.remaining;
-                    *t.by_resource.entry(format!("{}.{}", def.plural, def.group)).or_default() += left.remaining;
+                    *t.by_resource
+                        .entry(format!("{}.{}", def.plural, def.group))
+                        .or_default() += left.remaining;
                     for (f, n) in left.finalizers {
                         *t.by_finalizer.entry(f).or_default() += n;
                     }
@@ -204,14 +244,22 @@ async fn delete_all_content(st: &State, ns: &str) -> Totals {
 /// Delete every object of one kind in `ns` (Background), then see what is
 /// left. Objects still there must be held by finalizers or graceful
 /// deletion; anything else is an error.
-async fn delete_kind(client: &kube::Client, def: &ResourceDef, ns: &str) -> Result<KindLeft, String> {
+async fn delete_kind(
+    client: &kube::Client,
+    def: &ResourceDef,
+    ns: &str,
+) -> Result<KindLeft, String> {
     let ar = api_resource(def);
     let meta: Api<PartialObjectMeta<DynamicObject>> = Api::namespaced_with(client.clone(), ns, &ar);
     let gvr = format!("{}/{}, Resource={}", def.group, def.version, def.plural);
     let list = |what: &'static str| {
         let meta = meta.clone();
         let gvr = gvr.clone();
-        async move { meta.list(&ListParams::default()).await.map_err(|e| format!("failed to {what} {gvr}: {e}")) }
+        async move {
+            meta.list(&ListParams::default())
+                .await
+                .map_err(|e| format!("failed to {what} {gvr}: {e}"))
+        }
     };
     let before = list("list").await?;
     if before.items.is_empty() {
@@ -225,7 +273,9 @@ async fn delete_kind(client: &kube::Client, def: &ResourceDef, ns: &str) -> Resu
         }
     } else {
         for item in &before.items {
-            let Some(name) = item.metadata.name.as_deref() else { continue };
+            let Some(name) = item.metadata.name.as_deref() else {
+                continue;
+            };
             match api.delete(name, &dp).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 405 => {}
@@ -234,7 +284,10 @@ async fn delete_kind(client: &kube::Client, def: &ResourceDef, ns: &str) -> Resu
         }
     }
     let after = list("list").await?;
-    let mut left = KindLeft { remaining: after.items.len(), ..Default::default() };
+    let mut left = KindLeft {
+        remaining: after.items.len(),
+        ..Default::default()
+    };
     let mut unexplained = false;
     for item in &after.items {
         let fs = item.metadata.finalizers.clone().unwrap_or_default();
@@ -247,7 +300,9 @@ async fn delete_kind(client: &kube::Client, def: &ResourceDef, ns: &str) -> Resu
         }
     }
     if unexplained && left.finalizers.is_empty() {
-        return Err(format!("unexpected items still remain in namespace: {ns} for gvr: {gvr}"));
+        return Err(format!(
+            "unexpected items still remain in namespace: {ns} for gvr: {gvr}"
+        ));
     }
     Ok(left)
 }
@@ -255,11 +310,31 @@ async fn delete_kind(client: &kube::Client, def: &ResourceDef, ns: &str) -> Resu
 /// The condition types this controller maintains, in upstream's order,
 /// with their reason and message when all is well.
 const CONDITIONS: [(&str, &str, &str); 5] = [
-    ("NamespaceDeletionDiscoveryFailure", "ResourcesDiscovered", "All resources successfully discovered"),
-    ("NamespaceDeletionGroupVersionParsingFailure", "ParsedGroupVersions", "All legacy kube types successfully parsed"),
-    ("NamespaceDeletionContentFailure", "ContentDeleted", "All content successfully deleted, may be waiting on finalization"),
-    ("NamespaceContentRemaining", "ContentRemoved", "All content successfully removed"),
-    ("NamespaceFinalizersRemaining", "ContentHasNoFinalizers", "All content-preserving finalizers finished"),
+    (
+        "NamespaceDeletionDiscoveryFailure",
+        "ResourcesDiscovered",
+        "All resources successfully discovered",
+    ),
+    (
+        "NamespaceDeletionGroupVersionParsingFailure",
+        "ParsedGroupVersions",
+        "All legacy kube types successfully parsed",
+    ),
+    (
+        "NamespaceDeletionContentFailure",
+        "ContentDeleted",
+        "All content successfully deleted, may be waiting on finalization",
+    ),
+    (
+        "NamespaceContentRemaining",
+        "ContentRemoved",
+        "All content successfully removed",
+    ),
+    (
+        "NamespaceFinalizersRemaining",
+        "ContentHasNoFinalizers",
+        "All content-preserving finalizers finished",
+    ),
 ];
 
 /// The conditions `totals` call for: (type, status, reason, message).
@@ -270,26 +345,47 @@ fn desired_conditions(t: &Totals) -> Vec<(String, &'static str, String, String)>
             let failing: Option<(&str, String)> = match *ty {
                 "NamespaceDeletionContentFailure" if !t.errors.is_empty() => Some((
                     "ContentDeletionFailed",
-                    format!("Failed to delete all resource types, {} remaining: {}", t.errors.len(), t.errors.join(", ")),
+                    format!(
+                        "Failed to delete all resource types, {} remaining: {}",
+                        t.errors.len(),
+                        t.errors.join(", ")
+                    ),
                 )),
                 "NamespaceContentRemaining" if t.by_resource.values().any(|n| *n > 0) => {
-                    let parts: Vec<String> =
-                        t.by_resource.iter().map(|(r, n)| format!("{r} has {n} resource instances")).collect();
-                    Some(("SomeResourcesRemain", format!("Some resources are remaining: {}", parts.join(", "))))
+                    let parts: Vec<String> = t
+                        .by_resource
+                        .iter()
+                        .map(|(r, n)| format!("{r} has {n} resource instances"))
+                        .collect();
+                    Some((
+                        "SomeResourcesRemain",
+                        format!("Some resources are remaining: {}", parts.join(", ")),
+                    ))
                 }
                 "NamespaceFinalizersRemaining" if t.by_finalizer.values().any(|n| *n > 0) => {
-                    let parts: Vec<String> =
-                        t.by_finalizer.iter().map(|(f, n)| format!("{f} in {n} resource instances")).collect();
+                    let parts: Vec<String> = t
+                        .by_finalizer
+                        .iter()
+                        .map(|(f, n)| format!("{f} in {n} resource instances"))
+                        .collect();
                     Some((
                         "SomeFinalizersRemain",
-                        format!("Some content in the namespace has finalizers remaining: {}", parts.join(", ")),
+                        format!(
+                            "Some content in the namespace has finalizers remaining: {}",
+                            parts.join(", ")
+                        ),
                     ))
                 }
                 _ => None,
             };
             match failing {
                 Some((reason, message)) => (ty.to_string(), "True", reason.to_string(), message),
-                None => (ty.to_string(), "False", ok_reason.to_string(), ok_message.to_string()),
+                None => (
+                    ty.to_string(),
+                    "False",
+                    ok_reason.to_string(),
+                    ok_message.to_string(),
+                ),
             }
         })
         .collect()
@@ -297,7 +393,11 @@ fn desired_conditions(t: &Totals) -> Vec<(String, &'static str, String, String)>
 
 /// Bring `conditions` to what `totals` call for; true if anything changed.
 /// A condition's transition time moves only when its status changes.
-fn update_conditions(conditions: &mut Option<Vec<NamespaceCondition>>, t: &Totals, now: Time) -> bool {
+fn update_conditions(
+    conditions: &mut Option<Vec<NamespaceCondition>>,
+    t: &Totals,
+    now: Time,
+) -> bool {
     let list = conditions.get_or_insert_with(Vec::new);
     let mut changed = false;
     for (ty, status, reason, message) in desired_conditions(t) {
@@ -313,7 +413,10 @@ fn update_conditions(conditions: &mut Option<Vec<NamespaceCondition>>, t: &Total
                 changed = true;
             }
             Some(c) => {
-                if c.status != status || c.reason.as_deref() != Some(&reason) || c.message.as_deref() != Some(&message) {
+                if c.status != status
+                    || c.reason.as_deref() != Some(&reason)
+                    || c.message.as_deref() != Some(&message)
+                {
                     if c.status != status {
                         c.last_transition_time = Some(now.clone());
                     }
@@ -341,16 +444,36 @@ mod tests {
         let mut conds = None;
         assert!(update_conditions(&mut conds, &Totals::default(), now()));
         let conds = conds.unwrap_or_default();
-        let got: Vec<(&str, &str, &str)> =
-            conds.iter().map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_deref().unwrap_or(""))).collect();
+        let got: Vec<(&str, &str, &str)> = conds
+            .iter()
+            .map(|c| {
+                (
+                    c.type_.as_str(),
+                    c.status.as_str(),
+                    c.reason.as_deref().unwrap_or(""),
+                )
+            })
+            .collect();
         assert_eq!(
             got,
             vec![
-                ("NamespaceDeletionDiscoveryFailure", "False", "ResourcesDiscovered"),
-                ("NamespaceDeletionGroupVersionParsingFailure", "False", "ParsedGroupVersions"),
+                (
+                    "NamespaceDeletionDiscoveryFailure",
+                    "False",
+                    "ResourcesDiscovered"
+                ),
+                (
+                    "NamespaceDeletionGroupVersionParsingFailure",
+                    "False",
+                    "ParsedGroupVersions"
+                ),
                 ("NamespaceDeletionContentFailure", "False", "ContentDeleted"),
                 ("NamespaceContentRemaining", "False", "ContentRemoved"),
-                ("NamespaceFinalizersRemaining", "False", "ContentHasNoFinalizers"),
+                (
+                    "NamespaceFinalizersRemaining",
+                    "False",
+                    "ContentHasNoFinalizers"
+                ),
             ]
         );
     }
@@ -359,41 +482,65 @@ mod tests {
     fn conditions_name_what_remains() {
         let t = Totals {
             remaining: 3,
-            by_resource: [("configmaps.".to_string(), 2), ("widgets.example.com".to_string(), 1)].into(),
+            by_resource: [
+                ("configmaps.".to_string(), 2),
+                ("widgets.example.com".to_string(), 1),
+            ]
+            .into(),
             by_finalizer: [("example.com/hold".to_string(), 3)].into(),
             errors: vec![],
         };
         let mut conds = None;
         update_conditions(&mut conds, &t, now());
         let conds = conds.unwrap_or_default();
-        let find = |ty: &str| conds.iter().find(|c| c.type_ == ty).cloned().unwrap_or_default();
+        let find = |ty: &str| {
+            conds
+                .iter()
+                .find(|c| c.type_ == ty)
+                .cloned()
+                .unwrap_or_default()
+        };
         let remaining = find("NamespaceContentRemaining");
         assert_eq!(remaining.status, "True");
         assert_eq!(remaining.reason.as_deref(), Some("SomeResourcesRemain"));
         assert_eq!(
             remaining.message.as_deref(),
-            Some("Some resources are remaining: configmaps. has 2 resource instances, widgets.example.com has 1 resource instances")
+            Some(
+                "Some resources are remaining: configmaps. has 2 resource instances, widgets.example.com has 1 resource instances"
+            )
         );
         let fins = find("NamespaceFinalizersRemaining");
         assert_eq!(fins.reason.as_deref(), Some("SomeFinalizersRemain"));
         assert_eq!(
             fins.message.as_deref(),
-            Some("Some content in the namespace has finalizers remaining: example.com/hold in 3 resource instances")
+            Some(
+                "Some content in the namespace has finalizers remaining: example.com/hold in 3 resource instances"
+            )
         );
         assert_eq!(find("NamespaceDeletionContentFailure").status, "False");
     }
 
     #[test]
     fn content_errors_are_reported() {
-        let t = Totals { remaining: 1, errors: vec!["failed to delete /v1, Resource=pods: boom".into()], ..Default::default() };
+        let t = Totals {
+            remaining: 1,
+            errors: vec!["failed to delete /v1, Resource=pods: boom".into()],
+            ..Default::default()
+        };
         let mut conds = None;
         update_conditions(&mut conds, &t, now());
-        let c = conds.unwrap_or_default().into_iter().find(|c| c.type_ == "NamespaceDeletionContentFailure").unwrap_or_default();
+        let c = conds
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "NamespaceDeletionContentFailure")
+            .unwrap_or_default();
         assert_eq!(c.status, "True");
         assert_eq!(c.reason.as_deref(), Some("ContentDeletionFailed"));
         assert_eq!(
             c.message.as_deref(),
-            Some("Failed to delete all resource types, 1 remaining: failed to delete /v1, Resource=pods: boom")
+            Some(
+                "Failed to delete all resource types, 1 remaining: failed to delete /v1, Resource=pods: boom"
+            )
         );
     }
 
@@ -404,9 +551,17 @@ mod tests {
         assert!(!update_conditions(&mut conds, &Totals::default(), now()));
         // A status flip moves the transition time.
         let later = Time(jiff::Timestamp::from_second(1_750_000_100).unwrap_or_default());
-        let t = Totals { remaining: 1, by_resource: [("pods.".to_string(), 1)].into(), ..Default::default() };
+        let t = Totals {
+            remaining: 1,
+            by_resource: [("pods.".to_string(), 1)].into(),
+            ..Default::default()
+        };
         assert!(update_conditions(&mut conds, &t, later.clone()));
-        let c = conds.unwrap_or_default().into_iter().find(|c| c.type_ == "NamespaceContentRemaining").unwrap_or_default();
+        let c = conds
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "NamespaceContentRemaining")
+            .unwrap_or_default();
         assert_eq!(c.last_transition_time, Some(later));
     }
 
@@ -423,8 +578,17 @@ mod tests {
 
     #[test]
     fn polling_slows_down_for_slow_content() {
-        assert_eq!(poll_interval(Duration::from_secs(1)), Duration::from_millis(200));
-        assert_eq!(poll_interval(Duration::from_secs(30)), Duration::from_secs(2));
-        assert_eq!(poll_interval(Duration::from_secs(600)), Duration::from_secs(10));
+        assert_eq!(
+            poll_interval(Duration::from_secs(1)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            poll_interval(Duration::from_secs(30)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            poll_interval(Duration::from_secs(600)),
+            Duration::from_secs(10)
+        );
     }
 }

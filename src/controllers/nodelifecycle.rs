@@ -41,6 +41,8 @@ struct Health {
     probe: Option<Instant>,
     lease_renew: Option<String>,
     status_heartbeat: Option<String>,
+    /// The Ready status seen on the last pass (for NodeReady events).
+    last_ready: Option<String>,
 }
 
 /// A pod waiting for its toleration to run out.
@@ -244,6 +246,14 @@ impl Controller {
                 }
             }
             let ready = ready_status(&node).to_string();
+            let was = {
+                let mut st = self.state.lock();
+                st.nodes.get_mut(&name).and_then(|h| h.last_ready.replace(ready.clone()))
+            };
+            if ready == "True" && was.as_deref().is_some_and(|w| w != "True") {
+                let msg = format!("Node {name} status is now: NodeReady");
+                self.node_events.publish(&node_ref(&name), events::NORMAL, "NodeReady", &msg).await;
+            }
             let spec = node.spec.clone().unwrap_or_default();
             let taints = spec.taints.clone().unwrap_or_default();
             let want = desired_taints(&taints, &ready, spec.unschedulable.unwrap_or(false), jiff::Timestamp::now());
@@ -273,21 +283,19 @@ impl Controller {
             }
         }
         // Taints gone (node back): cancel what was scheduled.
-        let cancelled: Vec<String> = {
+        let cancelled: Vec<(String, String)> = {
             let mut st = self.state.lock();
             let gone: Vec<String> = st.evictions.keys().filter(|k| !live_evictions.contains(*k)).cloned().collect();
-            for k in &gone {
-                st.evictions.remove(k);
-            }
-            gone
+            gone.into_iter().filter_map(|k| st.evictions.remove(&k).map(|s| (k, s.uid))).collect()
         };
-        for key in cancelled {
+        for (key, uid) in cancelled {
             let (ns, name) = key.split_once('/').unwrap_or(("", key.as_str()));
             let r = ObjectReference {
                 api_version: Some("v1".into()),
                 kind: Some("Pod".into()),
                 namespace: Some(ns.into()),
                 name: Some(name.into()),
+                uid: Some(uid),
                 ..Default::default()
             };
             self.eviction_events

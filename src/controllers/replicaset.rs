@@ -23,12 +23,12 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::ResourceExt;
 use tracing::{debug, warn};
 
 use super::Context;
@@ -91,12 +91,23 @@ pub async fn run_kind<K: ReplicaKind>(ctx: Arc<Context>) {
     });
     tokio::spawn(watch_owners(shared.clone(), writer));
     tokio::spawn(watch_pods(shared.clone()));
-    engine::run(K::COMPONENT, store, rx, shared, WORKERS, reconcile::<K>, error_policy::<K>).await;
+    engine::run(
+        K::COMPONENT,
+        store,
+        rx,
+        shared,
+        WORKERS,
+        reconcile::<K>,
+        error_policy::<K>,
+    )
+    .await;
 }
 
 async fn watch_owners<K: ReplicaKind>(sh: Arc<Shared<K>>, mut writer: reflector::store::Writer<K>) {
     let api: Api<K> = Api::all(sh.client.clone());
-    let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     while let Some(ev) = events.next().await {
         let ev = match ev {
             Ok(ev) => ev,
@@ -108,7 +119,10 @@ async fn watch_owners<K: ReplicaKind>(sh: Arc<Shared<K>>, mut writer: reflector:
         writer.apply_watcher_event(&ev);
         match &ev {
             watcher::Event::Apply(o) | watcher::Event::InitApply(o) => sh.queue.add(o),
-            watcher::Event::Delete(o) => sh.expectations.delete(&key_of(o)),
+            watcher::Event::Delete(o) => {
+                sh.expectations.delete(&key_of(o));
+                sh.backoff.succeeded(&key_of(o));
+            }
             _ => {}
         }
     }
@@ -116,7 +130,9 @@ async fn watch_owners<K: ReplicaKind>(sh: Arc<Shared<K>>, mut writer: reflector:
 
 async fn watch_pods<K: ReplicaKind>(sh: Arc<Shared<K>>) {
     let api: Api<Pod> = Api::all(sh.client.clone());
-    let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     let mut relist: Vec<PodInfo> = Vec::new();
     while let Some(ev) = events.next().await {
         match ev {
@@ -203,9 +219,7 @@ impl<K: ReplicaKind> Shared<K> {
         }
         let (cur_ref, old_ref) = (new.controller(), old.controller());
         let ref_changed = cur_ref != old_ref;
-        if ref_changed
-            && let Some(owner) = old_ref.and_then(|r| self.resolve(&old.namespace, r))
-        {
+        if ref_changed && let Some(owner) = old_ref.and_then(|r| self.resolve(&old.namespace, r)) {
             self.queue.add(&owner);
         }
         if let Some(r) = cur_ref {
@@ -214,7 +228,8 @@ impl<K: ReplicaKind> Shared<K> {
                 // Availability changes minReadySeconds after readiness.
                 let min_ready = owner.min_ready_seconds();
                 if !old.ready && new.ready && min_ready > 0 {
-                    self.queue.add_after(&owner, Duration::from_secs(min_ready as u64));
+                    self.queue
+                        .add_after(&owner, Duration::from_secs(min_ready as u64));
                 }
             }
             return;
@@ -230,7 +245,8 @@ impl<K: ReplicaKind> Shared<K> {
         let Some(owner) = p.controller().and_then(|r| self.resolve(&p.namespace, r)) else {
             return;
         };
-        self.expectations.deletion_observed(&key_of(&*owner), &p.key());
+        self.expectations
+            .deletion_observed(&key_of(&*owner), &p.key());
         self.queue.add(&owner);
     }
 
@@ -241,9 +257,14 @@ impl<K: ReplicaKind> Shared<K> {
     /// Whether `owner` may adopt: a fresh read confirms it is the same object
     /// and is not being deleted (upstream's RecheckDeletionTimestamp).
     async fn can_adopt(&self, owner: &K) -> bool {
-        let api: Api<K> = Api::namespaced(self.client.clone(), owner.meta().namespace.as_deref().unwrap_or(""));
+        let api: Api<K> = Api::namespaced(
+            self.client.clone(),
+            owner.meta().namespace.as_deref().unwrap_or(""),
+        );
         match api.get_opt(&owner.name_any()).await {
-            Ok(Some(fresh)) => fresh.meta().uid == owner.meta().uid && fresh.meta().deletion_timestamp.is_none(),
+            Ok(Some(fresh)) => {
+                fresh.meta().uid == owner.meta().uid && fresh.meta().deletion_timestamp.is_none()
+            }
             _ => false,
         }
     }
@@ -275,8 +296,11 @@ impl<K: ReplicaKind> Shared<K> {
                     if may_adopt != Some(true) {
                         continue;
                     }
-                    let refs = claim::with_owner(&p.owner_references, podcontrol::controller_ref(owner));
-                    match claim::set_owner_references(&api, &p.name, &p.resource_version, refs).await {
+                    let refs =
+                        claim::with_owner(&p.owner_references, podcontrol::controller_ref(owner));
+                    match claim::set_owner_references(&api, &p.name, &p.resource_version, refs)
+                        .await
+                    {
                         Ok(pod) => claimed.push(Arc::new(PodInfo::from_pod(&pod))),
                         Err(e) if is_not_found(&e) => {}
                         Err(e) => {
@@ -286,7 +310,9 @@ impl<K: ReplicaKind> Shared<K> {
                 }
                 Claim::Release => {
                     let refs = claim::without_owner(&p.owner_references, &uid);
-                    match claim::set_owner_references(&api, &p.name, &p.resource_version, refs).await {
+                    match claim::set_owner_references(&api, &p.name, &p.resource_version, refs)
+                        .await
+                    {
                         Ok(_) => {}
                         Err(e) if is_not_found(&e) => {}
                         Err(e) => {
@@ -304,7 +330,12 @@ impl<K: ReplicaKind> Shared<K> {
 
     /// Create or delete pods so that `filtered` (the active pods we own)
     /// moves towards spec.replicas.
-    async fn manage_replicas(&self, owner: &K, filtered: &[Arc<PodInfo>], key: &str) -> Result<(), Error> {
+    async fn manage_replicas(
+        &self,
+        owner: &K,
+        filtered: &[Arc<PodInfo>],
+        key: &str,
+    ) -> Result<(), Error> {
         let desired = owner.desired().max(0) as usize;
         let have = filtered.len();
         if have < desired {
@@ -355,54 +386,96 @@ impl<K: ReplicaKind> Shared<K> {
         let ns = owner.meta().namespace.clone();
         self.store
             .state_filter(|o| {
-                o.meta().namespace == ns && podcontrol::controller_of(o.meta()).is_some_and(|r| r.uid == parent)
+                o.meta().namespace == ns
+                    && podcontrol::controller_of(o.meta()).is_some_and(|r| r.uid == parent)
             })
             .iter()
-            .flat_map(|o| self.pods.controlled_by(o.meta().uid.as_deref().unwrap_or("")))
+            .flat_map(|o| {
+                self.pods
+                    .controlled_by(o.meta().uid.as_deref().unwrap_or(""))
+            })
             .filter(|p| p.is_active())
             .collect()
     }
 
     async fn create_pod(&self, owner: &K, template: &PodTemplateSpec) -> Result<(), kube::Error> {
         let ns = owner.meta().namespace.clone().unwrap_or_default();
-        let pod = podcontrol::pod_from_template(template, &ns, podcontrol::controller_ref(owner), &owner.name_any(), None);
-        match self.pods_api(&ns).create(&PostParams::default(), &pod).await {
+        let pod = podcontrol::pod_from_template(
+            template,
+            &ns,
+            podcontrol::controller_ref(owner),
+            &owner.name_any(),
+            None,
+        );
+        match self
+            .pods_api(&ns)
+            .create(&PostParams::default(), &pod)
+            .await
+        {
             Ok(created) => {
                 // Best effort and off the hot path: a burst of creations must
                 // not wait for its events.
                 let (rec, oref) = (self.recorder.clone(), events::reference(owner));
                 let msg = format!("Created pod: {}", created.name_any());
-                tokio::spawn(async move { rec.publish(&oref, events::NORMAL, "SuccessfulCreate", &msg).await });
+                tokio::spawn(async move {
+                    rec.publish(&oref, events::NORMAL, "SuccessfulCreate", &msg)
+                        .await
+                });
                 Ok(())
             }
             Err(e) if namespace_terminating(&e) => Err(e),
             Err(e) => {
                 let msg = format!("Error creating: {}", api_message(&e));
-                self.recorder.publish(&events::reference(owner), events::WARNING, "FailedCreate", &msg).await;
+                self.recorder
+                    .publish(
+                        &events::reference(owner),
+                        events::WARNING,
+                        "FailedCreate",
+                        &msg,
+                    )
+                    .await;
                 Err(e)
             }
         }
     }
 
     async fn delete_pod(&self, owner: &K, p: &PodInfo) -> Result<(), kube::Error> {
-        match self.pods_api(&p.namespace).delete(&p.name, &DeleteParams::default()).await {
+        match self
+            .pods_api(&p.namespace)
+            .delete(&p.name, &DeleteParams::default())
+            .await
+        {
             Ok(_) => {
                 let (rec, oref) = (self.recorder.clone(), events::reference(owner));
                 let msg = format!("Deleted pod: {}", p.name);
-                tokio::spawn(async move { rec.publish(&oref, events::NORMAL, "SuccessfulDelete", &msg).await });
+                tokio::spawn(async move {
+                    rec.publish(&oref, events::NORMAL, "SuccessfulDelete", &msg)
+                        .await
+                });
                 Ok(())
             }
             Err(e) if is_not_found(&e) => Err(e),
             Err(e) => {
                 let msg = format!("Error deleting: {}", api_message(&e));
-                self.recorder.publish(&events::reference(owner), events::WARNING, "FailedDelete", &msg).await;
+                self.recorder
+                    .publish(
+                        &events::reference(owner),
+                        events::WARNING,
+                        "FailedDelete",
+                        &msg,
+                    )
+                    .await;
                 Err(e)
             }
         }
     }
 
     /// Write the status if it changed (or the generation is unobserved).
-    async fn update_status(&self, owner: &K, mut status: ReplicaStatus) -> Result<ReplicaStatus, kube::Error> {
+    async fn update_status(
+        &self,
+        owner: &K,
+        mut status: ReplicaStatus,
+    ) -> Result<ReplicaStatus, kube::Error> {
         let current = owner.replica_status();
         let generation = owner.meta().generation.unwrap_or(0);
         status.observed_generation = current.observed_generation;
@@ -410,8 +483,16 @@ impl<K: ReplicaKind> Shared<K> {
             return Ok(status);
         }
         status.observed_generation = generation;
-        let api: Api<K> = Api::namespaced(self.client.clone(), owner.meta().namespace.as_deref().unwrap_or(""));
-        api.patch_status(&owner.name_any(), &PatchParams::default(), &Patch::Merge(status.merge_patch())).await?;
+        let api: Api<K> = Api::namespaced(
+            self.client.clone(),
+            owner.meta().namespace.as_deref().unwrap_or(""),
+        );
+        api.patch_status(
+            &owner.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(status.merge_patch()),
+        )
+        .await?;
         Ok(status)
     }
 }
@@ -447,18 +528,37 @@ where
 
 /// The status for `filtered` (the active pods owned); `failure` is the
 /// error of this sync's create/delete attempt, if any.
-fn calculate_status<K: ReplicaKind>(owner: &K, filtered: &[Arc<PodInfo>], failure: Option<&Error>, now: Timestamp) -> ReplicaStatus {
+fn calculate_status<K: ReplicaKind>(
+    owner: &K,
+    filtered: &[Arc<PodInfo>],
+    failure: Option<&Error>,
+    now: Timestamp,
+) -> ReplicaStatus {
     let mut st = owner.replica_status();
-    let template_labels = owner.template().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.as_ref());
+    let template_labels = owner
+        .template()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.as_ref());
     let min_ready = owner.min_ready_seconds();
     st.replicas = filtered.len() as i32;
     st.fully_labeled_replicas = filtered
         .iter()
-        .filter(|p| template_labels.iter().flat_map(|l| l.iter()).all(|(k, v)| p.labels.get(k) == Some(v)))
+        .filter(|p| {
+            template_labels
+                .iter()
+                .flat_map(|l| l.iter())
+                .all(|(k, v)| p.labels.get(k) == Some(v))
+        })
         .count() as i32;
     st.ready_replicas = filtered.iter().filter(|p| p.ready).count() as i32;
-    st.available_replicas = filtered.iter().filter(|p| p.is_available(min_ready, now)).count() as i32;
-    let existing = st.conditions.iter().position(|c| c.type_ == "ReplicaFailure");
+    st.available_replicas = filtered
+        .iter()
+        .filter(|p| p.is_available(min_ready, now))
+        .count() as i32;
+    let existing = st
+        .conditions
+        .iter()
+        .position(|c| c.type_ == "ReplicaFailure");
     match (failure, existing) {
         (Some(err), None) => {
             let diff = filtered.len() as i64 - i64::from(owner.desired());
@@ -520,7 +620,9 @@ fn error_policy<K: ReplicaKind>(owner: Arc<K>, err: &Error, sh: Arc<Shared<K>>) 
     let key = key_of(&*owner);
     let delay = sh.backoff.failed(&key);
     match err {
-        Error::Api(kube::Error::Api(s)) if s.code == 409 => debug!(controller = K::COMPONENT, key, "conflict: {err}"),
+        Error::Api(kube::Error::Api(s)) if s.code == 409 => {
+            debug!(controller = K::COMPONENT, key, "conflict: {err}")
+        }
         _ => warn!(controller = K::COMPONENT, key, "sync failed: {err}"),
     }
     Action::requeue(delay)
@@ -535,18 +637,31 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn rs(replicas: i32, min_ready: i32) -> ReplicaSet {
         ReplicaSet {
-            metadata: ObjectMeta { name: Some("web".into()), namespace: Some("ns".into()), generation: Some(2), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("ns".into()),
+                generation: Some(2),
+                ..Default::default()
+            },
             spec: Some(ReplicaSetSpec {
                 replicas: Some(replicas),
                 min_ready_seconds: Some(min_ready),
-                selector: LabelSelector { match_labels: Some(labels(&[("app", "web")])), ..Default::default() },
+                selector: LabelSelector {
+                    match_labels: Some(labels(&[("app", "web")])),
+                    ..Default::default()
+                },
                 template: Some(PodTemplateSpec {
-                    metadata: Some(ObjectMeta { labels: Some(labels(&[("app", "web"), ("tier", "fe")])), ..Default::default() }),
+                    metadata: Some(ObjectMeta {
+                        labels: Some(labels(&[("app", "web"), ("tier", "fe")])),
+                        ..Default::default()
+                    }),
                     spec: None,
                 }),
             }),
@@ -554,14 +669,20 @@ mod tests {
         }
     }
 
-    fn pod(name: &str, lbls: &[(&str, &str)], ready_secs_ago: Option<i64>, now: Timestamp) -> Arc<PodInfo> {
+    fn pod(
+        name: &str,
+        lbls: &[(&str, &str)],
+        ready_secs_ago: Option<i64>,
+        now: Timestamp,
+    ) -> Arc<PodInfo> {
         Arc::new(PodInfo {
             namespace: "ns".into(),
             name: name.into(),
             labels: labels(lbls),
             phase: "Running".into(),
             ready: ready_secs_ago.is_some(),
-            ready_since: ready_secs_ago.and_then(|s| Timestamp::from_second(now.as_second() - s).ok()),
+            ready_since: ready_secs_ago
+                .and_then(|s| Timestamp::from_second(now.as_second() - s).ok()),
             ..Default::default()
         })
     }
@@ -577,7 +698,12 @@ mod tests {
         ];
         let st = calculate_status(&owner, &pods, None, now);
         assert_eq!(
-            (st.replicas, st.fully_labeled_replicas, st.ready_replicas, st.available_replicas),
+            (
+                st.replicas,
+                st.fully_labeled_replicas,
+                st.ready_replicas,
+                st.available_replicas
+            ),
             (3, 2, 2, 1)
         );
         assert!(st.conditions.is_empty());
@@ -591,7 +717,10 @@ mod tests {
         let st = calculate_status(&owner, &[], Some(&err), now);
         assert_eq!(st.conditions.len(), 1);
         let c = &st.conditions[0];
-        assert_eq!((c.type_.as_str(), c.status.as_str()), ("ReplicaFailure", "True"));
+        assert_eq!(
+            (c.type_.as_str(), c.status.as_str()),
+            ("ReplicaFailure", "True")
+        );
         assert_eq!(c.reason.as_deref(), Some("FailedCreate"));
         assert_eq!(c.message.as_deref(), Some("ns/web has no pod template"));
         // Once it works again the condition goes.
@@ -620,7 +749,11 @@ mod tests {
             let i = calls.fetch_add(1, Ordering::SeqCst);
             async move {
                 if i >= 3 {
-                    Err(kube::Error::Api(kube::core::Status::failure("boom", "InternalError").with_code(500).boxed()))
+                    Err(kube::Error::Api(
+                        kube::core::Status::failure("boom", "InternalError")
+                            .with_code(500)
+                            .boxed(),
+                    ))
                 } else {
                     Ok(())
                 }
@@ -629,6 +762,10 @@ mod tests {
         .await;
         assert!(err.is_some());
         assert_eq!(n, 3);
-        assert_eq!(calls.load(Ordering::SeqCst), 7, "1 + 2 + 4 attempts, then stop");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            7,
+            "1 + 2 + 4 attempts, then stop"
+        );
     }
 }

@@ -38,7 +38,9 @@ pub async fn run(ctx: Arc<super::Context>) {
     let config_maps: Api<ConfigMap> = Api::all(client.clone());
     let only_ours = watcher::Config::default().fields(&format!("metadata.name={CONFIG_MAP}"));
     Controller::new(namespaces, watcher::Config::default())
-        .watches(config_maps, only_ours, |cm| cm.metadata.namespace.as_deref().map(ObjectRef::new))
+        .watches(config_maps, only_ours, |cm| {
+            cm.metadata.namespace.as_deref().map(ObjectRef::new)
+        })
         .run(reconcile, error_policy, Arc::new(State { client, ca_pem }))
         .for_each(|res| async move {
             if let Err(e) = res {
@@ -60,19 +62,28 @@ fn desired_data(ca_pem: &str) -> BTreeMap<String, String> {
 /// The ConfigMap brought to the published state; None if it already is.
 fn corrected(mut cm: ConfigMap, ca_pem: &str) -> Option<ConfigMap> {
     let data = desired_data(ca_pem);
-    let described =
-        cm.metadata.annotations.as_ref().and_then(|a| a.get(DESCRIPTION_ANNOTATION)).is_some_and(|d| !d.is_empty());
+    let described = cm
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(DESCRIPTION_ANNOTATION))
+        .is_some_and(|d| !d.is_empty());
     if cm.data.as_ref() == Some(&data) && cm.binary_data.is_none() && described {
         return None;
     }
     cm.data = Some(data);
     cm.binary_data = None;
-    cm.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(DESCRIPTION_ANNOTATION.into(), DESCRIPTION.into());
+    cm.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(DESCRIPTION_ANNOTATION.into(), DESCRIPTION.into());
     Some(cm)
 }
 
 async fn reconcile(ns: Arc<Namespace>, st: Arc<State>) -> Result<Action, kube::Error> {
-    let Some(name) = ns.metadata.name.as_deref() else { return Ok(Action::await_change()) };
+    let Some(name) = ns.metadata.name.as_deref() else {
+        return Ok(Action::await_change());
+    };
     if !is_active(&ns) {
         return Ok(Action::await_change());
     }
@@ -82,7 +93,9 @@ async fn reconcile(ns: Arc<Namespace>, st: Arc<State>) -> Result<Action, kube::E
             let cm = ConfigMap {
                 metadata: ObjectMeta {
                     name: Some(CONFIG_MAP.into()),
-                    annotations: Some([(DESCRIPTION_ANNOTATION.to_string(), DESCRIPTION.to_string())].into()),
+                    annotations: Some(
+                        [(DESCRIPTION_ANNOTATION.to_string(), DESCRIPTION.to_string())].into(),
+                    ),
                     ..Default::default()
                 },
                 data: Some(desired_data(&st.ca_pem)),
@@ -92,7 +105,10 @@ async fn reconcile(ns: Arc<Namespace>, st: Arc<State>) -> Result<Action, kube::E
         }
         Some(cm) => match corrected(cm, &st.ca_pem) {
             None => Ok(()),
-            Some(cm) => api.replace(CONFIG_MAP, &PostParams::default(), &cm).await.map(|_| ()),
+            Some(cm) => api
+                .replace(CONFIG_MAP, &PostParams::default(), &cm)
+                .await
+                .map(|_| ()),
         },
     };
     match res {
@@ -110,12 +126,19 @@ mod tests {
     #[test]
     fn an_edited_config_map_is_restored() {
         let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
-        let mut cm = ConfigMap::default();
-        cm.data = Some([("ca.crt".to_string(), "tampered".to_string())].into());
+        let cm = ConfigMap {
+            data: Some([("ca.crt".to_string(), "tampered".to_string())].into()),
+            ..Default::default()
+        };
         let fixed = corrected(cm, pem).expect("needs fixing");
         assert_eq!(fixed.data, Some(desired_data(pem)));
         assert_eq!(
-            fixed.metadata.annotations.as_ref().and_then(|a| a.get(DESCRIPTION_ANNOTATION)).map(String::as_str),
+            fixed
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(DESCRIPTION_ANNOTATION))
+                .map(String::as_str),
             Some(DESCRIPTION)
         );
         assert!(corrected(fixed, pem).is_none());

@@ -26,10 +26,13 @@ pub async fn run(ctx: Arc<super::Context>) {
     let client = ctx.client.clone();
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let accounts: Api<ServiceAccount> = Api::all(client.clone());
-    let only_default = watcher::Config::default().fields(&format!("metadata.name={DEFAULT_SERVICE_ACCOUNT}"));
+    let only_default =
+        watcher::Config::default().fields(&format!("metadata.name={DEFAULT_SERVICE_ACCOUNT}"));
     Controller::new(namespaces, watcher::Config::default())
         // A deleted default account sends us back to its namespace.
-        .watches(accounts, only_default, |sa| sa.metadata.namespace.as_deref().map(ObjectRef::new))
+        .watches(accounts, only_default, |sa| {
+            sa.metadata.namespace.as_deref().map(ObjectRef::new)
+        })
         .run(reconcile, error_policy, Arc::new(State { client }))
         .for_each(|res| async move {
             if let Err(e) = res {
@@ -47,11 +50,17 @@ fn error_policy(_: Arc<Namespace>, err: &kube::Error, _: Arc<State>) -> Action {
 /// Whether a namespace takes new content (not terminating).
 pub(crate) fn is_active(ns: &Namespace) -> bool {
     ns.metadata.deletion_timestamp.is_none()
-        && ns.status.as_ref().and_then(|s| s.phase.as_deref()).is_none_or(|p| p == "Active")
+        && ns
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_none_or(|p| p == "Active")
 }
 
 async fn reconcile(ns: Arc<Namespace>, st: Arc<State>) -> Result<Action, kube::Error> {
-    let Some(name) = ns.metadata.name.as_deref() else { return Ok(Action::await_change()) };
+    let Some(name) = ns.metadata.name.as_deref() else {
+        return Ok(Action::await_change());
+    };
     if !is_active(&ns) {
         return Ok(Action::await_change());
     }
@@ -60,7 +69,10 @@ async fn reconcile(ns: Arc<Namespace>, st: Arc<State>) -> Result<Action, kube::E
         return Ok(Action::await_change());
     }
     let sa = ServiceAccount {
-        metadata: ObjectMeta { name: Some(DEFAULT_SERVICE_ACCOUNT.into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(DEFAULT_SERVICE_ACCOUNT.into()),
+            ..Default::default()
+        },
         ..Default::default()
     };
     match api.create(&PostParams::default(), &sa).await {
@@ -80,9 +92,15 @@ mod tests {
     fn terminating_namespaces_get_no_account() {
         let mut ns = Namespace::default();
         assert!(is_active(&ns));
-        ns.status = Some(NamespaceStatus { phase: Some("Active".into()), ..Default::default() });
+        ns.status = Some(NamespaceStatus {
+            phase: Some("Active".into()),
+            ..Default::default()
+        });
         assert!(is_active(&ns));
-        ns.status = Some(NamespaceStatus { phase: Some("Terminating".into()), ..Default::default() });
+        ns.status = Some(NamespaceStatus {
+            phase: Some("Terminating".into()),
+            ..Default::default()
+        });
         assert!(!is_active(&ns));
     }
 }

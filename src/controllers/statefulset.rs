@@ -35,8 +35,9 @@ use self::update::{PodControl, complete_rolling_update, status_changed, update_s
 use super::Context;
 use super::events::{NORMAL, Recorder, WARNING, reference};
 use super::history::{
-    History, REVISION_HASH_LABEL, SyncError, equal_revision, find_equal_revisions, new_revision, next_revision,
-    revisions_to_prune, selector_matches, selector_of, sort_revisions, template_from_revision, template_patch,
+    History, REVISION_HASH_LABEL, SyncError, equal_revision, find_equal_revisions, new_revision,
+    next_revision, revisions_to_prune, selector_matches, selector_of, sort_revisions,
+    template_from_revision, template_patch,
 };
 use super::podcontrol::{controller_of, controller_ref};
 
@@ -53,15 +54,29 @@ struct State {
 /// Run until the watches end.
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
-    let controller = Controller::new(Api::<StatefulSet>::all(client.clone()), watcher::Config::default());
+    let controller = Controller::new(
+        Api::<StatefulSet>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let sets = controller.store();
-    let state = Arc::new(State { client: client.clone(), recorder: ctx.recorder(COMPONENT), failures: Mutex::default() });
+    let state = Arc::new(State {
+        client: client.clone(),
+        recorder: ctx.recorder(COMPONENT),
+        failures: Mutex::default(),
+    });
     // Every StatefulSet pod carries the revision label; watching only those
     // keeps other workloads' pod churn away from this controller.
     let pods_cfg = watcher::Config::default().labels(REVISION_HASH_LABEL);
     controller
-        .owns(Api::<ControllerRevision>::all(client.clone()), watcher::Config::default())
-        .watches(Api::<PartialObjectMeta<Pod>>::all(client), pods_cfg, move |pod| sets_for_pod(&sets, &pod))
+        .owns(
+            Api::<ControllerRevision>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .watches(
+            Api::<PartialObjectMeta<Pod>>::all(client),
+            pods_cfg,
+            move |pod| sets_for_pod(&sets, &pod),
+        )
         .run(reconcile, error_policy, state)
         .for_each(|res| {
             if let Err(e) = res {
@@ -74,7 +89,10 @@ pub async fn run(ctx: Arc<Context>) {
 
 /// The sets a pod event concerns: its controller, or for an orphan every set
 /// that would adopt it.
-fn sets_for_pod(sets: &Store<StatefulSet>, pod: &PartialObjectMeta<Pod>) -> Vec<ObjectRef<StatefulSet>> {
+fn sets_for_pod(
+    sets: &Store<StatefulSet>,
+    pod: &PartialObjectMeta<Pod>,
+) -> Vec<ObjectRef<StatefulSet>> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     if let Some(c) = controller_of(&pod.metadata) {
         if c.kind == "StatefulSet" && c.api_version == "apps/v1" {
@@ -82,7 +100,10 @@ fn sets_for_pod(sets: &Store<StatefulSet>, pod: &PartialObjectMeta<Pod>) -> Vec<
         }
         return Vec::new();
     }
-    let probe = Pod { metadata: pod.metadata.clone(), ..Default::default() };
+    let probe = Pod {
+        metadata: pod.metadata.clone(),
+        ..Default::default()
+    };
     sets.state()
         .iter()
         .filter(|s| s.metadata.namespace.as_deref() == Some(ns.as_str()) && is_member_of(s, &probe))
@@ -124,7 +145,9 @@ fn backoff(failures: u32) -> Duration {
 
 async fn sync(set: &StatefulSet, state: &State) -> Result<Action, SyncError> {
     let ns = set_namespace(set).to_string();
-    let Some(spec) = set.spec.as_ref() else { return Ok(Action::await_change()) };
+    let Some(spec) = set.spec.as_ref() else {
+        return Ok(Action::await_change());
+    };
     let Some(selector) = selector_of(Some(&spec.selector)) else {
         warn!(statefulset = key_of(set), "invalid selector");
         return Ok(Action::await_change());
@@ -141,25 +164,42 @@ async fn sync(set: &StatefulSet, state: &State) -> Result<Action, SyncError> {
     let update_set = with_revision(set, &update);
     let ctl = ApiPodControl::new(state, set);
     let now = Timestamp::now();
-    let outcome =
-        update_stateful_set(&ctl, set, &current_set, &update_set, &current, &update, collision_count, &pods, now).await;
+    let outcome = update_stateful_set(
+        &ctl,
+        set,
+        &current_set,
+        &update_set,
+        &current,
+        &update,
+        collision_count,
+        &pods,
+        now,
+    )
+    .await;
     let mut status = outcome.status;
     complete_rolling_update(set, &mut status);
     let status_result = if status_changed(set, &status) {
         let api: Api<StatefulSet> = Api::namespaced(state.client.clone(), &ns);
-        api.patch_status(set_name(set), &PatchParams::default(), &Patch::Merge(json!({"status": status})))
-            .await
-            .map(|_| ())
-            .or_else(|e| match e {
-                kube::Error::Api(s) if s.is_not_found() => Ok(()),
-                e => Err(e),
-            })
+        api.patch_status(
+            set_name(set),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await
+        .map(|_| ())
+        .or_else(|e| match e {
+            kube::Error::Api(s) if s.is_not_found() => Ok(()),
+            e => Err(e),
+        })
     } else {
         Ok(())
     };
 
     // Prune old revisions even when the pass failed, as upstream does.
-    let mut live: HashSet<String> = pods.iter().map(|p| identity::pod_revision(p).to_string()).collect();
+    let mut live: HashSet<String> = pods
+        .iter()
+        .map(|p| identity::pod_revision(p).to_string())
+        .collect();
     live.extend(current.metadata.name.clone());
     live.extend(update.metadata.name.clone());
     let limit = spec.revision_history_limit.unwrap_or(10);
@@ -173,7 +213,9 @@ async fn sync(set: &StatefulSet, state: &State) -> Result<Action, SyncError> {
     status_result?;
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
     if min_ready > 0 && status.available_replicas.unwrap_or(0) != identity::replicas(set) {
-        return Ok(Action::requeue(Duration::from_secs(u64::try_from(min_ready).unwrap_or(1))));
+        return Ok(Action::requeue(Duration::from_secs(
+            u64::try_from(min_ready).unwrap_or(1),
+        )));
     }
     Ok(Action::await_change())
 }
@@ -195,9 +237,20 @@ async fn revisions_for(
     set: &StatefulSet,
     revisions: &[ControllerRevision],
 ) -> Result<(ControllerRevision, ControllerRevision, i32), SyncError> {
-    let spec = set.spec.as_ref().ok_or_else(|| SyncError::Invalid("statefulset has no spec".into()))?;
-    let mut collision_count = set.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0);
-    let labels = spec.template.metadata.as_ref().and_then(|m| m.labels.as_ref());
+    let spec = set
+        .spec
+        .as_ref()
+        .ok_or_else(|| SyncError::Invalid("statefulset has no spec".into()))?;
+    let mut collision_count = set
+        .status
+        .as_ref()
+        .and_then(|s| s.collision_count)
+        .unwrap_or(0);
+    let labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.as_ref());
     let mut candidate = new_revision(
         controller_ref(set),
         set_namespace(set),
@@ -211,7 +264,11 @@ async fn revisions_for(
     let update = match (equal.last(), revisions.last()) {
         (Some(eq), Some(latest)) if equal_revision(eq, latest) => latest.clone(),
         (Some(eq), _) => history.set_revision_number(eq, candidate.revision).await?,
-        (None, _) => history.create(&candidate, labels, &mut collision_count).await?,
+        (None, _) => {
+            history
+                .create(&candidate, labels, &mut collision_count)
+                .await?
+        }
     };
     let current_name = set.status.as_ref().and_then(|s| s.current_revision.clone());
     let current = revisions
@@ -224,10 +281,17 @@ async fn revisions_for(
 
 /// The set's pods: those it controls and still selects, plus matching
 /// orphans it adopts; pods it controls that no longer belong are released.
-async fn claim_pods(state: &State, set: &StatefulSet, selector: &Selector, adopt: bool) -> Result<Vec<Pod>, SyncError> {
+async fn claim_pods(
+    state: &State,
+    set: &StatefulSet,
+    selector: &Selector,
+    adopt: bool,
+) -> Result<Vec<Pod>, SyncError> {
     let api: Api<Pod> = Api::namespaced(state.client.clone(), set_namespace(set));
     let uid = set.metadata.uid.clone().unwrap_or_default();
-    let list = api.list(&ListParams::default().labels(&selector.to_string())).await?;
+    let list = api
+        .list(&ListParams::default().labels(&selector.to_string()))
+        .await?;
     let mut out = Vec::new();
     for pod in list.items {
         let member = is_member_of(set, &pod);
@@ -253,8 +317,17 @@ async fn claim_pods(state: &State, set: &StatefulSet, selector: &Selector, adopt
     Ok(out)
 }
 
-fn pod_refs_without(pod: &Pod, uid: &str) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
-    pod.metadata.owner_references.iter().flatten().filter(|r| r.uid != uid).cloned().collect()
+fn pod_refs_without(
+    pod: &Pod,
+    uid: &str,
+) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|r| r.uid != uid)
+        .cloned()
+        .collect()
 }
 
 /// Replace a pod's owner references (guarded by its resourceVersion); None
@@ -265,7 +338,10 @@ async fn set_owner_refs(
     refs: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
 ) -> Result<Option<Pod>, SyncError> {
     let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.metadata.resource_version}});
-    match api.patch(name_of(pod), &PatchParams::default(), &Patch::Merge(patch)).await {
+    match api
+        .patch(name_of(pod), &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
         Ok(p) => Ok(Some(p)),
         Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => Ok(None),
         Err(e) => Err(e.into()),
@@ -295,7 +371,10 @@ impl<'a> ApiPodControl<'a> {
     }
 
     async fn event(&self, type_: &str, reason: &str, message: String) {
-        self.state.recorder.publish(&self.set_ref, type_, reason, &message).await;
+        self.state
+            .recorder
+            .publish(&self.set_ref, type_, reason, &message)
+            .await;
     }
 
     /// Upstream's recordPodEvent.
@@ -303,11 +382,19 @@ impl<'a> ApiPodControl<'a> {
         let title = title(verb);
         match err {
             None => {
-                let msg = format!("{verb} Pod {} in StatefulSet {} successful", name_of(pod), set_name(set));
+                let msg = format!(
+                    "{verb} Pod {} in StatefulSet {} successful",
+                    name_of(pod),
+                    set_name(set)
+                );
                 self.event(NORMAL, &format!("Successful{title}"), msg).await;
             }
             Some(e) => {
-                let msg = format!("{verb} Pod {} in StatefulSet {} failed error: {e}", name_of(pod), set_name(set));
+                let msg = format!(
+                    "{verb} Pod {} in StatefulSet {} failed error: {e}",
+                    name_of(pod),
+                    set_name(set)
+                );
                 self.event(WARNING, &format!("Failed{title}"), msg).await;
             }
         }
@@ -317,7 +404,12 @@ impl<'a> ApiPodControl<'a> {
         let mut cache = self.claims.lock().await;
         if cache.is_none() {
             let list = self.pvcs.list(&ListParams::default()).await?;
-            *cache = Some(list.items.into_iter().map(|c| (c.metadata.name.clone().unwrap_or_default(), c)).collect());
+            *cache = Some(
+                list.items
+                    .into_iter()
+                    .map(|c| (c.metadata.name.clone().unwrap_or_default(), c))
+                    .collect(),
+            );
         }
         Ok(cache.as_ref().and_then(|c| c.get(name)).cloned())
     }
@@ -341,7 +433,11 @@ impl<'a> ApiPodControl<'a> {
                 }
                 None => match self.pvcs.create(&PostParams::default(), &claim).await {
                     Ok(created) => {
-                        let msg = format!("create Claim {name} Pod {} in StatefulSet {} success", name_of(pod), set_name(set));
+                        let msg = format!(
+                            "create Claim {name} Pod {} in StatefulSet {} success",
+                            name_of(pod),
+                            set_name(set)
+                        );
                         self.event(NORMAL, "SuccessfulCreate", msg).await;
                         self.remember(created).await;
                     }
@@ -360,13 +456,19 @@ impl<'a> ApiPodControl<'a> {
                 },
             }
         }
-        if errs.is_empty() { Ok(()) } else { Err(SyncError::Invalid(errs.join("; "))) }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(SyncError::Invalid(errs.join("; ")))
+        }
     }
 }
 
 fn title(verb: &str) -> String {
     let mut c = verb.chars();
-    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 #[async_trait::async_trait]
@@ -378,7 +480,9 @@ impl PodControl for ApiPodControl<'_> {
         }
         let created = match self.pods.create(&PostParams::default(), pod).await {
             Ok(p) => p,
-            Err(kube::Error::Api(s)) if s.is_already_exists() => return Err(kube::Error::Api(s).into()),
+            Err(kube::Error::Api(s)) if s.is_already_exists() => {
+                return Err(kube::Error::Api(s).into());
+            }
             Err(e) => {
                 let e = SyncError::from(e);
                 self.pod_event("create", set, pod, Some(&e)).await;
@@ -418,7 +522,11 @@ impl PodControl for ApiPodControl<'_> {
                 break;
             }
             attempted = true;
-            match self.pods.replace(name_of(&pod), &PostParams::default(), &pod).await {
+            match self
+                .pods
+                .replace(name_of(&pod), &PostParams::default(), &pod)
+                .await
+            {
                 Ok(_) => {
                     result = Ok(());
                     break;
@@ -434,13 +542,18 @@ impl PodControl for ApiPodControl<'_> {
             }
         }
         if attempted {
-            self.pod_event("update", set, &pod, result.as_ref().err()).await;
+            self.pod_event("update", set, &pod, result.as_ref().err())
+                .await;
         }
         result
     }
 
     async fn delete_pod(&self, set: &StatefulSet, pod: &Pod) -> Result<(), SyncError> {
-        match self.pods.delete(name_of(pod), &DeleteParams::default()).await {
+        match self
+            .pods
+            .delete(name_of(pod), &DeleteParams::default())
+            .await
+        {
             Ok(_) => {
                 self.pod_event("delete", set, pod, None).await;
                 Ok(())
@@ -454,9 +567,15 @@ impl PodControl for ApiPodControl<'_> {
         }
     }
 
-    async fn claims_match_retention(&self, set: &StatefulSet, pod: &Pod) -> Result<bool, SyncError> {
+    async fn claims_match_retention(
+        &self,
+        set: &StatefulSet,
+        pod: &Pod,
+    ) -> Result<bool, SyncError> {
         for (_, want) in claims_for(set, pod) {
-            if let Some(claim) = self.claim(want.metadata.name.as_deref().unwrap_or("")).await?
+            if let Some(claim) = self
+                .claim(want.metadata.name.as_deref().unwrap_or(""))
+                .await?
                 && !retention::is_claim_owner_up_to_date(&claim, set, pod)
             {
                 return Ok(false);
@@ -465,19 +584,31 @@ impl PodControl for ApiPodControl<'_> {
         Ok(true)
     }
 
-    async fn update_claims_for_retention(&self, set: &StatefulSet, pod: &Pod) -> Result<(), SyncError> {
+    async fn update_claims_for_retention(
+        &self,
+        set: &StatefulSet,
+        pod: &Pod,
+    ) -> Result<(), SyncError> {
         for (_, want) in claims_for(set, pod) {
             let name = want.metadata.name.clone().unwrap_or_default();
-            let Some(mut claim) = self.claim(&name).await? else { continue };
+            let Some(mut claim) = self.claim(&name).await? else {
+                continue;
+            };
             if retention::is_claim_owner_up_to_date(&claim, set, pod) {
                 continue;
             }
             retention::update_claim_owner_refs(&mut claim, set, pod);
             let refs = claim.metadata.owner_references.clone().unwrap_or_default();
             let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": claim.metadata.resource_version}});
-            let updated = self.pvcs.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await.map_err(|e| {
-                SyncError::Invalid(format!("could not update claim {name} for delete policy ownerRefs: {e}"))
-            })?;
+            let updated = self
+                .pvcs
+                .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .map_err(|e| {
+                    SyncError::Invalid(format!(
+                        "could not update claim {name} for delete policy ownerRefs: {e}"
+                    ))
+                })?;
             self.remember(updated).await;
         }
         Ok(())
@@ -488,7 +619,9 @@ impl PodControl for ApiPodControl<'_> {
             return Ok(false);
         }
         for (_, want) in claims_for(set, pod) {
-            if let Some(claim) = self.claim(want.metadata.name.as_deref().unwrap_or("")).await?
+            if let Some(claim) = self
+                .claim(want.metadata.name.as_deref().unwrap_or(""))
+                .await?
                 && retention::claim_is_stale(&claim, set, pod)
             {
                 return Ok(true);

@@ -1,6 +1,8 @@
 //! TTL-after-finished controller: deletes a finished Job (and, through the
 //! garbage collector, its pods) `spec.ttlSecondsAfterFinished` seconds after
-//! its Complete or Failed condition.
+//! its Complete or Failed condition. As upstream, the deletion is Foreground
+//! with a UID precondition: the Job stays (being deleted) until its pods are
+//! gone, and a Job recreated under the same name is never hit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +38,9 @@ pub fn time_left(job: &Job, now: Timestamp) -> Option<Duration> {
     }
     let ttl = job.spec.as_ref()?.ttl_seconds_after_finished?;
     let finished = finish_time(job)?;
-    let expire = finished.checked_add(jiff::SignedDuration::from_secs(i64::from(ttl))).ok()?;
+    let expire = finished
+        .checked_add(jiff::SignedDuration::from_secs(i64::from(ttl)))
+        .ok()?;
     let left = now.duration_until(expire);
     Some(Duration::try_from(left).unwrap_or(Duration::ZERO))
 }
@@ -62,7 +66,9 @@ pub async fn run(ctx: Arc<Context>) {
         })
     };
     let api: Api<Job> = Api::all(client);
-    let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     while let Some(ev) = events.next().await {
         match ev {
             Ok(watcher::Event::Apply(job)) | Ok(watcher::Event::InitApply(job)) => {
@@ -80,11 +86,17 @@ pub async fn run(ctx: Arc<Context>) {
 }
 
 /// Delete the Job if its TTL has run out, else come back when it will.
-async fn process(client: &kube::Client, queue: &WorkQueue<String>, key: &str) -> Result<(), kube::Error> {
+async fn process(
+    client: &kube::Client,
+    queue: &WorkQueue<String>,
+    key: &str,
+) -> Result<(), kube::Error> {
     let (ns, name) = split_key(key);
     let api: Api<Job> = Api::namespaced(client.clone(), ns);
     // Always the newest Job: the TTL may have changed since it was queued.
-    let Some(job) = api.get_opt(name).await? else { return Ok(()) };
+    let Some(job) = api.get_opt(name).await? else {
+        return Ok(());
+    };
     match time_left(&job, Timestamp::now()) {
         None => Ok(()),
         Some(left) if !left.is_zero() => {
@@ -93,8 +105,11 @@ async fn process(client: &kube::Client, queue: &WorkQueue<String>, key: &str) ->
         }
         Some(_) => {
             let dp = DeleteParams {
-                preconditions: Some(Preconditions { uid: job.metadata.uid.clone(), resource_version: None }),
-                ..DeleteParams::background()
+                preconditions: Some(Preconditions {
+                    uid: job.metadata.uid.clone(),
+                    resource_version: None,
+                }),
+                ..DeleteParams::foreground()
             };
             debug!(job = %key, "cleaning up finished job");
             match api.delete(name, &dp).await {
@@ -112,9 +127,10 @@ mod tests {
     use serde_json::json;
 
     fn job(ttl: Option<i32>, finished: Option<&str>) -> Job {
-        let conds = finished.map_or(json!([]), |t| {
-            json!([{"type": "Complete", "status": "True", "lastTransitionTime": t}])
-        });
+        let conds = finished.map_or(
+            json!([]),
+            |t| json!([{"type": "Complete", "status": "True", "lastTransitionTime": t}]),
+        );
         serde_json::from_value(json!({
             "metadata": {"name": "j", "namespace": "default"},
             "spec": {"ttlSecondsAfterFinished": ttl, "template": {}},
@@ -126,10 +142,22 @@ mod tests {
     #[test]
     fn expiry() {
         let now: Timestamp = "2024-01-01T00:00:30Z".parse().expect("ts");
-        assert_eq!(time_left(&job(Some(100), Some("2024-01-01T00:00:00Z")), now), Some(Duration::from_secs(70)));
-        assert_eq!(time_left(&job(Some(10), Some("2024-01-01T00:00:00Z")), now), Some(Duration::ZERO));
-        assert_eq!(time_left(&job(Some(0), Some("2024-01-01T00:00:30Z")), now), Some(Duration::ZERO));
-        assert_eq!(time_left(&job(None, Some("2024-01-01T00:00:00Z")), now), None);
+        assert_eq!(
+            time_left(&job(Some(100), Some("2024-01-01T00:00:00Z")), now),
+            Some(Duration::from_secs(70))
+        );
+        assert_eq!(
+            time_left(&job(Some(10), Some("2024-01-01T00:00:00Z")), now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            time_left(&job(Some(0), Some("2024-01-01T00:00:30Z")), now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            time_left(&job(None, Some("2024-01-01T00:00:00Z")), now),
+            None
+        );
         assert_eq!(time_left(&job(Some(10), None), now), None);
     }
 }

@@ -82,6 +82,10 @@ impl SimConfig {
             memory: cfg.simulate_node_memory.clone(),
             pods: cfg.simulate_node_pods,
             cluster_cidr: cfg.cluster_cidr.clone(),
+            // Upstream's kubelet renews every 10 s against a 40 s grace
+            // period; keep that ratio when tests shorten the grace period.
+            heartbeat_interval: (cfg.node_monitor_grace_period / 4)
+                .clamp(Duration::from_millis(250), Duration::from_secs(10)),
             ..SimConfig::default()
         }
     }
@@ -193,6 +197,10 @@ struct SimPod {
     uid: String,
     node: String,
     ip: Option<Ipv4Addr>,
+    /// Our last report had the containers ready (not crash-looping).
+    ready: bool,
+    /// When Ready was last re-posted after someone else cleared it.
+    reposted: Option<Instant>,
     deleting: bool,
     terminal: bool,
 }
@@ -555,7 +563,6 @@ impl SimulatedNodes {
         match api.list(&ListParams::default().fields(&format!("spec.nodeName={node}"))).await {
             Ok(list) => {
                 for p in list.items {
-                    self.repost_if_unready(&p);
                     self.on_pod(p);
                 }
             }
@@ -563,20 +570,32 @@ impl SimulatedNodes {
         }
     }
 
-    /// A running pod someone marked NotReady while its node was away gets
-    /// its Ready status back, as a returning kubelet reports it.
+    /// A running pod someone marked NotReady (the node lifecycle
+    /// controller, while the node looked dead) gets its Ready status back,
+    /// as a live kubelet's status sync reports it.
     fn repost_if_unready(&self, pod: &Pod) {
         let key = key_of(pod);
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-        let ready = crate::controllers::podcontrol::is_ready(pod);
-        let (ip, node) = match self.inner.pods.lock().get(&key) {
-            Some(p) if p.uid == uid && !p.deleting && !p.terminal => (p.ip, p.node.clone()),
-            _ => return,
-        };
-        if !running || ready {
+        if !running || crate::controllers::podcontrol::is_ready(pod) {
             return;
         }
+        let (ip, node) = {
+            let mut pods = self.inner.pods.lock();
+            match pods.get_mut(&key) {
+                Some(p)
+                    if p.uid == uid
+                        && p.ready
+                        && !p.deleting
+                        && !p.terminal
+                        && p.reposted.is_none_or(|t| t.elapsed() > Duration::from_secs(2)) =>
+                {
+                    p.reposted = Some(Instant::now());
+                    (p.ip, p.node.clone())
+                }
+                _ => return,
+            }
+        };
         let index = self.inner.nodes.lock().get(&node).map(|n| n.index).unwrap_or(0);
         let started = pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0).unwrap_or_else(jiff::Timestamp::now);
         let me = self.clone();
@@ -634,6 +653,8 @@ impl SimulatedNodes {
                     uid: uid.clone(),
                     node: node.clone(),
                     ip: None,
+                    ready: false,
+                    reposted: None,
                     deleting: false,
                     terminal: false,
                 });
@@ -654,6 +675,8 @@ impl SimulatedNodes {
                     uid: uid.clone(),
                     node: node.clone(),
                     ip: None,
+                    ready: false,
+                    reposted: None,
                     deleting: false,
                     terminal: true,
                 });
@@ -670,6 +693,7 @@ impl SimulatedNodes {
 
         let known = self.inner.pods.lock().contains_key(&key);
         if known {
+            self.repost_if_unready(&pod);
             return;
         }
         let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
@@ -698,6 +722,8 @@ impl SimulatedNodes {
                 uid: uid.clone(),
                 node: node.clone(),
                 ip: if host_network { None } else { ip },
+                ready: false,
+                reposted: None,
                 deleting: false,
                 terminal: false,
             },
@@ -735,6 +761,7 @@ impl SimulatedNodes {
                 return;
             }
         }
+        self.set_ready(&key, true);
         let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
         let annotations = pod.metadata.annotations.clone().unwrap_or_default();
         let code: i32 = annotations.get(EXIT_CODE_ANNOTATION).and_then(|c| c.trim().parse().ok()).unwrap_or(0);
@@ -762,6 +789,7 @@ impl SimulatedNodes {
             restarts.last = Some((code, restarts.started.unwrap_or(started), finished));
             let delay = crash_backoff(restarts.count);
             if !delay.is_zero() {
+                self.set_ready(&key, false);
                 let waiting = waiting_status(&pod, host_ip, ip, started, &ids, &restarts, delay);
                 if !self.patch_pod_status(&pod, &uid, waiting).await {
                     return;
@@ -777,6 +805,13 @@ impl SimulatedNodes {
             if !self.patch_pod_status(&pod, &uid, status).await {
                 return;
             }
+            self.set_ready(&key, true);
+        }
+    }
+
+    fn set_ready(&self, key: &str, ready: bool) {
+        if let Some(p) = self.inner.pods.lock().get_mut(key) {
+            p.ready = ready;
         }
     }
 

@@ -75,6 +75,10 @@ fn merge_map(mut orig: Map<String, Value>, patch: &Map<String, Value>) -> Result
         if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
             if let (Some(Value::Array(list)), Some(del)) = (orig.get_mut(field), v.as_array()) {
                 list.retain(|x| !del.contains(x));
+                // An emptied list goes, as upstream leaves no `[]` behind.
+                if list.is_empty() {
+                    orig.remove(field);
+                }
             }
             continue;
         }

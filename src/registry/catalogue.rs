@@ -39,12 +39,12 @@ const BUILTINS: &[D] = &[
     D { group: "", version: "v1", kind: "PersistentVolumeClaim", plural: "persistentvolumeclaims", namespaced: true, short: &["pvc"], cats: &[], subs: &["status"] },
     D { group: "", version: "v1", kind: "LimitRange", plural: "limitranges", namespaced: true, short: &["limits"], cats: &[], subs: &[] },
     D { group: "", version: "v1", kind: "ResourceQuota", plural: "resourcequotas", namespaced: true, short: &["quota"], cats: &[], subs: &["status"] },
-    D { group: "", version: "v1", kind: "ReplicationController", plural: "replicationcontrollers", namespaced: true, short: &["rc"], cats: &["all"], subs: &["status"] },
+    D { group: "", version: "v1", kind: "ReplicationController", plural: "replicationcontrollers", namespaced: true, short: &["rc"], cats: &["all"], subs: &["status", "scale"] },
     D { group: "", version: "v1", kind: "PodTemplate", plural: "podtemplates", namespaced: true, short: &[], cats: &[], subs: &[] },
     // apps/v1
-    D { group: "apps", version: "v1", kind: "Deployment", plural: "deployments", namespaced: true, short: &["deploy"], cats: &["all"], subs: &["status"] },
-    D { group: "apps", version: "v1", kind: "ReplicaSet", plural: "replicasets", namespaced: true, short: &["rs"], cats: &["all"], subs: &["status"] },
-    D { group: "apps", version: "v1", kind: "StatefulSet", plural: "statefulsets", namespaced: true, short: &["sts"], cats: &["all"], subs: &["status"] },
+    D { group: "apps", version: "v1", kind: "Deployment", plural: "deployments", namespaced: true, short: &["deploy"], cats: &["all"], subs: &["status", "scale"] },
+    D { group: "apps", version: "v1", kind: "ReplicaSet", plural: "replicasets", namespaced: true, short: &["rs"], cats: &["all"], subs: &["status", "scale"] },
+    D { group: "apps", version: "v1", kind: "StatefulSet", plural: "statefulsets", namespaced: true, short: &["sts"], cats: &["all"], subs: &["status", "scale"] },
     D { group: "apps", version: "v1", kind: "DaemonSet", plural: "daemonsets", namespaced: true, short: &["ds"], cats: &["all"], subs: &["status"] },
     D { group: "apps", version: "v1", kind: "ControllerRevision", plural: "controllerrevisions", namespaced: true, short: &[], cats: &[], subs: &[] },
     // batch/v1

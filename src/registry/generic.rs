@@ -428,11 +428,9 @@ impl Registry {
         if name.is_empty() {
             let generate = obj.pointer("/metadata/generateName").and_then(Value::as_str).unwrap_or("").to_string();
             if generate.is_empty() {
-                return Err(ApiError::invalid(
-                    def.target(),
-                    "",
-                    &[FieldError::required("metadata.name")],
-                ));
+                let mut e = FieldError::required("metadata.name");
+                e.message = "Required value: name or generateName is required".into();
+                return Err(ApiError::invalid(def.target(), "", &[e]));
             }
             meta_mut(&mut obj).insert("name".into(), json!(format!("{generate}{}", random_suffix(5))));
         }
@@ -470,6 +468,10 @@ impl Registry {
                 return Err(ApiError::already_exists(def.target(), &name));
             }
             return Ok(obj);
+        }
+        // An existing name is a 409, whatever allocation would have said.
+        if self.store.get(&key, None).await.map_err(|e| store_err(def, &name, e))?.is_some() {
+            return Err(ApiError::already_exists(def.target(), &name));
         }
         def.strategy.allocate(&self.ctx(), &mut obj).await?;
         let bytes = self.encode(def, &obj)?;
@@ -747,6 +749,60 @@ impl Registry {
                 Err(e) => return Err(store_err(def, name, e)),
             }
         }
+    }
+
+    /// The autoscaling/v1 Scale of a scalable object (the scale subresource).
+    pub fn scale_of(def: &ResourceDef, obj: &Value) -> Value {
+        let selector = match obj.pointer("/spec/selector") {
+            // ReplicationControllers select with a plain map.
+            Some(Value::Object(m)) if def.kind == "ReplicationController" => {
+                let mut pairs: Vec<String> =
+                    m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
+                pairs.sort();
+                pairs.join(",")
+            }
+            Some(sel) => LabelSelector::from_label_selector_json(sel).map(|s| s.to_string()).unwrap_or_default(),
+            None => String::new(),
+        };
+        let meta = &obj["metadata"];
+        json!({
+            "kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+                         "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"]},
+            "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+            "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector},
+        })
+    }
+
+    /// PUT of the scale subresource: sets spec.replicas of the parent.
+    pub async fn update_scale(
+        &self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+        scale: &Value,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        let scale_target = crate::api::status::Target { group: "autoscaling", resource: "scale", kind: "Scale" };
+        let Some(replicas) = scale.pointer("/spec/replicas").and_then(Value::as_i64) else {
+            return Err(ApiError::invalid(scale_target, name, &[FieldError::required("spec.replicas")]));
+        };
+        if replicas < 0 || replicas > i64::from(i32::MAX) {
+            return Err(ApiError::invalid(
+                scale_target,
+                name,
+                &[FieldError::invalid_raw("spec.replicas", replicas, "must be greater than or equal to 0")],
+            ));
+        }
+        let mut obj = self.get(def, ns, name, ReadAt::Latest).await?;
+        if let Some(rv) = scale.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|r| !r.is_empty()) {
+            if Some(rv) != obj.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+                return Err(ApiError::stale(def.target(), name));
+            }
+        }
+        obj["spec"]["replicas"] = json!(replicas);
+        let updated = self.update(def, ns, name, obj, None, opts).await?;
+        Ok(Self::scale_of(def, &updated))
     }
 
     /// POST pods/NAME/binding: assign a pod to a node, once.

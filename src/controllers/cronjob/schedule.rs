@@ -47,20 +47,43 @@ struct Bounds {
     name_base: u32,
 }
 
-const MINUTES: Bounds = Bounds { min: 0, max: 59, names: &[], name_base: 0 };
-const HOURS: Bounds = Bounds { min: 0, max: 23, names: &[], name_base: 0 };
-const DOM: Bounds = Bounds { min: 1, max: 31, names: &[], name_base: 0 };
+const MINUTES: Bounds = Bounds {
+    min: 0,
+    max: 59,
+    names: &[],
+    name_base: 0,
+};
+const HOURS: Bounds = Bounds {
+    min: 0,
+    max: 23,
+    names: &[],
+    name_base: 0,
+};
+const DOM: Bounds = Bounds {
+    min: 1,
+    max: 31,
+    names: &[],
+    name_base: 0,
+};
 const MONTHS: Bounds = Bounds {
     min: 1,
     max: 12,
-    names: &["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
+    names: &[
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ],
     name_base: 1,
 };
-const DOW: Bounds = Bounds { min: 0, max: 6, names: &["sun", "mon", "tue", "wed", "thu", "fri", "sat"], name_base: 0 };
+const DOW: Bounds = Bounds {
+    min: 0,
+    max: 6,
+    names: &["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+    name_base: 0,
+};
 
 fn parse_int(s: &str) -> Result<u32, String> {
-    s.parse::<u32>()
-        .map_err(|_| format!("failed to parse int from {s}: strconv.Atoi: parsing \"{s}\": invalid syntax"))
+    s.parse::<u32>().map_err(|_| {
+        format!("failed to parse int from {s}: strconv.Atoi: parsing \"{s}\": invalid syntax")
+    })
 }
 
 fn value(s: &str, b: &Bounds) -> Result<u32, String> {
@@ -86,7 +109,11 @@ fn range(expr: &str, b: &Bounds) -> Result<u64, String> {
         (b.min, b.max, STAR)
     } else {
         let start = value(low_high[0], b)?;
-        let end = if single { start } else { value(low_high[1], b)? };
+        let end = if single {
+            start
+        } else {
+            value(low_high[1], b)?
+        };
         (start, end, 0)
     };
     let step = match parts.get(1) {
@@ -104,13 +131,21 @@ fn range(expr: &str, b: &Bounds) -> Result<u64, String> {
         }
     };
     if start < b.min {
-        return Err(format!("beginning of range ({start}) below minimum ({}): {expr}", b.min));
+        return Err(format!(
+            "beginning of range ({start}) below minimum ({}): {expr}",
+            b.min
+        ));
     }
     if end > b.max {
-        return Err(format!("end of range ({end}) above maximum ({}): {expr}", b.max));
+        return Err(format!(
+            "end of range ({end}) above maximum ({}): {expr}",
+            b.max
+        ));
     }
     if start > end {
-        return Err(format!("beginning of range ({start}) beyond end of range ({end}): {expr}"));
+        return Err(format!(
+            "beginning of range ({start}) beyond end of range ({end}): {expr}"
+        ));
     }
     if step == 0 {
         return Err(format!("step of range should be a positive number: {expr}"));
@@ -124,7 +159,8 @@ fn range(expr: &str, b: &Bounds) -> Result<u64, String> {
 }
 
 fn field(expr: &str, b: &Bounds) -> Result<u64, String> {
-    expr.split(',').try_fold(0u64, |acc, r| Ok(acc | range(r, b)?))
+    expr.split(',')
+        .try_fold(0u64, |acc, r| Ok(acc | range(r, b)?))
 }
 
 /// Go's time.ParseDuration, for `@every` ("1h30m", "90s", "1.5h").
@@ -139,13 +175,17 @@ fn parse_go_duration(s: &str) -> Result<Duration, String> {
         return Err(err());
     }
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
             return Err(err());
         }
         let n: f64 = rest[..num_len].parse().map_err(|_| err())?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" | "μs" => 1e-6,
@@ -176,7 +216,8 @@ pub fn parse(spec: &str, tz: TimeZone) -> Result<Schedule, String> {
             "hourly" => "0 * * * *",
             _ => {
                 if let Some(dur) = d.strip_prefix("every ") {
-                    let dur = parse_go_duration(dur).map_err(|e| format!("failed to parse duration {spec}: {e}"))?;
+                    let dur = parse_go_duration(dur)
+                        .map_err(|e| format!("failed to parse duration {spec}: {e}"))?;
                     return Ok(Schedule::Every(dur));
                 }
                 return Err(format!("unrecognized descriptor: {spec}"));
@@ -186,7 +227,11 @@ pub fn parse(spec: &str, tz: TimeZone) -> Result<Schedule, String> {
     }
     let fields: Vec<&str> = spec.split_whitespace().collect();
     if fields.len() != 5 {
-        return Err(format!("expected exactly 5 fields, found {}: {:?}", fields.len(), fields));
+        return Err(format!(
+            "expected exactly 5 fields, found {}: [{}]",
+            fields.len(),
+            fields.join(" ")
+        ));
     }
     Ok(Schedule::Spec(Spec {
         minute: field(fields[0], &MINUTES)?,
@@ -206,11 +251,17 @@ impl Spec {
     fn day_matches(&self, z: &Zoned) -> bool {
         let dom = has(self.dom, z.day());
         let dow = has(self.dow, z.weekday().to_sunday_zero_offset());
-        if self.dom & STAR != 0 || self.dow & STAR != 0 { dom && dow } else { dom || dow }
+        if self.dom & STAR != 0 || self.dow & STAR != 0 {
+            dom && dow
+        } else {
+            dom || dow
+        }
     }
 
     fn at(&self, d: Date, hour: i8, minute: i8) -> Option<Zoned> {
-        DateTime::from_parts(d, jiff::civil::time(hour, minute, 0, 0)).to_zoned(self.tz.clone()).ok()
+        DateTime::from_parts(d, jiff::civil::time(hour, minute, 0, 0))
+            .to_zoned(self.tz.clone())
+            .ok()
     }
 
     /// The first activation strictly after `t` (None within five years:
@@ -266,7 +317,9 @@ impl Spec {
                 if !added {
                     added = true;
                     // Whole seconds since the start: truncating is subtracting them.
-                    z = z.checked_sub(SignedDuration::from_secs(i64::from(z.second()))).ok()?;
+                    z = z
+                        .checked_sub(SignedDuration::from_secs(i64::from(z.second())))
+                        .ok()?;
                 }
                 z = z.checked_add(SignedDuration::from_mins(1)).ok()?;
                 if z.minute() == 0 {
@@ -277,7 +330,9 @@ impl Spec {
             // and check everything again.
             if z.second() != 0 {
                 added = true;
-                z = z.checked_add(SignedDuration::from_secs(i64::from(60 - z.second()))).ok()?;
+                z = z
+                    .checked_add(SignedDuration::from_secs(i64::from(60 - z.second())))
+                    .ok()?;
                 continue 'wrap;
             }
             return Some(z.timestamp());
@@ -359,7 +414,11 @@ pub fn most_recent(
         most_recent = Some(x);
         t = schedule.next(x);
     }
-    let missed = if missed_count > 100 { Missed::Many } else { Missed::Few };
+    let missed = if missed_count > 100 {
+        Missed::Many
+    } else {
+        Missed::Few
+    };
     Ok((earliest, most_recent, missed))
 }
 
@@ -372,9 +431,15 @@ mod tests {
     }
 
     fn next(spec: &str, tz: &str, after: &str) -> String {
-        let tz = if tz == "UTC" { TimeZone::UTC } else { TimeZone::get(tz).expect("tz") };
+        let tz = if tz == "UTC" {
+            TimeZone::UTC
+        } else {
+            TimeZone::get(tz).expect("tz")
+        };
         let s = parse(spec, tz).expect("parse");
-        s.next(utc(after)).map(|t| t.to_string()).unwrap_or_else(|| "never".into())
+        s.next(utc(after))
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "never".into())
     }
 
     #[test]
@@ -385,48 +450,122 @@ mod tests {
             parse("61 * * * *", TimeZone::UTC).err().as_deref(),
             Some("end of range (61) above maximum (59): 61")
         );
-        assert_eq!(parse("0 0 * * 7", TimeZone::UTC).err().as_deref(), Some("end of range (7) above maximum (6): 7"));
-        assert_eq!(parse("* * *", TimeZone::UTC).err().as_deref(), Some("expected exactly 5 fields, found 3: [\"*\", \"*\", \"*\"]"));
-        assert_eq!(parse("@fortnightly", TimeZone::UTC).err().as_deref(), Some("unrecognized descriptor: @fortnightly"));
-        assert_eq!(parse("*/0 * * * *", TimeZone::UTC).err().as_deref(), Some("step of range should be a positive number: */0"));
-        assert!(matches!(parse("@every 1h30m", TimeZone::UTC), Ok(Schedule::Every(d)) if d == Duration::from_secs(5400)));
+        assert_eq!(
+            parse("0 0 * * 7", TimeZone::UTC).err().as_deref(),
+            Some("end of range (7) above maximum (6): 7")
+        );
+        assert_eq!(
+            parse("* * *", TimeZone::UTC).err().as_deref(),
+            Some("expected exactly 5 fields, found 3: [* * *]")
+        );
+        assert_eq!(
+            parse("@fortnightly", TimeZone::UTC).err().as_deref(),
+            Some("unrecognized descriptor: @fortnightly")
+        );
+        assert_eq!(
+            parse("*/0 * * * *", TimeZone::UTC).err().as_deref(),
+            Some("step of range should be a positive number: */0")
+        );
+        assert!(
+            matches!(parse("@every 1h30m", TimeZone::UTC), Ok(Schedule::Every(d)) if d == Duration::from_secs(5400))
+        );
         assert!(parse("@every 5", TimeZone::UTC).is_err());
     }
 
     #[test]
     fn next_times() {
-        assert_eq!(next("*/1 * * * *", "UTC", "2024-01-01T10:00:00Z"), "2024-01-01T10:01:00Z");
-        assert_eq!(next("*/1 * * * *", "UTC", "2024-01-01T10:00:59.5Z"), "2024-01-01T10:01:00Z");
-        assert_eq!(next("*/15 * * * *", "UTC", "2024-01-01T10:07:00Z"), "2024-01-01T10:15:00Z");
-        assert_eq!(next("30 6-16/4 * * 1-5", "UTC", "2024-01-05T15:00:00Z"), "2024-01-08T06:30:00Z");
-        assert_eq!(next("@hourly", "UTC", "2024-01-01T10:00:00Z"), "2024-01-01T11:00:00Z");
-        assert_eq!(next("@daily", "UTC", "2024-02-28T10:00:00Z"), "2024-02-29T00:00:00Z");
-        assert_eq!(next("@weekly", "UTC", "2024-01-01T00:00:00Z"), "2024-01-07T00:00:00Z");
-        assert_eq!(next("@monthly", "UTC", "2024-12-15T00:00:00Z"), "2025-01-01T00:00:00Z");
-        assert_eq!(next("@yearly", "UTC", "2024-01-01T00:00:00Z"), "2025-01-01T00:00:00Z");
-        assert_eq!(next("0 0 29 2 *", "UTC", "2024-03-01T00:00:00Z"), "2028-02-29T00:00:00Z");
+        assert_eq!(
+            next("*/1 * * * *", "UTC", "2024-01-01T10:00:00Z"),
+            "2024-01-01T10:01:00Z"
+        );
+        assert_eq!(
+            next("*/1 * * * *", "UTC", "2024-01-01T10:00:59.5Z"),
+            "2024-01-01T10:01:00Z"
+        );
+        assert_eq!(
+            next("*/15 * * * *", "UTC", "2024-01-01T10:07:00Z"),
+            "2024-01-01T10:15:00Z"
+        );
+        assert_eq!(
+            next("30 6-16/4 * * 1-5", "UTC", "2024-01-05T15:00:00Z"),
+            "2024-01-08T06:30:00Z"
+        );
+        assert_eq!(
+            next("@hourly", "UTC", "2024-01-01T10:00:00Z"),
+            "2024-01-01T11:00:00Z"
+        );
+        assert_eq!(
+            next("@daily", "UTC", "2024-02-28T10:00:00Z"),
+            "2024-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            next("@weekly", "UTC", "2024-01-01T00:00:00Z"),
+            "2024-01-07T00:00:00Z"
+        );
+        assert_eq!(
+            next("@monthly", "UTC", "2024-12-15T00:00:00Z"),
+            "2025-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            next("@yearly", "UTC", "2024-01-01T00:00:00Z"),
+            "2025-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            next("0 0 29 2 *", "UTC", "2024-03-01T00:00:00Z"),
+            "2028-02-29T00:00:00Z"
+        );
         assert_eq!(next("0 0 30 2 *", "UTC", "2024-03-01T00:00:00Z"), "never");
         // Both day fields restricted: either matches (the 13th or a Friday).
-        assert_eq!(next("0 0 13 * 5", "UTC", "2024-01-01T00:00:00Z"), "2024-01-05T00:00:00Z");
-        assert_eq!(next("0 0 13 * 5", "UTC", "2024-01-06T00:00:00Z"), "2024-01-12T00:00:00Z");
-        assert_eq!(next("0 0 13 * 5", "UTC", "2024-01-12T00:00:00Z"), "2024-01-13T00:00:00Z");
+        assert_eq!(
+            next("0 0 13 * 5", "UTC", "2024-01-01T00:00:00Z"),
+            "2024-01-05T00:00:00Z"
+        );
+        assert_eq!(
+            next("0 0 13 * 5", "UTC", "2024-01-06T00:00:00Z"),
+            "2024-01-12T00:00:00Z"
+        );
+        assert_eq!(
+            next("0 0 13 * 5", "UTC", "2024-01-12T00:00:00Z"),
+            "2024-01-13T00:00:00Z"
+        );
         // A star in one day field: both must match.
-        assert_eq!(next("0 0 * * 5", "UTC", "2024-01-01T00:00:00Z"), "2024-01-05T00:00:00Z");
-        assert_eq!(next("@every 90s", "UTC", "2024-01-01T00:00:00.7Z"), "2024-01-01T00:01:30Z");
+        assert_eq!(
+            next("0 0 * * 5", "UTC", "2024-01-01T00:00:00Z"),
+            "2024-01-05T00:00:00Z"
+        );
+        assert_eq!(
+            next("@every 90s", "UTC", "2024-01-01T00:00:00.7Z"),
+            "2024-01-01T00:01:30Z"
+        );
     }
 
     #[test]
     fn time_zones_and_dst() {
         // 09:00 in New York is 14:00 UTC in winter, 13:00 in summer.
-        assert_eq!(next("0 9 * * *", "America/New_York", "2024-01-01T00:00:00Z"), "2024-01-01T14:00:00Z");
-        assert_eq!(next("0 9 * * *", "America/New_York", "2024-07-01T00:00:00Z"), "2024-07-01T13:00:00Z");
+        assert_eq!(
+            next("0 9 * * *", "America/New_York", "2024-01-01T00:00:00Z"),
+            "2024-01-01T14:00:00Z"
+        );
+        assert_eq!(
+            next("0 9 * * *", "America/New_York", "2024-07-01T00:00:00Z"),
+            "2024-07-01T13:00:00Z"
+        );
         // 02:30 does not exist on 2024-03-10 in New York: that day is skipped.
-        assert_eq!(next("30 2 * * *", "America/New_York", "2024-03-09T12:00:00Z"), "2024-03-11T06:30:00Z");
+        assert_eq!(
+            next("30 2 * * *", "America/New_York", "2024-03-09T12:00:00Z"),
+            "2024-03-11T06:30:00Z"
+        );
         // 01:30 happens twice on 2024-11-03: robfig fires at both.
         let first = next("30 1 * * *", "America/New_York", "2024-11-03T04:00:00Z");
         assert_eq!(first, "2024-11-03T05:30:00Z");
-        assert_eq!(next("30 1 * * *", "America/New_York", &first), "2024-11-03T06:30:00Z");
-        assert_eq!(next("0 0 * * *", "Asia/Kolkata", "2024-01-01T00:00:00Z"), "2024-01-01T18:30:00Z");
+        assert_eq!(
+            next("30 1 * * *", "America/New_York", &first),
+            "2024-11-03T06:30:00Z"
+        );
+        assert_eq!(
+            next("0 0 * * *", "Asia/Kolkata", "2024-01-01T00:00:00Z"),
+            "2024-01-01T18:30:00Z"
+        );
     }
 
     #[test]
@@ -434,7 +573,10 @@ mod tests {
         let s = parse("*/1 * * * *", TimeZone::UTC).expect("parse");
         let created = utc("2024-01-01T10:00:30Z");
         // Nothing due yet.
-        assert_eq!(most_recent(&s, created, utc("2024-01-01T10:00:50Z"), None), Ok((created, None, Missed::None)));
+        assert_eq!(
+            most_recent(&s, created, utc("2024-01-01T10:00:50Z"), None),
+            Ok((created, None, Missed::None))
+        );
         // One due.
         assert_eq!(
             most_recent(&s, created, utc("2024-01-01T10:01:10Z"), None),
@@ -446,15 +588,29 @@ mod tests {
             Ok((created, Some(utc("2024-01-01T10:05:00Z")), Missed::Few))
         );
         // Over a hundred missed.
-        let (_, latest, missed) = most_recent(&s, created, utc("2024-01-01T13:00:10Z"), None).expect("ok");
-        assert_eq!((latest, missed), (Some(utc("2024-01-01T13:00:00Z")), Missed::Many));
+        let (_, latest, missed) =
+            most_recent(&s, created, utc("2024-01-01T13:00:10Z"), None).expect("ok");
+        assert_eq!(
+            (latest, missed),
+            (Some(utc("2024-01-01T13:00:00Z")), Missed::Many)
+        );
         // startingDeadlineSeconds narrows the window (and so the count).
-        let (earliest, latest, missed) = most_recent(&s, created, utc("2024-01-01T13:00:10Z"), Some(200)).expect("ok");
+        let (earliest, latest, missed) =
+            most_recent(&s, created, utc("2024-01-01T13:00:10Z"), Some(200)).expect("ok");
         assert_eq!(earliest, utc("2024-01-01T12:56:50Z"));
-        assert_eq!((latest, missed), (Some(utc("2024-01-01T13:00:00Z")), Missed::Few));
+        assert_eq!(
+            (latest, missed),
+            (Some(utc("2024-01-01T13:00:00Z")), Missed::Few)
+        );
         // An irregular schedule still lands on its real latest activation.
         let irregular = parse("30 6-16/4 * * 1-5", TimeZone::UTC).expect("parse");
-        let (_, latest, _) = most_recent(&irregular, utc("2024-01-01T00:00:00Z"), utc("2024-01-10T12:00:00Z"), None).expect("ok");
+        let (_, latest, _) = most_recent(
+            &irregular,
+            utc("2024-01-01T00:00:00Z"),
+            utc("2024-01-10T12:00:00Z"),
+            None,
+        )
+        .expect("ok");
         assert_eq!(latest, Some(utc("2024-01-10T10:30:00Z")));
         let never = parse("0 0 30 2 *", TimeZone::UTC).expect("parse");
         assert!(most_recent(&never, created, utc("2024-06-01T00:00:00Z"), None).is_err());

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{
-    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Taint,
-    Toleration,
+    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
+    PodSpec, Taint, Toleration,
 };
 
 /// Taint keys daemon pods tolerate (upstream's AddOrUpdateDaemonPodTolerations).
@@ -37,8 +37,16 @@ fn exists(key: &str, effect: &str) -> Toleration {
 /// Two tolerations are "the same" when key, operator, value and effect agree
 /// (upstream's MatchToleration; tolerationSeconds may differ).
 fn same_toleration(a: &Toleration, b: &Toleration) -> bool {
-    let op = |t: &Toleration| t.operator.clone().filter(|o| !o.is_empty()).unwrap_or_else(|| "Equal".into());
-    a.key == b.key && op(a) == op(b) && a.value.clone().unwrap_or_default() == b.value.clone().unwrap_or_default() && a.effect == b.effect
+    let op = |t: &Toleration| {
+        t.operator
+            .clone()
+            .filter(|o| !o.is_empty())
+            .unwrap_or_else(|| "Equal".into())
+    };
+    a.key == b.key
+        && op(a) == op(b)
+        && a.value.clone().unwrap_or_default() == b.value.clone().unwrap_or_default()
+        && a.effect == b.effect
 }
 
 /// Add (or replace the equivalent of) a toleration.
@@ -95,7 +103,10 @@ pub fn untolerated_taint<'a>(
     tolerations: &[Toleration],
     filter: impl Fn(&Taint) -> bool,
 ) -> Option<&'a Taint> {
-    taints.iter().filter(|t| filter(t)).find(|t| !tolerations.iter().any(|tol| tolerates(tol, t)))
+    taints
+        .iter()
+        .filter(|t| filter(t))
+        .find(|t| !tolerations.iter().any(|tol| tolerates(tol, t)))
 }
 
 fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
@@ -107,9 +118,15 @@ fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
         "Gt" | "Lt" => {
-            let (Some(have), [want]) = (value.and_then(int), values) else { return false };
+            let (Some(have), [want]) = (value.and_then(int), values) else {
+                return false;
+            };
             let Some(want) = int(want) else { return false };
-            if r.operator == "Gt" { have > want } else { have < want }
+            if r.operator == "Gt" {
+                have > want
+            } else {
+                have < want
+            }
         }
         _ => false,
     }
@@ -125,9 +142,12 @@ pub fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
     }
     let empty = BTreeMap::new();
     let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
-    exprs.iter().all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
+    exprs
+        .iter()
+        .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
         && fields.iter().all(|r| {
-            r.key == NODE_NAME_FIELD && requirement_matches(r, Some(node.metadata.name.as_deref().unwrap_or("")))
+            r.key == NODE_NAME_FIELD
+                && requirement_matches(r, Some(node.metadata.name.as_deref().unwrap_or("")))
         })
 }
 
@@ -144,7 +164,10 @@ pub fn fits_node_affinity(spec: &PodSpec, node: &Node) -> bool {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref());
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
     match required {
         None => true,
         Some(ns) => ns.node_selector_terms.iter().any(|t| term_matches(t, node)),
@@ -154,7 +177,11 @@ pub fn fits_node_affinity(spec: &PodSpec, node: &Node) -> bool {
 /// The pod a DaemonSet would run on `node`: its template, the daemon
 /// tolerations, and the node's name.
 pub fn daemon_pod_spec(ds: &DaemonSet, node_name: &str) -> PodSpec {
-    let mut spec = ds.spec.as_ref().and_then(|s| s.template.spec.clone()).unwrap_or_default();
+    let mut spec = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .unwrap_or_default();
     add_daemon_tolerations(&mut spec);
     spec.node_name = Some(node_name.to_string());
     spec
@@ -165,7 +192,11 @@ pub fn daemon_pod_spec(ds: &DaemonSet, node_name: &str) -> PodSpec {
 /// one; one that fails the node name or affinity gets and keeps none.
 pub fn node_should_run(node: &Node, ds: &DaemonSet) -> (bool, bool) {
     let name = node.metadata.name.as_deref().unwrap_or("");
-    let template_node = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref()).and_then(|s| s.node_name.as_deref());
+    let template_node = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.node_name.as_deref());
     if template_node.is_some_and(|n| !n.is_empty() && n != name) {
         return (false, false);
     }
@@ -173,11 +204,16 @@ pub fn node_should_run(node: &Node, ds: &DaemonSet) -> (bool, bool) {
     if !fits_node_affinity(&spec, node) {
         return (false, false);
     }
-    let taints = node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or(&[]);
+    let taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_deref())
+        .unwrap_or(&[]);
     let tolerations = spec.tolerations.as_deref().unwrap_or(&[]);
     let schedulable = |t: &Taint| t.effect == "NoSchedule" || t.effect == "NoExecute";
     if untolerated_taint(taints, tolerations, schedulable).is_some() {
-        let evicting = untolerated_taint(taints, tolerations, |t| t.effect == "NoExecute").is_some();
+        let evicting =
+            untolerated_taint(taints, tolerations, |t| t.effect == "NoExecute").is_some();
         return (false, !evicting);
     }
     (true, true)
@@ -198,14 +234,17 @@ pub fn target_node(pod: &Pod) -> Option<String> {
         .required_during_scheduling_ignored_during_execution
         .as_ref()?
         .node_selector_terms;
-    terms.iter().flat_map(|t| t.match_fields.iter().flatten()).find_map(|r| {
-        (r.key == NODE_NAME_FIELD && r.operator == "In")
-            .then(|| match r.values.as_deref() {
-                Some([one]) => Some(one.clone()),
-                _ => None,
-            })
-            .flatten()
-    })
+    terms
+        .iter()
+        .flat_map(|t| t.match_fields.iter().flatten())
+        .find_map(|r| {
+            (r.key == NODE_NAME_FIELD && r.operator == "In")
+                .then(|| match r.values.as_deref() {
+                    Some([one]) => Some(one.clone()),
+                    _ => None,
+                })
+                .flatten()
+        })
 }
 
 /// Pin a pod to `node`: its required node affinity becomes exactly
@@ -222,7 +261,9 @@ pub fn pin_to_node(affinity: Option<Affinity>, node: &str) -> Affinity {
         }],
     };
     let mut affinity = affinity.unwrap_or_default();
-    let na = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
+    let na = affinity
+        .node_affinity
+        .get_or_insert_with(NodeAffinity::default);
     na.required_during_scheduling_ignored_during_execution = Some(selector);
     affinity
 }
@@ -239,14 +280,24 @@ mod tests {
         Node {
             metadata: ObjectMeta {
                 name: Some(name.into()),
-                labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
                 ..Default::default()
             },
             spec: Some(NodeSpec {
                 taints: Some(
                     taints
                         .iter()
-                        .map(|(k, e)| Taint { key: k.to_string(), effect: e.to_string(), value: None, time_added: None })
+                        .map(|(k, e)| Taint {
+                            key: k.to_string(),
+                            effect: e.to_string(),
+                            value: None,
+                            time_added: None,
+                        })
                         .collect(),
                 ),
                 ..Default::default()
@@ -258,7 +309,10 @@ mod tests {
     fn ds(spec: PodSpec) -> DaemonSet {
         DaemonSet {
             spec: Some(DaemonSetSpec {
-                template: PodTemplateSpec { metadata: None, spec: Some(spec) },
+                template: PodTemplateSpec {
+                    metadata: None,
+                    spec: Some(spec),
+                },
                 ..Default::default()
             }),
             ..Default::default()
@@ -289,38 +343,78 @@ mod tests {
         add_daemon_tolerations(&mut spec);
         let t = spec.tolerations.clone().unwrap_or_default();
         assert_eq!(t.len(), 6, "{t:?}");
-        let nr = t.iter().find(|x| x.key.as_deref() == Some(NOT_READY)).expect("not-ready");
-        assert_eq!(nr.toleration_seconds, None, "daemon pods tolerate not-ready for ever");
-        assert!(t.iter().any(|x| x.key.as_deref() == Some(UNSCHEDULABLE) && x.effect.as_deref() == Some("NoSchedule")));
-        assert!(!t.iter().any(|x| x.key.as_deref() == Some(NETWORK_UNAVAILABLE)));
+        let nr = t
+            .iter()
+            .find(|x| x.key.as_deref() == Some(NOT_READY))
+            .expect("not-ready");
+        assert_eq!(
+            nr.toleration_seconds, None,
+            "daemon pods tolerate not-ready for ever"
+        );
+        assert!(t.iter().any(|x| x.key.as_deref() == Some(UNSCHEDULABLE)
+            && x.effect.as_deref() == Some("NoSchedule")));
+        assert!(
+            !t.iter()
+                .any(|x| x.key.as_deref() == Some(NETWORK_UNAVAILABLE))
+        );
         spec.host_network = Some(true);
         add_daemon_tolerations(&mut spec);
-        assert!(spec.tolerations.unwrap_or_default().iter().any(|x| x.key.as_deref() == Some(NETWORK_UNAVAILABLE)));
+        assert!(
+            spec.tolerations
+                .unwrap_or_default()
+                .iter()
+                .any(|x| x.key.as_deref() == Some(NETWORK_UNAVAILABLE))
+        );
     }
 
     #[test]
     fn toleration_matching() {
-        let taint = Taint { key: "k".into(), value: Some("v".into()), effect: "NoSchedule".into(), time_added: None };
-        let t = |key: Option<&str>, op: Option<&str>, value: Option<&str>, effect: Option<&str>| Toleration {
-            key: key.map(Into::into),
-            operator: op.map(Into::into),
-            value: value.map(Into::into),
-            effect: effect.map(Into::into),
-            toleration_seconds: None,
+        let taint = Taint {
+            key: "k".into(),
+            value: Some("v".into()),
+            effect: "NoSchedule".into(),
+            time_added: None,
+        };
+        let t = |key: Option<&str>, op: Option<&str>, value: Option<&str>, effect: Option<&str>| {
+            Toleration {
+                key: key.map(Into::into),
+                operator: op.map(Into::into),
+                value: value.map(Into::into),
+                effect: effect.map(Into::into),
+                toleration_seconds: None,
+            }
         };
         assert!(tolerates(&t(Some("k"), None, Some("v"), None), &taint));
-        assert!(tolerates(&t(Some("k"), Some("Equal"), Some("v"), Some("NoSchedule")), &taint));
-        assert!(!tolerates(&t(Some("k"), Some("Equal"), Some("w"), None), &taint));
+        assert!(tolerates(
+            &t(Some("k"), Some("Equal"), Some("v"), Some("NoSchedule")),
+            &taint
+        ));
+        assert!(!tolerates(
+            &t(Some("k"), Some("Equal"), Some("w"), None),
+            &taint
+        ));
         assert!(tolerates(&t(Some("k"), Some("Exists"), None, None), &taint));
-        assert!(!tolerates(&t(Some("k"), Some("Exists"), None, Some("NoExecute")), &taint));
-        assert!(tolerates(&t(None, Some("Exists"), None, None), &taint), "empty key + Exists tolerates all");
-        assert!(!tolerates(&t(Some("other"), Some("Exists"), None, None), &taint));
+        assert!(!tolerates(
+            &t(Some("k"), Some("Exists"), None, Some("NoExecute")),
+            &taint
+        ));
+        assert!(
+            tolerates(&t(None, Some("Exists"), None, None), &taint),
+            "empty key + Exists tolerates all"
+        );
+        assert!(!tolerates(
+            &t(Some("other"), Some("Exists"), None, None),
+            &taint
+        ));
     }
 
     #[test]
     fn selectors_and_affinity() {
         let n = node("n1", &[("disk", "ssd"), ("cores", "8")], &[]);
-        let mut spec = PodSpec { node_selector: Some([("disk".to_string(), "ssd".to_string())].into()), ..Default::default() };
+        let mut spec = PodSpec {
+            node_selector: Some([("disk".to_string(), "ssd".to_string())].into()),
+            ..Default::default()
+        };
         assert!(fits_node_affinity(&spec, &n));
         spec.node_selector = Some([("disk".to_string(), "hdd".to_string())].into());
         assert!(!fits_node_affinity(&spec, &n));
@@ -335,19 +429,31 @@ mod tests {
             (req("cores", "Lt", &["4"]), false),
             (req("disk", "Gt", &["4"]), false),
         ] {
-            let term = NodeSelectorTerm { match_expressions: Some(vec![r.clone()]), match_fields: None };
+            let term = NodeSelectorTerm {
+                match_expressions: Some(vec![r.clone()]),
+                match_fields: None,
+            };
             assert_eq!(term_matches(&term, &n), want, "{r:?}");
         }
-        let by_name = NodeSelectorTerm { match_expressions: None, match_fields: Some(vec![req(NODE_NAME_FIELD, "In", &["n1"])]) };
+        let by_name = NodeSelectorTerm {
+            match_expressions: None,
+            match_fields: Some(vec![req(NODE_NAME_FIELD, "In", &["n1"])]),
+        };
         assert!(term_matches(&by_name, &n));
         assert!(!term_matches(&by_name, &node("n2", &[], &[])));
-        assert!(!term_matches(&NodeSelectorTerm::default(), &n), "empty term matches nothing");
+        assert!(
+            !term_matches(&NodeSelectorTerm::default(), &n),
+            "empty term matches nothing"
+        );
         // Terms are ORed.
         spec.affinity = Some(Affinity {
             node_affinity: Some(NodeAffinity {
                 required_during_scheduling_ignored_during_execution: Some(NodeSelector {
                     node_selector_terms: vec![
-                        NodeSelectorTerm { match_expressions: Some(vec![req("gpu", "Exists", &[])]), match_fields: None },
+                        NodeSelectorTerm {
+                            match_expressions: Some(vec![req("gpu", "Exists", &[])]),
+                            match_fields: None,
+                        },
                         by_name,
                     ],
                 }),
@@ -364,13 +470,32 @@ mod tests {
         let d = ds(PodSpec::default());
         assert_eq!(node_should_run(&node("n", &[], &[]), &d), (true, true));
         // Taints daemon pods tolerate.
-        assert_eq!(node_should_run(&node("n", &[], &[(NOT_READY, "NoExecute"), (UNSCHEDULABLE, "NoSchedule")]), &d), (true, true));
+        assert_eq!(
+            node_should_run(
+                &node(
+                    "n",
+                    &[],
+                    &[(NOT_READY, "NoExecute"), (UNSCHEDULABLE, "NoSchedule")]
+                ),
+                &d
+            ),
+            (true, true)
+        );
         // NoSchedule: no new pod, an existing one stays.
-        assert_eq!(node_should_run(&node("n", &[], &[("dedicated", "NoSchedule")]), &d), (false, true));
+        assert_eq!(
+            node_should_run(&node("n", &[], &[("dedicated", "NoSchedule")]), &d),
+            (false, true)
+        );
         // NoExecute: none at all.
-        assert_eq!(node_should_run(&node("n", &[], &[("dedicated", "NoExecute")]), &d), (false, false));
+        assert_eq!(
+            node_should_run(&node("n", &[], &[("dedicated", "NoExecute")]), &d),
+            (false, false)
+        );
         // PreferNoSchedule does not matter.
-        assert_eq!(node_should_run(&node("n", &[], &[("dedicated", "PreferNoSchedule")]), &d), (true, true));
+        assert_eq!(
+            node_should_run(&node("n", &[], &[("dedicated", "PreferNoSchedule")]), &d),
+            (true, true)
+        );
         let tolerant = ds(PodSpec {
             tolerations: Some(vec![Toleration {
                 key: Some("dedicated".into()),
@@ -379,20 +504,41 @@ mod tests {
             }]),
             ..Default::default()
         });
-        assert_eq!(node_should_run(&node("n", &[], &[("dedicated", "NoExecute")]), &tolerant), (true, true));
+        assert_eq!(
+            node_should_run(&node("n", &[], &[("dedicated", "NoExecute")]), &tolerant),
+            (true, true)
+        );
         // Network-unavailable is tolerated by host-network pods only.
         let net = node("n", &[], &[(NETWORK_UNAVAILABLE, "NoSchedule")]);
         assert_eq!(node_should_run(&net, &d), (false, true));
-        assert_eq!(node_should_run(&net, &ds(PodSpec { host_network: Some(true), ..Default::default() })), (true, true));
+        assert_eq!(
+            node_should_run(
+                &net,
+                &ds(PodSpec {
+                    host_network: Some(true),
+                    ..Default::default()
+                })
+            ),
+            (true, true)
+        );
     }
 
     #[test]
     fn should_run_by_name_and_selector() {
-        let d = ds(PodSpec { node_name: Some("n2".into()), ..Default::default() });
+        let d = ds(PodSpec {
+            node_name: Some("n2".into()),
+            ..Default::default()
+        });
         assert_eq!(node_should_run(&node("n1", &[], &[]), &d), (false, false));
         assert_eq!(node_should_run(&node("n2", &[], &[]), &d), (true, true));
-        let d = ds(PodSpec { node_selector: Some([("role".to_string(), "edge".to_string())].into()), ..Default::default() });
-        assert_eq!(node_should_run(&node("n1", &[("role", "edge")], &[]), &d), (true, true));
+        let d = ds(PodSpec {
+            node_selector: Some([("role".to_string(), "edge".to_string())].into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            node_should_run(&node("n1", &[("role", "edge")], &[]), &d),
+            (true, true)
+        );
         assert_eq!(node_should_run(&node("n2", &[], &[]), &d), (false, false));
     }
 
@@ -414,19 +560,31 @@ mod tests {
         let terms = pinned
             .node_affinity
             .as_ref()
-            .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+            .and_then(|n| {
+                n.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
             .map(|s| s.node_selector_terms.clone())
             .unwrap_or_default();
         assert_eq!(terms.len(), 1);
         assert_eq!(terms[0].match_expressions, None);
-        assert_eq!(terms[0].match_fields, Some(vec![req(NODE_NAME_FIELD, "In", &["n7"])]));
-        let mut pod = Pod { spec: Some(PodSpec { affinity: Some(pinned), ..Default::default() }), ..Default::default() };
+        assert_eq!(
+            terms[0].match_fields,
+            Some(vec![req(NODE_NAME_FIELD, "In", &["n7"])])
+        );
+        let mut pod = Pod {
+            spec: Some(PodSpec {
+                affinity: Some(pinned),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
         assert_eq!(target_node(&pod).as_deref(), Some("n7"));
         if let Some(s) = pod.spec.as_mut() {
             s.node_name = Some("n8".into());
         }
         assert_eq!(target_node(&pod).as_deref(), Some("n8"), "nodeName wins");
         assert_eq!(target_node(&Pod::default()), None);
-        assert_eq!(pin_to_node(None, "x").node_affinity.is_some(), true);
+        assert!(pin_to_node(None, "x").node_affinity.is_some());
     }
 }

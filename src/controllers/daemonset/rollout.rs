@@ -29,9 +29,15 @@ pub fn scaled(v: Option<&IntOrString>, total: i32, round_up: bool) -> i32 {
         None => 0,
         Some(IntOrString::Int(i)) => *i,
         Some(IntOrString::String(s)) => {
-            let Some(pct) = s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()) else { return 0 };
+            let Some(pct) = s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()) else {
+                return 0;
+            };
             let prod = pct * i64::from(total);
-            let v = if round_up { (prod + 99).div_euclid(100) } else { prod.div_euclid(100) };
+            let v = if round_up {
+                (prod + 99).div_euclid(100)
+            } else {
+                prod.div_euclid(100)
+            };
             i32::try_from(v).unwrap_or(i32::MAX)
         }
     }
@@ -71,7 +77,12 @@ pub fn allows_surge(ds: &DaemonSet) -> bool {
 
 /// The template generation the API server recorded, if any.
 pub fn template_generation(ds: &DaemonSet) -> Option<i64> {
-    ds.metadata.annotations.as_ref()?.get(TEMPLATE_GENERATION_ANNOTATION)?.parse().ok()
+    ds.metadata
+        .annotations
+        .as_ref()?
+        .get(TEMPLATE_GENERATION_ANNOTATION)?
+        .parse()
+        .ok()
 }
 
 fn label<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
@@ -80,15 +91,20 @@ fn label<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
 
 /// Whether a pod is at the DaemonSet's current template.
 pub fn is_pod_updated(pod: &Pod, hash: &str, generation: Option<i64>) -> bool {
-    let generation_matches =
-        generation.is_some_and(|g| label(pod, TEMPLATE_GENERATION_LABEL) == Some(g.to_string().as_str()));
+    let generation_matches = generation
+        .is_some_and(|g| label(pod, TEMPLATE_GENERATION_LABEL) == Some(g.to_string().as_str()));
     let hash_matches = !hash.is_empty() && label(pod, REVISION_HASH_LABEL) == Some(hash);
     hash_matches || generation_matches
 }
 
 /// Scheduled pods first, then oldest first, then by name.
 pub fn by_creation_and_phase(a: &&Pod, b: &&Pod) -> Ordering {
-    let scheduled = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+    let scheduled = |p: &Pod| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| !n.is_empty())
+    };
     scheduled(b)
         .cmp(&scheduled(a))
         .then_with(|| {
@@ -99,7 +115,10 @@ pub fn by_creation_and_phase(a: &&Pod, b: &&Pod) -> Ordering {
 }
 
 fn phase(pod: &Pod) -> &str {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
 }
 
 fn name(pod: &Pod) -> String {
@@ -132,11 +151,18 @@ pub fn plan_node(
         return plan;
     }
     if !should_continue {
-        plan.delete = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).map(|p| name(p)).collect();
+        plan.delete = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| name(p))
+            .collect();
         return plan;
     }
     let mut running: Vec<&Pod> = Vec::new();
-    for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+    for pod in pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
         match phase(pod) {
             "Failed" => plan.failed.push(name(pod)),
             "Succeeded" => plan.delete.push(name(pod)),
@@ -159,7 +185,11 @@ pub fn plan_node(
     // goes once the new one is available (or if it is not ready anyway).
     let (mut oldest_new, mut oldest_old) = (None, None);
     for pod in running {
-        let slot = if label(pod, REVISION_HASH_LABEL) == Some(hash) { &mut oldest_new } else { &mut oldest_old };
+        let slot = if label(pod, REVISION_HASH_LABEL) == Some(hash) {
+            &mut oldest_new
+        } else {
+            &mut oldest_old
+        };
         if slot.is_none() {
             *slot = Some(pod);
         } else {
@@ -175,10 +205,21 @@ pub fn plan_node(
 }
 
 /// The new and old pod on a node; None when there are more than one of either.
-fn updated_pods_on_node<'a>(pods: &[&'a Pod], hash: &str, generation: Option<i64>) -> Option<(Option<&'a Pod>, Option<&'a Pod>)> {
+fn updated_pods_on_node<'a>(
+    pods: &[&'a Pod],
+    hash: &str,
+    generation: Option<i64>,
+) -> Option<(Option<&'a Pod>, Option<&'a Pod>)> {
     let (mut new, mut old) = (None, None);
-    for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
-        let slot = if is_pod_updated(pod, hash, generation) { &mut new } else { &mut old };
+    for pod in pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
+        let slot = if is_pod_updated(pod, hash, generation) {
+            &mut new
+        } else {
+            &mut old
+        };
         if slot.is_some() {
             return None;
         }
@@ -240,7 +281,9 @@ pub fn rolling_update(r: &Rollout, should_run: &dyn Fn(&str) -> bool) -> Rollout
                 }
             }
         }
-        let room = usize::try_from((r.max_unavailable - unavailable).max(0)).unwrap_or(0).min(candidates.len());
+        let room = usize::try_from((r.max_unavailable - unavailable).max(0))
+            .unwrap_or(0)
+            .min(candidates.len());
         plan.delete = replace_now;
         plan.delete.extend(candidates.into_iter().take(room));
         return plan;
@@ -286,9 +329,14 @@ pub fn rolling_update(r: &Rollout, should_run: &dyn Fn(&str) -> bool) -> Rollout
     }
     // Pods on nodes that no longer qualify go only while enough pods are
     // available elsewhere: surging promises no loss of availability.
-    let deletable = usize::try_from((available - r.desired).max(0)).unwrap_or(0).min(not_running_here.len());
-    plan.delete.extend(not_running_here.into_iter().take(deletable));
-    let room = usize::try_from((r.max_surge - surge).max(0)).unwrap_or(0).min(candidate_new.len());
+    let deletable = usize::try_from((available - r.desired).max(0))
+        .unwrap_or(0)
+        .min(not_running_here.len());
+    plan.delete
+        .extend(not_running_here.into_iter().take(deletable));
+    let room = usize::try_from((r.max_surge - surge).max(0))
+        .unwrap_or(0)
+        .min(candidate_new.len());
     plan.create_on = allowed_new;
     plan.create_on.extend(candidate_new.into_iter().take(room));
     plan
@@ -356,12 +404,18 @@ mod tests {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 labels: Some([(REVISION_HASH_LABEL.to_string(), hash.to_string())].into()),
-                creation_timestamp: Some(Time(Timestamp::now() - jiff::SignedDuration::from_secs(age_s))),
+                creation_timestamp: Some(Time(
+                    Timestamp::now() - jiff::SignedDuration::from_secs(age_s),
+                )),
                 ..Default::default()
             },
             ..Default::default()
         };
-        if ready { with_phase(p, "Running", true) } else { with_phase(p, "Pending", false) }
+        if ready {
+            with_phase(p, "Running", true)
+        } else {
+            with_phase(p, "Pending", false)
+        }
     }
 
     fn names(v: &[String]) -> Vec<&str> {
@@ -371,63 +425,148 @@ mod tests {
     #[test]
     fn scaling_int_or_percent() {
         assert_eq!(scaled(Some(&IntOrString::Int(2)), 10, true), 2);
-        assert_eq!(scaled(Some(&IntOrString::String("25%".into())), 10, true), 3);
-        assert_eq!(scaled(Some(&IntOrString::String("25%".into())), 10, false), 2);
-        assert_eq!(scaled(Some(&IntOrString::String("bad".into())), 10, true), 0);
+        assert_eq!(
+            scaled(Some(&IntOrString::String("25%".into())), 10, true),
+            3
+        );
+        assert_eq!(
+            scaled(Some(&IntOrString::String("25%".into())), 10, false),
+            2
+        );
+        assert_eq!(
+            scaled(Some(&IntOrString::String("bad".into())), 10, true),
+            0
+        );
         assert_eq!(scaled(None, 10, true), 0);
     }
 
     #[test]
     fn node_plans() {
         let now = Timestamp::now();
-        assert_eq!(plan_node((true, true), &[], false, "h", 0, now), NodePlan { create: true, ..Default::default() });
-        assert_eq!(plan_node((false, false), &[], false, "h", 0, now), NodePlan::default());
+        assert_eq!(
+            plan_node((true, true), &[], false, "h", 0, now),
+            NodePlan {
+                create: true,
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            plan_node((false, false), &[], false, "h", 0, now),
+            NodePlan::default()
+        );
         let a = pod("a", "h", true, 20);
         let b = pod("b", "h", true, 10);
         // Not allowed here: everything goes.
-        assert_eq!(names(&plan_node((false, false), &[&a, &b], false, "h", 0, now).delete), ["a", "b"]);
+        assert_eq!(
+            names(&plan_node((false, false), &[&a, &b], false, "h", 0, now).delete),
+            ["a", "b"]
+        );
         // Tainted NoSchedule: existing pods stay.
-        assert!(plan_node((false, true), &[&a], false, "h", 0, now).delete.is_empty());
+        assert!(
+            plan_node((false, true), &[&a], false, "h", 0, now)
+                .delete
+                .is_empty()
+        );
         // Two pods without surge: the younger goes.
-        assert_eq!(names(&plan_node((true, true), &[&b, &a], false, "h", 0, now).delete), ["b"]);
+        assert_eq!(
+            names(&plan_node((true, true), &[&b, &a], false, "h", 0, now).delete),
+            ["b"]
+        );
         // Failed pods are reported for back-off; succeeded ones deleted.
         let f = with_phase(pod("f", "h", false, 5), "Failed", false);
         let s = with_phase(pod("s", "h", false, 5), "Succeeded", false);
         let p = plan_node((true, true), &[&f, &s], false, "h", 0, now);
-        assert_eq!((names(&p.failed), names(&p.delete), p.create), (vec!["f"], vec!["s"], false));
+        assert_eq!(
+            (names(&p.failed), names(&p.delete), p.create),
+            (vec!["f"], vec!["s"], false)
+        );
         // Surge: old and new both kept while the new one is not ready.
         let old = pod("old", "h1", true, 20);
         let new_unready = pod("new", "h2", false, 1);
-        assert!(plan_node((true, true), &[&old, &new_unready], true, "h2", 0, now).delete.is_empty());
+        assert!(
+            plan_node((true, true), &[&old, &new_unready], true, "h2", 0, now)
+                .delete
+                .is_empty()
+        );
         let new_ready = pod("new", "h2", true, 1);
-        assert_eq!(names(&plan_node((true, true), &[&old, &new_ready], true, "h2", 0, now).delete), ["old"]);
+        assert_eq!(
+            names(&plan_node((true, true), &[&old, &new_ready], true, "h2", 0, now).delete),
+            ["old"]
+        );
         // Surge with no live pod: create.
         assert!(plan_node((true, true), &[&f], true, "h2", 0, now).create);
     }
 
-    fn rollout<'a>(np: &'a NodePods<'a>, surge: i32, unavailable: i32, desired: i32) -> Rollout<'a> {
-        Rollout { node_pods: np, hash: "h2", generation: None, max_surge: surge, max_unavailable: unavailable, desired, min_ready: 0, now: Timestamp::now() }
+    fn rollout<'a>(
+        np: &'a NodePods<'a>,
+        surge: i32,
+        unavailable: i32,
+        desired: i32,
+    ) -> Rollout<'a> {
+        Rollout {
+            node_pods: np,
+            hash: "h2",
+            generation: None,
+            max_surge: surge,
+            max_unavailable: unavailable,
+            desired,
+            min_ready: 0,
+            now: Timestamp::now(),
+        }
     }
 
     #[test]
     fn rolling_update_without_surge_respects_max_unavailable() {
-        let (a, b, c) = (pod("a", "h1", true, 9), pod("b", "h1", true, 9), pod("c", "h1", true, 9));
-        let np: NodePods = [("n1".to_string(), vec![&a]), ("n2".to_string(), vec![&b]), ("n3".to_string(), vec![&c])].into();
+        let (a, b, c) = (
+            pod("a", "h1", true, 9),
+            pod("b", "h1", true, 9),
+            pod("c", "h1", true, 9),
+        );
+        let np: NodePods = [
+            ("n1".to_string(), vec![&a]),
+            ("n2".to_string(), vec![&b]),
+            ("n3".to_string(), vec![&c]),
+        ]
+        .into();
         let plan = rolling_update(&rollout(&np, 0, 1, 3), &|_| true);
         assert_eq!((names(&plan.delete), plan.create_on.len()), (vec!["a"], 0));
         let plan = rolling_update(&rollout(&np, 0, 2, 3), &|_| true);
         assert_eq!(names(&plan.delete), ["a", "b"]);
         // A node already without a pod uses up the budget.
-        let np2: NodePods = [("n1".to_string(), vec![]), ("n2".to_string(), vec![&b]), ("n3".to_string(), vec![&c])].into();
-        assert!(rolling_update(&rollout(&np2, 0, 1, 3), &|_| true).delete.is_empty());
+        let np2: NodePods = [
+            ("n1".to_string(), vec![]),
+            ("n2".to_string(), vec![&b]),
+            ("n3".to_string(), vec![&c]),
+        ]
+        .into();
+        assert!(
+            rolling_update(&rollout(&np2, 0, 1, 3), &|_| true)
+                .delete
+                .is_empty()
+        );
         // An unavailable old pod is replaced regardless.
         let sick = pod("sick", "h1", false, 9);
-        let np3: NodePods = [("n1".to_string(), vec![&sick]), ("n2".to_string(), vec![&b])].into();
-        assert_eq!(names(&rolling_update(&rollout(&np3, 0, 1, 2), &|_| true).delete), ["sick"]);
+        let np3: NodePods = [
+            ("n1".to_string(), vec![&sick]),
+            ("n2".to_string(), vec![&b]),
+        ]
+        .into();
+        assert_eq!(
+            names(&rolling_update(&rollout(&np3, 0, 1, 2), &|_| true).delete),
+            ["sick"]
+        );
         // An updated but unready pod blocks further deletions.
         let fresh = pod("fresh", "h2", false, 1);
-        let np4: NodePods = [("n1".to_string(), vec![&fresh]), ("n2".to_string(), vec![&b])].into();
-        assert!(rolling_update(&rollout(&np4, 0, 1, 2), &|_| true).delete.is_empty());
+        let np4: NodePods = [
+            ("n1".to_string(), vec![&fresh]),
+            ("n2".to_string(), vec![&b]),
+        ]
+        .into();
+        assert!(
+            rolling_update(&rollout(&np4, 0, 1, 2), &|_| true)
+                .delete
+                .is_empty()
+        );
     }
 
     #[test]
@@ -435,29 +574,73 @@ mod tests {
         let (a, b) = (pod("a", "h1", true, 9), pod("b", "h1", true, 9));
         let np: NodePods = [("n1".to_string(), vec![&a]), ("n2".to_string(), vec![&b])].into();
         let plan = rolling_update(&rollout(&np, 1, 0, 2), &|_| true);
-        assert_eq!((plan.delete.len(), plan.create_on.clone()), (0, vec!["n1".to_string()]));
+        assert_eq!(
+            (plan.delete.len(), plan.create_on.clone()),
+            (0, vec!["n1".to_string()])
+        );
         // New pod up but not available: wait (surge used up).
         let new_unready = pod("a2", "h2", false, 1);
-        let np: NodePods = [("n1".to_string(), vec![&a, &new_unready]), ("n2".to_string(), vec![&b])].into();
-        assert_eq!(rolling_update(&rollout(&np, 1, 0, 2), &|_| true), RolloutPlan::default());
+        let np: NodePods = [
+            ("n1".to_string(), vec![&a, &new_unready]),
+            ("n2".to_string(), vec![&b]),
+        ]
+        .into();
+        assert_eq!(
+            rolling_update(&rollout(&np, 1, 0, 2), &|_| true),
+            RolloutPlan::default()
+        );
         // New pod available: the old one goes, the next node surges.
         let new_ready = pod("a2", "h2", true, 1);
-        let np: NodePods = [("n1".to_string(), vec![&a, &new_ready]), ("n2".to_string(), vec![&b])].into();
+        let np: NodePods = [
+            ("n1".to_string(), vec![&a, &new_ready]),
+            ("n2".to_string(), vec![&b]),
+        ]
+        .into();
         let plan = rolling_update(&rollout(&np, 1, 0, 2), &|_| true);
-        assert_eq!((names(&plan.delete), plan.create_on), (vec!["a"], vec!["n2".to_string()]));
+        assert_eq!(
+            (names(&plan.delete), plan.create_on),
+            (vec!["a"], vec!["n2".to_string()])
+        );
     }
 
     #[test]
     fn counting() {
         let now = Timestamp::now();
-        let (a, b, x) = (pod("a", "h2", true, 9), pod("b", "h1", false, 9), pod("x", "h2", true, 9));
-        let np: NodePods = [("n1".to_string(), vec![&a]), ("n2".to_string(), vec![&b]), ("n4".to_string(), vec![&x])].into();
-        let nodes = vec![("n1".to_string(), true), ("n2".to_string(), true), ("n3".to_string(), true), ("n4".to_string(), false)];
+        let (a, b, x) = (
+            pod("a", "h2", true, 9),
+            pod("b", "h1", false, 9),
+            pod("x", "h2", true, 9),
+        );
+        let np: NodePods = [
+            ("n1".to_string(), vec![&a]),
+            ("n2".to_string(), vec![&b]),
+            ("n4".to_string(), vec![&x]),
+        ]
+        .into();
+        let nodes = vec![
+            ("n1".to_string(), true),
+            ("n2".to_string(), true),
+            ("n3".to_string(), true),
+            ("n4".to_string(), false),
+        ];
         let c = count(&nodes, &np, "h2", None, 0, now);
-        assert_eq!(c, Counts { desired: 3, current: 2, misscheduled: 1, ready: 1, updated: 1, available: 1 });
+        assert_eq!(
+            c,
+            Counts {
+                desired: 3,
+                current: 2,
+                misscheduled: 1,
+                ready: 1,
+                updated: 1,
+                available: 1
+            }
+        );
         assert!(is_pod_updated(&a, "h2", None));
         let mut g = b.clone();
-        g.metadata.labels.get_or_insert_with(Default::default).insert(TEMPLATE_GENERATION_LABEL.into(), "4".into());
+        g.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(TEMPLATE_GENERATION_LABEL.into(), "4".into());
         assert!(is_pod_updated(&g, "h2", Some(4)));
         assert!(!is_pod_updated(&g, "h2", Some(5)));
     }

@@ -13,7 +13,11 @@ use super::{Error, Syncer};
 use crate::controllers::replicaset::engine;
 
 impl Syncer<'_> {
-    pub(super) async fn sync_rollout_status(&mut self, all: &[ReplicaSet], new: Option<&ReplicaSet>) -> Result<(), Error> {
+    pub(super) async fn sync_rollout_status(
+        &mut self,
+        all: &[ReplicaSet],
+        new: Option<&ReplicaSet>,
+    ) -> Result<(), Error> {
         let mut st = self.calculate_status(all, new);
         let has_deadline = util::has_progress_deadline(&self.d);
         if !has_deadline {
@@ -23,7 +27,8 @@ impl Syncer<'_> {
         let current = util::get_condition(&current_status, util::PROGRESSING).cloned();
         // A completed rollout being resynced: nothing to estimate.
         let complete_before = st.replicas == st.updated_replicas
-            && current.as_ref().and_then(|c| c.reason.as_deref()) == Some(util::NEW_RS_AVAILABLE_REASON);
+            && current.as_ref().and_then(|c| c.reason.as_deref())
+                == Some(util::NEW_RS_AVAILABLE_REASON);
         let now = engine::now_time();
         let subject = |what: &str| match new {
             Some(n) => format!("ReplicaSet {:?} {what}", n.name_any()),
@@ -32,11 +37,26 @@ impl Syncer<'_> {
         if has_deadline && !complete_before {
             if util::deployment_complete(&self.d, &st) {
                 let msg = subject("has successfully progressed.");
-                util::set_condition(&mut st, util::new_condition(util::PROGRESSING, "True", util::NEW_RS_AVAILABLE_REASON, &msg, &now));
+                util::set_condition(
+                    &mut st,
+                    util::new_condition(
+                        util::PROGRESSING,
+                        "True",
+                        util::NEW_RS_AVAILABLE_REASON,
+                        &msg,
+                        &now,
+                    ),
+                );
             } else if util::deployment_progressing(&self.d, &st) {
                 // Progress refreshes lastUpdateTime even with the same reason.
                 let msg = subject("is progressing.");
-                let mut cond = util::new_condition(util::PROGRESSING, "True", util::RS_UPDATED_REASON, &msg, &now);
+                let mut cond = util::new_condition(
+                    util::PROGRESSING,
+                    "True",
+                    util::RS_UPDATED_REASON,
+                    &msg,
+                    &now,
+                );
                 if let Some(cur) = &current {
                     if cur.status == "True" {
                         cond.last_transition_time = cur.last_transition_time.clone();
@@ -46,7 +66,16 @@ impl Syncer<'_> {
                 util::set_condition(&mut st, cond);
             } else if util::deployment_timed_out(&self.d, &st, now.0) {
                 let msg = subject("has timed out progressing.");
-                util::set_condition(&mut st, util::new_condition(util::PROGRESSING, "False", util::TIMED_OUT_REASON, &msg, &now));
+                util::set_condition(
+                    &mut st,
+                    util::new_condition(
+                        util::PROGRESSING,
+                        "False",
+                        util::TIMED_OUT_REASON,
+                        &msg,
+                        &now,
+                    ),
+                );
             }
         }
         match replica_failure(all, new) {
@@ -69,8 +98,14 @@ impl Syncer<'_> {
         if !util::has_progress_deadline(&self.d) {
             return None;
         }
-        let current = self.d.status.as_ref().and_then(|s| util::get_condition(s, util::PROGRESSING))?;
-        if util::deployment_complete(&self.d, st) || current.reason.as_deref() == Some(util::TIMED_OUT_REASON) {
+        let current = self
+            .d
+            .status
+            .as_ref()
+            .and_then(|s| util::get_condition(s, util::PROGRESSING))?;
+        if util::deployment_complete(&self.d, st)
+            || current.reason.as_deref() == Some(util::TIMED_OUT_REASON)
+        {
             return None;
         }
         let last = current.last_update_time.as_ref()?.0.as_second();
@@ -84,7 +119,13 @@ impl Syncer<'_> {
 /// The first ReplicaFailure condition of the new ReplicaSet, else of any.
 fn replica_failure(all: &[ReplicaSet], new: Option<&ReplicaSet>) -> Option<DeploymentCondition> {
     new.into_iter().chain(all.iter()).find_map(|rs| {
-        let c = rs.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == util::REPLICA_FAILURE)?;
+        let c = rs
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == util::REPLICA_FAILURE)?;
         Some(DeploymentCondition {
             type_: util::REPLICA_FAILURE.into(),
             status: c.status.clone(),

@@ -52,23 +52,43 @@ impl Syncer<'_> {
 
     /// Whether any pod of an old ReplicaSet may still be running: counted
     /// ones, or ones not yet terminal (including those being deleted).
-    async fn old_pods_running(&self, new: Option<&ReplicaSet>, olds: &[ReplicaSet]) -> Result<bool, Error> {
+    async fn old_pods_running(
+        &self,
+        new: Option<&ReplicaSet>,
+        olds: &[ReplicaSet],
+    ) -> Result<bool, Error> {
         if util::actual_replica_count(olds) > 0 {
             return Ok(true);
         }
-        let old_uids: HashSet<&str> = olds.iter().filter_map(|rs| rs.metadata.uid.as_deref()).collect();
+        let old_uids: HashSet<&str> = olds
+            .iter()
+            .filter_map(|rs| rs.metadata.uid.as_deref())
+            .collect();
         if old_uids.is_empty() {
             return Ok(false);
         }
-        let selector = self.d.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
+        let selector = self
+            .d
+            .spec
+            .as_ref()
+            .map(|s| s.selector.clone())
+            .unwrap_or_default();
         let selector = Selector::try_from(selector).map_err(|e| Error::Invalid(e.to_string()))?;
         let pods: Api<Pod> = Api::namespaced(self.sh.client.clone(), &self.ns());
-        let list = pods.list(&ListParams::default().labels(&selector.to_string())).await?;
+        let list = pods
+            .list(&ListParams::default().labels(&selector.to_string()))
+            .await?;
         let new_uid = new.and_then(|n| n.metadata.uid.as_deref());
         Ok(list.items.iter().any(|p| {
             let owner = podcontrol::controller_of(&p.metadata).map(|r| r.uid.as_str());
-            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
-            owner.is_some_and(|u| old_uids.contains(u) && Some(u) != new_uid) && phase != "Failed" && phase != "Succeeded"
+            let phase = p
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .unwrap_or("");
+            owner.is_some_and(|u| old_uids.contains(u) && Some(u) != new_uid)
+                && phase != "Failed"
+                && phase != "Succeeded"
         }))
     }
 }

@@ -18,7 +18,10 @@ impl Syncer<'_> {
         if self.reconcile_new_replica_set(&all, &new).await? {
             return self.sync_rollout_status(&all, Some(&new)).await;
         }
-        if self.reconcile_old_replica_sets(&all, util::filter_active(&olds), &new).await? {
+        if self
+            .reconcile_old_replica_sets(&all, util::filter_active(&olds), &new)
+            .await?
+        {
             return self.sync_rollout_status(&all, Some(&new)).await;
         }
         let status = self.d.status.clone().unwrap_or_default();
@@ -29,13 +32,21 @@ impl Syncer<'_> {
     }
 
     /// Scale the new ReplicaSet towards spec.replicas within the surge.
-    async fn reconcile_new_replica_set(&mut self, all: &[ReplicaSet], new: &ReplicaSet) -> Result<bool, Error> {
+    async fn reconcile_new_replica_set(
+        &mut self,
+        all: &[ReplicaSet],
+        new: &ReplicaSet,
+    ) -> Result<bool, Error> {
         let want = util::replicas(&self.d);
         let have = util::rs_replicas(new);
         if have == want {
             return Ok(false);
         }
-        let target = if have > want { want } else { util::new_rs_new_replicas(&self.d, all, new).map_err(Error::Invalid)? };
+        let target = if have > want {
+            want
+        } else {
+            util::new_rs_new_replicas(&self.d, all, new).map_err(Error::Invalid)?
+        };
         Ok(self.scale_and_record(new, target).await?.0)
     }
 
@@ -60,33 +71,43 @@ impl Syncer<'_> {
         }
         // Unhealthy old replicas go first: they serve nothing and would
         // otherwise block the rollout.
-        let (olds, cleaned) = self.cleanup_unhealthy_replicas(olds, max_scaled_down).await?;
+        let (olds, cleaned) = self
+            .cleanup_unhealthy_replicas(olds, max_scaled_down)
+            .await?;
         let mut all = olds.clone();
         all.push(new.clone());
         let scaled = self.scale_down_old_replica_sets(&all, olds).await?;
         Ok(cleaned + scaled > 0)
     }
 
-    async fn cleanup_unhealthy_replicas(&mut self, mut olds: Vec<ReplicaSet>, max: i32) -> Result<(Vec<ReplicaSet>, i32), Error> {
+    async fn cleanup_unhealthy_replicas(
+        &mut self,
+        mut olds: Vec<ReplicaSet>,
+        max: i32,
+    ) -> Result<(Vec<ReplicaSet>, i32), Error> {
         olds.sort_by(util::by_creation);
         let mut total = 0;
-        for i in 0..olds.len() {
+        for slot in olds.iter_mut() {
             if total >= max {
                 break;
             }
-            let (replicas, available) = (util::rs_replicas(&olds[i]), util::rs_available(&olds[i]));
+            let (replicas, available) = (util::rs_replicas(slot), util::rs_available(slot));
             if replicas == 0 || replicas == available {
                 continue;
             }
             let down = (max - total).min(replicas - available);
-            let (_, updated) = self.scale_and_record(&olds[i].clone(), replicas - down).await?;
+            let (_, updated) = self.scale_and_record(slot, replicas - down).await?;
             total += down;
-            olds[i] = updated;
+            *slot = updated;
         }
         Ok((olds, total))
     }
 
-    async fn scale_down_old_replica_sets(&mut self, all: &[ReplicaSet], mut olds: Vec<ReplicaSet>) -> Result<i32, Error> {
+    async fn scale_down_old_replica_sets(
+        &mut self,
+        all: &[ReplicaSet],
+        mut olds: Vec<ReplicaSet>,
+    ) -> Result<i32, Error> {
         let min_available = util::replicas(&self.d) - util::max_unavailable(&self.d);
         let available = util::available_replica_count(all);
         if available <= min_available {

@@ -23,7 +23,10 @@ fn nonzero(n: i32) -> Option<i32> {
 impl Syncer<'_> {
     /// The new ReplicaSet (created if `create` and missing) and all old
     /// ones, with the new one's revision brought up to date.
-    pub(super) async fn get_all_replica_sets(&mut self, create: bool) -> Result<(Option<ReplicaSet>, Vec<ReplicaSet>), Error> {
+    pub(super) async fn get_all_replica_sets(
+        &mut self,
+        create: bool,
+    ) -> Result<(Option<ReplicaSet>, Vec<ReplicaSet>), Error> {
         let existing = util::find_new_rs(&self.d, &self.rs_list);
         let olds = util::find_old_rss(&self.rs_list, existing.as_ref());
         let new = self.get_new_replica_set(&olds, existing, create).await?;
@@ -40,22 +43,41 @@ impl Syncer<'_> {
         let now = engine::now_time();
         if let Some(existing) = existing {
             let mut copy = existing.clone();
-            let annotations_changed = util::set_new_rs_annotations(&self.d, &mut copy, new_revision, true, MAX_REV_HISTORY_CHARS);
+            let annotations_changed = util::set_new_rs_annotations(
+                &self.d,
+                &mut copy,
+                new_revision,
+                true,
+                MAX_REV_HISTORY_CHARS,
+            );
             let min_ready = util::min_ready_seconds(&self.d);
             let spec = copy.spec.get_or_insert_with(Default::default);
             if annotations_changed || spec.min_ready_seconds.unwrap_or(0) != min_ready {
                 spec.min_ready_seconds = Some(min_ready);
-                let updated = self.rs_api().replace(&copy.name_any(), &PostParams::default(), &copy).await?;
+                let updated = self
+                    .rs_api()
+                    .replace(&copy.name_any(), &PostParams::default(), &copy)
+                    .await?;
                 self.remember(&updated);
                 return Ok(Some(updated));
             }
-            let revision = copy.annotations().get(util::REVISION).cloned().unwrap_or_default();
+            let revision = copy
+                .annotations()
+                .get(util::REVISION)
+                .cloned()
+                .unwrap_or_default();
             let mut needs_update = util::set_deployment_revision(&mut self.d, &revision);
             let has_deadline = util::has_progress_deadline(&self.d);
             let status = self.d.status.get_or_insert_with(Default::default);
             if has_deadline && util::get_condition(status, util::PROGRESSING).is_none() {
                 let msg = format!("Found new replica set {:?}", copy.name_any());
-                let cond = util::new_condition(util::PROGRESSING, "True", util::FOUND_NEW_RS_REASON, &msg, &now);
+                let cond = util::new_condition(
+                    util::PROGRESSING,
+                    "True",
+                    util::FOUND_NEW_RS_REASON,
+                    &msg,
+                    &now,
+                );
                 util::set_condition(status, cond);
                 needs_update = true;
             }
@@ -72,11 +94,21 @@ impl Syncer<'_> {
         let collision_count = self.d.status.as_ref().and_then(|s| s.collision_count);
         let hash = util::compute_hash(&spec.template, collision_count);
         let mut template = spec.template.clone();
-        let mut labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+        let mut labels = template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default();
         labels.insert(util::HASH_LABEL.into(), hash.clone());
-        template.metadata.get_or_insert_with(Default::default).labels = Some(labels.clone());
+        template
+            .metadata
+            .get_or_insert_with(Default::default)
+            .labels = Some(labels.clone());
         let mut selector = spec.selector.clone();
-        selector.match_labels.get_or_insert_with(Default::default).insert(util::HASH_LABEL.into(), hash.clone());
+        selector
+            .match_labels
+            .get_or_insert_with(Default::default)
+            .insert(util::HASH_LABEL.into(), hash.clone());
         let name = format!("{}-{}", self.name(), hash);
         let mut new_rs = ReplicaSet {
             metadata: ObjectMeta {
@@ -98,7 +130,13 @@ impl Syncer<'_> {
         all.push(new_rs.clone());
         let count = util::new_rs_new_replicas(&self.d, &all, &new_rs).map_err(Error::Invalid)?;
         util::set_rs_replicas(&mut new_rs, count);
-        util::set_new_rs_annotations(&self.d, &mut new_rs, new_revision, false, MAX_REV_HISTORY_CHARS);
+        util::set_new_rs_annotations(
+            &self.d,
+            &mut new_rs,
+            new_revision,
+            false,
+            MAX_REV_HISTORY_CHARS,
+        );
 
         let mut already_exists = false;
         let created = match self.rs_api().create(&PostParams::default(), &new_rs).await {
@@ -106,8 +144,13 @@ impl Syncer<'_> {
             Err(e) if engine::is_already_exists(&e) => {
                 already_exists = true;
                 let rs = self.rs_api().get(&name).await?;
-                let ours = podcontrol::controller_of(&rs.metadata).is_some_and(|r| Some(&r.uid) == self.d.metadata.uid.as_ref());
-                let same = rs.spec.as_ref().and_then(|s| s.template.as_ref()).is_some_and(|t| util::equal_ignore_hash(t, &spec.template));
+                let ours = podcontrol::controller_of(&rs.metadata)
+                    .is_some_and(|r| Some(&r.uid) == self.d.metadata.uid.as_ref());
+                let same = rs
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.template.as_ref())
+                    .is_some_and(|t| util::equal_ignore_hash(t, &spec.template));
                 if !(ours && same) {
                     // A hash collision: another template hashed to this name.
                     // Count it so the next hash differs, and try again.
@@ -120,26 +163,41 @@ impl Syncer<'_> {
             }
             Err(e) if engine::namespace_terminating(&e) => return Err(e.into()),
             Err(e) => {
-                let msg = format!("Failed to create new replica set {name:?}: {}", api_message(&e));
+                let msg = format!(
+                    "Failed to create new replica set {name:?}: {}",
+                    api_message(&e)
+                );
                 if util::has_progress_deadline(&self.d) {
-                    let cond = util::new_condition(util::PROGRESSING, "False", util::FAILED_RS_CREATE_REASON, &msg, &now);
+                    let cond = util::new_condition(
+                        util::PROGRESSING,
+                        "False",
+                        util::FAILED_RS_CREATE_REASON,
+                        &msg,
+                        &now,
+                    );
                     util::set_condition(self.d.status.get_or_insert_with(Default::default), cond);
                     // The bigger problem is the one being reported.
                     let _ = self.update_status().await;
                 }
-                self.event(events::WARNING, util::FAILED_RS_CREATE_REASON, &msg).await;
+                self.event(events::WARNING, util::FAILED_RS_CREATE_REASON, &msg)
+                    .await;
                 return Err(e.into());
             }
         };
         self.remember(&created);
         if !already_exists && count > 0 {
-            let msg = format!("Scaled up replica set {} from 0 to {count}", created.name_any());
+            let msg = format!(
+                "Scaled up replica set {} from 0 to {count}",
+                created.name_any()
+            );
             self.event(events::NORMAL, "ScalingReplicaSet", &msg).await;
         }
-        let mut needs_update = util::set_deployment_revision(&mut self.d, &new_revision.to_string());
+        let mut needs_update =
+            util::set_deployment_revision(&mut self.d, &new_revision.to_string());
         if !already_exists && util::has_progress_deadline(&self.d) {
             let msg = format!("Created new replica set {:?}", created.name_any());
-            let cond = util::new_condition(util::PROGRESSING, "True", util::NEW_RS_REASON, &msg, &now);
+            let cond =
+                util::new_condition(util::PROGRESSING, "True", util::NEW_RS_REASON, &msg, &now);
             util::set_condition(self.d.status.get_or_insert_with(Default::default), cond);
             needs_update = true;
         }
@@ -151,7 +209,11 @@ impl Syncer<'_> {
 
     /// Scale one ReplicaSet to `new_scale` (no-op if already there).
     /// Returns whether it was scaled and the ReplicaSet as it now is.
-    pub(super) async fn scale_and_record(&mut self, rs: &ReplicaSet, new_scale: i32) -> Result<(bool, ReplicaSet), Error> {
+    pub(super) async fn scale_and_record(
+        &mut self,
+        rs: &ReplicaSet,
+        new_scale: i32,
+    ) -> Result<(bool, ReplicaSet), Error> {
         let cur = util::rs_replicas(rs);
         if cur == new_scale {
             return Ok((false, rs.clone()));
@@ -162,7 +224,12 @@ impl Syncer<'_> {
 
     /// Set a ReplicaSet's size and replica annotations; a size change is
     /// recorded as a ScalingReplicaSet event on the Deployment.
-    async fn scale_replica_set(&mut self, rs: &ReplicaSet, new_scale: i32, op: &str) -> Result<(bool, ReplicaSet), Error> {
+    async fn scale_replica_set(
+        &mut self,
+        rs: &ReplicaSet,
+        new_scale: i32,
+        op: &str,
+    ) -> Result<(bool, ReplicaSet), Error> {
         let want = util::replicas(&self.d);
         let max = want + util::max_surge(&self.d);
         let old_scale = util::rs_replicas(rs);
@@ -173,10 +240,16 @@ impl Syncer<'_> {
         let mut copy = rs.clone();
         util::set_rs_replicas(&mut copy, new_scale);
         util::set_replicas_annotations(&mut copy, want, max);
-        let updated = self.rs_api().replace(&copy.name_any(), &PostParams::default(), &copy).await?;
+        let updated = self
+            .rs_api()
+            .replace(&copy.name_any(), &PostParams::default(), &copy)
+            .await?;
         self.remember(&updated);
         if size_changes {
-            let msg = format!("Scaled {op} replica set {} from {old_scale} to {new_scale}", updated.name_any());
+            let msg = format!(
+                "Scaled {op} replica set {} from {old_scale} to {new_scale}",
+                updated.name_any()
+            );
             self.event(events::NORMAL, "ScalingReplicaSet", &msg).await;
         }
         Ok((size_changes, updated))
@@ -186,7 +259,11 @@ impl Syncer<'_> {
     /// all; a saturated new one means the old ones go; otherwise (a rolling
     /// update in flight) every active ReplicaSet changes in proportion to its
     /// size, so the rollout neither speeds up nor slows down.
-    pub(super) async fn scale(&mut self, new: Option<&ReplicaSet>, olds: &[ReplicaSet]) -> Result<(), Error> {
+    pub(super) async fn scale(
+        &mut self,
+        new: Option<&ReplicaSet>,
+        olds: &[ReplicaSet],
+    ) -> Result<(), Error> {
         let want = util::replicas(&self.d);
         if let Some(active) = util::find_active_or_latest(new, olds) {
             if util::rs_replicas(&active) != want {
@@ -206,7 +283,11 @@ impl Syncer<'_> {
         let mut all: Vec<ReplicaSet> = olds.to_vec();
         all.extend(new.cloned());
         let mut all = util::filter_active(&all);
-        let allowed = if want > 0 { want + util::max_surge(&self.d) } else { 0 };
+        let allowed = if want > 0 {
+            want + util::max_surge(&self.d)
+        } else {
+            0
+        };
         let to_add = allowed - util::replica_count(&all);
         let op = match to_add.cmp(&0) {
             Ordering::Greater => {
@@ -247,7 +328,10 @@ impl Syncer<'_> {
         let Some(limit) = util::revision_history_limit(&self.d) else {
             return Ok(());
         };
-        let mut cleanable: Vec<&ReplicaSet> = olds.iter().filter(|rs| rs.metadata.deletion_timestamp.is_none()).collect();
+        let mut cleanable: Vec<&ReplicaSet> = olds
+            .iter()
+            .filter(|rs| rs.metadata.deletion_timestamp.is_none())
+            .collect();
         let diff = cleanable.len() as i64 - i64::from(limit);
         if diff <= 0 {
             return Ok(());
@@ -262,7 +346,11 @@ impl Syncer<'_> {
             {
                 continue;
             }
-            match self.rs_api().delete(&rs.name_any(), &DeleteParams::default()).await {
+            match self
+                .rs_api()
+                .delete(&rs.name_any(), &DeleteParams::default())
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if engine::is_not_found(&e) => {}
                 Err(e) => return Err(e.into()),
@@ -272,14 +360,20 @@ impl Syncer<'_> {
     }
 
     /// The status the ReplicaSets add up to, with the Available condition.
-    pub(super) fn calculate_status(&self, all: &[ReplicaSet], new: Option<&ReplicaSet>) -> DeploymentStatus {
+    pub(super) fn calculate_status(
+        &self,
+        all: &[ReplicaSet],
+        new: Option<&ReplicaSet>,
+    ) -> DeploymentStatus {
         let available = util::available_replica_count(all);
         let unavailable = (util::replica_count(all) - available).max(0);
         let current = self.d.status.clone().unwrap_or_default();
         let mut st = DeploymentStatus {
             observed_generation: self.d.metadata.generation,
             replicas: nonzero(util::actual_replica_count(all)),
-            updated_replicas: nonzero(new.map_or(0, |n| util::actual_replica_count(std::slice::from_ref(n)))),
+            updated_replicas: nonzero(
+                new.map_or(0, |n| util::actual_replica_count(std::slice::from_ref(n))),
+            ),
             ready_replicas: nonzero(util::ready_replica_count(all)),
             available_replicas: nonzero(available),
             unavailable_replicas: nonzero(unavailable),
@@ -289,7 +383,13 @@ impl Syncer<'_> {
         };
         let now = engine::now_time();
         let cond = if available >= util::replicas(&self.d) - util::max_unavailable(&self.d) {
-            util::new_condition(util::AVAILABLE, "True", util::MIN_AVAILABLE_REASON, "Deployment has minimum availability.", &now)
+            util::new_condition(
+                util::AVAILABLE,
+                "True",
+                util::MIN_AVAILABLE_REASON,
+                "Deployment has minimum availability.",
+                &now,
+            )
         } else {
             util::new_condition(
                 util::AVAILABLE,
@@ -304,7 +404,11 @@ impl Syncer<'_> {
     }
 
     /// Write the status if it differs.
-    pub(super) async fn sync_deployment_status(&mut self, all: &[ReplicaSet], new: Option<&ReplicaSet>) -> Result<(), Error> {
+    pub(super) async fn sync_deployment_status(
+        &mut self,
+        all: &[ReplicaSet],
+        new: Option<&ReplicaSet>,
+    ) -> Result<(), Error> {
         let st = self.calculate_status(all, new);
         if self.d.status.as_ref() == Some(&st) {
             return Ok(());
@@ -359,9 +463,21 @@ impl Syncer<'_> {
         let paused_recorded = reason.as_deref() == Some(util::PAUSED_REASON);
         let now = engine::now_time();
         let cond = if paused && !paused_recorded {
-            util::new_condition(util::PROGRESSING, "Unknown", util::PAUSED_REASON, "Deployment is paused", &now)
+            util::new_condition(
+                util::PROGRESSING,
+                "Unknown",
+                util::PAUSED_REASON,
+                "Deployment is paused",
+                &now,
+            )
         } else if !paused && paused_recorded {
-            util::new_condition(util::PROGRESSING, "Unknown", util::RESUMED_REASON, "Deployment is resumed", &now)
+            util::new_condition(
+                util::PROGRESSING,
+                "Unknown",
+                util::RESUMED_REASON,
+                "Deployment is resumed",
+                &now,
+            )
         } else {
             return Ok(());
         };

@@ -51,7 +51,10 @@ pub fn set_rs_replicas(rs: &mut ReplicaSet, n: i32) {
     rs.spec.get_or_insert_with(Default::default).replicas = Some(n);
 }
 
-fn rs_status(rs: &ReplicaSet, f: impl Fn(&k8s_openapi::api::apps::v1::ReplicaSetStatus) -> Option<i32>) -> i32 {
+fn rs_status(
+    rs: &ReplicaSet,
+    f: impl Fn(&k8s_openapi::api::apps::v1::ReplicaSetStatus) -> Option<i32>,
+) -> i32 {
     rs.status.as_ref().and_then(f).unwrap_or(0)
 }
 
@@ -76,16 +79,24 @@ pub fn paused(d: &Deployment) -> bool {
 }
 
 pub fn min_ready_seconds(d: &Deployment) -> i32 {
-    d.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+    d.spec
+        .as_ref()
+        .and_then(|s| s.min_ready_seconds)
+        .unwrap_or(0)
 }
 
 /// The rolling-update parameters, with the API's 25% defaults.
 fn rolling_params(d: &Deployment) -> (IntOrString, IntOrString) {
-    let ru = d.spec.as_ref().and_then(|s| s.strategy.as_ref()).and_then(|s| s.rolling_update.as_ref());
+    let ru = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.strategy.as_ref())
+        .and_then(|s| s.rolling_update.as_ref());
     let quarter = || IntOrString::String("25%".into());
     (
         ru.and_then(|r| r.max_surge.clone()).unwrap_or_else(quarter),
-        ru.and_then(|r| r.max_unavailable.clone()).unwrap_or_else(quarter),
+        ru.and_then(|r| r.max_unavailable.clone())
+            .unwrap_or_else(quarter),
     )
 }
 
@@ -96,11 +107,19 @@ pub fn scaled_value(v: &IntOrString, total: i32, round_up: bool) -> Result<i32, 
         IntOrString::Int(i) => Ok(*i),
         IntOrString::String(s) => {
             let Some(num) = s.strip_suffix('%') else {
-                return Err(format!("invalid value for IntOrString: invalid type: string is not a percentage: {s:?}"));
+                return Err(format!(
+                    "invalid value for IntOrString: invalid type: string is not a percentage: {s:?}"
+                ));
             };
-            let p: i64 = num.parse().map_err(|e| format!("invalid value for IntOrString: {e}"))?;
+            let p: i64 = num
+                .parse()
+                .map_err(|e| format!("invalid value for IntOrString: {e}"))?;
             let prod = p * i64::from(total);
-            let v = if round_up { prod.div_euclid(100) + i64::from(prod.rem_euclid(100) != 0) } else { prod.div_euclid(100) };
+            let v = if round_up {
+                prod.div_euclid(100) + i64::from(prod.rem_euclid(100) != 0)
+            } else {
+                prod.div_euclid(100)
+            };
             Ok(v.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32)
         }
     }
@@ -109,7 +128,11 @@ pub fn scaled_value(v: &IntOrString, total: i32, round_up: bool) -> Result<i32, 
 /// (maxSurge, maxUnavailable) resolved against `desired`. Both zero would
 /// stall a rollout, so unavailability becomes 1 (rounding down a percentage
 /// can get there even though validation forbids it explicitly).
-pub fn resolve_fenceposts(max_surge: &IntOrString, max_unavailable: &IntOrString, desired: i32) -> Result<(i32, i32), String> {
+pub fn resolve_fenceposts(
+    max_surge: &IntOrString,
+    max_unavailable: &IntOrString,
+    desired: i32,
+) -> Result<(i32, i32), String> {
     let surge = scaled_value(max_surge, desired, true)?;
     let unavailable = scaled_value(max_unavailable, desired, false)?;
     if surge == 0 && unavailable == 0 {
@@ -124,7 +147,9 @@ pub fn max_surge(d: &Deployment) -> i32 {
         return 0;
     }
     let (s, u) = rolling_params(d);
-    resolve_fenceposts(&s, &u, replicas(d)).map(|(s, _)| s).unwrap_or(0)
+    resolve_fenceposts(&s, &u, replicas(d))
+        .map(|(s, _)| s)
+        .unwrap_or(0)
 }
 
 /// How many of spec.replicas may be unavailable during a rolling update.
@@ -134,11 +159,17 @@ pub fn max_unavailable(d: &Deployment) -> i32 {
         return 0;
     }
     let (s, u) = rolling_params(d);
-    resolve_fenceposts(&s, &u, want).map(|(_, u)| u.min(want)).unwrap_or(0)
+    resolve_fenceposts(&s, &u, want)
+        .map(|(_, u)| u.min(want))
+        .unwrap_or(0)
 }
 
 fn annotation<'a>(rs: &'a ReplicaSet, key: &str) -> Option<&'a str> {
-    rs.metadata.annotations.as_ref()?.get(key).map(String::as_str)
+    rs.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
 }
 
 /// The revision a ReplicaSet records (0 without one; Err if unparsable).
@@ -147,7 +178,11 @@ pub fn revision(rs: &ReplicaSet) -> Result<i64, std::num::ParseIntError> {
 }
 
 pub fn max_revision(rss: &[ReplicaSet]) -> i64 {
-    rss.iter().filter_map(|rs| revision(rs).ok()).max().unwrap_or(0).max(0)
+    rss.iter()
+        .filter_map(|rs| revision(rs).ok())
+        .max()
+        .unwrap_or(0)
+        .max(0)
 }
 
 pub fn desired_replicas_annotation(rs: &ReplicaSet) -> Option<i32> {
@@ -160,7 +195,10 @@ pub fn max_replicas_annotation(rs: &ReplicaSet) -> Option<i32> {
 
 /// Annotations a ReplicaSet does not inherit from its Deployment.
 fn skip_copy_annotation(key: &str) -> bool {
-    matches!(key, LAST_APPLIED | REVISION | REVISION_HISTORY | DESIRED_REPLICAS | MAX_REPLICAS | ROLLBACK_TO)
+    matches!(
+        key,
+        LAST_APPLIED | REVISION | REVISION_HISTORY | DESIRED_REPLICAS | MAX_REPLICAS | ROLLBACK_TO
+    )
 }
 
 /// Copy the Deployment's annotations (e.g. kubernetes.io/change-cause) onto
@@ -201,7 +239,13 @@ pub fn replicas_annotations_need_update(rs: &ReplicaSet, desired: i32, max: i32)
 /// revision (raised to `new_revision` if lower; the revision it had goes to
 /// the revision history, which is how a rollback keeps its past), and, for
 /// one about to be created, the replica annotations. True if changed.
-pub fn set_new_rs_annotations(d: &Deployment, rs: &mut ReplicaSet, new_revision: i64, exists: bool, limit: usize) -> bool {
+pub fn set_new_rs_annotations(
+    d: &Deployment,
+    rs: &mut ReplicaSet,
+    new_revision: i64,
+    exists: bool,
+    limit: usize,
+) -> bool {
     let mut changed = copy_deployment_annotations(d, rs);
     let ann = rs.metadata.annotations.get_or_insert_with(Default::default);
     let old = ann.get(REVISION).cloned();
@@ -257,7 +301,9 @@ pub fn set_deployment_revision(d: &mut Deployment, revision: &str) -> bool {
 const SAFE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
 pub fn safe_encode(s: &str) -> String {
-    s.bytes().map(|b| SAFE_ALPHABET[b as usize % SAFE_ALPHABET.len()] as char).collect()
+    s.bytes()
+        .map(|b| SAFE_ALPHABET[b as usize % SAFE_ALPHABET.len()] as char)
+        .collect()
 }
 
 /// FNV-1a, 32 bits.
@@ -323,17 +369,23 @@ fn created(rs: &ReplicaSet) -> Option<&Time> {
 
 /// Oldest first, by name on ties (upstream's ReplicaSetsByCreationTimestamp).
 pub fn by_creation(a: &ReplicaSet, b: &ReplicaSet) -> Ordering {
-    created(a).cmp(&created(b)).then_with(|| a.metadata.name.cmp(&b.metadata.name))
+    created(a)
+        .cmp(&created(b))
+        .then_with(|| a.metadata.name.cmp(&b.metadata.name))
 }
 
 /// Larger first; on ties newer first (for scaling up).
 pub fn by_size_newer(a: &ReplicaSet, b: &ReplicaSet) -> Ordering {
-    rs_replicas(b).cmp(&rs_replicas(a)).then_with(|| by_creation(b, a))
+    rs_replicas(b)
+        .cmp(&rs_replicas(a))
+        .then_with(|| by_creation(b, a))
 }
 
 /// Larger first; on ties older first (for scaling down).
 pub fn by_size_older(a: &ReplicaSet, b: &ReplicaSet) -> Ordering {
-    rs_replicas(b).cmp(&rs_replicas(a)).then_with(|| by_creation(a, b))
+    rs_replicas(b)
+        .cmp(&rs_replicas(a))
+        .then_with(|| by_creation(a, b))
 }
 
 /// Lower revision first; unparsable or equal revisions by creation.
@@ -356,18 +408,29 @@ pub fn find_new_rs(d: &Deployment, rss: &[ReplicaSet]) -> Option<ReplicaSet> {
     sorted.sort_by(|a, b| by_creation(a, b));
     sorted
         .into_iter()
-        .find(|rs| rs.spec.as_ref().and_then(|s| s.template.as_ref()).is_some_and(|rt| equal_ignore_hash(rt, t)))
+        .find(|rs| {
+            rs.spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .is_some_and(|rt| equal_ignore_hash(rt, t))
+        })
         .cloned()
 }
 
 /// Every ReplicaSet but `new`.
 pub fn find_old_rss(rss: &[ReplicaSet], new: Option<&ReplicaSet>) -> Vec<ReplicaSet> {
     let new_uid = new.and_then(|n| n.metadata.uid.as_deref());
-    rss.iter().filter(|rs| new_uid.is_none() || rs.metadata.uid.as_deref() != new_uid).cloned().collect()
+    rss.iter()
+        .filter(|rs| new_uid.is_none() || rs.metadata.uid.as_deref() != new_uid)
+        .cloned()
+        .collect()
 }
 
 pub fn filter_active(rss: &[ReplicaSet]) -> Vec<ReplicaSet> {
-    rss.iter().filter(|rs| rs_replicas(rs) > 0).cloned().collect()
+    rss.iter()
+        .filter(|rs| rs_replicas(rs) > 0)
+        .cloned()
+        .collect()
 }
 
 /// Sum of spec.replicas.
@@ -377,11 +440,15 @@ pub fn replica_count(rss: &[ReplicaSet]) -> i32 {
 
 /// Sum of status.replicas.
 pub fn actual_replica_count(rss: &[ReplicaSet]) -> i32 {
-    rss.iter().map(|rs| rs.status.as_ref().map_or(0, |s| s.replicas)).sum()
+    rss.iter()
+        .map(|rs| rs.status.as_ref().map_or(0, |s| s.replicas))
+        .sum()
 }
 
 pub fn ready_replica_count(rss: &[ReplicaSet]) -> i32 {
-    rss.iter().map(|rs| rs_status(rs, |s| s.ready_replicas)).sum()
+    rss.iter()
+        .map(|rs| rs_status(rs, |s| s.ready_replicas))
+        .sum()
 }
 
 pub fn available_replica_count(rss: &[ReplicaSet]) -> i32 {
@@ -412,12 +479,18 @@ pub fn is_saturated(d: &Deployment, rs: Option<&ReplicaSet>) -> bool {
         return false;
     };
     let want = replicas(d);
-    desired_replicas_annotation(rs) == Some(want) && rs_replicas(rs) == want && rs_available(rs) == want
+    desired_replicas_annotation(rs) == Some(want)
+        && rs_replicas(rs) == want
+        && rs_available(rs) == want
 }
 
 /// How many replicas `new` should have now: for a rolling update as many
 /// as the surge allows; for Recreate all of them.
-pub fn new_rs_new_replicas(d: &Deployment, all: &[ReplicaSet], new: &ReplicaSet) -> Result<i32, String> {
+pub fn new_rs_new_replicas(
+    d: &Deployment,
+    all: &[ReplicaSet],
+    new: &ReplicaSet,
+) -> Result<i32, String> {
     let want = replicas(d);
     if !is_rolling(d) {
         return Ok(want);
@@ -441,7 +514,11 @@ pub fn proportion(rs: &ReplicaSet, d: &Deployment, to_add: i32, added: i32) -> i
     }
     let fraction = rs_fraction(rs, d);
     let allowed = to_add - added;
-    if to_add > 0 { fraction.min(allowed) } else { fraction.max(allowed) }
+    if to_add > 0 {
+        fraction.min(allowed)
+    } else {
+        fraction.max(allowed)
+    }
 }
 
 /// How much `rs` should change so that it keeps its share of the new size.
@@ -462,22 +539,44 @@ fn rs_fraction(rs: &ReplicaSet, d: &Deployment) -> i32 {
 }
 
 pub fn has_progress_deadline(d: &Deployment) -> bool {
-    d.spec.as_ref().and_then(|s| s.progress_deadline_seconds).is_some_and(|p| p != i32::MAX)
+    d.spec
+        .as_ref()
+        .and_then(|s| s.progress_deadline_seconds)
+        .is_some_and(|p| p != i32::MAX)
 }
 
 pub fn progress_deadline(d: &Deployment) -> i64 {
-    d.spec.as_ref().and_then(|s| s.progress_deadline_seconds).map_or(0, i64::from)
+    d.spec
+        .as_ref()
+        .and_then(|s| s.progress_deadline_seconds)
+        .map_or(0, i64::from)
 }
 
 pub fn revision_history_limit(d: &Deployment) -> Option<i32> {
-    d.spec.as_ref().and_then(|s| s.revision_history_limit).filter(|l| *l != i32::MAX)
+    d.spec
+        .as_ref()
+        .and_then(|s| s.revision_history_limit)
+        .filter(|l| *l != i32::MAX)
 }
 
-pub fn get_condition<'a>(status: &'a DeploymentStatus, type_: &str) -> Option<&'a DeploymentCondition> {
-    status.conditions.as_ref()?.iter().find(|c| c.type_ == type_)
+pub fn get_condition<'a>(
+    status: &'a DeploymentStatus,
+    type_: &str,
+) -> Option<&'a DeploymentCondition> {
+    status
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
-pub fn new_condition(type_: &str, status: &str, reason: &str, message: &str, now: &Time) -> DeploymentCondition {
+pub fn new_condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: &Time,
+) -> DeploymentCondition {
     DeploymentCondition {
         type_: type_.into(),
         status: status.into(),
@@ -559,7 +658,8 @@ pub fn deployment_timed_out(d: &Deployment, new: &DeploymentStatus, now: jiff::T
 mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::{
-        DeploymentSpec, DeploymentStrategy, ReplicaSetSpec, ReplicaSetStatus, RollingUpdateDeployment,
+        DeploymentSpec, DeploymentStrategy, ReplicaSetSpec, ReplicaSetStatus,
+        RollingUpdateDeployment,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use std::collections::BTreeMap;
@@ -570,7 +670,11 @@ mod tests {
 
     fn deploy(replicas: i32, surge: IntOrString, unavailable: IntOrString) -> Deployment {
         Deployment {
-            metadata: ObjectMeta { name: Some("web".into()), generation: Some(1), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                generation: Some(1),
+                ..Default::default()
+            },
             spec: Some(DeploymentSpec {
                 replicas: Some(replicas),
                 strategy: Some(DeploymentStrategy {
@@ -594,7 +698,10 @@ mod tests {
                 creation_timestamp: jiff::Timestamp::from_second(created).ok().map(Time),
                 ..Default::default()
             },
-            spec: Some(ReplicaSetSpec { replicas: Some(replicas), ..Default::default() }),
+            spec: Some(ReplicaSetSpec {
+                replicas: Some(replicas),
+                ..Default::default()
+            }),
             status: Some(ReplicaSetStatus {
                 replicas,
                 available_replicas: Some(available),
@@ -622,13 +729,19 @@ mod tests {
         // 25% of 1 rounds to surge 1, unavailable 0.
         assert_eq!(resolve_fenceposts(&pct("25%"), &pct("25%"), 1), Ok((1, 0)));
         // Both zero: unavailable becomes 1.
-        assert_eq!(resolve_fenceposts(&IntOrString::Int(0), &pct("10%"), 5), Ok((0, 1)));
+        assert_eq!(
+            resolve_fenceposts(&IntOrString::Int(0), &pct("10%"), 5),
+            Ok((0, 1))
+        );
         let d = deploy(3, IntOrString::Int(0), IntOrString::Int(5));
         assert_eq!(max_unavailable(&d), 3, "capped at replicas");
         assert_eq!(max_surge(&d), 0);
         let mut r = deploy(3, IntOrString::Int(2), IntOrString::Int(1));
         if let Some(s) = r.spec.as_mut() {
-            s.strategy = Some(DeploymentStrategy { type_: Some("Recreate".into()), rolling_update: None });
+            s.strategy = Some(DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                rolling_update: None,
+            });
         }
         assert_eq!((max_surge(&r), max_unavailable(&r)), (0, 0));
         // No strategy at all: the API's defaults (RollingUpdate, 25%/25%).
@@ -644,7 +757,10 @@ mod tests {
         let d = deploy(4, IntOrString::Int(1), IntOrString::Int(0));
         let old = rs("old", 4, 4, 1);
         let new = rs("new", 0, 0, 2);
-        assert_eq!(new_rs_new_replicas(&d, &[old.clone(), new.clone()], &new), Ok(1));
+        assert_eq!(
+            new_rs_new_replicas(&d, &[old.clone(), new.clone()], &new),
+            Ok(1)
+        );
         // Already at 4 + 1: no more.
         let new1 = rs("new", 1, 0, 2);
         assert_eq!(new_rs_new_replicas(&d, &[old, new1.clone()], &new1), Ok(1));
@@ -653,19 +769,30 @@ mod tests {
         assert_eq!(new_rs_new_replicas(&d, &[old2, new1.clone()], &new1), Ok(3));
         // Never above spec.replicas.
         let d = deploy(4, IntOrString::Int(10), IntOrString::Int(0));
-        assert_eq!(new_rs_new_replicas(&d, &[rs("old", 4, 4, 1), new1.clone()], &new1), Ok(4));
+        assert_eq!(
+            new_rs_new_replicas(&d, &[rs("old", 4, 4, 1), new1.clone()], &new1),
+            Ok(4)
+        );
     }
 
     #[test]
     fn hash_is_stable_and_safe() {
-        let mut t = PodTemplateSpec::default();
-        t.metadata = Some(ObjectMeta {
-            labels: Some(BTreeMap::from([("app".to_string(), "web".to_string())])),
-            ..Default::default()
-        });
+        let t = PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(BTreeMap::from([("app".to_string(), "web".to_string())])),
+                ..Default::default()
+            }),
+            spec: None,
+        };
         let h1 = compute_hash(&t, None);
         assert_eq!(h1, compute_hash(&t.clone(), None));
-        assert!(h1.len() >= 8 && h1.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)), "{h1}");
+        assert!(
+            h1.len() >= 8
+                && h1
+                    .chars()
+                    .all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)),
+            "{h1}"
+        );
         assert_ne!(h1, compute_hash(&t, Some(1)));
         assert_ne!(compute_hash(&t, Some(1)), compute_hash(&t, Some(2)));
         let mut t2 = t.clone();
@@ -680,11 +807,13 @@ mod tests {
 
     #[test]
     fn equal_ignoring_hash() {
-        let mut a = PodTemplateSpec::default();
-        a.metadata = Some(ObjectMeta {
-            labels: Some(BTreeMap::from([("app".to_string(), "web".to_string())])),
-            ..Default::default()
-        });
+        let a = PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(BTreeMap::from([("app".to_string(), "web".to_string())])),
+                ..Default::default()
+            }),
+            spec: None,
+        };
         let mut b = a.clone();
         if let Some(l) = b.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
             l.insert(HASH_LABEL.into(), "abc".into());
@@ -707,18 +836,42 @@ mod tests {
         let d = deploy(3, IntOrString::Int(1), IntOrString::Int(0));
         let mut r = rs("web-1", 0, 0, 1);
         // A brand-new ReplicaSet: revision, desired and max replicas.
-        assert!(set_new_rs_annotations(&d, &mut r, 1, false, MAX_REV_HISTORY_CHARS));
+        assert!(set_new_rs_annotations(
+            &d,
+            &mut r,
+            1,
+            false,
+            MAX_REV_HISTORY_CHARS
+        ));
         let ann = r.metadata.annotations.clone().unwrap_or_default();
         assert_eq!(ann.get(REVISION).map(String::as_str), Some("1"));
         assert_eq!(ann.get(DESIRED_REPLICAS).map(String::as_str), Some("3"));
         assert_eq!(ann.get(MAX_REPLICAS).map(String::as_str), Some("4"));
         assert!(!ann.contains_key(REVISION_HISTORY));
         // Unchanged: nothing to do.
-        assert!(!set_new_rs_annotations(&d, &mut r, 1, true, MAX_REV_HISTORY_CHARS));
+        assert!(!set_new_rs_annotations(
+            &d,
+            &mut r,
+            1,
+            true,
+            MAX_REV_HISTORY_CHARS
+        ));
         // Rolled back to at revision 3: 1 goes to the history.
-        assert!(set_new_rs_annotations(&d, &mut r, 3, true, MAX_REV_HISTORY_CHARS));
+        assert!(set_new_rs_annotations(
+            &d,
+            &mut r,
+            3,
+            true,
+            MAX_REV_HISTORY_CHARS
+        ));
         // And again at 5.
-        assert!(set_new_rs_annotations(&d, &mut r, 5, true, MAX_REV_HISTORY_CHARS));
+        assert!(set_new_rs_annotations(
+            &d,
+            &mut r,
+            5,
+            true,
+            MAX_REV_HISTORY_CHARS
+        ));
         let ann = r.metadata.annotations.clone().unwrap_or_default();
         assert_eq!(ann.get(REVISION).map(String::as_str), Some("5"));
         assert_eq!(ann.get(REVISION_HISTORY).map(String::as_str), Some("1,3"));
@@ -728,21 +881,33 @@ mod tests {
         let ann = r2.metadata.annotations.clone().unwrap_or_default();
         assert_eq!(ann.get(REVISION_HISTORY).map(String::as_str), Some("3,5"));
         // A lower revision never lowers it.
-        assert!(!set_new_rs_annotations(&d, &mut r, 2, true, MAX_REV_HISTORY_CHARS));
+        assert!(!set_new_rs_annotations(
+            &d,
+            &mut r,
+            2,
+            true,
+            MAX_REV_HISTORY_CHARS
+        ));
     }
 
     #[test]
     fn change_cause_is_copied_but_not_controller_annotations() {
         let mut d = deploy(1, IntOrString::Int(1), IntOrString::Int(0));
         d.metadata.annotations = Some(BTreeMap::from([
-            ("kubernetes.io/change-cause".to_string(), "set image".to_string()),
+            (
+                "kubernetes.io/change-cause".to_string(),
+                "set image".to_string(),
+            ),
             (REVISION.to_string(), "9".to_string()),
             (LAST_APPLIED.to_string(), "{}".to_string()),
         ]));
         let mut r = rs("x", 0, 0, 1);
         set_new_rs_annotations(&d, &mut r, 2, false, MAX_REV_HISTORY_CHARS);
         let ann = r.metadata.annotations.unwrap_or_default();
-        assert_eq!(ann.get("kubernetes.io/change-cause").map(String::as_str), Some("set image"));
+        assert_eq!(
+            ann.get("kubernetes.io/change-cause").map(String::as_str),
+            Some("set image")
+        );
         assert_eq!(ann.get(REVISION).map(String::as_str), Some("2"));
         assert!(!ann.contains_key(LAST_APPLIED));
     }
@@ -752,7 +917,10 @@ mod tests {
         // 10 replicas (surge 3) mid-rollout: old 8, new 5 (13 = 10 + 3).
         // Scaled to 20 (surge 5): 12 more to hand out.
         let mut d = deploy(20, pct("25%"), pct("25%"));
-        d.status = Some(DeploymentStatus { replicas: Some(13), ..Default::default() });
+        d.status = Some(DeploymentStatus {
+            replicas: Some(13),
+            ..Default::default()
+        });
         let mut old = rs("old", 8, 8, 1);
         let mut new = rs("new", 5, 0, 2);
         set_replicas_annotations(&mut old, 10, 13);
@@ -776,15 +944,27 @@ mod tests {
         let b = rs("b", 0, 0, 2);
         let c = rs("c", 3, 3, 3);
         // None active: the newest old one.
-        assert_eq!(find_active_or_latest(None, &[a.clone(), b.clone()]).and_then(|r| r.metadata.name), Some("b".into()));
+        assert_eq!(
+            find_active_or_latest(None, &[a.clone(), b.clone()]).and_then(|r| r.metadata.name),
+            Some("b".into())
+        );
         // None active but a new one: the new one.
-        assert_eq!(find_active_or_latest(Some(&a), &[b.clone()]).and_then(|r| r.metadata.name), Some("a".into()));
-        assert_eq!(find_active_or_latest(Some(&a), &[c.clone()]).and_then(|r| r.metadata.name), Some("c".into()));
+        assert_eq!(
+            find_active_or_latest(Some(&a), std::slice::from_ref(&b)).and_then(|r| r.metadata.name),
+            Some("a".into())
+        );
+        assert_eq!(
+            find_active_or_latest(Some(&a), std::slice::from_ref(&c)).and_then(|r| r.metadata.name),
+            Some("c".into())
+        );
         assert!(find_active_or_latest(Some(&c), &[rs("d", 1, 1, 4)]).is_none());
 
         let d = deploy(3, IntOrString::Int(1), IntOrString::Int(0));
         let mut sat = c.clone();
-        assert!(!is_saturated(&d, Some(&sat)), "needs the desired annotation");
+        assert!(
+            !is_saturated(&d, Some(&sat)),
+            "needs the desired annotation"
+        );
         set_replicas_annotations(&mut sat, 3, 4);
         assert!(is_saturated(&d, Some(&sat)));
         assert!(!is_saturated(&d, Some(&rs("e", 3, 2, 5))));
@@ -795,7 +975,7 @@ mod tests {
         let a = rs("a", 2, 0, 1);
         let b = rs("b", 2, 0, 2);
         let c = rs("c", 5, 0, 3);
-        let mut v = vec![a.clone(), b.clone(), c.clone()];
+        let mut v = [a.clone(), b.clone(), c.clone()];
         v.sort_by(by_size_newer);
         let names: Vec<_> = v.iter().filter_map(|r| r.metadata.name.clone()).collect();
         assert_eq!(names, ["c", "b", "a"]);
@@ -815,16 +995,28 @@ mod tests {
         let t1 = Time(jiff::Timestamp::from_second(100).unwrap_or_default());
         let t2 = Time(jiff::Timestamp::from_second(200).unwrap_or_default());
         let mut st = DeploymentStatus::default();
-        set_condition(&mut st, new_condition(PROGRESSING, "True", NEW_RS_REASON, "a", &t1));
+        set_condition(
+            &mut st,
+            new_condition(PROGRESSING, "True", NEW_RS_REASON, "a", &t1),
+        );
         // Same status, new reason: transition time kept, update time new.
-        set_condition(&mut st, new_condition(PROGRESSING, "True", RS_UPDATED_REASON, "b", &t2));
+        set_condition(
+            &mut st,
+            new_condition(PROGRESSING, "True", RS_UPDATED_REASON, "b", &t2),
+        );
         let c = get_condition(&st, PROGRESSING).cloned().unwrap_or_default();
         assert_eq!(c.reason.as_deref(), Some(RS_UPDATED_REASON));
         assert_eq!(c.last_transition_time, Some(t1.clone()));
         assert_eq!(c.last_update_time, Some(t2.clone()));
         // Same status and reason: untouched.
-        set_condition(&mut st, new_condition(PROGRESSING, "True", RS_UPDATED_REASON, "c", &t2));
-        assert_eq!(get_condition(&st, PROGRESSING).and_then(|c| c.message.clone()), Some("b".into()));
+        set_condition(
+            &mut st,
+            new_condition(PROGRESSING, "True", RS_UPDATED_REASON, "c", &t2),
+        );
+        assert_eq!(
+            get_condition(&st, PROGRESSING).and_then(|c| c.message.clone()),
+            Some("b".into())
+        );
         remove_condition(&mut st, PROGRESSING);
         assert!(st.conditions.is_none());
     }
@@ -835,13 +1027,27 @@ mod tests {
         if let Some(s) = d.spec.as_mut() {
             s.progress_deadline_seconds = Some(60);
         }
-        d.status = Some(DeploymentStatus { replicas: Some(3), updated_replicas: Some(1), ..Default::default() });
-        let more = DeploymentStatus { replicas: Some(3), updated_replicas: Some(2), ..Default::default() };
+        d.status = Some(DeploymentStatus {
+            replicas: Some(3),
+            updated_replicas: Some(1),
+            ..Default::default()
+        });
+        let more = DeploymentStatus {
+            replicas: Some(3),
+            updated_replicas: Some(2),
+            ..Default::default()
+        };
         assert!(deployment_progressing(&d, &more));
-        assert!(!deployment_progressing(&d, d.status.as_ref().unwrap_or(&more)));
+        assert!(!deployment_progressing(
+            &d,
+            d.status.as_ref().unwrap_or(&more)
+        ));
         let t = Time(jiff::Timestamp::from_second(1000).unwrap_or_default());
         let mut st = DeploymentStatus::default();
-        set_condition(&mut st, new_condition(PROGRESSING, "True", RS_UPDATED_REASON, "", &t));
+        set_condition(
+            &mut st,
+            new_condition(PROGRESSING, "True", RS_UPDATED_REASON, "", &t),
+        );
         let at = |s| jiff::Timestamp::from_second(s).unwrap_or_default();
         assert!(!deployment_timed_out(&d, &st, at(1059)));
         assert!(deployment_timed_out(&d, &st, at(1061)));

@@ -39,7 +39,10 @@ impl Identity {
 
     /// Whether `r` names this object by the same coordinates.
     fn matches_ref(&self, r: &OwnerReference) -> bool {
-        r.uid == self.uid && r.name == self.name && r.kind == self.kind && r.api_version == self.api_version
+        r.uid == self.uid
+            && r.name == self.name
+            && r.kind == self.kind
+            && r.api_version == self.api_version
     }
 }
 
@@ -104,7 +107,11 @@ pub struct Graph {
 }
 
 /// Owner references added, removed and changed (old, new), by uid.
-type RefDiff = (Vec<OwnerReference>, Vec<OwnerReference>, Vec<(OwnerReference, OwnerReference)>);
+type RefDiff = (
+    Vec<OwnerReference>,
+    Vec<OwnerReference>,
+    Vec<(OwnerReference, OwnerReference)>,
+);
 
 fn diff_refs(old: &[OwnerReference], new: &[OwnerReference]) -> RefDiff {
     let mut added = Vec::new();
@@ -116,7 +123,11 @@ fn diff_refs(old: &[OwnerReference], new: &[OwnerReference]) -> RefDiff {
             Some(_) => {}
         }
     }
-    let removed = old.iter().filter(|o| !new.iter().any(|n| n.uid == o.uid)).cloned().collect();
+    let removed = old
+        .iter()
+        .filter(|o| !new.iter().any(|n| n.uid == o.uid))
+        .cloned()
+        .collect();
     (added, removed, changed)
 }
 
@@ -140,7 +151,9 @@ impl Graph {
     /// Dependents whose reference to `uid` has blockOwnerDeletion=true, with
     /// whether each is itself deleting its dependents.
     pub fn blocking_dependents(&self, uid: &str) -> Vec<(String, bool)> {
-        let Some(node) = self.nodes.get(uid) else { return Vec::new() };
+        let Some(node) = self.nodes.get(uid) else {
+            return Vec::new();
+        };
         node.dependents
             .iter()
             .filter_map(|d| self.nodes.get(d))
@@ -151,8 +164,14 @@ impl Graph {
 
     /// The dependents of `uid` as the graph knows them.
     pub fn dependents(&self, uid: &str) -> Vec<Identity> {
-        let Some(node) = self.nodes.get(uid) else { return Vec::new() };
-        node.dependents.iter().filter_map(|d| self.nodes.get(d)).map(|d| d.identity.clone()).collect()
+        let Some(node) = self.nodes.get(uid) else {
+            return Vec::new();
+        };
+        node.dependents
+            .iter()
+            .filter_map(|d| self.nodes.get(d))
+            .map(|d| d.identity.clone())
+            .collect()
     }
 
     /// An object was added or changed.
@@ -216,7 +235,9 @@ impl Graph {
             }
         }
         // Transitions into orphan or foreground deletion.
-        let Some(node) = self.nodes.get_mut(&uid) else { return fx };
+        let Some(node) = self.nodes.get_mut(&uid) else {
+            return fx;
+        };
         if waiting_orphan && !node.waiting_orphan {
             fx.attempt_to_orphan.push(uid.clone());
         } else if waiting_foreground && !node.waiting_foreground {
@@ -236,14 +257,19 @@ impl Graph {
     /// references disagree are checked again; references from another
     /// namespace to a namespaced owner are invalid.
     fn recheck_dependents(&self, uid: &str, observed: &Identity, fx: &mut Effects) {
-        let Some(node) = self.nodes.get(uid) else { return };
+        let Some(node) = self.nodes.get(uid) else {
+            return;
+        };
         let (_, nonmatching) = self.partition_dependents(node, observed);
         for dep in nonmatching {
-            let Some(d) = self.nodes.get(&dep) else { continue };
-            if !observed.namespace.is_empty() && d.identity.namespace != observed.namespace {
-                if let Some(r) = d.owners.iter().find(|r| r.uid == uid) {
-                    fx.invalid_namespace.push((d.identity.clone(), r.clone()));
-                }
+            let Some(d) = self.nodes.get(&dep) else {
+                continue;
+            };
+            if !observed.namespace.is_empty()
+                && d.identity.namespace != observed.namespace
+                && let Some(r) = d.owners.iter().find(|r| r.uid == uid)
+            {
+                fx.invalid_namespace.push((d.identity.clone(), r.clone()));
             }
             fx.attempt_to_delete.push(dep);
         }
@@ -252,7 +278,9 @@ impl Graph {
     /// Link `uid` under each of `owners`, creating placeholders for owners
     /// not seen yet (queued so a worker checks that they exist).
     fn add_dependent_to_owners(&mut self, uid: &str, owners: &[OwnerReference], fx: &mut Effects) {
-        let Some(dep_identity) = self.nodes.get(uid).map(|n| n.identity.clone()) else { return };
+        let Some(dep_identity) = self.nodes.get(uid).map(|n| n.identity.clone()) else {
+            return;
+        };
         let mut recheck = false;
         for r in owners {
             if r.uid.is_empty() {
@@ -305,7 +333,9 @@ impl Graph {
         let mut matching = Vec::new();
         let mut nonmatching = Vec::new();
         for dep in &node.dependents {
-            let Some(d) = self.nodes.get(dep) else { continue };
+            let Some(d) = self.nodes.get(dep) else {
+                continue;
+            };
             let (mut found_match, mut found_mismatch) = (false, false);
             if !identity.namespace.is_empty() && identity.namespace != d.identity.namespace {
                 found_mismatch = true;
@@ -342,8 +372,13 @@ impl Graph {
     pub fn virtual_delete(&mut self, identity: &Identity) -> Effects {
         let mut fx = Effects::default();
         let uid = &identity.uid;
-        let Some(node) = self.nodes.get(uid) else { return fx };
-        let absent_key = (uid.clone(), Some(identity.namespace.clone()).filter(|n| !n.is_empty()));
+        let Some(node) = self.nodes.get(uid) else {
+            return fx;
+        };
+        let absent_key = (
+            uid.clone(),
+            Some(identity.namespace.clone()).filter(|n| !n.is_empty()),
+        );
         let mut remove = true;
         if !node.observed {
             let (matching, nonmatching) = self.partition_dependents(node, identity);
@@ -392,7 +427,9 @@ impl Graph {
         let gone: Vec<String> = self
             .nodes
             .values()
-            .filter(|n| n.observed && n.identity.api_version == api_version && n.identity.kind == kind)
+            .filter(|n| {
+                n.observed && n.identity.api_version == api_version && n.identity.kind == kind
+            })
             .filter(|n| !seen.contains(&n.identity.uid))
             .map(|n| n.identity.uid.clone())
             .collect();
@@ -404,7 +441,9 @@ impl Graph {
     }
 
     fn remove_node(&mut self, uid: &str, fx: &mut Effects) {
-        let Some(node) = self.nodes.remove(uid) else { return };
+        let Some(node) = self.nodes.remove(uid) else {
+            return;
+        };
         for r in &node.owners {
             if let Some(owner) = self.nodes.get_mut(&r.uid) {
                 owner.dependents.remove(uid);
@@ -426,7 +465,13 @@ mod tests {
     use super::*;
 
     fn id(kind: &str, ns: &str, name: &str, uid: &str) -> Identity {
-        Identity { api_version: "v1".into(), kind: kind.into(), namespace: ns.into(), name: name.into(), uid: uid.into() }
+        Identity {
+            api_version: "v1".into(),
+            kind: kind.into(),
+            namespace: ns.into(),
+            name: name.into(),
+            uid: uid.into(),
+        }
     }
 
     fn oref(owner: &Identity, block: bool) -> OwnerReference {
@@ -441,11 +486,21 @@ mod tests {
     }
 
     fn obs(identity: &Identity, owners: Vec<OwnerReference>) -> Observed {
-        Observed { identity: identity.clone(), owners, being_deleted: false, finalizers: vec![] }
+        Observed {
+            identity: identity.clone(),
+            owners,
+            being_deleted: false,
+            finalizers: vec![],
+        }
     }
 
     fn deleting(identity: &Identity, owners: Vec<OwnerReference>, finalizer: &str) -> Observed {
-        Observed { identity: identity.clone(), owners, being_deleted: true, finalizers: vec![finalizer.into()] }
+        Observed {
+            identity: identity.clone(),
+            owners,
+            being_deleted: true,
+            finalizers: vec![finalizer.into()],
+        }
     }
 
     #[test]
@@ -454,7 +509,10 @@ mod tests {
         let owner = id("ConfigMap", "ns", "owner", "u-owner");
         let dep = id("ConfigMap", "ns", "dep", "u-dep");
         assert_eq!(g.upsert(obs(&owner, vec![])), Effects::default());
-        assert_eq!(g.upsert(obs(&dep, vec![oref(&owner, false)])), Effects::default());
+        assert_eq!(
+            g.upsert(obs(&dep, vec![oref(&owner, false)])),
+            Effects::default()
+        );
         assert_eq!(g.dependents("u-owner"), vec![dep.clone()]);
         let fx = g.delete(&owner);
         assert_eq!(fx.attempt_to_delete, vec!["u-dep".to_string()]);
@@ -474,7 +532,10 @@ mod tests {
         let fx = g.upsert(obs(&owner, vec![]));
         assert_eq!(fx, Effects::default());
         assert!(g.node("u-owner").map(|n| n.observed).unwrap_or(false));
-        assert_eq!(g.blocking_dependents("u-owner"), vec![("u-dep".to_string(), false)]);
+        assert_eq!(
+            g.blocking_dependents("u-owner"),
+            vec![("u-dep".to_string(), false)]
+        );
     }
 
     #[test]
@@ -485,10 +546,20 @@ mod tests {
         g.upsert(obs(&owner, vec![]));
         g.upsert(obs(&dep, vec![oref(&owner, true)]));
         let fx = g.upsert(deleting(&owner, vec![], FINALIZER_FOREGROUND));
-        assert_eq!(fx.attempt_to_delete, vec!["u-dep".to_string(), "u-owner".to_string()]);
-        assert!(g.node("u-owner").map(|n| n.deleting_dependents).unwrap_or(false));
+        assert_eq!(
+            fx.attempt_to_delete,
+            vec!["u-dep".to_string(), "u-owner".to_string()]
+        );
+        assert!(
+            g.node("u-owner")
+                .map(|n| n.deleting_dependents)
+                .unwrap_or(false)
+        );
         // The same state again is no transition.
-        assert_eq!(g.upsert(deleting(&owner, vec![], FINALIZER_FOREGROUND)), Effects::default());
+        assert_eq!(
+            g.upsert(deleting(&owner, vec![], FINALIZER_FOREGROUND)),
+            Effects::default()
+        );
         // The dependent going away wakes the owner.
         let fx = g.delete(&dep);
         assert_eq!(fx.attempt_to_delete, vec!["u-owner".to_string()]);
@@ -503,7 +574,11 @@ mod tests {
         let fx = g.upsert(deleting(&owner, vec![], FINALIZER_ORPHAN));
         assert_eq!(fx.attempt_to_orphan, vec!["u-owner".to_string()]);
         assert!(fx.attempt_to_delete.is_empty());
-        assert!(g.upsert(deleting(&owner, vec![], FINALIZER_ORPHAN)).attempt_to_orphan.is_empty());
+        assert!(
+            g.upsert(deleting(&owner, vec![], FINALIZER_ORPHAN))
+                .attempt_to_orphan
+                .is_empty()
+        );
     }
 
     #[test]
@@ -574,7 +649,10 @@ mod tests {
         let fx = g.virtual_delete(&node_owner);
         assert_eq!(fx.attempt_to_delete, vec!["u-a".to_string()]);
         assert_eq!(fx.attempt_to_delete_later, vec!["u-node".to_string()]);
-        assert_eq!(g.node("u-node").map(|n| n.identity.namespace.clone()), Some("b".to_string()));
+        assert_eq!(
+            g.node("u-node").map(|n| n.identity.namespace.clone()),
+            Some("b".to_string())
+        );
     }
 
     #[test]
@@ -603,6 +681,9 @@ mod tests {
             name: "web".into(),
             uid: "123".into(),
         };
-        assert_eq!(i.to_string(), "[apps/v1/ReplicaSet, namespace: ns, name: web, uid: 123]");
+        assert_eq!(
+            i.to_string(),
+            "[apps/v1/ReplicaSet, namespace: ns, name: web, uid: 123]"
+        );
     }
 }

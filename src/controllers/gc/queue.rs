@@ -171,7 +171,10 @@ mod tests {
         let h = tokio::spawn(async move { q2.get().await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         q.add(7);
-        let got = tokio::time::timeout(Duration::from_secs(2), h).await.expect("woken").expect("join");
+        let got = tokio::time::timeout(Duration::from_secs(2), h)
+            .await
+            .expect("woken")
+            .expect("join");
         assert_eq!(got, 7);
     }
 
@@ -180,7 +183,9 @@ mod tests {
         let q: Arc<WorkQueue<u32>> = WorkQueue::new();
         q.add_after(1, Duration::from_millis(30));
         assert!(q.is_empty());
-        let got = tokio::time::timeout(Duration::from_secs(2), q.get()).await.expect("delivered");
+        let got = tokio::time::timeout(Duration::from_secs(2), q.get())
+            .await
+            .expect("delivered");
         assert_eq!(got, 1);
     }
 

@@ -36,26 +36,44 @@ impl Record {
             None => match failed.last() {
                 None => self.clone(),
                 Some(last) => Record {
-                    failures_after_last_success: self.failures_after_last_success + failed.len() as u32,
+                    failures_after_last_success: self.failures_after_last_success
+                        + failed.len() as u32,
                     last_failure_time: Some(*last),
                 },
             },
             Some(success) => {
                 let after: Vec<&Timestamp> = failed.iter().filter(|t| **t > success).collect();
-                Record { failures_after_last_success: after.len() as u32, last_failure_time: after.last().map(|t| **t) }
+                Record {
+                    failures_after_last_success: after.len() as u32,
+                    last_failure_time: after.last().map(|t| **t),
+                }
             }
         }
     }
 
     /// How long to wait before creating pods again.
     pub fn remaining(&self, now: Timestamp, base: Duration, max: Duration) -> Duration {
-        remaining_for(self.failures_after_last_success, self.last_failure_time, now, base, max)
+        remaining_for(
+            self.failures_after_last_success,
+            self.last_failure_time,
+            now,
+            base,
+            max,
+        )
     }
 }
 
 /// Delay left for `failures` consecutive failures, the last at `last`.
-pub fn remaining_for(failures: u32, last: Option<Timestamp>, now: Timestamp, base: Duration, max: Duration) -> Duration {
-    let Some(last) = last else { return Duration::ZERO };
+pub fn remaining_for(
+    failures: u32,
+    last: Option<Timestamp>,
+    now: Timestamp,
+    base: Duration,
+    max: Duration,
+) -> Duration {
+    let Some(last) = last else {
+        return Duration::ZERO;
+    };
     if failures == 0 {
         return Duration::ZERO;
     }
@@ -82,10 +100,15 @@ pub fn finished_time(pod: &Pod) -> Timestamp {
         .as_ref()
         .and_then(|s| s.init_containers.as_ref())
         .map(|ics| {
-            ics.iter().filter(|c| c.restart_policy.as_deref() == Some("Always")).map(|c| c.name.as_str()).collect()
+            ics.iter()
+                .filter(|c| c.restart_policy.as_deref() == Some("Always"))
+                .map(|c| c.name.as_str())
+                .collect()
         })
         .unwrap_or_default();
-    let containers = status.and_then(|s| s.container_statuses.as_deref()).unwrap_or_default();
+    let containers = status
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default();
     let inits: Vec<&ContainerStatus> = status
         .and_then(|s| s.init_container_statuses.as_deref())
         .unwrap_or_default()
@@ -95,7 +118,12 @@ pub fn finished_time(pod: &Pod) -> Timestamp {
     let mut latest: Option<Timestamp> = None;
     let mut all_done = true;
     for cs in containers.iter().chain(inits) {
-        match cs.state.as_ref().and_then(|s| s.terminated.as_ref()).and_then(|t| t.finished_at.as_ref()) {
+        match cs
+            .state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .and_then(|t| t.finished_at.as_ref())
+        {
             Some(t) => latest = Some(latest.map_or(t.0, |l| l.max(t.0))),
             None => all_done = false,
         }
@@ -105,16 +133,25 @@ pub fn finished_time(pod: &Pod) -> Timestamp {
     }
     let not_ready = status
         .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready" && c.status == "False"))
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.type_ == "Ready" && c.status == "False")
+        })
         .and_then(|c| c.last_transition_time.as_ref());
     if let Some(t) = not_ready {
         return t.0;
     }
     if let Some(del) = &pod.metadata.deletion_timestamp {
         let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(0);
-        return del.0.checked_sub(jiff::SignedDuration::from_secs(grace)).unwrap_or(del.0);
+        return del
+            .0
+            .checked_sub(jiff::SignedDuration::from_secs(grace))
+            .unwrap_or(del.0);
     }
-    pod.metadata.creation_timestamp.as_ref().map_or(Timestamp::UNIX_EPOCH, |t| t.0)
+    pod.metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(Timestamp::UNIX_EPOCH, |t| t.0)
 }
 
 #[cfg(test)]
@@ -140,12 +177,27 @@ mod tests {
         let base = Duration::from_secs(10);
         let max = Duration::from_secs(600);
         let last = ts("2024-01-01T00:00:00Z");
-        assert_eq!(remaining_for(0, Some(last), last, base, max), Duration::ZERO);
-        assert_eq!(remaining_for(1, Some(last), last, base, max), Duration::from_secs(10));
-        assert_eq!(remaining_for(3, Some(last), last, base, max), Duration::from_secs(40));
-        assert_eq!(remaining_for(3, Some(last), ts("2024-01-01T00:00:15Z"), base, max), Duration::from_secs(25));
+        assert_eq!(
+            remaining_for(0, Some(last), last, base, max),
+            Duration::ZERO
+        );
+        assert_eq!(
+            remaining_for(1, Some(last), last, base, max),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            remaining_for(3, Some(last), last, base, max),
+            Duration::from_secs(40)
+        );
+        assert_eq!(
+            remaining_for(3, Some(last), ts("2024-01-01T00:00:15Z"), base, max),
+            Duration::from_secs(25)
+        );
         assert_eq!(remaining_for(30, Some(last), last, base, max), max);
-        assert_eq!(remaining_for(2, Some(last), ts("2024-01-01T01:00:00Z"), base, max), Duration::ZERO);
+        assert_eq!(
+            remaining_for(2, Some(last), ts("2024-01-01T01:00:00Z"), base, max),
+            Duration::ZERO
+        );
     }
 
     #[test]
@@ -157,11 +209,20 @@ mod tests {
         assert_eq!(r.failures_after_last_success, 2);
         assert_eq!(r.last_failure_time, Some(ts("2024-01-01T00:00:30Z")));
         let r = r.observe(&[&s], &[&f1, &f2]);
-        assert_eq!(r, Record { failures_after_last_success: 1, last_failure_time: Some(ts("2024-01-01T00:00:30Z")) });
+        assert_eq!(
+            r,
+            Record {
+                failures_after_last_success: 1,
+                last_failure_time: Some(ts("2024-01-01T00:00:30Z"))
+            }
+        );
         assert_eq!(r.observe(&[&s], &[]), Record::default());
         assert_eq!(r.observe(&[], &[]), r);
         // No container finish times: fall back to the creation time.
-        let bare: Pod = serde_json::from_value(json!({"metadata": {"creationTimestamp": "2024-01-01T00:00:05Z"}})).expect("pod");
+        let bare: Pod = serde_json::from_value(
+            json!({"metadata": {"creationTimestamp": "2024-01-01T00:00:05Z"}}),
+        )
+        .expect("pod");
         assert_eq!(finished_time(&bare), ts("2024-01-01T00:00:05Z"));
     }
 }

@@ -72,7 +72,11 @@ impl Intervals {
     /// These intervals with the given indexes added.
     pub fn with_indexes(&self, indexes: impl IntoIterator<Item = i64>) -> Intervals {
         let set: BTreeSet<i64> = indexes.into_iter().collect();
-        self.merge(&Intervals(set.into_iter().map(|i| Interval { first: i, last: i }).collect()))
+        self.merge(&Intervals(
+            set.into_iter()
+                .map(|i| Interval { first: i, last: i })
+                .collect(),
+        ))
     }
 
     /// How many indexes the intervals hold.
@@ -150,7 +154,9 @@ mod tests {
         assert_eq!(first_pending(&iv, 10, 10), vec![3, 4, 8]);
         assert_eq!(first_pending(&Intervals::default(), 2, 10), vec![0, 1]);
         assert_eq!(
-            Intervals::parse("0-3", 10).merge(&Intervals::parse("2-6,8", 10)).to_string(),
+            Intervals::parse("0-3", 10)
+                .merge(&Intervals::parse("2-6,8", 10))
+                .to_string(),
             "0-6,8"
         );
     }

@@ -20,7 +20,10 @@ const COMPLETION_INDEX_ENV: &str = "JOB_COMPLETION_INDEX";
 const MAX_GENERATED_NAME: usize = 58;
 
 pub fn phase(pod: &Pod) -> &str {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
 }
 
 pub fn uid(pod: &Pod) -> &str {
@@ -32,7 +35,10 @@ pub fn name(pod: &Pod) -> &str {
 }
 
 pub fn has_tracking_finalizer(pod: &Pod) -> bool {
-    pod.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f == TRACKING_FINALIZER))
+    pod.metadata
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|f| f == TRACKING_FINALIZER))
 }
 
 /// Being deleted but not yet in a terminal phase.
@@ -68,12 +74,15 @@ pub fn index_failure_count(pod: &Pod) -> i32 {
 
 /// Failures of the index, counted and ignored ones.
 pub fn index_absolute_failure_count(pod: &Pod) -> i32 {
-    annotation_i32(pod, INDEX_FAILURE_COUNT).saturating_add(annotation_i32(pod, INDEX_IGNORED_FAILURE_COUNT))
+    annotation_i32(pod, INDEX_FAILURE_COUNT)
+        .saturating_add(annotation_i32(pod, INDEX_IGNORED_FAILURE_COUNT))
 }
 
 /// Sum of container restarts (for restartPolicy OnFailure back-off).
 pub fn restart_count(pod: &Pod) -> i64 {
-    let Some(s) = pod.status.as_ref() else { return 0 };
+    let Some(s) = pod.status.as_ref() else {
+        return 0;
+    };
     let sum = |cs: Option<&Vec<k8s_openapi::api::core::v1::ContainerStatus>>| -> i64 {
         cs.map_or(0, |v| v.iter().map(|c| i64::from(c.restart_count)).sum())
     };
@@ -103,19 +112,45 @@ fn ready_since(pod: &Pod) -> Option<Timestamp> {
 /// Sort key putting the pods best deleted first (upstream's ActivePods):
 /// unscheduled, pending before running, not ready, ready for less time,
 /// more restarts, newer.
-type Rank = (bool, u8, bool, Reverse<Timestamp>, Reverse<i32>, Reverse<Timestamp>);
+type Rank = (
+    bool,
+    u8,
+    bool,
+    Reverse<Timestamp>,
+    Reverse<i32>,
+    Reverse<Timestamp>,
+);
 
 fn removal_rank(pod: &Pod) -> Rank {
-    let assigned = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+    let assigned = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
     let phase = match phase(pod) {
         "Unknown" => 1,
         "Running" => 2,
         _ => 0,
     };
     let ready = podcontrol::is_ready(pod);
-    let ready_time = if ready { ready_since(pod).unwrap_or(Timestamp::MAX) } else { Timestamp::MAX };
-    let created = pod.metadata.creation_timestamp.as_ref().map_or(Timestamp::MAX, |t| t.0);
-    (assigned, phase, ready, Reverse(ready_time), Reverse(max_restarts(pod)), Reverse(created))
+    let ready_time = if ready {
+        ready_since(pod).unwrap_or(Timestamp::MAX)
+    } else {
+        Timestamp::MAX
+    };
+    let created = pod
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(Timestamp::MAX, |t| t.0);
+    (
+        assigned,
+        phase,
+        ready,
+        Reverse(ready_time),
+        Reverse(max_restarts(pod)),
+        Reverse(created),
+    )
 }
 
 /// Sort pods so the ones best deleted come first.
@@ -126,7 +161,12 @@ pub fn sort_for_removal(pods: &mut [Pod]) {
 /// Active pods to delete: for Indexed Jobs every pod without a valid index
 /// and all but one pod of a repeated index, then the lowest-ranked pods
 /// until at least `at_least` are chosen.
-pub fn active_pods_for_removal(indexed: bool, completions: i64, active: &[Pod], at_least: usize) -> Vec<Pod> {
+pub fn active_pods_for_removal(
+    indexed: bool,
+    completions: i64,
+    active: &[Pod],
+    at_least: usize,
+) -> Vec<Pod> {
     let mut rm: Vec<Pod> = Vec::new();
     let mut left: Vec<Pod> = Vec::new();
     if indexed {
@@ -192,7 +232,11 @@ fn add_index_env(c: &mut Container) {
 pub fn new_pod(job: &Job, index: Option<i64>, failure_counts: Option<(i32, i32)>) -> Pod {
     let job_name = job.metadata.name.as_deref().unwrap_or("");
     let ns = job.metadata.namespace.as_deref().unwrap_or("default");
-    let mut template = job.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let mut template = job
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
     let meta = template.metadata.get_or_insert_with(Default::default);
     let fins = meta.finalizers.get_or_insert_with(Vec::new);
     if !fins.iter().any(|f| f == TRACKING_FINALIZER) {
@@ -200,8 +244,12 @@ pub fn new_pod(job: &Job, index: Option<i64>, failure_counts: Option<(i32, i32)>
     }
     let mut generate = job_name.to_string();
     if let Some(ix) = index {
-        meta.annotations.get_or_insert_with(Default::default).insert(COMPLETION_INDEX.into(), ix.to_string());
-        meta.labels.get_or_insert_with(Default::default).insert(COMPLETION_INDEX.into(), ix.to_string());
+        meta.annotations
+            .get_or_insert_with(Default::default)
+            .insert(COMPLETION_INDEX.into(), ix.to_string());
+        meta.labels
+            .get_or_insert_with(Default::default)
+            .insert(COMPLETION_INDEX.into(), ix.to_string());
         if let Some((failed, ignored)) = failure_counts {
             let ann = meta.annotations.get_or_insert_with(Default::default);
             ann.insert(INDEX_FAILURE_COUNT.into(), failed.to_string());
@@ -211,12 +259,21 @@ pub fn new_pod(job: &Job, index: Option<i64>, failure_counts: Option<(i32, i32)>
         }
         if let Some(spec) = template.spec.as_mut() {
             spec.containers.iter_mut().for_each(add_index_env);
-            spec.init_containers.iter_mut().flatten().for_each(add_index_env);
+            spec.init_containers
+                .iter_mut()
+                .flatten()
+                .for_each(add_index_env);
             spec.hostname = Some(format!("{job_name}-{ix}"));
         }
         generate = generate_name_with_index(job_name, ix);
     }
-    let mut pod = podcontrol::pod_from_template(&template, ns, podcontrol::controller_ref(job), job_name, None);
+    let mut pod = podcontrol::pod_from_template(
+        &template,
+        ns,
+        podcontrol::controller_ref(job),
+        job_name,
+        None,
+    );
     if index.is_some() {
         pod.metadata.generate_name = Some(generate);
     }
@@ -241,9 +298,18 @@ mod tests {
             json!({"spec": {"nodeName": "n", "containers": []}, "status": {"phase": "Running",
                 "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z"}]}}),
         );
-        let running = pod("r", json!({"spec": {"nodeName": "n", "containers": []}, "status": {"phase": "Running"}}));
-        let pending = pod("p", json!({"spec": {"nodeName": "n", "containers": []}, "status": {"phase": "Pending"}}));
-        let unscheduled = pod("u", json!({"spec": {"containers": []}, "status": {"phase": "Pending"}}));
+        let running = pod(
+            "r",
+            json!({"spec": {"nodeName": "n", "containers": []}, "status": {"phase": "Running"}}),
+        );
+        let pending = pod(
+            "p",
+            json!({"spec": {"nodeName": "n", "containers": []}, "status": {"phase": "Pending"}}),
+        );
+        let unscheduled = pod(
+            "u",
+            json!({"spec": {"containers": []}, "status": {"phase": "Pending"}}),
+        );
         let mut all = vec![running_ready, running, pending, unscheduled];
         sort_for_removal(&mut all);
         let names: Vec<&str> = all.iter().map(name).collect();
@@ -252,8 +318,19 @@ mod tests {
 
     #[test]
     fn indexed_removal_drops_duplicates_and_strays() {
-        let ix = |n: &str, i: &str| pod(n, json!({"metadata": {"annotations": {COMPLETION_INDEX: i}}}));
-        let active = vec![ix("a0", "0"), ix("b0", "0"), ix("a1", "1"), ix("x", "nope"), ix("big", "9")];
+        let ix = |n: &str, i: &str| {
+            pod(
+                n,
+                json!({"metadata": {"annotations": {COMPLETION_INDEX: i}}}),
+            )
+        };
+        let active = vec![
+            ix("a0", "0"),
+            ix("b0", "0"),
+            ix("a1", "1"),
+            ix("x", "nope"),
+            ix("big", "9"),
+        ];
         let rm = active_pods_for_removal(true, 3, &active, 0);
         let mut names: Vec<&str> = rm.iter().map(name).collect();
         names.sort();
@@ -276,15 +353,29 @@ mod tests {
         let ann = p.metadata.annotations.clone().unwrap_or_default();
         assert_eq!(ann.get(COMPLETION_INDEX).map(String::as_str), Some("2"));
         assert_eq!(ann.get(INDEX_FAILURE_COUNT).map(String::as_str), Some("1"));
-        assert_eq!(p.metadata.labels.clone().unwrap_or_default().get(COMPLETION_INDEX).map(String::as_str), Some("2"));
+        assert_eq!(
+            p.metadata
+                .labels
+                .clone()
+                .unwrap_or_default()
+                .get(COMPLETION_INDEX)
+                .map(String::as_str),
+            Some("2")
+        );
         assert_eq!(p.metadata.generate_name.as_deref(), Some("idx-2-"));
-        assert_eq!(p.metadata.finalizers, Some(vec![TRACKING_FINALIZER.to_string()]));
+        assert_eq!(
+            p.metadata.finalizers,
+            Some(vec![TRACKING_FINALIZER.to_string()])
+        );
         let spec = p.spec.expect("spec");
         assert_eq!(spec.hostname.as_deref(), Some("idx-2"));
         let env = spec.containers[0].env.clone().unwrap_or_default();
         assert_eq!(env[0].name, "JOB_COMPLETION_INDEX");
         let owner = &p.metadata.owner_references.expect("owner")[0];
-        assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("Job", "u1", Some(true)));
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("Job", "u1", Some(true))
+        );
         let plain = new_pod(&job, None, None);
         assert_eq!(plain.metadata.generate_name.as_deref(), Some("idx-"));
         assert_eq!(generate_name_with_index(&"a".repeat(70), 12).len(), 58);

@@ -1,7 +1,9 @@
 //! podFailurePolicy and successPolicy matching, as upstream's job controller
 //! evaluates them.
 
-use k8s_openapi::api::batch::v1::{PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, SuccessPolicy};
+use k8s_openapi::api::batch::v1::{
+    PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, SuccessPolicy,
+};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodCondition};
 
 use super::indexes::Intervals;
@@ -30,23 +32,35 @@ pub fn match_pod_failure_policy(policy: Option<&PodFailurePolicy>, pod: &Pod) ->
     let name = pod.metadata.name.as_deref().unwrap_or("");
     for (index, rule) in policy.rules.iter().enumerate() {
         let matched = if let Some(req) = &rule.on_exit_codes {
-            let Some(cs) = status.and_then(|s| match_exit_codes(s.container_statuses.as_deref(), req)
-                .or_else(|| match_exit_codes(s.init_container_statuses.as_deref(), req)))
-            else {
+            let Some(cs) = status.and_then(|s| {
+                match_exit_codes(s.container_statuses.as_deref(), req)
+                    .or_else(|| match_exit_codes(s.init_container_statuses.as_deref(), req))
+            }) else {
                 continue;
             };
-            let code = cs.state.as_ref().and_then(|s| s.terminated.as_ref()).map_or(0, |t| t.exit_code);
+            let code = cs
+                .state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .map_or(0, |t| t.exit_code);
             format!(
                 "Container {} for pod {ns}/{name} failed with exit code {code} matching {} rule at index {index}",
                 cs.name, rule.action
             )
         } else if let Some(patterns) = &rule.on_pod_conditions {
-            let conds = status.and_then(|s| s.conditions.as_deref()).unwrap_or_default();
+            let conds = status
+                .and_then(|s| s.conditions.as_deref())
+                .unwrap_or_default();
             let found: Option<&PodCondition> = conds.iter().find(|c| {
-                patterns.iter().any(|p| p.type_ == c.type_ && p.status == c.status)
+                patterns
+                    .iter()
+                    .any(|p| p.type_ == c.type_ && p.status == c.status)
             });
             let Some(cond) = found else { continue };
-            format!("Pod {ns}/{name} has condition {} matching {} rule at index {index}", cond.type_, rule.action)
+            format!(
+                "Pod {ns}/{name} has condition {} matching {} rule at index {index}",
+                cond.type_, rule.action
+            )
         } else {
             continue;
         };
@@ -82,7 +96,11 @@ fn match_exit_codes<'a>(
 }
 
 /// The SuccessCriteriaMet message when a successPolicy rule is met.
-pub fn match_success_policy(policy: Option<&SuccessPolicy>, completions: i64, succeeded: &Intervals) -> Option<String> {
+pub fn match_success_policy(
+    policy: Option<&SuccessPolicy>,
+    completions: i64,
+    succeeded: &Intervals,
+) -> Option<String> {
     let policy = policy?;
     if succeeded.is_empty() {
         return None;
@@ -152,17 +170,33 @@ mod tests {
             match_pod_failure_policy(Some(&p), &failed_pod(42, json!([]))),
             Some(Action::FailJob("Container main for pod ns/p failed with exit code 42 matching FailJob rule at index 1".into()))
         );
-        assert_eq!(match_pod_failure_policy(Some(&p), &failed_pod(7, json!([]))), Some(Action::Count));
-        assert_eq!(match_pod_failure_policy(Some(&p), &failed_pod(2, json!([]))), Some(Action::FailIndex));
-        assert_eq!(match_pod_failure_policy(Some(&p), &failed_pod(1, json!([]))), None);
+        assert_eq!(
+            match_pod_failure_policy(Some(&p), &failed_pod(7, json!([]))),
+            Some(Action::Count)
+        );
+        assert_eq!(
+            match_pod_failure_policy(Some(&p), &failed_pod(2, json!([]))),
+            Some(Action::FailIndex)
+        );
+        assert_eq!(
+            match_pod_failure_policy(Some(&p), &failed_pod(1, json!([]))),
+            None
+        );
         let disrupted = failed_pod(42, json!([{"type": "DisruptionTarget", "status": "True"}]));
-        assert_eq!(match_pod_failure_policy(Some(&p), &disrupted), Some(Action::Ignore));
+        assert_eq!(
+            match_pod_failure_policy(Some(&p), &disrupted),
+            Some(Action::Ignore)
+        );
         assert!(!Action::counts(Some(&Action::Ignore)));
         assert!(Action::counts(None) && Action::counts(Some(&Action::Count)));
-        let fail_on_cond = policy(json!({"rules": [{"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]}));
+        let fail_on_cond = policy(
+            json!({"rules": [{"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]}),
+        );
         assert_eq!(
             match_pod_failure_policy(Some(&fail_on_cond), &disrupted),
-            Some(Action::FailJob("Pod ns/p has condition DisruptionTarget matching FailJob rule at index 0".into()))
+            Some(Action::FailJob(
+                "Pod ns/p has condition DisruptionTarget matching FailJob rule at index 0".into()
+            ))
         );
     }
 
@@ -179,7 +213,10 @@ mod tests {
         assert_eq!(done("5-9").as_deref(), Some("Matched rules at index 1"));
         let all: SuccessPolicy =
             serde_json::from_value(json!({"rules": [{"succeededIndexes": "1-2"}]})).expect("sp");
-        assert_eq!(match_success_policy(Some(&all), 10, &Intervals::parse("1", 10)), None);
+        assert_eq!(
+            match_success_policy(Some(&all), 10, &Intervals::parse("1", 10)),
+            None
+        );
         assert!(match_success_policy(Some(&all), 10, &Intervals::parse("0-3", 10)).is_some());
     }
 }

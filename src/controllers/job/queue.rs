@@ -119,7 +119,10 @@ impl<K: Clone + Eq + Hash + Ord> WorkQueue<K> {
             *n += 1;
             *n
         };
-        let delay = self.base_retry.saturating_mul(1u32 << (n - 1).min(20)).min(self.max_retry);
+        let delay = self
+            .base_retry
+            .saturating_mul(1u32 << (n - 1).min(20))
+            .min(self.max_retry);
         self.add_after(key, delay);
         delay
     }
@@ -171,7 +174,11 @@ mod tests {
         assert_eq!(q.len(), 2);
         let t0 = Instant::now();
         assert_eq!(q.next().await, "b");
-        assert!(t0.elapsed() >= ms(100) && t0.elapsed() < ms(200), "{:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() >= ms(100) && t0.elapsed() < ms(200),
+            "{:?}",
+            t0.elapsed()
+        );
         // Added while in flight: deferred until done.
         q.add("b".into());
         assert_eq!(q.next().await, "a");

@@ -16,9 +16,11 @@ use serde_json::json;
 
 use super::backoff::{self, Record};
 use super::indexes::{self, Intervals};
-use super::policy::{self, Action};
 use super::pods::{self, completion_index, has_tracking_finalizer, phase, uid, valid_index};
-use super::{JobController, SyncError, error_message, find_condition, is_finished, managed_elsewhere};
+use super::policy::{self, Action};
+use super::{
+    JobController, SyncError, error_message, find_condition, is_finished, managed_elsewhere,
+};
 use crate::api::selectors::LabelSelector;
 use crate::controllers::events::{NORMAL, WARNING, reference};
 use crate::controllers::podcontrol;
@@ -65,7 +67,13 @@ pub fn is_pod_failed(pod: &Pod, spec: &JobSpec) -> bool {
 }
 
 /// A condition as upstream's newCondition builds it.
-pub fn new_condition(type_: &str, status: &str, reason: &str, message: &str, now: Timestamp) -> JobCondition {
+pub fn new_condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> JobCondition {
     JobCondition {
         type_: type_.into(),
         status: status.into(),
@@ -87,7 +95,10 @@ pub fn ensure_condition(
     now: Timestamp,
 ) -> bool {
     if let Some(c) = conds.iter_mut().find(|c| c.type_ == type_) {
-        if c.status != status || c.reason.as_deref().unwrap_or("") != reason || c.message.as_deref().unwrap_or("") != message {
+        if c.status != status
+            || c.reason.as_deref().unwrap_or("") != reason
+            || c.message.as_deref().unwrap_or("") != message
+        {
             *c = new_condition(type_, status, reason, message, now);
             return true;
         }
@@ -117,12 +128,26 @@ pub fn want_active(completions: Option<i32>, parallelism: i32, succeeded: i32, a
 
 /// restartPolicy OnFailure: restarts of running pods count as failures.
 fn past_backoff_limit_on_failure(spec: &JobSpec, all: &[Pod]) -> bool {
-    if spec.template.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) != Some("OnFailure") {
+    if spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        != Some("OnFailure")
+    {
         return false;
     }
-    let restarts: i64 = all.iter().filter(|p| matches!(phase(p), "Running" | "Pending")).map(pods::restart_count).sum();
+    let restarts: i64 = all
+        .iter()
+        .filter(|p| matches!(phase(p), "Running" | "Pending"))
+        .map(pods::restart_count)
+        .sum();
     let limit = i64::from(spec.backoff_limit.unwrap_or(6));
-    if limit == 0 { restarts > 0 } else { restarts >= limit }
+    if limit == 0 {
+        restarts > 0
+    } else {
+        restarts >= limit
+    }
 }
 
 // --------------------------------------------------------------- the sync
@@ -155,7 +180,11 @@ impl SyncState {
 
     /// Pods with a tracking finalizer, not yet counted and (Indexed) with a
     /// valid index, that pass `filter`.
-    fn valid_pods<'a>(&'a self, uncounted: &'a HashSet<String>, filter: impl Fn(&Pod) -> bool + 'a) -> impl Iterator<Item = &'a Pod> + 'a {
+    fn valid_pods<'a>(
+        &'a self,
+        uncounted: &'a HashSet<String>,
+        filter: impl Fn(&Pod) -> bool + 'a,
+    ) -> impl Iterator<Item = &'a Pod> + 'a {
         let indexed = is_indexed(&self.spec);
         let completions = self.completions();
         self.pods.iter().filter(move |p| {
@@ -179,14 +208,17 @@ impl JobController {
         if managed_elsewhere(&job) {
             return Ok(());
         }
-        let Some(spec) = job.spec.clone() else { return Ok(()) };
+        let Some(spec) = job.spec.clone() else {
+            return Ok(());
+        };
         if is_finished(&job) {
             self.backoff.lock().remove(key);
             // A backstop: counted pods lose their finalizers before the Job
             // finishes, but one may be left after a crash.
             for p in self.pods_for_job(&job, &spec).await? {
                 if has_tracking_finalizer(&p) {
-                    super::remove_tracking_finalizer(&Api::namespaced(self.client.clone(), ns), &p).await?;
+                    super::remove_tracking_finalizer(&Api::namespaced(self.client.clone(), ns), &p)
+                        .await?;
                 }
             }
             return Ok(());
@@ -196,21 +228,37 @@ impl JobController {
             && mode != "Indexed"
         {
             self.recorder
-                .publish(&reference(&job), WARNING, "UnknownCompletionMode", "Skipped Job sync because completion mode is unknown")
+                .publish(
+                    &reference(&job),
+                    WARNING,
+                    "UnknownCompletionMode",
+                    "Skipped Job sync because completion mode is unknown",
+                )
                 .await;
             return Ok(());
         }
         let now = Timestamp::now();
         let mut job = job;
         let status = job.status.get_or_insert_with(Default::default);
-        let uncounted = status.uncounted_terminated_pods.get_or_insert_with(UncountedTerminatedPods::default).clone();
+        let uncounted = status
+            .uncounted_terminated_pods
+            .get_or_insert_with(UncountedTerminatedPods::default)
+            .clone();
         let pods = self.pods_for_job(&job, &spec).await?;
-        let active: Vec<Pod> = pods.iter().filter(|p| podcontrol::is_active(p)).cloned().collect();
+        let active: Vec<Pod> = pods
+            .iter()
+            .filter(|p| podcontrol::is_active(p))
+            .cloned()
+            .collect();
         let mut st = SyncState {
             key: key.to_string(),
             ready: active.iter().filter(|p| podcontrol::is_ready(p)).count() as i32,
             terminating: pods.iter().filter(|p| pods::is_terminating(p)).count() as i32,
-            uncounted_succeeded: uncounted.succeeded.unwrap_or_default().into_iter().collect(),
+            uncounted_succeeded: uncounted
+                .succeeded
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
             uncounted_failed: uncounted.failed.unwrap_or_default().into_iter().collect(),
             job,
             spec,
@@ -227,26 +275,49 @@ impl JobController {
         };
         let spec = st.spec.clone();
         let mut active_n = st.active.len() as i32;
-        let new_succeeded: Vec<Pod> = st.valid_pods(&st.uncounted_succeeded, |p| phase(p) == "Succeeded").cloned().collect();
-        let new_failed: Vec<Pod> = st.valid_pods(&st.uncounted_failed, |p| is_pod_failed(p, &spec)).cloned().collect();
+        let new_succeeded: Vec<Pod> = st
+            .valid_pods(&st.uncounted_succeeded, |p| phase(p) == "Succeeded")
+            .cloned()
+            .collect();
+        let new_failed: Vec<Pod> = st
+            .valid_pods(&st.uncounted_failed, |p| is_pod_failed(p, &spec))
+            .cloned()
+            .collect();
         let counted_failures = new_failed
             .iter()
-            .filter(|p| Action::counts(policy::match_pod_failure_policy(spec.pod_failure_policy.as_ref(), p).as_ref()))
+            .filter(|p| {
+                Action::counts(
+                    policy::match_pod_failure_policy(spec.pod_failure_policy.as_ref(), p).as_ref(),
+                )
+            })
             .count() as i32;
         let status = st.job.status.clone().unwrap_or_default();
-        st.succeeded = status.succeeded.unwrap_or(0) + new_succeeded.len() as i32 + st.uncounted_succeeded.len() as i32;
-        let failed = status.failed.unwrap_or(0) + counted_failures + st.uncounted_failed.len() as i32;
+        st.succeeded = status.succeeded.unwrap_or(0)
+            + new_succeeded.len() as i32
+            + st.uncounted_succeeded.len() as i32;
+        let failed =
+            status.failed.unwrap_or(0) + counted_failures + st.uncounted_failed.len() as i32;
 
         if status.start_time.is_none() && !is_suspended(&spec) {
-            st.job.status.get_or_insert_with(Default::default).start_time = Some(Time(now));
+            st.job
+                .status
+                .get_or_insert_with(Default::default)
+                .start_time = Some(Time(now));
         }
         let old_record = self.backoff.lock().get(key).cloned().unwrap_or_default();
-        st.new_backoff = old_record.observe(&new_succeeded.iter().collect::<Vec<_>>(), &new_failed.iter().collect::<Vec<_>>());
+        st.new_backoff = old_record.observe(
+            &new_succeeded.iter().collect::<Vec<_>>(),
+            &new_failed.iter().collect::<Vec<_>>(),
+        );
 
         // Has the Job finished (or is about to)?
-        st.finished = find_condition(&st.job, "SuccessCriteriaMet").filter(|c| c.status == "True").cloned();
+        st.finished = find_condition(&st.job, "SuccessCriteriaMet")
+            .filter(|c| c.status == "True")
+            .cloned();
         if st.finished.is_none() {
-            if let Some(ft) = find_condition(&st.job, "FailureTarget").filter(|c| c.status == "True") {
+            if let Some(ft) =
+                find_condition(&st.job, "FailureTarget").filter(|c| c.status == "True")
+            {
                 st.finished = Some(new_condition(
                     "Failed",
                     "True",
@@ -255,27 +326,54 @@ impl JobController {
                     now,
                 ));
             } else if let Some(msg) = fail_job_message(&spec, &st.pods) {
-                st.finished = Some(new_condition("FailureTarget", "True", REASON_POD_FAILURE_POLICY, &msg, now));
+                st.finished = Some(new_condition(
+                    "FailureTarget",
+                    "True",
+                    REASON_POD_FAILURE_POLICY,
+                    &msg,
+                    now,
+                ));
             }
         }
         if st.finished.is_none() {
-            let start = st.job.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0);
-            if failed > spec.backoff_limit.unwrap_or(6) || past_backoff_limit_on_failure(&spec, &st.pods) {
-                st.finished = Some(failure_condition(REASON_BACKOFF_LIMIT, "Job has reached the specified backoff limit", now));
-            } else if let (Some(ads), Some(start), false) = (spec.active_deadline_seconds, start, is_suspended(&spec)) {
+            let start = st
+                .job
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .map(|t| t.0);
+            if failed > spec.backoff_limit.unwrap_or(6)
+                || past_backoff_limit_on_failure(&spec, &st.pods)
+            {
+                st.finished = Some(failure_condition(
+                    REASON_BACKOFF_LIMIT,
+                    "Job has reached the specified backoff limit",
+                    now,
+                ));
+            } else if let (Some(ads), Some(start), false) =
+                (spec.active_deadline_seconds, start, is_suspended(&spec))
+            {
                 let elapsed = now.duration_since(start).as_secs();
                 if elapsed >= ads {
-                    st.finished = Some(failure_condition(REASON_DEADLINE, "Job was active longer than specified deadline", now));
+                    st.finished = Some(failure_condition(
+                        REASON_DEADLINE,
+                        "Job was active longer than specified deadline",
+                        now,
+                    ));
                 } else {
                     let left = now.duration_since(start);
-                    let left = Duration::from_secs(ads as u64).saturating_sub(Duration::try_from(left).unwrap_or_default());
+                    let left = Duration::from_secs(ads as u64)
+                        .saturating_sub(Duration::try_from(left).unwrap_or_default());
                     self.queue.add_after(key.to_string(), left);
                 }
             }
         }
         if is_indexed(&spec) {
             let completions = st.completions();
-            let prev = Intervals::parse(status.completed_indexes.as_deref().unwrap_or(""), completions);
+            let prev = Intervals::parse(
+                status.completed_indexes.as_deref().unwrap_or(""),
+                completions,
+            );
             let new_ix: Vec<i64> = st
                 .pods
                 .iter()
@@ -288,23 +386,42 @@ impl JobController {
             if let Some(per_index) = spec.backoff_limit_per_index {
                 let failed_ix = failed_indexes(&st, &status, per_index);
                 if st.finished.is_none() {
-                    if spec.max_failed_indexes.is_some_and(|m| failed_ix.total() > i64::from(m)) {
+                    if spec
+                        .max_failed_indexes
+                        .is_some_and(|m| failed_ix.total() > i64::from(m))
+                    {
                         st.finished = Some(failure_condition(
                             REASON_MAX_FAILED_INDEXES,
                             "Job has exceeded the specified maximal number of failed indexes",
                             now,
                         ));
-                    } else if failed_ix.total() > 0 && failed_ix.total() + st.succeeded_indexes.total() >= completions {
-                        st.finished = Some(failure_condition(REASON_FAILED_INDEXES, "Job has failed indexes", now));
+                    } else if failed_ix.total() > 0
+                        && failed_ix.total() + st.succeeded_indexes.total() >= completions
+                    {
+                        st.finished = Some(failure_condition(
+                            REASON_FAILED_INDEXES,
+                            "Job has failed indexes",
+                            now,
+                        ));
                     }
                 }
                 st.failed_indexes = Some(failed_ix);
                 st.delayed_per_index = pods_with_delayed_deletion(&st);
             }
             if st.finished.is_none()
-                && let Some(msg) = policy::match_success_policy(spec.success_policy.as_ref(), completions, &st.succeeded_indexes)
+                && let Some(msg) = policy::match_success_policy(
+                    spec.success_policy.as_ref(),
+                    completions,
+                    &st.succeeded_indexes,
+                )
             {
-                st.finished = Some(new_condition("SuccessCriteriaMet", "True", REASON_SUCCESS_POLICY, &msg, now));
+                st.finished = Some(new_condition(
+                    "SuccessCriteriaMet",
+                    "True",
+                    REASON_SUCCESS_POLICY,
+                    &msg,
+                    now,
+                ));
             }
         }
 
@@ -343,17 +460,43 @@ impl JobController {
                     now,
                 ));
             } else if manage_called {
-                let conds = st.job.status.get_or_insert_with(Default::default).conditions.get_or_insert_with(Vec::new);
+                let conds = st
+                    .job
+                    .status
+                    .get_or_insert_with(Default::default)
+                    .conditions
+                    .get_or_insert_with(Vec::new);
                 if is_suspended(&spec) {
-                    if ensure_condition(conds, "Suspended", "True", "JobSuspended", "Job suspended", now) {
+                    if ensure_condition(
+                        conds,
+                        "Suspended",
+                        "True",
+                        "JobSuspended",
+                        "Job suspended",
+                        now,
+                    ) {
                         suspend_changed = true;
-                        self.recorder.publish(&reference(&st.job), NORMAL, "Suspended", "Job suspended").await;
+                        self.recorder
+                            .publish(&reference(&st.job), NORMAL, "Suspended", "Job suspended")
+                            .await;
                     }
-                } else if ensure_condition(conds, "Suspended", "False", "JobResumed", "Job resumed", now) {
+                } else if ensure_condition(
+                    conds,
+                    "Suspended",
+                    "False",
+                    "JobResumed",
+                    "Job resumed",
+                    now,
+                ) {
                     suspend_changed = true;
-                    self.recorder.publish(&reference(&st.job), NORMAL, "Resumed", "Job resumed").await;
+                    self.recorder
+                        .publish(&reference(&st.job), NORMAL, "Resumed", "Job resumed")
+                        .await;
                     // activeDeadlineSeconds counts time continuously active.
-                    st.job.status.get_or_insert_with(Default::default).start_time = Some(Time(now));
+                    st.job
+                        .status
+                        .get_or_insert_with(Default::default)
+                        .start_time = Some(Time(now));
                 }
             }
         }
@@ -366,7 +509,8 @@ impl JobController {
         status.active = (active_n != 0).then_some(active_n);
         status.ready = Some(st.ready);
         status.terminating = Some(st.terminating);
-        self.track_status_and_remove_finalizers(&mut st, needs_update).await?;
+        self.track_status_and_remove_finalizers(&mut st, needs_update)
+            .await?;
         result
     }
 
@@ -384,7 +528,8 @@ impl JobController {
             ListParams::default()
         };
         let selector = if spec.selector.is_some() {
-            LabelSelector::from_label_selector_json(&selector_json).map_err(|e| SyncError::Invalid(format!("couldn't convert Job selector: {e}")))?
+            LabelSelector::from_label_selector_json(&selector_json)
+                .map_err(|e| SyncError::Invalid(format!("couldn't convert Job selector: {e}")))?
         } else {
             LabelSelector::nothing()
         };
@@ -395,7 +540,10 @@ impl JobController {
                 Some(_) => {}
                 None => {
                     let labels = pod.metadata.labels.clone().unwrap_or_default();
-                    if !selector.matches(&labels) || job.metadata.deletion_timestamp.is_some() || pod.metadata.deletion_timestamp.is_some() {
+                    if !selector.matches(&labels)
+                        || job.metadata.deletion_timestamp.is_some()
+                        || pod.metadata.deletion_timestamp.is_some()
+                    {
                         continue;
                     }
                     // Adopt: controller reference plus the tracking finalizer.
@@ -404,9 +552,17 @@ impl JobController {
                         "ownerReferences": [podcontrol::controller_ref(job)],
                         "finalizers": [pods::TRACKING_FINALIZER],
                     }});
-                    match api.patch(pods::name(&pod), &PatchParams::default(), &Patch::Strategic(patch)).await {
+                    match api
+                        .patch(
+                            pods::name(&pod),
+                            &PatchParams::default(),
+                            &Patch::Strategic(patch),
+                        )
+                        .await
+                    {
                         Ok(p) => out.push(p),
-                        Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() || s.is_invalid() => {}
+                        Err(kube::Error::Api(s))
+                            if s.is_not_found() || s.is_conflict() || s.is_invalid() => {}
                         Err(e) => return Err(e.into()),
                     }
                 }
@@ -418,9 +574,13 @@ impl JobController {
     /// The Job is gone: nothing will count its pods, so free them.
     async fn release_pods_of_missing_job(&self, ns: &str, name: &str) -> Result<(), SyncError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
-        let lp = ListParams::default().labels(&format!("{}={name}", crate::registry::strategy::kinds::batch::JOB_NAME_LABEL));
+        let lp = ListParams::default().labels(&format!(
+            "{}={name}",
+            crate::registry::strategy::kinds::batch::JOB_NAME_LABEL
+        ));
         for pod in api.list(&lp).await?.items {
-            let ours = podcontrol::controller_of(&pod.metadata).is_some_and(|o| o.kind == "Job" && o.name == name);
+            let ours = podcontrol::controller_of(&pod.metadata)
+                .is_some_and(|o| o.kind == "Job" && o.name == name);
             if ours && has_tracking_finalizer(&pod) {
                 super::remove_tracking_finalizer(&api, &pod).await?;
             }
@@ -435,15 +595,26 @@ impl JobController {
         let mut active = st.active.len() as i32;
         let indexed = is_indexed(&spec);
         if is_suspended(&spec) {
-            let rm = pods::active_pods_for_removal(indexed, st.completions(), &st.active, st.active.len());
+            let rm = pods::active_pods_for_removal(
+                indexed,
+                st.completions(),
+                &st.active,
+                st.active.len(),
+            );
             let (ready, removed, err) = self.delete_job_pods(&st.job, &rm).await;
             st.terminating += removed;
             st.ready -= ready;
             return (active - removed, err.map_or(Ok(()), Err));
         }
-        let want = want_active(spec.completions, spec.parallelism.unwrap_or(1), st.succeeded, active);
+        let want = want_active(
+            spec.completions,
+            spec.parallelism.unwrap_or(1),
+            st.succeeded,
+            active,
+        );
         let rm_at_least = (active - want).max(0) as usize;
-        let mut rm = pods::active_pods_for_removal(indexed, st.completions(), &st.active, rm_at_least);
+        let mut rm =
+            pods::active_pods_for_removal(indexed, st.completions(), &st.active, rm_at_least);
         rm.truncate(MAX_PER_SYNC);
         if !rm.is_empty() {
             let (ready, removed, err) = self.delete_job_pods(&st.job, &rm).await;
@@ -452,24 +623,38 @@ impl JobController {
             // Either deletions or creations in one sync, deletions first.
             return (active - removed, err.map_or(Ok(()), Err));
         }
-        let terminating = if only_replace_failed(&spec) { st.terminating } else { 0 };
+        let terminating = if only_replace_failed(&spec) {
+            st.terminating
+        } else {
+            0
+        };
         let mut diff = want - terminating - active;
         if diff <= 0 {
             return (active, Ok(()));
         }
         if spec.backoff_limit_per_index.is_none() {
-            let wait = st.new_backoff.remaining(st.now, self.backoff_base, self.backoff_max);
+            let wait = st
+                .new_backoff
+                .remaining(st.now, self.backoff_base, self.backoff_max);
             if !wait.is_zero() {
-                self.queue.add_after(st.key.clone(), wait.max(super::BATCH_PERIOD));
+                self.queue
+                    .add_after(st.key.clone(), wait.max(super::BATCH_PERIOD));
                 return (active, Ok(()));
             }
         }
         diff = diff.min(MAX_PER_SYNC as i32);
         let mut indexes: Vec<Option<i64>> = vec![None; diff as usize];
         if indexed {
-            let mut taken = st.succeeded_indexes.with_indexes(st.active.iter().filter_map(completion_index));
+            let mut taken = st
+                .succeeded_indexes
+                .with_indexes(st.active.iter().filter_map(completion_index));
             if only_replace_failed(&spec) {
-                taken = taken.with_indexes(st.pods.iter().filter(|p| pods::is_terminating(p)).filter_map(completion_index));
+                taken = taken.with_indexes(
+                    st.pods
+                        .iter()
+                        .filter(|p| pods::is_terminating(p))
+                        .filter_map(completion_index),
+                );
             }
             if let Some(f) = &st.failed_indexes {
                 taken = taken.merge(f);
@@ -479,10 +664,20 @@ impl JobController {
                 let mut ready_now = Vec::new();
                 let mut min_wait: Option<Duration> = None;
                 for ix in pending {
-                    let wait = st.delayed_per_index.get(&ix).map_or(Duration::ZERO, |last| {
-                        let failures = pods::index_absolute_failure_count(last).saturating_add(1) as u32;
-                        backoff::remaining_for(failures, Some(backoff::finished_time(last)), st.now, self.backoff_base, self.backoff_max)
-                    });
+                    let wait = st
+                        .delayed_per_index
+                        .get(&ix)
+                        .map_or(Duration::ZERO, |last| {
+                            let failures =
+                                pods::index_absolute_failure_count(last).saturating_add(1) as u32;
+                            backoff::remaining_for(
+                                failures,
+                                Some(backoff::finished_time(last)),
+                                st.now,
+                                self.backoff_base,
+                                self.backoff_max,
+                            )
+                        });
                     if wait.is_zero() {
                         ready_now.push(ix);
                     } else {
@@ -491,7 +686,8 @@ impl JobController {
                 }
                 if ready_now.is_empty() {
                     if let Some(w) = min_wait {
-                        self.queue.add_after(st.key.clone(), w.max(super::BATCH_PERIOD));
+                        self.queue
+                            .add_after(st.key.clone(), w.max(super::BATCH_PERIOD));
                     }
                     return (active, Ok(()));
                 }
@@ -520,7 +716,10 @@ impl JobController {
 
     async fn create_pod(&self, st: &SyncState, index: Option<i64>) -> Result<(), SyncError> {
         let counts = match (index, st.spec.backoff_limit_per_index) {
-            (Some(ix), Some(_)) => Some(new_index_failure_counts(&st.spec, st.delayed_per_index.get(&ix))),
+            (Some(ix), Some(_)) => Some(new_index_failure_counts(
+                &st.spec,
+                st.delayed_per_index.get(&ix),
+            )),
             _ => None,
         };
         let pod = pods::new_pod(&st.job, index, counts);
@@ -530,14 +729,20 @@ impl JobController {
         match api.create(&PostParams::default(), &pod).await {
             Ok(p) => {
                 let msg = format!("Created pod: {}", pods::name(&p));
-                self.recorder.publish(&jref, NORMAL, "SuccessfulCreate", &msg).await;
+                self.recorder
+                    .publish(&jref, NORMAL, "SuccessfulCreate", &msg)
+                    .await;
                 Ok(())
             }
             // The namespace is going away: every create fails, quietly.
-            Err(kube::Error::Api(s)) if s.message.contains("because it is being terminated") => Ok(()),
+            Err(kube::Error::Api(s)) if s.message.contains("because it is being terminated") => {
+                Ok(())
+            }
             Err(e) => {
                 let msg = format!("Error creating: {}", error_message(&e));
-                self.recorder.publish(&jref, WARNING, "FailedCreate", &msg).await;
+                self.recorder
+                    .publish(&jref, WARNING, "FailedCreate", &msg)
+                    .await;
                 Err(e.into())
             }
         }
@@ -552,11 +757,20 @@ impl JobController {
 
     /// Delete active pods of a finishing Job, keeping their finalizers so
     /// they are counted as failed.
-    async fn delete_active_pods(&self, job: &Job, victims: &[Pod]) -> (i32, i32, Option<SyncError>) {
+    async fn delete_active_pods(
+        &self,
+        job: &Job,
+        victims: &[Pod],
+    ) -> (i32, i32, Option<SyncError>) {
         self.delete_pods(job, victims, false).await
     }
 
-    async fn delete_pods(&self, job: &Job, victims: &[Pod], drop_finalizer: bool) -> (i32, i32, Option<SyncError>) {
+    async fn delete_pods(
+        &self,
+        job: &Job,
+        victims: &[Pod],
+        drop_finalizer: bool,
+    ) -> (i32, i32, Option<SyncError>) {
         let ns = job.metadata.namespace.as_deref().unwrap_or("");
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let jref = reference(job);
@@ -570,13 +784,17 @@ impl JobController {
                 match api.delete(pods::name(p), &DeleteParams::default()).await {
                     Ok(_) => {
                         let msg = format!("Deleted pod: {}", pods::name(p));
-                        self.recorder.publish(&jref, NORMAL, "SuccessfulDelete", &msg).await;
+                        self.recorder
+                            .publish(&jref, NORMAL, "SuccessfulDelete", &msg)
+                            .await;
                         Ok(())
                     }
                     Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
                     Err(e) => {
                         let msg = format!("Error deleting: {}", error_message(&e));
-                        self.recorder.publish(&jref, WARNING, "FailedDelete", &msg).await;
+                        self.recorder
+                            .publish(&jref, WARNING, "FailedDelete", &msg)
+                            .await;
                         Err(e)
                     }
                 }
@@ -603,14 +821,22 @@ impl JobController {
     /// Count finished pods into the status through uncountedTerminatedPods,
     /// release their finalizers, and record the terminal condition once
     /// every pod is counted and none is terminating.
-    async fn track_status_and_remove_finalizers(&self, st: &mut SyncState, mut needs_flush: bool) -> Result<(), SyncError> {
+    async fn track_status_and_remove_finalizers(
+        &self,
+        st: &mut SyncState,
+        mut needs_flush: bool,
+    ) -> Result<(), SyncError> {
         let indexed = is_indexed(&st.spec);
         let completions = st.completions();
         if indexed {
             st.pods.sort_by_key(|p| completion_index(p).unwrap_or(-1));
         }
-        let mut with_finalizer: HashSet<String> =
-            st.pods.iter().filter(|p| has_tracking_finalizer(p)).map(|p| uid(p).to_string()).collect();
+        let mut with_finalizer: HashSet<String> = st
+            .pods
+            .iter()
+            .filter(|p| has_tracking_finalizer(p))
+            .map(|p| uid(p).to_string())
+            .collect();
         let status = st.job.status.get_or_insert_with(Default::default);
         if clean_uncounted(status, &with_finalizer) {
             needs_flush = true;
@@ -618,7 +844,10 @@ impl JobController {
         let mut to_release: Vec<Pod> = Vec::new();
         let mut new_succeeded_indexes: Vec<i64> = Vec::new();
         let mut reached_max = false;
-        let finished_failing = st.finished.as_ref().is_some_and(|c| !is_success_criteria_met(Some(c)));
+        let finished_failing = st
+            .finished
+            .as_ref()
+            .is_some_and(|c| !is_success_criteria_met(Some(c)));
         for pod in &st.pods {
             if !has_tracking_finalizer(pod) {
                 continue;
@@ -629,7 +858,9 @@ impl JobController {
             }
             to_release.push(pod.clone());
             let status = st.job.status.get_or_insert_with(Default::default);
-            let uncounted = status.uncounted_terminated_pods.get_or_insert_with(Default::default);
+            let uncounted = status
+                .uncounted_terminated_pods
+                .get_or_insert_with(Default::default);
             let pod_uid = uid(pod).to_string();
             if phase(pod) == "Succeeded" && !st.uncounted_failed.contains(&pod_uid) {
                 if indexed {
@@ -641,13 +872,17 @@ impl JobController {
                     }
                 } else if !st.uncounted_succeeded.contains(&pod_uid) {
                     needs_flush = true;
-                    uncounted.succeeded.get_or_insert_with(Vec::new).push(pod_uid);
+                    uncounted
+                        .succeeded
+                        .get_or_insert_with(Vec::new)
+                        .push(pod_uid);
                 }
             } else if (failed || finished_failing)
                 && !st.uncounted_failed.contains(&pod_uid)
                 && (!indexed || valid_index(pod, completions).is_some())
             {
-                let action = policy::match_pod_failure_policy(st.spec.pod_failure_policy.as_ref(), pod);
+                let action =
+                    policy::match_pod_failure_policy(st.spec.pod_failure_policy.as_ref(), pod);
                 if Action::counts(action.as_ref()) {
                     needs_flush = true;
                     uncounted.failed.get_or_insert_with(Vec::new).push(pod_uid);
@@ -682,13 +917,28 @@ impl JobController {
                 // Recorded before the finalizers go, so the reason survives a crash.
                 conds.push(f.clone());
                 needs_flush = true;
-                st.finished = Some(new_condition("Failed", "True", f.reason.as_deref().unwrap_or(""), f.message.as_deref().unwrap_or(""), st.now));
+                st.finished = Some(new_condition(
+                    "Failed",
+                    "True",
+                    f.reason.as_deref().unwrap_or(""),
+                    f.message.as_deref().unwrap_or(""),
+                    st.now,
+                ));
             } else if is_success_criteria_met(Some(&f)) {
-                if !conds.iter().any(|c| c.type_ == "SuccessCriteriaMet" && c.status == "True") {
+                if !conds
+                    .iter()
+                    .any(|c| c.type_ == "SuccessCriteriaMet" && c.status == "True")
+                {
                     conds.push(f.clone());
                     needs_flush = true;
                 }
-                st.finished = Some(new_condition("Complete", "True", f.reason.as_deref().unwrap_or(""), f.message.as_deref().unwrap_or(""), st.now));
+                st.finished = Some(new_condition(
+                    "Complete",
+                    "True",
+                    f.reason.as_deref().unwrap_or(""),
+                    f.message.as_deref().unwrap_or(""),
+                    st.now,
+                ));
             }
         }
 
@@ -698,12 +948,21 @@ impl JobController {
         let job_name = st.job.metadata.name.clone().unwrap_or_default();
         if needs_flush {
             tidy(&mut st.job);
-            st.job = jobs.replace_status(&job_name, &PostParams::default(), &st.job).await?;
-            self.backoff.lock().insert(st.key.clone(), st.new_backoff.clone());
+            st.job = jobs
+                .replace_status(&job_name, &PostParams::default(), &st.job)
+                .await?;
+            self.backoff
+                .lock()
+                .insert(st.key.clone(), st.new_backoff.clone());
             needs_flush = false;
         }
         let pod_api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let results = join_all(to_release.iter().map(|p| super::remove_tracking_finalizer(&pod_api, p))).await;
+        let results = join_all(
+            to_release
+                .iter()
+                .map(|p| super::remove_tracking_finalizer(&pod_api, p)),
+        )
+        .await;
         let mut rm_err = None;
         for (p, r) in to_release.iter().zip(results) {
             match r {
@@ -715,13 +974,17 @@ impl JobController {
                 }
             }
         }
-        if clean_uncounted(st.job.status.get_or_insert_with(Default::default), &with_finalizer) {
+        if clean_uncounted(
+            st.job.status.get_or_insert_with(Default::default),
+            &with_finalizer,
+        ) {
             needs_flush = true;
         }
         if let Some(e) = rm_err {
             if needs_flush {
                 tidy(&mut st.job);
-                jobs.replace_status(&job_name, &PostParams::default(), &st.job).await?;
+                jobs.replace_status(&job_name, &PostParams::default(), &st.job)
+                    .await?;
             }
             return Err(e);
         }
@@ -731,7 +994,9 @@ impl JobController {
         }
         if needs_flush {
             tidy(&mut st.job);
-            st.job = jobs.replace_status(&job_name, &PostParams::default(), &st.job).await?;
+            st.job = jobs
+                .replace_status(&job_name, &PostParams::default(), &st.job)
+                .await?;
             if finished_now {
                 self.record_job_finished(st).await;
             }
@@ -741,17 +1006,28 @@ impl JobController {
 
     /// Add the Complete or Failed condition once nothing is left to count.
     fn enact_job_finished(&self, st: &mut SyncState) -> bool {
-        let Some(f) = st.finished.clone() else { return false };
+        let Some(f) = st.finished.clone() else {
+            return false;
+        };
         let status = st.job.status.get_or_insert_with(Default::default);
         let uncounted = status.uncounted_terminated_pods.clone().unwrap_or_default();
-        if uncounted.succeeded.is_some_and(|v| !v.is_empty()) || uncounted.failed.is_some_and(|v| !v.is_empty()) {
+        if uncounted.succeeded.is_some_and(|v| !v.is_empty())
+            || uncounted.failed.is_some_and(|v| !v.is_empty())
+        {
             return false;
         }
         if st.terminating > 0 {
             return false;
         }
         let conds = status.conditions.get_or_insert_with(Vec::new);
-        ensure_condition(conds, &f.type_, &f.status, f.reason.as_deref().unwrap_or(""), f.message.as_deref().unwrap_or(""), st.now);
+        ensure_condition(
+            conds,
+            &f.type_,
+            &f.status,
+            f.reason.as_deref().unwrap_or(""),
+            f.message.as_deref().unwrap_or(""),
+            st.now,
+        );
         if f.type_ == "Complete" {
             status.completion_time = f.last_transition_time.clone();
         }
@@ -762,16 +1038,33 @@ impl JobController {
         let Some(f) = &st.finished else { return };
         let jref = reference(&st.job);
         if f.type_ == "Complete" {
-            let succeeded = st.job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0);
+            let succeeded = st
+                .job
+                .status
+                .as_ref()
+                .and_then(|s| s.succeeded)
+                .unwrap_or(0);
             if st.spec.completions.is_some_and(|c| succeeded > c) {
                 self.recorder
-                    .publish(&jref, WARNING, "TooManySucceededPods", "Too many succeeded pods running after completion count reached")
+                    .publish(
+                        &jref,
+                        WARNING,
+                        "TooManySucceededPods",
+                        "Too many succeeded pods running after completion count reached",
+                    )
                     .await;
             }
-            self.recorder.publish(&jref, NORMAL, "Completed", "Job completed").await;
+            self.recorder
+                .publish(&jref, NORMAL, "Completed", "Job completed")
+                .await;
         } else {
             self.recorder
-                .publish(&jref, WARNING, f.reason.as_deref().unwrap_or(""), f.message.as_deref().unwrap_or(""))
+                .publish(
+                    &jref,
+                    WARNING,
+                    f.reason.as_deref().unwrap_or(""),
+                    f.message.as_deref().unwrap_or(""),
+                )
                 .await;
         }
     }
@@ -795,16 +1088,23 @@ fn failure_condition(reason: &str, message: &str, now: Timestamp) -> JobConditio
 /// The message of a FailJob rule some failed pod matches.
 fn fail_job_message(spec: &JobSpec, all: &[Pod]) -> Option<String> {
     let pfp = spec.pod_failure_policy.as_ref()?;
-    all.iter().filter(|p| is_pod_failed(p, spec)).find_map(|p| match policy::match_pod_failure_policy(Some(pfp), p) {
-        Some(Action::FailJob(msg)) => Some(msg),
-        _ => None,
+    all.iter().filter(|p| is_pod_failed(p, spec)).find_map(|p| {
+        match policy::match_pod_failure_policy(Some(pfp), p) {
+            Some(Action::FailJob(msg)) => Some(msg),
+            _ => None,
+        }
     })
 }
 
 /// Move UIDs whose pods no longer carry the finalizer from
 /// uncountedTerminatedPods into the counters. Returns whether anything moved.
-pub fn clean_uncounted(status: &mut k8s_openapi::api::batch::v1::JobStatus, with_finalizer: &HashSet<String>) -> bool {
-    let uncounted = status.uncounted_terminated_pods.get_or_insert_with(Default::default);
+pub fn clean_uncounted(
+    status: &mut k8s_openapi::api::batch::v1::JobStatus,
+    with_finalizer: &HashSet<String>,
+) -> bool {
+    let uncounted = status
+        .uncounted_terminated_pods
+        .get_or_insert_with(Default::default);
     let mut changed = false;
     let moved = |list: &mut Option<Vec<String>>| -> i32 {
         let Some(v) = list.as_mut() else { return 0 };
@@ -830,7 +1130,10 @@ pub fn clean_uncounted(status: &mut k8s_openapi::api::batch::v1::JobStatus, with
 }
 
 fn can_remove_finalizer(st: &SyncState, pod: &Pod, considered_failed: bool) -> bool {
-    if st.job.metadata.deletion_timestamp.is_some() || st.finished.is_some() || phase(pod) == "Succeeded" {
+    if st.job.metadata.deletion_timestamp.is_some()
+        || st.finished.is_some()
+        || phase(pod) == "Succeeded"
+    {
         return true;
     }
     if !considered_failed {
@@ -840,7 +1143,10 @@ fn can_remove_finalizer(st: &SyncState, pod: &Pod, considered_failed: bool) -> b
     // replacement exists, which inherits its failure count.
     if st.spec.backoff_limit_per_index.is_some()
         && let Some(ix) = completion_index(pod)
-        && st.delayed_per_index.get(&ix).is_some_and(|p| uid(p) == uid(pod))
+        && st
+            .delayed_per_index
+            .get(&ix)
+            .is_some_and(|p| uid(p) == uid(pod))
     {
         return false;
     }
@@ -848,7 +1154,11 @@ fn can_remove_finalizer(st: &SyncState, pod: &Pod, considered_failed: bool) -> b
 }
 
 /// status.failedIndexes plus indexes whose pods failed beyond the per-index limit.
-fn failed_indexes(st: &SyncState, status: &k8s_openapi::api::batch::v1::JobStatus, per_index: i32) -> Intervals {
+fn failed_indexes(
+    st: &SyncState,
+    status: &k8s_openapi::api::batch::v1::JobStatus,
+    per_index: i32,
+) -> Intervals {
     let completions = st.completions();
     let prev = Intervals::parse(status.failed_indexes.as_deref().unwrap_or(""), completions);
     let new: Vec<i64> = st
@@ -879,13 +1189,16 @@ fn pods_with_delayed_deletion(st: &SyncState) -> HashMap<i64, Pod> {
     let failed = st.failed_indexes.clone().unwrap_or_default();
     let mut out: BTreeMap<i64, Pod> = BTreeMap::new();
     for p in st.valid_pods(&empty, |p| is_pod_failed(p, &st.spec)) {
-        let Some(ix) = valid_index(p, completions) else { continue };
+        let Some(ix) = valid_index(p, completions) else {
+            continue;
+        };
         if st.succeeded_indexes.has(ix) || failed.has(ix) || active.contains(&ix) {
             continue;
         }
         match out.get(&ix) {
             Some(last)
-                if !(pods::index_absolute_failure_count(last) <= pods::index_absolute_failure_count(p)
+                if !(pods::index_absolute_failure_count(last)
+                    <= pods::index_absolute_failure_count(p)
                     && backoff::finished_time(p) >= backoff::finished_time(last)) => {}
             _ => {
                 out.insert(ix, p.clone());
@@ -900,7 +1213,9 @@ fn new_index_failure_counts(spec: &JobSpec, replaced: Option<&Pod>) -> (i32, i32
     let Some(p) = replaced else { return (0, 0) };
     let failed = pods::index_failure_count(p);
     let ignored = pods::index_absolute_failure_count(p) - failed;
-    if Action::counts(policy::match_pod_failure_policy(spec.pod_failure_policy.as_ref(), p).as_ref()) {
+    if Action::counts(
+        policy::match_pod_failure_policy(spec.pod_failure_policy.as_ref(), p).as_ref(),
+    ) {
         (failed.saturating_add(1), ignored)
     } else {
         (failed, ignored.saturating_add(1))
@@ -929,17 +1244,48 @@ mod tests {
         let now = ts("2024-01-01T00:00:00Z");
         let later = ts("2024-01-01T00:01:00Z");
         let mut conds = Vec::new();
-        assert!(!ensure_condition(&mut conds, "Suspended", "False", "JobResumed", "Job resumed", now));
+        assert!(!ensure_condition(
+            &mut conds,
+            "Suspended",
+            "False",
+            "JobResumed",
+            "Job resumed",
+            now
+        ));
         assert!(conds.is_empty());
-        assert!(ensure_condition(&mut conds, "Suspended", "True", "JobSuspended", "Job suspended", now));
-        assert!(!ensure_condition(&mut conds, "Suspended", "True", "JobSuspended", "Job suspended", later));
-        assert!(ensure_condition(&mut conds, "Suspended", "False", "JobResumed", "Job resumed", later));
+        assert!(ensure_condition(
+            &mut conds,
+            "Suspended",
+            "True",
+            "JobSuspended",
+            "Job suspended",
+            now
+        ));
+        assert!(!ensure_condition(
+            &mut conds,
+            "Suspended",
+            "True",
+            "JobSuspended",
+            "Job suspended",
+            later
+        ));
+        assert!(ensure_condition(
+            &mut conds,
+            "Suspended",
+            "False",
+            "JobResumed",
+            "Job resumed",
+            later
+        ));
         assert_eq!(conds.len(), 1);
         assert_eq!(conds[0].status, "False");
         assert_eq!(conds[0].last_transition_time, Some(Time(later)));
         let c = new_condition("Complete", "True", "", "", now);
-        assert_eq!(serde_json::to_value(&c).expect("json"), json!({"type": "Complete", "status": "True",
-            "lastProbeTime": "2024-01-01T00:00:00Z", "lastTransitionTime": "2024-01-01T00:00:00Z"}));
+        assert_eq!(
+            serde_json::to_value(&c).expect("json"),
+            json!({"type": "Complete", "status": "True",
+            "lastProbeTime": "2024-01-01T00:00:00Z", "lastTransitionTime": "2024-01-01T00:00:00Z"})
+        );
     }
 
     #[test]
@@ -960,23 +1306,37 @@ mod tests {
         assert_eq!(u.succeeded, Some(vec!["b".to_string()]));
         assert_eq!(u.failed, None);
         assert!(!clean_uncounted(&mut status, &still));
-        assert_eq!(serde_json::to_value(&u).expect("json"), json!({"succeeded": ["b"]}));
+        assert_eq!(
+            serde_json::to_value(&u).expect("json"),
+            json!({"succeeded": ["b"]})
+        );
     }
 
     #[test]
     fn failures_and_deletions() {
-        let spec: JobSpec = serde_json::from_value(json!({"template": {"spec": {"restartPolicy": "OnFailure", "containers": []}},
-            "backoffLimit": 2})).expect("spec");
+        let spec: JobSpec = serde_json::from_value(
+            json!({"template": {"spec": {"restartPolicy": "OnFailure", "containers": []}},
+            "backoffLimit": 2}),
+        )
+        .expect("spec");
         let pod = |v: serde_json::Value| -> Pod { serde_json::from_value(v).expect("pod") };
-        let deleted_running = pod(json!({"metadata": {"deletionTimestamp": "2024-01-01T00:00:00Z"}, "status": {"phase": "Running"}}));
+        let deleted_running = pod(
+            json!({"metadata": {"deletionTimestamp": "2024-01-01T00:00:00Z"}, "status": {"phase": "Running"}}),
+        );
         assert!(is_pod_failed(&deleted_running, &spec));
         let mut only_failed = spec.clone();
         only_failed.pod_replacement_policy = Some("Failed".into());
         assert!(!is_pod_failed(&deleted_running, &only_failed));
-        assert!(is_pod_failed(&pod(json!({"status": {"phase": "Failed"}})), &only_failed));
+        assert!(is_pod_failed(
+            &pod(json!({"status": {"phase": "Failed"}})),
+            &only_failed
+        ));
         let restarting = pod(json!({"status": {"phase": "Running", "containerStatuses": [
             {"name": "c", "image": "x", "imageID": "", "ready": false, "restartCount": 2}]}}));
-        assert!(past_backoff_limit_on_failure(&spec, std::slice::from_ref(&restarting)));
+        assert!(past_backoff_limit_on_failure(
+            &spec,
+            std::slice::from_ref(&restarting)
+        ));
         let mut never = spec.clone();
         never.template.spec.as_mut().expect("spec").restart_policy = Some("Never".into());
         assert!(!past_backoff_limit_on_failure(&never, &[restarting]));
@@ -984,7 +1344,9 @@ mod tests {
 
     #[test]
     fn index_failure_counts_carry_over() {
-        let spec: JobSpec = serde_json::from_value(json!({"template": {}, "backoffLimitPerIndex": 2})).expect("spec");
+        let spec: JobSpec =
+            serde_json::from_value(json!({"template": {}, "backoffLimitPerIndex": 2}))
+                .expect("spec");
         let failed: Pod = serde_json::from_value(json!({"metadata": {"annotations": {
             pods::INDEX_FAILURE_COUNT: "1", pods::INDEX_IGNORED_FAILURE_COUNT: "2"}}, "status": {"phase": "Failed"}}))
         .expect("pod");

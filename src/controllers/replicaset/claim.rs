@@ -54,7 +54,10 @@ pub fn with_owner(refs: &[OwnerReference], ours: OwnerReference) -> Vec<OwnerRef
 
 /// The owner references of a dependent after releasing it: ours removed.
 pub fn without_owner(refs: &[OwnerReference], owner_uid: &str) -> Vec<OwnerReference> {
-    refs.iter().filter(|r| r.uid != owner_uid).cloned().collect()
+    refs.iter()
+        .filter(|r| r.uid != owner_uid)
+        .cloned()
+        .collect()
 }
 
 /// Write a dependent's owner references, pinned to the resourceVersion the
@@ -69,9 +72,14 @@ pub async fn set_owner_references<K>(
 where
     K: Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
-    let refs = if refs.is_empty() { serde_json::Value::Null } else { json!(refs) };
+    let refs = if refs.is_empty() {
+        serde_json::Value::Null
+    } else {
+        json!(refs)
+    };
     let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": resource_version}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
 }
 
 #[cfg(test)]
@@ -94,9 +102,15 @@ mod tests {
         let mine = oref("me", true);
         let theirs = oref("them", true);
         assert_eq!(decide("me", false, Some(&mine), false, true), Claim::Owned);
-        assert_eq!(decide("me", false, Some(&mine), false, false), Claim::Release);
+        assert_eq!(
+            decide("me", false, Some(&mine), false, false),
+            Claim::Release
+        );
         assert_eq!(decide("me", true, Some(&mine), false, false), Claim::Ignore);
-        assert_eq!(decide("me", false, Some(&theirs), false, true), Claim::Ignore);
+        assert_eq!(
+            decide("me", false, Some(&theirs), false, true),
+            Claim::Ignore
+        );
         assert_eq!(decide("me", false, None, false, true), Claim::Adopt);
         assert_eq!(decide("me", false, None, false, false), Claim::Ignore);
         assert_eq!(decide("me", false, None, true, true), Claim::Ignore);

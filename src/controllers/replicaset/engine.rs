@@ -26,7 +26,9 @@ pub struct Queue<K: Resource<DynamicType = ()>> {
 
 impl<K: Resource<DynamicType = ()>> Clone for Queue<K> {
     fn clone(&self) -> Self {
-        Queue { tx: self.tx.clone() }
+        Queue {
+            tx: self.tx.clone(),
+        }
     }
 }
 
@@ -88,7 +90,11 @@ impl Backoff {
 /// `namespace/name` of an object.
 pub fn key_of<K: Resource>(obj: &K) -> String {
     let m = obj.meta();
-    format!("{}/{}", m.namespace.as_deref().unwrap_or(""), m.name.as_deref().unwrap_or(""))
+    format!(
+        "{}/{}",
+        m.namespace.as_deref().unwrap_or(""),
+        m.name.as_deref().unwrap_or("")
+    )
 }
 
 /// Run `reconcile` over the objects of `store` named on `rx` until the queue

@@ -29,7 +29,11 @@ impl ReplicaStatus {
     /// omits them (`omitempty`), except `replicas`, which it always writes.
     pub fn merge_patch(&self) -> Value {
         let opt = |n: i64| if n == 0 { Value::Null } else { json!(n) };
-        let conditions = if self.conditions.is_empty() { Value::Null } else { json!(self.conditions) };
+        let conditions = if self.conditions.is_empty() {
+            Value::Null
+        } else {
+            json!(self.conditions)
+        };
         json!({"status": {
             "replicas": self.replicas,
             "fullyLabeledReplicas": opt(self.fully_labeled_replicas.into()),
@@ -86,7 +90,10 @@ impl ReplicaKind for ReplicaSet {
     }
 
     fn min_ready_seconds(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
     }
 
     fn replica_status(&self) -> ReplicaStatus {
@@ -124,7 +131,10 @@ impl ReplicaKind for ReplicationController {
     }
 
     fn min_ready_seconds(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
     }
 
     fn replica_status(&self) -> ReplicaStatus {
@@ -164,14 +174,19 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn selectors() {
         let rs = ReplicaSet {
             spec: Some(ReplicaSetSpec {
-                selector: LabelSelector { match_labels: Some(labels(&[("app", "web")])), ..Default::default() },
+                selector: LabelSelector {
+                    match_labels: Some(labels(&[("app", "web")])),
+                    ..Default::default()
+                },
                 ..Default::default()
             }),
             ..Default::default()
@@ -181,7 +196,10 @@ mod tests {
         assert!(!sel.matches(&labels(&[("app", "db")])));
         assert_eq!(rs.desired(), 1);
 
-        let empty = ReplicaSet { spec: Some(ReplicaSetSpec::default()), ..Default::default() };
+        let empty = ReplicaSet {
+            spec: Some(ReplicaSetSpec::default()),
+            ..Default::default()
+        };
         assert!(empty.pod_selector().is_none());
 
         let rc = ReplicationController {
@@ -192,13 +210,22 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(rc.pod_selector().expect("rc selector").matches(&labels(&[("app", "web")])));
+        assert!(
+            rc.pod_selector()
+                .expect("rc selector")
+                .matches(&labels(&[("app", "web")]))
+        );
         assert_eq!(rc.desired(), 3);
     }
 
     #[test]
     fn status_patch_omits_zeros_but_replicas() {
-        let st = ReplicaStatus { replicas: 0, ready_replicas: 2, observed_generation: 3, ..Default::default() };
+        let st = ReplicaStatus {
+            replicas: 0,
+            ready_replicas: 2,
+            observed_generation: 3,
+            ..Default::default()
+        };
         let p = st.merge_patch();
         assert_eq!(p["status"]["replicas"], 0);
         assert_eq!(p["status"]["readyReplicas"], 2);

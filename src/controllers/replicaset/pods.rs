@@ -54,10 +54,20 @@ impl PodInfo {
             owner_references: meta.owner_references.clone().unwrap_or_default(),
             terminating: meta.deletion_timestamp.is_some(),
             created: meta.creation_timestamp.as_ref().map(|t| t.0),
-            node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default(),
+            node_name: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default(),
             phase: status.and_then(|s| s.phase.clone()).unwrap_or_default(),
             ready,
-            ready_since: if ready { ready_cond.and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0) } else { None },
+            ready_since: if ready {
+                ready_cond
+                    .and_then(|c| c.last_transition_time.as_ref())
+                    .map(|t| t.0)
+            } else {
+                None
+            },
             restarts: status
                 .and_then(|s| s.container_statuses.as_ref())
                 .and_then(|cs| cs.iter().map(|c| c.restart_count).max())
@@ -78,7 +88,9 @@ impl PodInfo {
     }
 
     pub fn controller(&self) -> Option<&OwnerReference> {
-        self.owner_references.iter().find(|o| o.controller == Some(true))
+        self.owner_references
+            .iter()
+            .find(|o| o.controller == Some(true))
     }
 
     /// Not terminal and not being deleted (upstream's IsPodActive).
@@ -94,8 +106,11 @@ impl PodInfo {
         if min_ready_seconds <= 0 {
             return true;
         }
-        self.ready_since
-            .is_some_and(|t| t.as_millisecond().saturating_add(i64::from(min_ready_seconds) * 1000) < now.as_millisecond())
+        self.ready_since.is_some_and(|t| {
+            t.as_millisecond()
+                .saturating_add(i64::from(min_ready_seconds) * 1000)
+                < now.as_millisecond()
+        })
     }
 }
 
@@ -134,16 +149,26 @@ impl Inner {
     fn index(&mut self, p: &PodInfo) {
         match p.controller() {
             Some(c) => {
-                self.owned.entry(c.uid.clone()).or_default().insert((p.namespace.clone(), p.name.clone()));
+                self.owned
+                    .entry(c.uid.clone())
+                    .or_default()
+                    .insert((p.namespace.clone(), p.name.clone()));
             }
             None => {
-                self.orphans.entry(p.namespace.clone()).or_default().insert(p.name.clone());
+                self.orphans
+                    .entry(p.namespace.clone())
+                    .or_default()
+                    .insert(p.name.clone());
             }
         }
     }
 
     fn upsert(&mut self, p: Arc<PodInfo>) -> Option<Arc<PodInfo>> {
-        let old = self.pods.entry(p.namespace.clone()).or_default().insert(p.name.clone(), p.clone());
+        let old = self
+            .pods
+            .entry(p.namespace.clone())
+            .or_default()
+            .insert(p.name.clone(), p.clone());
         if let Some(o) = &old {
             self.unindex(o);
         }
@@ -166,7 +191,10 @@ impl Inner {
 #[derive(Clone, Debug)]
 pub enum PodChange {
     Added(Arc<PodInfo>),
-    Updated { old: Arc<PodInfo>, new: Arc<PodInfo> },
+    Updated {
+        old: Arc<PodInfo>,
+        new: Arc<PodInfo>,
+    },
     Deleted(Arc<PodInfo>),
 }
 
@@ -178,7 +206,10 @@ pub struct PodCache {
 
 impl Default for PodCache {
     fn default() -> Self {
-        PodCache { inner: RwLock::default(), ready: watch::Sender::new(false) }
+        PodCache {
+            inner: RwLock::default(),
+            ready: watch::Sender::new(false),
+        }
     }
 }
 
@@ -233,7 +264,9 @@ impl PodCache {
         let Some(keys) = inner.owned.get(uid) else {
             return Vec::new();
         };
-        keys.iter().filter_map(|(ns, name)| inner.pods.get(ns)?.get(name).cloned()).collect()
+        keys.iter()
+            .filter_map(|(ns, name)| inner.pods.get(ns)?.get(name).cloned())
+            .collect()
     }
 
     /// Pods in `ns` without a controller.
@@ -303,14 +336,20 @@ mod tests {
     #[test]
     fn indexes_follow_owner_changes() {
         let c = PodCache::new();
-        assert!(matches!(c.apply(pod("a", "p1", Some("u1"))), PodChange::Added(_)));
+        assert!(matches!(
+            c.apply(pod("a", "p1", Some("u1"))),
+            PodChange::Added(_)
+        ));
         c.apply(pod("a", "p2", Some("u1")));
         c.apply(pod("a", "p3", None));
         c.apply(pod("b", "p4", None));
         assert_eq!(names(c.controlled_by("u1")), ["p1", "p2"]);
         assert_eq!(names(c.orphans("a")), ["p3"]);
         // Released: p2 becomes an orphan.
-        assert!(matches!(c.apply(pod("a", "p2", None)), PodChange::Updated { .. }));
+        assert!(matches!(
+            c.apply(pod("a", "p2", None)),
+            PodChange::Updated { .. }
+        ));
         assert_eq!(names(c.controlled_by("u1")), ["p1"]);
         assert_eq!(names(c.orphans("a")), ["p2", "p3"]);
         // Adopted: p3 moves to u2.
@@ -329,7 +368,11 @@ mod tests {
         c.apply(pod("a", "keep", None));
         c.apply(pod("a", "gone", None));
         c.apply(pod("a", "changed", None));
-        let changes = c.replace(vec![pod("a", "keep", None), pod("a", "changed", Some("u")), pod("a", "new", None)]);
+        let changes = c.replace(vec![
+            pod("a", "keep", None),
+            pod("a", "changed", Some("u")),
+            pod("a", "new", None),
+        ]);
         let mut kinds: Vec<String> = changes
             .iter()
             .map(|ch| match ch {

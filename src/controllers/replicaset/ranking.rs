@@ -30,7 +30,11 @@ fn phase_ordinal(phase: &str) -> u8 {
 /// log2 of how long ago `t` was, in nanoseconds; -1 for "not in the past".
 fn log_bucket(t: Timestamp, now: Timestamp) -> i64 {
     let d = now.as_nanosecond() - t.as_nanosecond();
-    if d > 0 { (d as f64).log2().floor() as i64 } else { -1 }
+    if d > 0 {
+        (d as f64).log2().floor() as i64
+    } else {
+        -1
+    }
 }
 
 /// Upstream's afterOrZero: a zero (unknown) time sorts first, then later
@@ -46,11 +50,21 @@ fn after_or_zero(a: Option<Timestamp>, b: Option<Timestamp>) -> Ordering {
 
 /// Compare two times, newer first, with logarithmic buckets so that pods of
 /// similar age are chosen from at random (by uid) rather than strictly by age.
-fn newer_first(a: Option<Timestamp>, b: Option<Timestamp>, a_uid: &str, b_uid: &str, now: Timestamp) -> Ordering {
+fn newer_first(
+    a: Option<Timestamp>,
+    b: Option<Timestamp>,
+    a_uid: &str,
+    b_uid: &str,
+    now: Timestamp,
+) -> Ordering {
     match (a, b) {
         (Some(ta), Some(tb)) => {
             let diff = log_bucket(ta, now) - log_bucket(tb, now);
-            if diff == 0 { a_uid.cmp(b_uid) } else { diff.cmp(&0) }
+            if diff == 0 {
+                a_uid.cmp(b_uid)
+            } else {
+                diff.cmp(&0)
+            }
         }
         _ => after_or_zero(a, b),
     }
@@ -58,10 +72,20 @@ fn newer_first(a: Option<Timestamp>, b: Option<Timestamp>, a_uid: &str, b_uid: &
 
 /// The deletion order of pod `a` (with `rank_a` related pods on its node)
 /// against pod `b`: Less means `a` is deleted first.
-pub fn deletion_order(a: &PodInfo, rank_a: usize, b: &PodInfo, rank_b: usize, now: Timestamp) -> Ordering {
+pub fn deletion_order(
+    a: &PodInfo,
+    rank_a: usize,
+    b: &PodInfo,
+    rank_b: usize,
+    now: Timestamp,
+) -> Ordering {
     // 1. Unassigned < assigned.
     if a.node_name != b.node_name && (a.node_name.is_empty() || b.node_name.is_empty()) {
-        return if a.node_name.is_empty() { Ordering::Less } else { Ordering::Greater };
+        return if a.node_name.is_empty() {
+            Ordering::Less
+        } else {
+            Ordering::Greater
+        };
     }
     // 2. Pending < Unknown < Running.
     let (pa, pb) = (phase_ordinal(&a.phase), phase_ordinal(&b.phase));
@@ -70,7 +94,11 @@ pub fn deletion_order(a: &PodInfo, rank_a: usize, b: &PodInfo, rank_b: usize, no
     }
     // 3. Not ready < ready.
     if a.ready != b.ready {
-        return if a.ready { Ordering::Greater } else { Ordering::Less };
+        return if a.ready {
+            Ordering::Greater
+        } else {
+            Ordering::Less
+        };
     }
     // 4. Lower deletion cost < higher.
     if a.deletion_cost != b.deletion_cost {
@@ -158,7 +186,10 @@ mod tests {
         let mut dummy = running("zz-dummy", "far");
         dummy.deletion_cost = i32::MAX;
         with_dummy.push(Arc::new(dummy));
-        pods_to_delete(with_dummy, &related, n, now()).iter().map(|p| p.name.clone()).collect()
+        pods_to_delete(with_dummy, &related, n, now())
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
     }
 
     #[test]
@@ -177,7 +208,10 @@ mod tests {
         not_ready.ready_since = None;
         let ready = running("ready", "n1");
         let got = order(vec![ready, not_ready, unknown, pending, unassigned], &[]);
-        assert_eq!(got, ["unassigned", "pending", "unknown", "not-ready", "ready"]);
+        assert_eq!(
+            got,
+            ["unassigned", "pending", "unknown", "not-ready", "ready"]
+        );
     }
 
     #[test]
@@ -195,7 +229,11 @@ mod tests {
     fn doubled_up_pods_go_first() {
         let a = running("alone", "n1");
         let b = running("crowded", "n2");
-        let related = vec![running("r1", "n2"), running("r2", "n2"), running("alone", "n1")];
+        let related = vec![
+            running("r1", "n2"),
+            running("r2", "n2"),
+            running("alone", "n1"),
+        ];
         let got = order(vec![a.clone(), b.clone()], &related);
         assert_eq!(got, ["crowded", "alone"]);
         // Terminating related pods do not count.
@@ -203,7 +241,10 @@ mod tests {
         t1.terminating = true;
         let mut t2 = running("r2", "n2");
         t2.terminating = true;
-        let got = order(vec![a, b], &[t1, t2, running("x", "n1"), running("y", "n1")]);
+        let got = order(
+            vec![a, b],
+            &[t1, t2, running("x", "n1"), running("y", "n1")],
+        );
         assert_eq!(got, ["alone", "crowded"]);
     }
 
@@ -238,16 +279,21 @@ mod tests {
         let mut b = running("b", "n1");
         b.created = ago(3700);
         b.uid = "a-uid".into();
-        assert_eq!(log_bucket(ago(3600).unwrap_or_default(), now()), log_bucket(ago(3700).unwrap_or_default(), now()));
+        assert_eq!(
+            log_bucket(ago(3600).unwrap_or_default(), now()),
+            log_bucket(ago(3700).unwrap_or_default(), now())
+        );
         assert_eq!(order(vec![a, b], &[]), ["b", "a"]);
     }
 
     #[test]
     fn deleting_all_skips_sorting() {
-        let pods: Vec<Arc<PodInfo>> = vec![Arc::new(running("x", "n1")), Arc::new(running("y", ""))];
+        let pods: Vec<Arc<PodInfo>> =
+            vec![Arc::new(running("x", "n1")), Arc::new(running("y", ""))];
         let got = pods_to_delete(pods, &[], 5, now());
         assert_eq!(got.len(), 2);
-        let pods: Vec<Arc<PodInfo>> = vec![Arc::new(running("x", "n1")), Arc::new(running("y", ""))];
+        let pods: Vec<Arc<PodInfo>> =
+            vec![Arc::new(running("x", "n1")), Arc::new(running("y", ""))];
         let got = pods_to_delete(pods, &[], 1, now());
         assert_eq!(got[0].name, "y");
     }

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume};
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
+};
 
 use super::super::history::REVISION_HASH_LABEL;
 use super::super::podcontrol::{controller_ref, pod_from_template};
@@ -19,7 +21,9 @@ pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 /// ordinal is -1 when the name has no numeric suffix (or it overflows).
 pub fn parent_and_ordinal(name: &str) -> (&str, i32) {
     match name.rsplit_once('-') {
-        Some((parent, digits)) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+        Some((parent, digits))
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) =>
+        {
             (parent, digits.parse::<i32>().unwrap_or(-1))
         }
         _ => ("", -1),
@@ -43,12 +47,21 @@ pub fn set_namespace(set: &StatefulSet) -> &str {
 }
 
 pub fn replicas(set: &StatefulSet) -> i32 {
-    set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0)
+    set.spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1)
+        .max(0)
 }
 
 /// The first ordinal (spec.ordinals.start, else 0).
 pub fn start_ordinal(set: &StatefulSet) -> i32 {
-    set.spec.as_ref().and_then(|s| s.ordinals.as_ref()).and_then(|o| o.start).unwrap_or(0).max(0)
+    set.spec
+        .as_ref()
+        .and_then(|s| s.ordinals.as_ref())
+        .and_then(|o| o.start)
+        .unwrap_or(0)
+        .max(0)
 }
 
 /// The last ordinal, inclusive.
@@ -66,7 +79,11 @@ pub fn pod_name(set: &StatefulSet, ordinal: i32) -> String {
 }
 
 pub fn claim_name(template: &PersistentVolumeClaim, set: &StatefulSet, ordinal: i32) -> String {
-    format!("{}-{}-{ordinal}", template.metadata.name.as_deref().unwrap_or(""), set_name(set))
+    format!(
+        "{}-{}-{ordinal}",
+        template.metadata.name.as_deref().unwrap_or(""),
+        set_name(set)
+    )
 }
 
 /// Whether the pod's name says it belongs to `set`.
@@ -76,11 +93,17 @@ pub fn is_member_of(set: &StatefulSet, pod: &Pod) -> bool {
 }
 
 fn service_name(set: &StatefulSet) -> Option<String> {
-    set.spec.as_ref().and_then(|s| s.service_name.clone()).filter(|s| !s.is_empty())
+    set.spec
+        .as_ref()
+        .and_then(|s| s.service_name.clone())
+        .filter(|s| !s.is_empty())
 }
 
 fn claim_templates(set: &StatefulSet) -> &[PersistentVolumeClaim] {
-    set.spec.as_ref().and_then(|s| s.volume_claim_templates.as_deref()).unwrap_or(&[])
+    set.spec
+        .as_ref()
+        .and_then(|s| s.volume_claim_templates.as_deref())
+        .unwrap_or(&[])
 }
 
 /// Whether the pod's name, namespace and identity labels are right.
@@ -121,7 +144,11 @@ fn init_identity(set: &StatefulSet, pod: &mut Pod) {
 /// template order: named for the pod, labelled with the set's selector.
 pub fn claims_for(set: &StatefulSet, pod: &Pod) -> Vec<(String, PersistentVolumeClaim)> {
     let ord = ordinal(pod);
-    let selector_labels = set.spec.as_ref().and_then(|s| s.selector.match_labels.clone()).unwrap_or_default();
+    let selector_labels = set
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.clone())
+        .unwrap_or_default();
     claim_templates(set)
         .iter()
         .map(|t| {
@@ -147,12 +174,18 @@ pub fn storage_matches(set: &StatefulSet, pod: &Pod) -> bool {
     if ord < 0 {
         return false;
     }
-    let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_deref()).unwrap_or(&[]);
+    let volumes = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_deref())
+        .unwrap_or(&[]);
     claim_templates(set).iter().all(|t| {
         let want = claim_name(t, set, ord);
         volumes.iter().any(|v| {
             Some(v.name.as_str()) == t.metadata.name.as_deref()
-                && v.persistent_volume_claim.as_ref().is_some_and(|c| c.claim_name == want)
+                && v.persistent_volume_claim
+                    .as_ref()
+                    .is_some_and(|c| c.claim_name == want)
         })
     })
 }
@@ -161,7 +194,9 @@ pub fn storage_matches(set: &StatefulSet, pod: &Pod) -> bool {
 /// template is replaced.
 pub fn update_storage(set: &StatefulSet, pod: &mut Pod) {
     let claims = claims_for(set, pod);
-    let Some(spec) = pod.spec.as_mut() else { return };
+    let Some(spec) = pod.spec.as_mut() else {
+        return;
+    };
     let current = spec.volumes.take().unwrap_or_default();
     let mut volumes: Vec<Volume> = claims
         .iter()
@@ -174,24 +209,45 @@ pub fn update_storage(set: &StatefulSet, pod: &mut Pod) {
             ..Default::default()
         })
         .collect();
-    volumes.extend(current.into_iter().filter(|v| !claims.iter().any(|(t, _)| *t == v.name)));
+    volumes.extend(
+        current
+            .into_iter()
+            .filter(|v| !claims.iter().any(|(t, _)| *t == v.name)),
+    );
     spec.volumes = (!volumes.is_empty()).then_some(volumes);
 }
 
 /// The revision a pod was made from (its controller-revision-hash label).
 pub fn pod_revision(pod: &Pod) -> &str {
-    pod.metadata.labels.as_ref().and_then(|l| l.get(REVISION_HASH_LABEL)).map_or("", String::as_str)
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(REVISION_HASH_LABEL))
+        .map_or("", String::as_str)
 }
 
 fn set_pod_revision(pod: &mut Pod, revision: &str) {
-    pod.metadata.labels.get_or_insert_with(BTreeMap::new).insert(REVISION_HASH_LABEL.into(), revision.into());
+    pod.metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(REVISION_HASH_LABEL.into(), revision.into());
 }
 
 /// A new pod for `ordinal` from `set`'s template (upstream's newStatefulSetPod).
 pub fn new_pod(set: &StatefulSet, ordinal: i32) -> Pod {
-    let template = set.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let template = set
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
     let name = pod_name(set, ordinal);
-    let mut pod = pod_from_template(&template, set_namespace(set), controller_ref(set), set_name(set), Some(name));
+    let mut pod = pod_from_template(
+        &template,
+        set_namespace(set),
+        controller_ref(set),
+        set_name(set),
+        Some(name),
+    );
     init_identity(set, &mut pod);
     update_storage(set, &mut pod);
     pod
@@ -202,7 +258,12 @@ fn partition(set: &StatefulSet) -> Option<i32> {
     if us.type_.as_deref().unwrap_or("RollingUpdate") != "RollingUpdate" {
         return None;
     }
-    Some(us.rolling_update.as_ref().and_then(|r| r.partition).unwrap_or(0))
+    Some(
+        us.rolling_update
+            .as_ref()
+            .and_then(|r| r.partition)
+            .unwrap_or(0),
+    )
 }
 
 /// A new pod for `ordinal` at the right revision: below the partition it
@@ -226,13 +287,20 @@ pub fn new_versioned_pod(
         .as_ref()
         .and_then(|s| s.update_strategy.as_ref())
         .is_some_and(|u| u.rolling_update.is_some());
-    let current_replicas = current_set.status.as_ref().and_then(|s| s.current_replicas).unwrap_or(0);
+    let current_replicas = current_set
+        .status
+        .as_ref()
+        .and_then(|s| s.current_replicas)
+        .unwrap_or(0);
     let start = start_ordinal(current_set);
     // Upstream's precedence: (rolling && no rollingUpdate && below current) || (rollingUpdate && below partition).
     let keep_current = (rolling && !has_rolling_update && ordinal < start + current_replicas)
         || (has_rolling_update && ordinal < start + partition(current_set).unwrap_or(0));
-    let (set, revision) =
-        if keep_current { (current_set, current_revision) } else { (update_set, update_revision) };
+    let (set, revision) = if keep_current {
+        (current_set, current_revision)
+    } else {
+        (update_set, update_revision)
+    };
     let mut pod = new_pod(set, ordinal);
     set_pod_revision(&mut pod, revision);
     pod
@@ -241,8 +309,12 @@ pub fn new_versioned_pod(
 #[cfg(test)]
 pub mod testing {
     //! StatefulSets for unit tests.
-    use k8s_openapi::api::apps::v1::{RollingUpdateStatefulSetStrategy, StatefulSetSpec, StatefulSetUpdateStrategy};
-    use k8s_openapi::api::core::v1::{Container, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec};
+    use k8s_openapi::api::apps::v1::{
+        RollingUpdateStatefulSetStrategy, StatefulSetSpec, StatefulSetUpdateStrategy,
+    };
+    use k8s_openapi::api::core::v1::{
+        Container, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec,
+    };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
     use super::*;
@@ -260,9 +332,15 @@ pub mod testing {
             spec: Some(StatefulSetSpec {
                 replicas: Some(replicas),
                 service_name: Some(name.into()),
-                selector: LabelSelector { match_labels: Some(labels.clone()), match_expressions: None },
+                selector: LabelSelector {
+                    match_labels: Some(labels.clone()),
+                    match_expressions: None,
+                },
                 template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+                    metadata: Some(ObjectMeta {
+                        labels: Some(labels),
+                        ..Default::default()
+                    }),
                     spec: Some(PodSpec {
                         containers: vec![Container {
                             name: "c".into(),
@@ -275,7 +353,10 @@ pub mod testing {
                 pod_management_policy: Some("OrderedReady".into()),
                 update_strategy: Some(StatefulSetUpdateStrategy {
                     type_: Some("RollingUpdate".into()),
-                    rolling_update: Some(RollingUpdateStatefulSetStrategy { partition: Some(0), max_unavailable: None }),
+                    rolling_update: Some(RollingUpdateStatefulSetStrategy {
+                        partition: Some(0),
+                        max_unavailable: None,
+                    }),
                 }),
                 revision_history_limit: Some(10),
                 ..Default::default()
@@ -286,14 +367,19 @@ pub mod testing {
 
     pub fn with_claim(mut s: StatefulSet, template: &str) -> StatefulSet {
         if let Some(spec) = s.spec.as_mut() {
-            spec.volume_claim_templates.get_or_insert_with(Vec::new).push(PersistentVolumeClaim {
-                metadata: ObjectMeta { name: Some(template.into()), ..Default::default() },
-                spec: Some(PersistentVolumeClaimSpec {
-                    access_modes: Some(vec!["ReadWriteOnce".into()]),
-                    ..Default::default()
-                }),
-                status: None,
-            });
+            spec.volume_claim_templates
+                .get_or_insert_with(Vec::new)
+                .push(PersistentVolumeClaim {
+                    metadata: ObjectMeta {
+                        name: Some(template.into()),
+                        ..Default::default()
+                    },
+                    spec: Some(PersistentVolumeClaimSpec {
+                        access_modes: Some(vec!["ReadWriteOnce".into()]),
+                        ..Default::default()
+                    }),
+                    status: None,
+                });
         }
         s
     }
@@ -336,26 +422,59 @@ mod tests {
         let vols = spec.volumes.unwrap_or_default();
         assert_eq!(vols.len(), 1);
         assert_eq!(vols[0].name, "www");
-        assert_eq!(vols[0].persistent_volume_claim.as_ref().map(|c| c.claim_name.as_str()), Some("www-web-1"));
+        assert_eq!(
+            vols[0]
+                .persistent_volume_claim
+                .as_ref()
+                .map(|c| c.claim_name.as_str()),
+            Some("www-web-1")
+        );
         let oref = &p.metadata.owner_references.clone().unwrap_or_default()[0];
-        assert_eq!((oref.kind.as_str(), oref.name.as_str(), oref.controller), ("StatefulSet", "web", Some(true)));
+        assert_eq!(
+            (oref.kind.as_str(), oref.name.as_str(), oref.controller),
+            ("StatefulSet", "web", Some(true))
+        );
         assert!(identity_matches(&s, &p));
         assert!(storage_matches(&s, &p));
         let claims = claims_for(&s, &p);
         assert_eq!(claims.len(), 1);
         assert_eq!(claims[0].1.metadata.name.as_deref(), Some("www-web-1"));
-        assert_eq!(claims[0].1.metadata.labels.clone().unwrap_or_default().get("app").map(String::as_str), Some("web"));
+        assert_eq!(
+            claims[0]
+                .1
+                .metadata
+                .labels
+                .clone()
+                .unwrap_or_default()
+                .get("app")
+                .map(String::as_str),
+            Some("web")
+        );
     }
 
     #[test]
     fn partition_keeps_low_ordinals_at_current_revision() {
         let mut s = set("web", 4);
-        if let Some(ru) = s.spec.as_mut().and_then(|sp| sp.update_strategy.as_mut()).and_then(|u| u.rolling_update.as_mut()) {
+        if let Some(ru) = s
+            .spec
+            .as_mut()
+            .and_then(|sp| sp.update_strategy.as_mut())
+            .and_then(|u| u.rolling_update.as_mut())
+        {
             ru.partition = Some(2);
         }
-        assert_eq!(pod_revision(&new_versioned_pod(&s, &s, "cur", "upd", 1)), "cur");
-        assert_eq!(pod_revision(&new_versioned_pod(&s, &s, "cur", "upd", 2)), "upd");
-        assert_eq!(pod_revision(&new_versioned_pod(&s, &s, "cur", "upd", 3)), "upd");
+        assert_eq!(
+            pod_revision(&new_versioned_pod(&s, &s, "cur", "upd", 1)),
+            "cur"
+        );
+        assert_eq!(
+            pod_revision(&new_versioned_pod(&s, &s, "cur", "upd", 2)),
+            "upd"
+        );
+        assert_eq!(
+            pod_revision(&new_versioned_pod(&s, &s, "cur", "upd", 3)),
+            "upd"
+        );
     }
 
     #[test]
@@ -366,7 +485,10 @@ mod tests {
             l.remove(POD_NAME_LABEL);
         }
         if let Some(spec) = p.spec.as_mut() {
-            spec.volumes = Some(vec![Volume { name: "www".into(), ..Default::default() }]);
+            spec.volumes = Some(vec![Volume {
+                name: "www".into(),
+                ..Default::default()
+            }]);
         }
         assert!(!identity_matches(&s, &p));
         assert!(!storage_matches(&s, &p));
@@ -374,7 +496,13 @@ mod tests {
         update_storage(&s, &mut p);
         assert!(identity_matches(&s, &p));
         assert!(storage_matches(&s, &p));
-        assert_eq!(p.spec.as_ref().and_then(|sp| sp.volumes.as_ref()).map(Vec::len), Some(1));
+        assert_eq!(
+            p.spec
+                .as_ref()
+                .and_then(|sp| sp.volumes.as_ref())
+                .map(Vec::len),
+            Some(1)
+        );
         assert!(is_member_of(&s, &p));
         let mut other = p.clone();
         other.metadata.name = Some("webx-0".into());

@@ -7,7 +7,10 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Pod;
 
 fn phase(pod: &Pod) -> &str {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
 }
 
 /// Whether the API server has the pod (it has a phase; a pod we only built
@@ -71,7 +74,11 @@ pub fn is_running_and_available(pod: &Pod, min_ready_seconds: i32, now: Timestam
 }
 
 /// How long until a ready pod becomes available (None: not ready, or already).
-pub fn until_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> Option<std::time::Duration> {
+pub fn until_available(
+    pod: &Pod,
+    min_ready_seconds: i32,
+    now: Timestamp,
+) -> Option<std::time::Duration> {
     if !is_ready(pod) || is_available(pod, min_ready_seconds, now) {
         return None;
     }
@@ -82,7 +89,8 @@ pub fn until_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> Opt
         .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
         .and_then(|c| c.last_transition_time.as_ref())
         .map(|t| t.0)?;
-    let left = (since + SignedDuration::from_secs(i64::from(min_ready_seconds))).duration_since(now);
+    let left =
+        (since + SignedDuration::from_secs(i64::from(min_ready_seconds))).duration_since(now);
     std::time::Duration::try_from(left).ok()
 }
 
@@ -100,7 +108,9 @@ pub mod testing {
             conditions: Some(vec![PodCondition {
                 type_: "Ready".into(),
                 status: if ready { "True" } else { "False" }.into(),
-                last_transition_time: Some(Time(Timestamp::now() - SignedDuration::from_secs(3600))),
+                last_transition_time: Some(Time(
+                    Timestamp::now() - SignedDuration::from_secs(3600),
+                )),
                 ..Default::default()
             }]),
             ..Default::default()
@@ -129,7 +139,8 @@ mod tests {
         let left = until_available(&p, 7200, now).expect("waiting");
         assert!(left.as_secs() > 3500 && left.as_secs() <= 3600, "{left:?}");
         let mut t = p.clone();
-        t.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+        t.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
         assert!(is_terminating(&t) && !is_healthy(&t));
     }
 }

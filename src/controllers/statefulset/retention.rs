@@ -11,9 +11,15 @@ use super::identity::{in_ordinal_range, set_name};
 
 /// (whenDeleted is Delete, whenScaled is Delete); anything else is Retain.
 pub fn policy(set: &StatefulSet) -> (bool, bool) {
-    let p = set.spec.as_ref().and_then(|s| s.persistent_volume_claim_retention_policy.as_ref());
+    let p = set
+        .spec
+        .as_ref()
+        .and_then(|s| s.persistent_volume_claim_retention_policy.as_ref());
     let del = |v: Option<&String>| v.map(String::as_str) == Some("Delete");
-    (del(p.and_then(|p| p.when_deleted.as_ref())), del(p.and_then(|p| p.when_scaled.as_ref())))
+    (
+        del(p.and_then(|p| p.when_deleted.as_ref())),
+        del(p.and_then(|p| p.when_scaled.as_ref())),
+    )
 }
 
 /// Whether either rule deletes claims (otherwise claims are left alone).
@@ -31,7 +37,12 @@ struct Owner<'a> {
 }
 
 fn set_owner(set: &StatefulSet) -> Owner<'_> {
-    Owner { api_version: "apps/v1", kind: "StatefulSet", name: set_name(set), uid: set.metadata.uid.as_deref().unwrap_or("") }
+    Owner {
+        api_version: "apps/v1",
+        kind: "StatefulSet",
+        name: set_name(set),
+        uid: set.metadata.uid.as_deref().unwrap_or(""),
+    }
 }
 
 fn pod_owner(pod: &Pod) -> Owner<'_> {
@@ -59,7 +70,10 @@ fn has_owner_ref(claim: &PersistentVolumeClaim, o: &Owner) -> bool {
 /// A reference to the owner's name and kind but another uid: left by an
 /// earlier object of the same name.
 fn has_stale_owner_ref(claim: &PersistentVolumeClaim, o: &Owner) -> bool {
-    refs(claim).iter().find(|r| matches_ref(r, o)).is_some_and(|r| r.uid != o.uid)
+    refs(claim)
+        .iter()
+        .find(|r| matches_ref(r, o))
+        .is_some_and(|r| r.uid != o.uid)
 }
 
 /// Some other controller owns the claim (only matters when a rule deletes).
@@ -91,14 +105,19 @@ fn has_unexpected_controller(claim: &PersistentVolumeClaim, set: &StatefulSet, p
 /// The set or pod is an owner but not the controller.
 fn has_non_controller_owner(claim: &PersistentVolumeClaim, set: &StatefulSet, pod: &Pod) -> bool {
     let (so, po) = (set_owner(set), pod_owner(pod));
-    refs(claim)
-        .iter()
-        .any(|r| ((!so.uid.is_empty() && r.uid == so.uid) || (!po.uid.is_empty() && r.uid == po.uid)) && r.controller != Some(true))
+    refs(claim).iter().any(|r| {
+        ((!so.uid.is_empty() && r.uid == so.uid) || (!po.uid.is_empty() && r.uid == po.uid))
+            && r.controller != Some(true)
+    })
 }
 
 /// Whether the claim's owners already agree with the policy (claims in an
 /// unknown state, with stale references, are left alone: "up to date").
-pub fn is_claim_owner_up_to_date(claim: &PersistentVolumeClaim, set: &StatefulSet, pod: &Pod) -> bool {
+pub fn is_claim_owner_up_to_date(
+    claim: &PersistentVolumeClaim,
+    set: &StatefulSet,
+    pod: &Pod,
+) -> bool {
     let (so, po) = (set_owner(set), pod_owner(pod));
     if has_stale_owner_ref(claim, &so) || has_stale_owner_ref(claim, &po) {
         return true;
@@ -134,8 +153,11 @@ fn controller_ref_to(o: &Owner) -> OwnerReference {
 pub fn update_claim_owner_refs(claim: &mut PersistentVolumeClaim, set: &StatefulSet, pod: &Pod) {
     let unexpected = has_unexpected_controller(claim, set, pod);
     let (so, po) = (set_owner(set), pod_owner(pod));
-    let mut out: Vec<OwnerReference> =
-        refs(claim).iter().filter(|r| !matches_ref(r, &so) && !matches_ref(r, &po)).cloned().collect();
+    let mut out: Vec<OwnerReference> = refs(claim)
+        .iter()
+        .filter(|r| !matches_ref(r, &so) && !matches_ref(r, &po))
+        .cloned()
+        .collect();
     if !unexpected {
         let scaled_down = !in_ordinal_range(pod, set);
         let mut add = |o: &Owner| {
@@ -182,10 +204,11 @@ mod tests {
 
     fn with_policy(mut s: StatefulSet, deleted: &str, scaled: &str) -> StatefulSet {
         if let Some(spec) = s.spec.as_mut() {
-            spec.persistent_volume_claim_retention_policy = Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
-                when_deleted: Some(deleted.into()),
-                when_scaled: Some(scaled.into()),
-            });
+            spec.persistent_volume_claim_retention_policy =
+                Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some(deleted.into()),
+                    when_scaled: Some(scaled.into()),
+                });
         }
         s
     }
@@ -197,27 +220,50 @@ mod tests {
     }
 
     fn owners(c: &PersistentVolumeClaim) -> Vec<String> {
-        refs(c).iter().map(|r| format!("{}/{}", r.kind, r.name)).collect()
+        refs(c)
+            .iter()
+            .map(|r| format!("{}/{}", r.kind, r.name))
+            .collect()
     }
 
     #[test]
     fn owners_follow_each_policy() {
         for (deleted, scaled, in_range, out_of_range) in [
             ("Retain", "Retain", vec![], vec![]),
-            ("Delete", "Retain", vec!["StatefulSet/web"], vec!["StatefulSet/web"]),
+            (
+                "Delete",
+                "Retain",
+                vec!["StatefulSet/web"],
+                vec!["StatefulSet/web"],
+            ),
             ("Retain", "Delete", vec![], vec!["Pod/web-5"]),
-            ("Delete", "Delete", vec!["StatefulSet/web"], vec!["Pod/web-5"]),
+            (
+                "Delete",
+                "Delete",
+                vec!["StatefulSet/web"],
+                vec!["Pod/web-5"],
+            ),
         ] {
             let s = with_policy(with_claim(set("web", 3), "www"), deleted, scaled);
             for (ord, want) in [(1, &in_range), (5, &out_of_range)] {
                 let p = pod(&s, ord);
                 let mut claim = claims_for(&s, &p).remove(0).1;
                 let fresh_ok = want.is_empty();
-                assert_eq!(is_claim_owner_up_to_date(&claim, &s, &p), fresh_ok, "{deleted}/{scaled} ord {ord}");
+                assert_eq!(
+                    is_claim_owner_up_to_date(&claim, &s, &p),
+                    fresh_ok,
+                    "{deleted}/{scaled} ord {ord}"
+                );
                 update_claim_owner_refs(&mut claim, &s, &p);
-                let want: Vec<String> = want.iter().map(|w| w.replace("web-5", &format!("web-{ord}"))).collect();
+                let want: Vec<String> = want
+                    .iter()
+                    .map(|w| w.replace("web-5", &format!("web-{ord}")))
+                    .collect();
                 assert_eq!(owners(&claim), want, "{deleted}/{scaled} ord {ord}");
-                assert!(is_claim_owner_up_to_date(&claim, &s, &p), "{deleted}/{scaled} ord {ord} after update");
+                assert!(
+                    is_claim_owner_up_to_date(&claim, &s, &p),
+                    "{deleted}/{scaled} ord {ord} after update"
+                );
             }
         }
     }
@@ -252,6 +298,10 @@ mod tests {
         fresh.metadata.uid = None;
         assert!(claim_is_stale(&claim, &s, &fresh));
         assert!(!claim_is_stale(&claim, &s, &old));
-        assert!(!claim_is_stale(&claim, &with_policy(s, "Retain", "Retain"), &fresh));
+        assert!(!claim_is_stale(
+            &claim,
+            &with_policy(s, "Retain", "Retain"),
+            &fresh
+        ));
     }
 }

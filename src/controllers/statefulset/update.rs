@@ -18,8 +18,8 @@ use super::identity::{
     start_ordinal, storage_matches,
 };
 use super::podstate::{
-    is_created, is_failed, is_healthy, is_pending, is_running_and_available, is_running_and_ready, is_succeeded,
-    is_terminating,
+    is_created, is_failed, is_healthy, is_pending, is_running_and_available, is_running_and_ready,
+    is_succeeded, is_terminating,
 };
 
 /// The writes the control loop makes (upstream's StatefulPodControl).
@@ -31,19 +31,30 @@ pub trait PodControl: Send + Sync {
     async fn update_pod(&self, set: &StatefulSet, pod: &Pod) -> Result<(), SyncError>;
     async fn delete_pod(&self, set: &StatefulSet, pod: &Pod) -> Result<(), SyncError>;
     /// Whether the pod's claims are owned as the retention policy says.
-    async fn claims_match_retention(&self, set: &StatefulSet, pod: &Pod) -> Result<bool, SyncError>;
-    async fn update_claims_for_retention(&self, set: &StatefulSet, pod: &Pod) -> Result<(), SyncError>;
+    async fn claims_match_retention(&self, set: &StatefulSet, pod: &Pod)
+    -> Result<bool, SyncError>;
+    async fn update_claims_for_retention(
+        &self,
+        set: &StatefulSet,
+        pod: &Pod,
+    ) -> Result<(), SyncError>;
     /// A claim of the pod still belongs to an earlier pod of the same name.
     async fn pod_claim_is_stale(&self, set: &StatefulSet, pod: &Pod) -> Result<bool, SyncError>;
     async fn create_missing_claims(&self, set: &StatefulSet, pod: &Pod) -> Result<(), SyncError>;
 }
 
 fn min_ready_seconds(set: &StatefulSet) -> i32 {
-    set.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+    set.spec
+        .as_ref()
+        .and_then(|s| s.min_ready_seconds)
+        .unwrap_or(0)
 }
 
 fn allows_burst(set: &StatefulSet) -> bool {
-    set.spec.as_ref().and_then(|s| s.pod_management_policy.as_deref()) == Some("Parallel")
+    set.spec
+        .as_ref()
+        .and_then(|s| s.pod_management_policy.as_deref())
+        == Some("Parallel")
 }
 
 fn strategy_type(set: &StatefulSet) -> &str {
@@ -132,7 +143,10 @@ fn slots(
     for pod in pods {
         let ord = ordinal(pod);
         if in_ordinal_range(pod, set) {
-            if let Some(slot) = usize::try_from(ord - start).ok().and_then(|i| replicas_v.get_mut(i)) {
+            if let Some(slot) = usize::try_from(ord - start)
+                .ok()
+                .and_then(|i| replicas_v.get_mut(i))
+            {
                 *slot = Some(pod.clone());
             }
         } else if ord >= 0 {
@@ -150,7 +164,10 @@ fn slots(
         })
         .collect();
     condemned.sort_by_key(|p| std::cmp::Reverse(ordinal(p)));
-    Slots { replicas: replicas_v, condemned }
+    Slots {
+        replicas: replicas_v,
+        condemned,
+    }
 }
 
 /// Run `f` over `n` items: in order, stopping at the first that says stop,
@@ -219,7 +236,10 @@ async fn process_replica(
     {
         return Ok(true);
     }
-    let retention_ok = ctl.claims_match_retention(update_set, pod).await.unwrap_or(true);
+    let retention_ok = ctl
+        .claims_match_retention(update_set, pod)
+        .await
+        .unwrap_or(true);
     if identity_matches(set, pod) && storage_matches(set, pod) && retention_ok {
         return Ok(false);
     }
@@ -241,7 +261,8 @@ async fn process_condemned(
     let is_first_unhealthy = first_unhealthy == pod.metadata.name.as_deref();
     if monotonic
         && !is_first_unhealthy
-        && (!is_running_and_ready(pod) || !is_running_and_available(pod, min_ready_seconds(set), now))
+        && (!is_running_and_ready(pod)
+            || !is_running_and_available(pod, min_ready_seconds(set), now))
     {
         return Ok(true);
     }
@@ -276,7 +297,10 @@ pub async fn update_stateful_set(
     let all: Vec<&Pod> = pods.iter().collect();
     compute_status(&mut status, min_ready, &cur_name, &upd_name, &all, now);
 
-    let Slots { replicas, condemned } = slots(set, current_set, update_set, &cur_name, &upd_name, pods);
+    let Slots {
+        replicas,
+        condemned,
+    } = slots(set, current_set, update_set, &cur_name, &upd_name, pods);
     let recount = |status: &mut StatefulSetStatus| {
         let both: Vec<&Pod> = replicas.iter().chain(condemned.iter()).collect();
         compute_status(status, min_ready, &cur_name, &upd_name, &both, now);
@@ -290,7 +314,10 @@ pub async fn update_stateful_set(
         .and_then(|p| p.metadata.name.clone());
 
     if set.metadata.deletion_timestamp.is_some() {
-        return Outcome { status, error: None };
+        return Outcome {
+            status,
+            error: None,
+        };
     }
     let monotonic = !allows_burst(set);
 
@@ -302,11 +329,17 @@ pub async fn update_stateful_set(
         Ok(false) => {}
         Ok(true) => {
             recount(&mut status);
-            return Outcome { status, error: None };
+            return Outcome {
+                status,
+                error: None,
+            };
         }
         Err(e) => {
             recount(&mut status);
-            return Outcome { status, error: Some(e) };
+            return Outcome {
+                status,
+                error: Some(e),
+            };
         }
     }
 
@@ -323,30 +356,53 @@ pub async fn update_stateful_set(
     .await;
     if let Err(e) = step {
         recount(&mut status);
-        return Outcome { status, error: Some(e) };
+        return Outcome {
+            status,
+            error: Some(e),
+        };
     }
 
     let step = run_for_all(condemned.len(), monotonic, |i| {
-        process_condemned(ctl, set, first_unhealthy.as_deref(), monotonic, &condemned[i], now)
+        process_condemned(
+            ctl,
+            set,
+            first_unhealthy.as_deref(),
+            monotonic,
+            &condemned[i],
+            now,
+        )
     })
     .await;
     match step {
         Ok(false) => {}
         Ok(true) => {
             recount(&mut status);
-            return Outcome { status, error: None };
+            return Outcome {
+                status,
+                error: None,
+            };
         }
         Err(e) => {
             recount(&mut status);
-            return Outcome { status, error: Some(e) };
+            return Outcome {
+                status,
+                error: Some(e),
+            };
         }
     }
     recount(&mut status);
 
     if strategy_type(set) == "OnDelete" {
-        return Outcome { status, error: None };
+        return Outcome {
+            status,
+            error: None,
+        };
     }
-    let ru = set.spec.as_ref().and_then(|s| s.update_strategy.as_ref()).and_then(|u| u.rolling_update.as_ref());
+    let ru = set
+        .spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.as_ref())
+        .and_then(|u| u.rolling_update.as_ref());
     let update_min = usize::try_from(ru.and_then(|r| r.partition).unwrap_or(0)).unwrap_or(0);
     let error = match ru.and_then(|r| r.max_unavailable.as_ref()) {
         // Without maxUnavailable: one pod at a time, waiting for health.
@@ -393,7 +449,9 @@ async fn roll_many(
     status: &mut StatefulSetStatus,
 ) -> Option<SyncError> {
     let unavailable = replicas.iter().filter(|p| !is_healthy(p)).count();
-    let budget = usize::try_from(max_unavailable).unwrap_or(0).saturating_sub(unavailable);
+    let budget = usize::try_from(max_unavailable)
+        .unwrap_or(0)
+        .saturating_sub(unavailable);
     let targets: Vec<&Pod> = replicas
         .iter()
         .skip(update_min)
@@ -461,7 +519,9 @@ mod tests {
     #[async_trait]
     impl PodControl for Fake {
         async fn create_pod(&self, _: &StatefulSet, pod: &Pod) -> Result<(), SyncError> {
-            self.log.lock().push(format!("create {} {}", name_of(pod), pod_revision(pod)));
+            self.log
+                .lock()
+                .push(format!("create {} {}", name_of(pod), pod_revision(pod)));
             Ok(())
         }
         async fn update_pod(&self, _: &StatefulSet, pod: &Pod) -> Result<(), SyncError> {
@@ -472,10 +532,18 @@ mod tests {
             self.log.lock().push(format!("delete {}", name_of(pod)));
             Ok(())
         }
-        async fn claims_match_retention(&self, _: &StatefulSet, _: &Pod) -> Result<bool, SyncError> {
+        async fn claims_match_retention(
+            &self,
+            _: &StatefulSet,
+            _: &Pod,
+        ) -> Result<bool, SyncError> {
             Ok(true)
         }
-        async fn update_claims_for_retention(&self, _: &StatefulSet, _: &Pod) -> Result<(), SyncError> {
+        async fn update_claims_for_retention(
+            &self,
+            _: &StatefulSet,
+            _: &Pod,
+        ) -> Result<(), SyncError> {
             Ok(())
         }
         async fn pod_claim_is_stale(&self, _: &StatefulSet, _: &Pod) -> Result<bool, SyncError> {
@@ -487,26 +555,61 @@ mod tests {
     }
 
     fn rev(name: &str) -> ControllerRevision {
-        ControllerRevision { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, data: None, revision: 1 }
+        ControllerRevision {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            data: None,
+            revision: 1,
+        }
     }
 
     /// A pod of `s` at `revision`, Running+Ready or Pending.
     fn pod(s: &StatefulSet, ord: i32, revision: &str, ready: bool) -> Pod {
         let mut p = new_pod(s, ord);
-        p.metadata.labels.get_or_insert_with(BTreeMap::new).insert(REVISION_HASH_LABEL.into(), revision.into());
-        if ready { with_phase(p, "Running", true) } else { with_phase(p, "Pending", false) }
+        p.metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(REVISION_HASH_LABEL.into(), revision.into());
+        if ready {
+            with_phase(p, "Running", true)
+        } else {
+            with_phase(p, "Pending", false)
+        }
     }
 
-    async fn pass(s: &StatefulSet, pods: &[Pod], cur: &str, upd: &str) -> (Vec<String>, StatefulSetStatus) {
+    async fn pass(
+        s: &StatefulSet,
+        pods: &[Pod],
+        cur: &str,
+        upd: &str,
+    ) -> (Vec<String>, StatefulSetStatus) {
         let fake = Fake::default();
-        let out = update_stateful_set(&fake, s, s, s, &rev(cur), &rev(upd), 0, pods, Timestamp::now()).await;
+        let out = update_stateful_set(
+            &fake,
+            s,
+            s,
+            s,
+            &rev(cur),
+            &rev(upd),
+            0,
+            pods,
+            Timestamp::now(),
+        )
+        .await;
         assert!(out.error.is_none());
         let log = fake.log.lock().clone();
         (log, out.status)
     }
 
     fn set_partition(s: &mut StatefulSet, p: i32) {
-        if let Some(ru) = s.spec.as_mut().and_then(|sp| sp.update_strategy.as_mut()).and_then(|u| u.rolling_update.as_mut()) {
+        if let Some(ru) = s
+            .spec
+            .as_mut()
+            .and_then(|sp| sp.update_strategy.as_mut())
+            .and_then(|u| u.rolling_update.as_mut())
+        {
             ru.partition = Some(p);
         }
     }
@@ -523,7 +626,10 @@ mod tests {
         assert_eq!((st.replicas, st.ready_replicas), (1, Some(0)));
         let (log, st) = pass(&s, &[pod(&s, 0, "r1", true)], "r1", "r1").await;
         assert_eq!(log, ["create web-1 r1"]);
-        assert_eq!((st.replicas, st.ready_replicas, st.available_replicas), (1, Some(1), Some(1)));
+        assert_eq!(
+            (st.replicas, st.ready_replicas, st.available_replicas),
+            (1, Some(1), Some(1))
+        );
     }
 
     #[tokio::test]
@@ -534,7 +640,10 @@ mod tests {
         }
         let (mut log, _) = pass(&s, &[], "r1", "r1").await;
         log.sort();
-        assert_eq!(log, ["create web-0 r1", "create web-1 r1", "create web-2 r1"]);
+        assert_eq!(
+            log,
+            ["create web-0 r1", "create web-1 r1", "create web-2 r1"]
+        );
     }
 
     #[tokio::test]
@@ -545,16 +654,25 @@ mod tests {
         assert_eq!(log, ["delete web-2"]);
         assert_eq!(st.replicas, 3);
         // An unhealthy condemned pod that is not the first unhealthy blocks.
-        let pods = vec![pod(&s, 0, "r1", true), pod(&s, 1, "r1", false), pod(&s, 2, "r1", true)];
+        let pods = vec![
+            pod(&s, 0, "r1", true),
+            pod(&s, 1, "r1", false),
+            pod(&s, 2, "r1", true),
+        ];
         let (log, _) = pass(&s, &pods, "r1", "r1").await;
         assert_eq!(log, ["delete web-2"]);
-        let pods = vec![pod(&s, 0, "r1", true), pod(&s, 1, "r1", true), pod(&s, 2, "r1", false)];
+        let pods = vec![
+            pod(&s, 0, "r1", true),
+            pod(&s, 1, "r1", true),
+            pod(&s, 2, "r1", false),
+        ];
         let (log, _) = pass(&s, &pods, "r1", "r1").await;
         assert_eq!(log, ["delete web-2"], "the first unhealthy pod may go");
         // A pod still terminating blocks the next deletion.
         let mut terminating = pod(&s, 2, "r1", true);
-        terminating.metadata.deletion_timestamp =
-            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()));
+        terminating.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+        );
         let pods = vec![pod(&s, 0, "r1", true), pod(&s, 1, "r1", true), terminating];
         let (log, _) = pass(&s, &pods, "r1", "r1").await;
         assert!(log.is_empty(), "{log:?}");
@@ -567,17 +685,32 @@ mod tests {
         let pods: Vec<Pod> = (0..3).map(|o| pod(&s, o, "r1", true)).collect();
         let (log, st) = pass(&s, &pods, "r1", "r2").await;
         assert_eq!(log, ["delete web-2"]);
-        assert_eq!((st.current_replicas, st.updated_replicas), (Some(2), Some(0)));
+        assert_eq!(
+            (st.current_replicas, st.updated_replicas),
+            (Some(2), Some(0))
+        );
         // web-2 updated and ready: web-1 is next; web-0 is below the partition.
-        let pods = vec![pod(&s, 0, "r1", true), pod(&s, 1, "r1", true), pod(&s, 2, "r2", true)];
+        let pods = vec![
+            pod(&s, 0, "r1", true),
+            pod(&s, 1, "r1", true),
+            pod(&s, 2, "r2", true),
+        ];
         let (log, st) = pass(&s, &pods, "r1", "r2").await;
         assert_eq!(log, ["delete web-1"]);
         assert_eq!(st.updated_replicas, Some(1));
-        let pods = vec![pod(&s, 0, "r1", true), pod(&s, 1, "r2", true), pod(&s, 2, "r2", true)];
+        let pods = vec![
+            pod(&s, 0, "r1", true),
+            pod(&s, 1, "r2", true),
+            pod(&s, 2, "r2", true),
+        ];
         let (log, mut st) = pass(&s, &pods, "r1", "r2").await;
         assert!(log.is_empty(), "{log:?}");
         complete_rolling_update(&s, &mut st);
-        assert_eq!(st.current_revision.as_deref(), Some("r1"), "partitioned: not complete");
+        assert_eq!(
+            st.current_revision.as_deref(),
+            Some("r1"),
+            "partitioned: not complete"
+        );
         // Missing pods below the partition come back at the current revision.
         let pods = vec![pod(&s, 1, "r2", true), pod(&s, 2, "r2", true)];
         let (log, _) = pass(&s, &pods, "r1", "r2").await;
@@ -587,7 +720,11 @@ mod tests {
     #[tokio::test]
     async fn rolling_update_waits_for_unhealthy_updated_pods() {
         let s = set("web", 3);
-        let pods = vec![pod(&s, 0, "r1", true), pod(&s, 1, "r1", true), pod(&s, 2, "r2", false)];
+        let pods = vec![
+            pod(&s, 0, "r1", true),
+            pod(&s, 1, "r1", true),
+            pod(&s, 2, "r2", false),
+        ];
         let (log, _) = pass(&s, &pods, "r1", "r2").await;
         assert!(log.is_empty(), "{log:?}");
         let pods: Vec<Pod> = (0..3).map(|o| pod(&s, o, "r2", true)).collect();
@@ -600,18 +737,37 @@ mod tests {
     #[tokio::test]
     async fn max_unavailable_deletes_several_from_the_top() {
         let mut s = set("web", 4);
-        if let Some(ru) = s.spec.as_mut().and_then(|sp| sp.update_strategy.as_mut()).and_then(|u| u.rolling_update.as_mut()) {
+        if let Some(ru) = s
+            .spec
+            .as_mut()
+            .and_then(|sp| sp.update_strategy.as_mut())
+            .and_then(|u| u.rolling_update.as_mut())
+        {
             ru.max_unavailable = Some(IntOrString::Int(2));
         }
         let pods: Vec<Pod> = (0..4).map(|o| pod(&s, o, "r1", true)).collect();
         let (log, _) = pass(&s, &pods, "r1", "r2").await;
         assert_eq!(log, ["delete web-3", "delete web-2"]);
         // One already unavailable: one more.
-        let pods = vec![pod(&s, 0, "r1", true), pod(&s, 1, "r1", true), pod(&s, 2, "r1", true), pod(&s, 3, "r2", false)];
+        let pods = vec![
+            pod(&s, 0, "r1", true),
+            pod(&s, 1, "r1", true),
+            pod(&s, 2, "r1", true),
+            pod(&s, 3, "r2", false),
+        ];
         let (log, _) = pass(&s, &pods, "r1", "r2").await;
-        assert!(log.is_empty(), "monotonic scale-up check waits for web-3: {log:?}");
-        assert_eq!(max_unavailable(Some(&IntOrString::String("50%".into())), 5), 2);
-        assert_eq!(max_unavailable(Some(&IntOrString::String("10%".into())), 5), 1);
+        assert!(
+            log.is_empty(),
+            "monotonic scale-up check waits for web-3: {log:?}"
+        );
+        assert_eq!(
+            max_unavailable(Some(&IntOrString::String("50%".into())), 5),
+            2
+        );
+        assert_eq!(
+            max_unavailable(Some(&IntOrString::String("10%".into())), 5),
+            1
+        );
         assert_eq!(max_unavailable(None, 5), 1);
     }
 
@@ -625,7 +781,10 @@ mod tests {
         let pods: Vec<Pod> = (0..2).map(|o| pod(&s, o, "r1", true)).collect();
         let (log, _) = pass(&s, &pods, "r1", "r2").await;
         assert!(log.is_empty(), "{log:?}");
-        let pods = vec![with_phase(pod(&s, 0, "r1", true), "Failed", false), pod(&s, 1, "r1", true)];
+        let pods = vec![
+            with_phase(pod(&s, 0, "r1", true), "Failed", false),
+            pod(&s, 1, "r1", true),
+        ];
         let (log, _) = pass(&s, &pods, "r1", "r2").await;
         assert_eq!(log, ["delete web-0"]);
     }
@@ -633,7 +792,11 @@ mod tests {
     #[test]
     fn status_change_detection() {
         let mut s = set("web", 1);
-        let st = StatefulSetStatus { replicas: 1, observed_generation: Some(1), ..Default::default() };
+        let st = StatefulSetStatus {
+            replicas: 1,
+            observed_generation: Some(1),
+            ..Default::default()
+        };
         assert!(status_changed(&s, &st));
         s.status = Some(st.clone());
         assert!(!status_changed(&s, &st));

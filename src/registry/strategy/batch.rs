@@ -294,11 +294,12 @@ impl Strategy for CronJobStrategy {
                 sched,
                 "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
             ));
-        } else if let Err(e) = cron::parse_standard(sched) {
+        } else if let Err(e) = crate::controllers::cronjob::schedule::parse(sched, jiff::tz::TimeZone::UTC) {
             errs.push(FieldError::invalid("spec.schedule", sched, e));
         }
         let tz = s(obj, "/spec/timeZone");
-        if !tz.is_empty() && (tz.contains(' ') || tz.starts_with('/') || tz.contains("..")) {
+        // The same tz database the CronJob controller schedules with.
+        if !tz.is_empty() && jiff::tz::db().get(tz).is_err() {
             errs.push(FieldError::invalid(
                 "spec.timeZone",
                 tz,
@@ -345,101 +346,6 @@ impl Strategy for CronJobStrategy {
     }
 }
 
-/// A 5-field cron parser with robfig/cron's descriptors and messages.
-pub mod cron {
-    fn parse_int(s: &str) -> Result<u32, String> {
-        s.parse::<u32>().map_err(|_| {
-            format!("failed to parse int from {s}: strconv.Atoi: parsing \"{s}\": invalid syntax")
-        })
-    }
-
-    const MONTHS: &[&str] = &[
-        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-    ];
-    const DAYS: &[&str] = &["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
-
-    fn value(s: &str, names: &[&str], offset: u32) -> Result<u32, String> {
-        let lower = s.to_ascii_lowercase();
-        match names.iter().position(|n| *n == lower) {
-            Some(i) => Ok(i as u32 + offset),
-            None => parse_int(s),
-        }
-    }
-
-    fn field(expr: &str, min: u32, max: u32, names: &[&str], offset: u32) -> Result<(), String> {
-        for part in expr.split(',') {
-            let (range, step) = match part.split_once('/') {
-                Some((r, st)) => (r, Some(st)),
-                None => (part, None),
-            };
-            let (start, end) = if range == "*" || range == "?" {
-                (min, max)
-            } else {
-                match range.split_once('-') {
-                    Some((a, b)) => (value(a, names, offset)?, value(b, names, offset)?),
-                    None => {
-                        let v = value(range, names, offset)?;
-                        (v, if step.is_some() { max } else { v })
-                    }
-                }
-            };
-            if let Some(st) = step {
-                let n = parse_int(st)?;
-                if n == 0 {
-                    return Err(format!("step of range should be a positive number: {part}"));
-                }
-            }
-            if start < min {
-                return Err(format!(
-                    "beginning of range ({start}) below minimum ({min}): {part}"
-                ));
-            }
-            if end > max {
-                return Err(format!(
-                    "end of range ({end}) above maximum ({max}): {part}"
-                ));
-            }
-            if start > end {
-                return Err(format!(
-                    "beginning of range ({start}) beyond end of range ({end}): {part}"
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Validate a standard cron spec (`minute hour dom month dow` or a
-    /// descriptor such as `@hourly`).
-    pub fn parse_standard(spec: &str) -> Result<(), String> {
-        let spec = spec.trim();
-        if spec.is_empty() {
-            return Err("empty spec string".into());
-        }
-        if let Some(d) = spec.strip_prefix('@') {
-            return match d {
-                "yearly" | "annually" | "monthly" | "weekly" | "daily" | "midnight" | "hourly" => {
-                    Ok(())
-                }
-                _ if d.starts_with("every ") => Ok(()),
-                _ => Err(format!("unrecognized descriptor: {spec}")),
-            };
-        }
-        let fields: Vec<&str> = spec.split_whitespace().collect();
-        if fields.len() != 5 {
-            return Err(format!(
-                "expected exactly 5 fields, found {}: [{}]",
-                fields.len(),
-                fields.join(" ")
-            ));
-        }
-        field(fields[0], 0, 59, &[], 0)?;
-        field(fields[1], 0, 23, &[], 0)?;
-        field(fields[2], 1, 31, &[], 0)?;
-        field(fields[3], 1, 12, MONTHS, 1)?;
-        field(fields[4], 0, 7, DAYS, 0)?;
-        Ok(())
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -566,8 +472,11 @@ mod tests {
                 "spec.schedule: Invalid value: \"bad\": expected exactly 5 fields, found 1: [bad]"
             ]
         );
-        assert!(cron::parse_standard("@hourly").is_ok());
-        assert!(cron::parse_standard("0 9 * jan-mar MON-FRI").is_ok());
-        assert!(cron::parse_standard("@foo").is_err());
+        let utc = jiff::tz::TimeZone::UTC;
+        let parse = crate::controllers::cronjob::schedule::parse;
+        assert!(parse("@hourly", utc.clone()).is_ok());
+        assert!(parse("0 9 * jan-mar MON-FRI", utc.clone()).is_ok());
+        assert!(parse("@foo", utc.clone()).is_err());
+        assert!(parse("0 0 * * 7", utc).is_err(), "day-of-week 7 is out of range upstream");
     }
 }
