@@ -242,7 +242,7 @@ async fn throughput(nodes: usize, replicas: usize, direct: bool) -> bool {
         if direct { "32 concurrent clients creating pods" } else { "one Deployment" }
     );
     println!("  nodes registered and Ready in {:.2} s", boot.as_secs_f64());
-    match result {
+    match &result {
         Ok(_) => {
             let rate = replicas as f64 / elapsed.as_secs_f64();
             println!("  all {replicas} pods Running {:.2} s after the create: {rate:.0} pods/s", elapsed.as_secs_f64());
@@ -358,7 +358,6 @@ async fn density(nodes: usize, pods: usize) -> bool {
     let counter = RunningCounter::start(client.clone());
     let stop = Arc::new(AtomicBool::new(false));
     let prober = start_prober(server.client().await, "scale-0".into(), "sentinel".into(), stop.clone());
-    let mut peak_during = 0f64;
 
     let started = Instant::now();
     for g in 0..groups {
@@ -371,7 +370,6 @@ async fn density(nodes: usize, pods: usize) -> bool {
     }
     let fill = counter.wait_for("scale-", total + 1, DEADLINE).await;
     let fill_time = started.elapsed();
-    peak_during = peak_during.max(rss_mb(server.pid()).0);
 
     // Churn: every Deployment down by a fifth, then back up.
     let churn_started = Instant::now();
@@ -405,7 +403,6 @@ async fn density(nodes: usize, pods: usize) -> bool {
     stop.store(true, Ordering::Relaxed);
     let lat = prober.await.unwrap_or_default();
     let (rss_end, peak) = rss_mb(server.pid());
-    peak_during = peak_during.max(rss_end);
 
     println!();
     println!("rk3s density: {nodes} simulated nodes, {total} pods in {groups} Deployments of {per}, release build");

@@ -250,7 +250,7 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
         settings: crate::controllers::Settings {
             service_cidr: cfg.service_cidr.clone(),
             node_monitor_grace_period: cfg.node_monitor_grace_period,
-            ..Default::default()
+            ca_pem: pki.ca_pem().to_string(),
         },
     });
     let _controllers = crate::controllers::start(ctx, &cfg.disable);

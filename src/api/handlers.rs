@@ -156,6 +156,28 @@ async fn serve(st: Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
         }
     }
     let out = request::negotiate(&parts.headers)?;
+    let deprecated = deprecation(&t.def);
+    let mut resp = serve_resource(&st, t, parts, body, q, out).await?;
+    if let Some(w) = deprecated {
+        add_warnings(&mut resp, &[w.to_string()]);
+    }
+    Ok(resp)
+}
+
+/// Upstream's deprecation warnings, sent on every use of the resource.
+fn deprecation(def: &ResourceDef) -> Option<&'static str> {
+    (def.group.is_empty() && def.plural == "endpoints")
+        .then_some("v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice")
+}
+
+async fn serve_resource(
+    st: &Arc<ApiState>,
+    t: Target,
+    parts: axum::http::request::Parts,
+    body: Body,
+    q: Query,
+    out: Output,
+) -> Result<Response, ApiError> {
     let ns = t.namespace.as_deref();
     let reg = &st.registry;
     let def = t.def.clone();

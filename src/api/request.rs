@@ -132,12 +132,18 @@ impl Query {
             propagation_policy: self.get("propagationPolicy").map(str::to_string),
             ..Default::default()
         };
-        if self.flag("orphanDependents") && o.propagation_policy.is_none() {
-            o.propagation_policy = Some("Orphan".into());
+        if o.propagation_policy.is_none() {
+            match self.get("orphanDependents") {
+                Some("true") => o.propagation_policy = Some("Orphan".into()),
+                Some("false") => o.propagation_policy = Some("Background".into()),
+                _ => {}
+            }
         }
         if let Some(b) = body {
             if let Some(p) = b.get("propagationPolicy").and_then(Value::as_str) {
                 o.propagation_policy = Some(p.to_string());
+            } else if let Some(orphan) = b.get("orphanDependents").and_then(Value::as_bool) {
+                o.propagation_policy = Some(if orphan { "Orphan" } else { "Background" }.into());
             }
             if let Some(g) = b.get("gracePeriodSeconds").and_then(Value::as_i64) {
                 o.grace_period_seconds = Some(g);

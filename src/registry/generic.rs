@@ -656,11 +656,16 @@ impl Registry {
             };
             let stored = obj.clone();
             let mut obj = obj;
-            if let Some(f) = gc_finalizer {
+            // The two are exclusive; an explicit Background drops both.
+            if opts.propagation_policy.is_some() {
                 let list = meta_mut(&mut obj).entry("finalizers").or_insert_with(|| json!([]));
                 if let Some(arr) = list.as_array_mut() {
-                    if !arr.iter().any(|x| x == f) {
+                    arr.retain(|x| x != "orphan" && x != "foregroundDeletion");
+                    if let Some(f) = gc_finalizer {
                         arr.push(json!(f));
+                    }
+                    if arr.is_empty() {
+                        meta_mut(&mut obj).remove("finalizers");
                     }
                 }
             }
@@ -674,7 +679,7 @@ impl Registry {
             let pending_grace = already && current_grace.is_some_and(|c| c > 0) && opts.grace_period_seconds != Some(0);
             if Self::finalizers(&obj) > 0 || namespace_pending || grace.is_some() || pending_grace {
                 // Graceful: mark and leave it to the finalizers' owners or the node.
-                if already && gc_finalizer.is_none() && grace.is_none() {
+                if already && obj == stored && grace.is_none() {
                     return Ok((obj, false));
                 }
                 let mut new = obj.clone();
