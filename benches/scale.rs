@@ -150,7 +150,8 @@ impl RunningCounter {
                         me.running.lock().remove(&key(&p));
                     }
                     Ok(_) => {}
-                    Err(e) => eprintln!("watch: {e}"),
+                    // Transient (and endless once the server is gone).
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
                 me.changed.notify_waiters();
             }
