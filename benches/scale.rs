@@ -122,10 +122,18 @@ async fn wait_nodes_ready(client: &kube::Client, nodes: usize) -> Result<Duratio
     }
 }
 
+/// A pod's progress: created, bound to a node, Running.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Created,
+    Bound,
+    Running,
+}
+
 /// Counts Running pods (not being deleted) per namespace from a watch.
 #[derive(Clone, Default)]
 struct RunningCounter {
-    running: Arc<parking_lot::Mutex<HashMap<String, bool>>>,
+    running: Arc<parking_lot::Mutex<HashMap<String, Stage>>>,
     changed: Arc<tokio::sync::Notify>,
 }
 
@@ -144,7 +152,15 @@ impl RunningCounter {
                     Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::InitApply(p)) => {
                         let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
                             && p.metadata.deletion_timestamp.is_none();
-                        me.running.lock().insert(key(&p), running);
+                        let bound = p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+                        let stage = if running {
+                            Stage::Running
+                        } else if bound {
+                            Stage::Bound
+                        } else {
+                            Stage::Created
+                        };
+                        me.running.lock().insert(key(&p), stage);
                     }
                     Ok(watcher::Event::Delete(p)) => {
                         me.running.lock().remove(&key(&p));
@@ -161,7 +177,37 @@ impl RunningCounter {
 
     /// Running pods whose namespace starts with `prefix`.
     fn count(&self, prefix: &str) -> usize {
-        self.running.lock().iter().filter(|(k, r)| **r && k.starts_with(prefix)).count()
+        self.running.lock().iter().filter(|(k, r)| **r == Stage::Running && k.starts_with(prefix)).count()
+    }
+
+    /// (created, bound, running) pods whose key starts with `prefix`.
+    fn stages(&self, prefix: &str) -> (usize, usize, usize) {
+        let m = self.running.lock();
+        let mut out = (0, 0, 0);
+        for (_, st) in m.iter().filter(|(k, _)| k.starts_with(prefix)) {
+            out.0 += 1;
+            if *st != Stage::Created {
+                out.1 += 1;
+            }
+            if *st == Stage::Running {
+                out.2 += 1;
+            }
+        }
+        out
+    }
+
+    /// Sample the stages every second until `stop`, for a timeline.
+    fn timeline(&self, prefix: &str, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<(usize, usize, usize)>> {
+        let me = self.clone();
+        let prefix = prefix.to_string();
+        tokio::spawn(async move {
+            let mut out = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                out.push(me.stages(&prefix));
+            }
+            out
+        })
     }
 
     async fn wait_for(&self, prefix: &str, want: usize, deadline: Duration) -> Result<Duration, String> {
@@ -224,6 +270,8 @@ async fn throughput(nodes: usize, replicas: usize, direct: bool) -> bool {
     let counter = RunningCounter::start(client.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let timeline = counter.timeline(&format!("{ns}/"), stop.clone());
     let created = if direct {
         create_pods_directly(&server, ns, replicas).await
     } else {
@@ -236,6 +284,8 @@ async fn throughput(nodes: usize, replicas: usize, direct: bool) -> bool {
     }
     let result = counter.wait_for(&format!("{ns}/"), replicas, DEADLINE).await;
     let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let timeline = timeline.await.unwrap_or_default();
     let (rss, peak) = rss_mb(server.pid());
     println!();
     println!(
@@ -256,6 +306,8 @@ async fn throughput(nodes: usize, replicas: usize, direct: bool) -> bool {
         Err(e) => println!("  FAILED: {e}"),
     }
     println!("  server RSS {rss:.0} MB (peak {peak:.0} MB)");
+    let steps: Vec<String> = timeline.iter().map(|(c, b, r)| format!("{c}/{b}/{r}")).collect();
+    println!("  pods created/bound/Running, each second: {}", steps.join(" "));
     result.is_err()
 }
 

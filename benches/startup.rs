@@ -29,6 +29,7 @@ fn main() {
     let tls = Arc::new(probe_tls_config());
     let base = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("rk3s-bench-startup-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(base.clone());
     let mut cold = Vec::new();
     let mut warm = Vec::new();
     let mut rss = Vec::new();
@@ -55,7 +56,6 @@ fn main() {
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
-    let _ = std::fs::remove_dir_all(&base);
 
     println!();
     println!("rk3s server start-up ({runs} runs, release build)");
@@ -68,6 +68,15 @@ fn main() {
         TARGET_RSS_MB,
     );
     report("peak RSS during start", &hwm, "MB", f64::INFINITY);
+}
+
+/// Removes the benchmark's scratch dir however main ends (a panic included).
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn env_usize(key: &str, default: usize) -> usize {

@@ -33,5 +33,11 @@ fn init_tracing(level: &str) {
                 tracing_subscriber::EnvFilter::new(format!("rk3s={level},warn"))
             }
         });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal;
+    // Colour only on a terminal: log files and journald get plain text.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -335,7 +335,9 @@ fn orphan_and_foreground_deletion() {
         &["apply", "-f", "-"],
     );
     std::thread::sleep(Duration::from_millis(300));
-    s.k(&["delete", "configmap", "parent2", "-n", "fg", "--wait=false"]);
+    // No propagationPolicy, so the object's own finalizer decides (kubectl
+    // delete would send an explicit Background, which drops it, as upstream).
+    s.k(&["delete", "--raw", "/api/v1/namespaces/fg/configmaps/parent2"]);
     wait_gone(&s, &["cm", "parent2", "-n", "fg"]);
     assert!(exists(&s, &["cm", "kid2", "-n", "fg"]));
     assert_eq!(
