@@ -203,7 +203,7 @@ fn primary_address() -> Option<String> {
     let addrs = nix::ifaddrs::getifaddrs().ok()?;
     for a in addrs {
         if let Some(sin) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()) {
-            let ip = std::net::Ipv4Addr::from(sin.ip());
+            let ip = sin.ip();
             if !ip.is_loopback() {
                 return Some(ip.to_string());
             }

@@ -87,8 +87,8 @@ fn resolve(st: &ApiState, path: &str) -> Result<Resolved, ApiError> {
     }
     let cat = &st.catalogue;
     // namespaces/{ns}/{resource}/... when {resource} is a namespaced resource.
-    if rest[0] == "namespaces" && rest.len() >= 3 {
-        if let Some(def) = cat.get(&group, &version, &rest[2]).filter(|d| d.namespaced) {
+    if rest[0] == "namespaces" && rest.len() >= 3
+        && let Some(def) = cat.get(&group, &version, &rest[2]).filter(|d| d.namespaced) {
             if rest.len() > 5 {
                 return Err(ApiError::not_found_path());
             }
@@ -99,7 +99,6 @@ fn resolve(st: &ApiState, path: &str) -> Result<Resolved, ApiError> {
                 subresource: rest.get(4).cloned(),
             }));
         }
-    }
     let Some(def) = cat.get(&group, &version, &rest[0]) else {
         return Err(ApiError::not_found_path());
     };
@@ -150,11 +149,10 @@ async fn serve(st: Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
         }
         Resolved::Resource(t) => t,
     };
-    if let Some(sub) = &t.subresource {
-        if !t.def.has_subresource(sub) && !(t.def.kind == "Namespace" && sub == "finalize") {
+    if let Some(sub) = &t.subresource
+        && !t.def.has_subresource(sub) && !(t.def.kind == "Namespace" && sub == "finalize") {
             return Err(ApiError::not_found_path());
         }
-    }
     let out = request::negotiate(&parts.headers)?;
     let deprecated = deprecation(&t.def);
     let mut resp = serve_resource(&st, t, parts, body, q, out).await?;

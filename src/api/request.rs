@@ -148,11 +148,10 @@ impl Query {
             if let Some(g) = b.get("gracePeriodSeconds").and_then(Value::as_i64) {
                 o.grace_period_seconds = Some(g);
             }
-            if let Some(arr) = b.get("dryRun").and_then(Value::as_array) {
-                if arr.iter().any(|v| v == "All") {
+            if let Some(arr) = b.get("dryRun").and_then(Value::as_array)
+                && arr.iter().any(|v| v == "All") {
                     o.dry_run = true;
                 }
-            }
             if let Some(uid) = b.pointer("/preconditions/uid").and_then(Value::as_str) {
                 o.precondition_uid = Some(uid.to_string());
             }
@@ -160,13 +159,12 @@ impl Query {
                 o.precondition_rv = Some(rv.to_string());
             }
         }
-        if let Some(p) = &o.propagation_policy {
-            if !["Orphan", "Background", "Foreground"].contains(&p.as_str()) {
+        if let Some(p) = &o.propagation_policy
+            && !["Orphan", "Background", "Foreground"].contains(&p.as_str()) {
                 return Err(ApiError::bad_request(format!(
                     "propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
                 )));
             }
-        }
         Ok(o)
     }
 }

@@ -205,9 +205,6 @@ impl ApiError {
         if let Some(d) = &self.details {
             s["details"] = d.clone();
         }
-        if self.reason == "BadRequest" || self.reason == "MethodNotAllowed" && self.details.is_none() {
-            // upstream omits details on these
-        }
         s
     }
 }
@@ -217,11 +214,10 @@ impl IntoResponse for ApiError {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self.to_status()).unwrap_or_default();
         let mut resp = (code, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response();
-        if let Some(secs) = self.retry_after {
-            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
                 resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
             }
-        }
         resp
     }
 }

@@ -13,12 +13,15 @@ use parking_lot::Mutex;
 pub const NORMAL: &str = "Normal";
 pub const WARNING: &str = "Warning";
 
+/// (namespace, involved uid, type, reason, message): what makes events repeats.
+type EventKey = (String, String, String, String, String);
+
 #[derive(Clone)]
 pub struct Recorder {
     client: kube::Client,
     component: String,
     /// (namespace, involved uid, type, reason, message) -> (event name, count)
-    seen: Arc<Mutex<HashMap<(String, String, String, String, String), (String, i32)>>>,
+    seen: Arc<Mutex<HashMap<EventKey, (String, i32)>>>,
 }
 
 impl Recorder {

@@ -100,16 +100,15 @@ fn merge_map(mut orig: Map<String, Value>, patch: &Map<String, Value>) -> Result
     }
     // Order of merged lists as the client wants it.
     for (k, v) in patch {
-        if let (Some(field), Some(order)) = (k.strip_prefix("$setElementOrder/"), v.as_array()) {
-            if let Some(Value::Array(list)) = orig.get_mut(field) {
+        if let (Some(field), Some(order)) = (k.strip_prefix("$setElementOrder/"), v.as_array())
+            && let Some(Value::Array(list)) = orig.get_mut(field) {
                 reorder(field, list, order);
             }
-        }
     }
     Ok(orig)
 }
 
-fn reorder(field: &str, list: &mut Vec<Value>, order: &[Value]) {
+fn reorder(field: &str, list: &mut [Value], order: &[Value]) {
     let key = match list_strategy(field, list) {
         ListStrategy::Key(k) => Some(k),
         ListStrategy::PrimitiveSet => None,

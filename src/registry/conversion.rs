@@ -56,7 +56,7 @@ impl Conversion for EventsV1 {
         m.insert("kind".into(), json!("Event"));
         Value::Object(m)
     }
-    fn from_storage(&self, o: Value) -> Value {
+    fn to_served(&self, o: Value) -> Value {
         let mut m = obj(o);
         for (v1, core) in EVENT_RENAMES {
             rename(&mut m, core, v1);
@@ -681,7 +681,7 @@ impl Conversion for HpaV1 {
     }
 
     /// autoscaling/v2 -> autoscaling/v1.
-    fn from_storage(&self, o: Value) -> Value {
+    fn to_served(&self, o: Value) -> Value {
         let mut m = obj(o);
         // Only annotations produced here may be present on the way out.
         take_annotations(&mut m);
@@ -801,7 +801,7 @@ mod tests {
         assert_eq!(core["count"], 3);
         assert_eq!(core["firstTimestamp"], "2024-05-01T09:00:00Z");
         assert!(core.get("regarding").is_none() && core.get("note").is_none());
-        assert_eq!(EventsV1.from_storage(core), v1);
+        assert_eq!(EventsV1.to_served(core), v1);
     }
 
     #[test]
@@ -810,7 +810,7 @@ mod tests {
             "involvedObject": {"kind": "Pod", "name": "p"}, "reason": "Started", "message": "Started container",
             "source": {"component": "kubelet", "host": "n1"}, "count": 1, "type": "Normal",
             "reportingComponent": "", "reportingInstance": "", "eventTime": null});
-        let v1 = EventsV1.from_storage(core);
+        let v1 = EventsV1.to_served(core);
         assert_eq!(v1["apiVersion"], "events.k8s.io/v1");
         assert_eq!(v1["regarding"]["kind"], "Pod");
         assert_eq!(v1["note"], "Started container");
@@ -835,7 +835,7 @@ mod tests {
             v2["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"],
             70
         );
-        let back = HpaV1.from_storage(v2);
+        let back = HpaV1.to_served(v2);
         let mut expected = v1.clone();
         // The CPU status is also kept raw in the current-metrics annotation, as upstream.
         expected["metadata"]["annotations"] = json!({HPA_CURRENT_METRICS_ANNOTATION:
@@ -858,7 +858,7 @@ mod tests {
             80
         );
         assert_eq!(
-            HpaV1.from_storage(v2)["spec"]["targetCPUUtilizationPercentage"],
+            HpaV1.to_served(v2)["spec"]["targetCPUUtilizationPercentage"],
             80
         );
     }
@@ -874,7 +874,7 @@ mod tests {
                 ],
                 "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300, "selectPolicy": "Max", "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}}},
             "status": {"desiredReplicas": 2, "currentReplicas": 2, "conditions": [{"type": "AbleToScale", "status": "True", "reason": "ReadyForNewScale"}]}});
-        let v1 = HpaV1.from_storage(v2.clone());
+        let v1 = HpaV1.to_served(v2.clone());
         assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 60);
         let ann = &v1["metadata"]["annotations"];
         assert_eq!(ann["keep"], "me");

@@ -219,7 +219,7 @@ impl Registry {
         let mut obj: Value = serde_json::from_slice(&kv.value)
             .map_err(|e| ApiError::internal(format!("stored object {} is corrupt: {e}", kv.key)))?;
         if let Some(c) = &def.conversion {
-            obj = c.from_storage(obj);
+            obj = c.to_served(obj);
         }
         obj["apiVersion"] = json!(def.api_version());
         obj["kind"] = json!(def.kind);
@@ -346,15 +346,14 @@ impl Registry {
             if !Self::matches(def, &obj, &q.labels, &q.fields) {
                 continue;
             }
-            if let Some(limit) = q.limit {
-                if items.len() == limit {
+            if let Some(limit) = q.limit
+                && items.len() == limit {
                     more = true;
                     if !filtering {
                         remaining = Some(res.items.len() - i + res.remaining);
                     }
                     break;
                 }
-            }
             last_key = Some(kv.key.clone());
             items.push(obj);
         }
@@ -800,11 +799,10 @@ impl Registry {
             ));
         }
         let mut obj = self.get(def, ns, name, ReadAt::Latest).await?;
-        if let Some(rv) = scale.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|r| !r.is_empty()) {
-            if Some(rv) != obj.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+        if let Some(rv) = scale.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|r| !r.is_empty())
+            && Some(rv) != obj.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
                 return Err(ApiError::stale(def.target(), name));
             }
-        }
         obj["spec"]["replicas"] = json!(replicas);
         let updated = self.update(def, ns, name, obj, None, opts).await?;
         Ok(Self::scale_of(def, &updated))
@@ -833,11 +831,10 @@ impl Registry {
                 return Err(ApiError::not_found(def.target(), name));
             };
             let mut pod = self.decode(def, &cur)?;
-            if let Some(uid) = binding.pointer("/metadata/uid").and_then(Value::as_str) {
-                if pod.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
+            if let Some(uid) = binding.pointer("/metadata/uid").and_then(Value::as_str)
+                && pod.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
                     return Err(ApiError::conflict(def.target(), name, "Precondition failed: UID mismatch"));
                 }
-            }
             if pod.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
                 return Err(ApiError::conflict(def.target(), name, "pod is being deleted, cannot be assigned to a host"));
             }

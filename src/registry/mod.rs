@@ -22,7 +22,7 @@ pub trait Conversion: Send + Sync + 'static {
     /// Served -> stored.
     fn to_storage(&self, obj: serde_json::Value) -> serde_json::Value;
     /// Stored -> served.
-    fn from_storage(&self, obj: serde_json::Value) -> serde_json::Value;
+    fn to_served(&self, obj: serde_json::Value) -> serde_json::Value;
 }
 
 /// One resource as served at one group/version.
@@ -144,12 +144,11 @@ impl Catalogue {
         }
         for (g, vs) in out.iter_mut() {
             // Preferred version: the one marked storage_version.
-            if let Some(pref) = inner.order.iter().find(|d| d.group == *g && d.storage_version) {
-                if let Some(pos) = vs.iter().position(|v| *v == pref.version) {
+            if let Some(pref) = inner.order.iter().find(|d| d.group == *g && d.storage_version)
+                && let Some(pos) = vs.iter().position(|v| *v == pref.version) {
                     let v = vs.remove(pos);
                     vs.insert(0, v);
                 }
-            }
         }
         out
     }
