@@ -42,7 +42,11 @@ const PODS_PER_DEPLOYMENT: usize = 3000;
 const DEADLINE: Duration = Duration::from_secs(900);
 
 fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(default)
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(default)
 }
 
 fn env_flag(key: &str) -> bool {
@@ -50,7 +54,10 @@ fn env_flag(key: &str) -> bool {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let mut failed = false;
     if !env_flag("RK3S_SCALE_SKIP_THROUGHPUT") {
         let nodes = env_usize("RK3S_SCALE_DEPLOY_NODES", 100);
@@ -101,7 +108,10 @@ async fn wait_nodes_ready(client: &kube::Client, nodes: usize) -> Result<Duratio
     let started = Instant::now();
     let api: Api<Node> = Api::all(client.clone());
     loop {
-        let list = api.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
         let ready = list
             .items
             .iter()
@@ -144,15 +154,32 @@ impl RunningCounter {
         tokio::spawn(async move {
             let api: Api<Pod> = Api::all(client);
             let mut stream = watcher(api, watcher::Config::default()).boxed();
+            // A relist (after a watch expired) replaces everything.
+            let mut relist: Option<HashMap<String, Stage>> = None;
             while let Some(ev) = stream.next().await {
                 let key = |p: &Pod| {
-                    format!("{}/{}", p.metadata.namespace.as_deref().unwrap_or(""), p.metadata.name.as_deref().unwrap_or(""))
+                    format!(
+                        "{}/{}",
+                        p.metadata.namespace.as_deref().unwrap_or(""),
+                        p.metadata.name.as_deref().unwrap_or("")
+                    )
                 };
                 match ev {
+                    Ok(watcher::Event::Init) => relist = Some(HashMap::new()),
+                    Ok(watcher::Event::InitDone) => {
+                        if let Some(fresh) = relist.take() {
+                            *me.running.lock() = fresh;
+                        }
+                    }
                     Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::InitApply(p)) => {
-                        let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                        let running = p.status.as_ref().and_then(|s| s.phase.as_deref())
+                            == Some("Running")
                             && p.metadata.deletion_timestamp.is_none();
-                        let bound = p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+                        let bound = p
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.node_name.as_deref())
+                            .is_some_and(|n| !n.is_empty());
                         let stage = if running {
                             Stage::Running
                         } else if bound {
@@ -160,12 +187,18 @@ impl RunningCounter {
                         } else {
                             Stage::Created
                         };
-                        me.running.lock().insert(key(&p), stage);
+                        match relist.as_mut() {
+                            Some(fresh) => {
+                                fresh.insert(key(&p), stage);
+                            }
+                            None => {
+                                me.running.lock().insert(key(&p), stage);
+                            }
+                        }
                     }
                     Ok(watcher::Event::Delete(p)) => {
                         me.running.lock().remove(&key(&p));
                     }
-                    Ok(_) => {}
                     // Transient (and endless once the server is gone).
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
@@ -177,7 +210,11 @@ impl RunningCounter {
 
     /// Running pods whose namespace starts with `prefix`.
     fn count(&self, prefix: &str) -> usize {
-        self.running.lock().iter().filter(|(k, r)| **r == Stage::Running && k.starts_with(prefix)).count()
+        self.running
+            .lock()
+            .iter()
+            .filter(|(k, r)| **r == Stage::Running && k.starts_with(prefix))
+            .count()
     }
 
     /// (created, bound, running) pods whose key starts with `prefix`.
@@ -197,7 +234,11 @@ impl RunningCounter {
     }
 
     /// Sample the stages every second until `stop`, for a timeline.
-    fn timeline(&self, prefix: &str, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<(usize, usize, usize)>> {
+    fn timeline(
+        &self,
+        prefix: &str,
+        stop: Arc<AtomicBool>,
+    ) -> tokio::task::JoinHandle<Vec<(usize, usize, usize)>> {
         let me = self.clone();
         let prefix = prefix.to_string();
         tokio::spawn(async move {
@@ -210,7 +251,12 @@ impl RunningCounter {
         })
     }
 
-    async fn wait_for(&self, prefix: &str, want: usize, deadline: Duration) -> Result<Duration, String> {
+    async fn wait_for(
+        &self,
+        prefix: &str,
+        want: usize,
+        deadline: Duration,
+    ) -> Result<Duration, String> {
         let started = Instant::now();
         loop {
             let n = self.count(prefix);
@@ -244,7 +290,8 @@ fn deployment(name: &str, ns: &str, replicas: usize) -> Deployment {
 
 async fn create_namespace(client: &kube::Client, name: &str) -> Result<(), String> {
     let api: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).map_err(|e| e.to_string())?;
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name}})).map_err(|e| e.to_string())?;
     match api.create(&PostParams::default(), &ns).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
@@ -276,13 +323,18 @@ async fn throughput(nodes: usize, replicas: usize, direct: bool) -> bool {
         create_pods_directly(&server, ns, replicas).await
     } else {
         let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-        api.create(&PostParams::default(), &deployment("web", ns, replicas)).await.map(|_| ()).map_err(|e| e.to_string())
+        api.create(&PostParams::default(), &deployment("web", ns, replicas))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     };
     if let Err(e) = created {
         eprintln!("create: {e}");
         return true;
     }
-    let result = counter.wait_for(&format!("{ns}/"), replicas, DEADLINE).await;
+    let result = counter
+        .wait_for(&format!("{ns}/"), replicas, DEADLINE)
+        .await;
     let elapsed = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let timeline = timeline.await.unwrap_or_default();
@@ -290,28 +342,52 @@ async fn throughput(nodes: usize, replicas: usize, direct: bool) -> bool {
     println!();
     println!(
         "rk3s scheduling throughput: {nodes} simulated nodes, {} of {replicas} replicas, release build",
-        if direct { "32 concurrent clients creating pods" } else { "one Deployment" }
+        if direct {
+            "32 concurrent clients creating pods"
+        } else {
+            "one Deployment"
+        }
     );
-    println!("  nodes registered and Ready in {:.2} s", boot.as_secs_f64());
+    println!(
+        "  nodes registered and Ready in {:.2} s",
+        boot.as_secs_f64()
+    );
     match &result {
         Ok(_) => {
             let rate = replicas as f64 / elapsed.as_secs_f64();
-            println!("  all {replicas} pods Running {:.2} s after the create: {rate:.0} pods/s", elapsed.as_secs_f64());
+            println!(
+                "  all {replicas} pods Running {:.2} s after the create: {rate:.0} pods/s",
+                elapsed.as_secs_f64()
+            );
             println!(
                 "  target {TARGET_PODS_PER_S:.0} pods/s: ratio {:.2} ({})",
                 rate / TARGET_PODS_PER_S,
-                if rate >= TARGET_PODS_PER_S { "met" } else { "MISSED" }
+                if rate >= TARGET_PODS_PER_S {
+                    "met"
+                } else {
+                    "MISSED"
+                }
             );
         }
         Err(e) => println!("  FAILED: {e}"),
     }
     println!("  server RSS {rss:.0} MB (peak {peak:.0} MB)");
-    let steps: Vec<String> = timeline.iter().map(|(c, b, r)| format!("{c}/{b}/{r}")).collect();
-    println!("  pods created/bound/Running, each second: {}", steps.join(" "));
+    let steps: Vec<String> = timeline
+        .iter()
+        .map(|(c, b, r)| format!("{c}/{b}/{r}"))
+        .collect();
+    println!(
+        "  pods created/bound/Running, each second: {}",
+        steps.join(" ")
+    );
     result.is_err()
 }
 
-async fn create_pods_directly(server: &common::Server, ns: &str, count: usize) -> Result<(), String> {
+async fn create_pods_directly(
+    server: &common::Server,
+    ns: &str,
+    count: usize,
+) -> Result<(), String> {
     const CLIENTS: usize = 32;
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
@@ -327,7 +403,9 @@ async fn create_pods_directly(server: &common::Server, ns: &str, count: usize) -
                         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}
                 }))
                 .map_err(|e| e.to_string())?;
-                api.create(&PostParams::default(), &pod).await.map_err(|e| e.to_string())?;
+                api.create(&PostParams::default(), &pod)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 i += CLIENTS;
             }
             Ok::<(), String>(())
@@ -357,7 +435,12 @@ fn percentiles(v: &[Duration]) -> (f64, f64, f64) {
 }
 
 /// GET one pod and LIST one namespace's pods, back to back, until stopped.
-fn start_prober(client: kube::Client, ns: String, pod: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Latencies> {
+fn start_prober(
+    client: kube::Client,
+    ns: String,
+    pod: String,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Latencies> {
     tokio::spawn(async move {
         let mut lat = Latencies::default();
         let api: Api<Pod> = Api::namespaced(client, &ns);
@@ -404,19 +487,30 @@ async fn density(nodes: usize, pods: usize) -> bool {
         "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}
     }))
     .expect("pod");
-    if let Err(e) = Api::<Pod>::namespaced(client.clone(), "scale-0").create(&PostParams::default(), &sentinel).await {
+    if let Err(e) = Api::<Pod>::namespaced(client.clone(), "scale-0")
+        .create(&PostParams::default(), &sentinel)
+        .await
+    {
         eprintln!("sentinel: {e}");
         return true;
     }
     let counter = RunningCounter::start(client.clone());
     let stop = Arc::new(AtomicBool::new(false));
-    let prober = start_prober(server.client().await, "scale-0".into(), "sentinel".into(), stop.clone());
+    let prober = start_prober(
+        server.client().await,
+        "scale-0".into(),
+        "sentinel".into(),
+        stop.clone(),
+    );
 
     let started = Instant::now();
     for g in 0..groups {
         let ns = format!("scale-{g}");
         let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-        if let Err(e) = api.create(&PostParams::default(), &deployment("load", &ns, per)).await {
+        if let Err(e) = api
+            .create(&PostParams::default(), &deployment("load", &ns, per))
+            .await
+        {
             eprintln!("deployment: {e}");
             return true;
         }
@@ -433,7 +527,9 @@ async fn density(nodes: usize, pods: usize) -> bool {
                 let ns = format!("scale-{g}");
                 let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
                 let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
-                api.patch("load", &PatchParams::default(), &patch).await.map_err(|e| e.to_string())?;
+                api.patch("load", &PatchParams::default(), &patch)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             // Wait for the count to settle at the new size.
             let want = replicas * groups + 1;
@@ -458,8 +554,13 @@ async fn density(nodes: usize, pods: usize) -> bool {
     let (rss_end, peak) = rss_mb(server.pid());
 
     println!();
-    println!("rk3s density: {nodes} simulated nodes, {total} pods in {groups} Deployments of {per}, release build");
-    println!("  nodes registered and Ready in {:.2} s; server RSS idle {rss_idle:.0} MB", boot.as_secs_f64());
+    println!(
+        "rk3s density: {nodes} simulated nodes, {total} pods in {groups} Deployments of {per}, release build"
+    );
+    println!(
+        "  nodes registered and Ready in {:.2} s; server RSS idle {rss_idle:.0} MB",
+        boot.as_secs_f64()
+    );
     let mut failed = false;
     match &fill {
         Ok(_) => println!(
@@ -485,9 +586,20 @@ async fn density(nodes: usize, pods: usize) -> bool {
     }
     let (g50, g99, gmax) = percentiles(&lat.get);
     let (l50, l99, lmax) = percentiles(&lat.list);
-    println!("  {:<28} {:>8} {:>9} {:>9} {:>9}", "probe during fill and churn", "requests", "p50 ms", "p99 ms", "max ms");
-    println!("  {:<28} {:>8} {g50:>9.1} {g99:>9.1} {gmax:>9.1}", "pod get", lat.get.len());
-    println!("  {:<28} {:>8} {l50:>9.1} {l99:>9.1} {lmax:>9.1}", format!("namespace list ({per} pods)"), lat.list.len());
+    println!(
+        "  {:<28} {:>8} {:>9} {:>9} {:>9}",
+        "probe during fill and churn", "requests", "p50 ms", "p99 ms", "max ms"
+    );
+    println!(
+        "  {:<28} {:>8} {g50:>9.1} {g99:>9.1} {gmax:>9.1}",
+        "pod get",
+        lat.get.len()
+    );
+    println!(
+        "  {:<28} {:>8} {l50:>9.1} {l99:>9.1} {lmax:>9.1}",
+        format!("namespace list ({per} pods)"),
+        lat.list.len()
+    );
     if lat.errors > 0 {
         println!("  probe errors: {}", lat.errors);
     }

@@ -7,7 +7,7 @@ pub mod config;
 pub mod controllers;
 pub mod node;
 pub mod patch;
-pub mod server;
 pub mod registry;
 pub mod scheduler;
+pub mod server;
 pub mod store;

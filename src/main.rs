@@ -7,7 +7,10 @@ fn main() {
     match command {
         Command::Server(cfg) => {
             init_tracing(&cfg.log_level);
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("rk3s: cannot start the runtime: {e}");
@@ -24,15 +27,14 @@ fn main() {
 }
 
 fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RK3S_LOG")
-        .unwrap_or_else(|_| {
-            // A plain level applies to rk3s; a filter string is taken as it is.
-            if level.contains('=') || level.contains(',') {
-                tracing_subscriber::EnvFilter::new(level)
-            } else {
-                tracing_subscriber::EnvFilter::new(format!("rk3s={level},warn"))
-            }
-        });
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RK3S_LOG").unwrap_or_else(|_| {
+        // A plain level applies to rk3s; a filter string is taken as it is.
+        if level.contains('=') || level.contains(',') {
+            tracing_subscriber::EnvFilter::new(level)
+        } else {
+            tracing_subscriber::EnvFilter::new(format!("rk3s={level},warn"))
+        }
+    });
     use std::io::IsTerminal;
     // Colour only on a terminal: log files and journald get plain text.
     tracing_subscriber::fmt()

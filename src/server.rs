@@ -34,7 +34,10 @@ pub enum ServerError {
     #[error("pki: {0}")]
     Pki(String),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("bootstrap: {0}")]
@@ -84,7 +87,11 @@ impl ControlPlane {
         let router = api::router(state.clone());
         // Compile the field-validation schemas off the request path.
         std::thread::spawn(crate::api::fieldvalidation::warm);
-        Ok(ControlPlane { state, router, store })
+        Ok(ControlPlane {
+            state,
+            router,
+            store,
+        })
     }
 
     /// A kube::Client that talks to this control plane through the router in
@@ -99,16 +106,23 @@ impl ControlPlane {
         let reg = &self.state.registry;
         let cat = &self.state.catalogue;
         let err = |e: crate::api::status::ApiError| ServerError::Bootstrap(e.to_string());
-        let ns_def = cat.get("", "v1", "namespaces").ok_or_else(|| ServerError::Bootstrap("no namespaces".into()))?;
+        let ns_def = cat
+            .get("", "v1", "namespaces")
+            .ok_or_else(|| ServerError::Bootstrap("no namespaces".into()))?;
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-            match reg.create(&ns_def, None, obj, &WriteOptions::default()).await {
+            match reg
+                .create(&ns_def, None, obj, &WriteOptions::default())
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if e.code == 409 => {}
                 Err(e) => return Err(err(e)),
             }
         }
-        let svc_def = cat.get("", "v1", "services").ok_or_else(|| ServerError::Bootstrap("no services".into()))?;
+        let svc_def = cat
+            .get("", "v1", "services")
+            .ok_or_else(|| ServerError::Bootstrap("no services".into()))?;
         let ip = cfg.first_service_ip()?.to_string();
         let svc = json!({
             "apiVersion": "v1", "kind": "Service",
@@ -117,7 +131,10 @@ impl ControlPlane {
             "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "sessionAffinity": "None",
                      "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": cfg.https_port}]},
         });
-        match reg.create(&svc_def, Some("default"), svc, &WriteOptions::default()).await {
+        match reg
+            .create(&svc_def, Some("default"), svc, &WriteOptions::default())
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.code == 409 => {}
             Err(e) => return Err(err(e)),
@@ -159,7 +176,10 @@ impl ControlPlane {
             let Some(def) = def else { continue };
             let opts = WriteOptions::default();
             let res = match reg.create(&def, Some("default"), obj.clone(), &opts).await {
-                Err(e) if e.code == 409 => reg.update(&def, Some("default"), "kubernetes", obj, None, &opts).await,
+                Err(e) if e.code == 409 => {
+                    reg.update(&def, Some("default"), "kubernetes", obj, None, &opts)
+                        .await
+                }
                 other => other,
             };
             res.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
@@ -191,7 +211,8 @@ fn store_options_from_env() -> SqliteOptions {
 pub fn in_memory_client(router: Router) -> kube::Client {
     let svc = tower::ServiceBuilder::new()
         .map_request(|mut req: http::Request<kube::client::Body>| {
-            req.extensions_mut().insert(Identity(Some(UserInfo::loopback())));
+            req.extensions_mut()
+                .insert(Identity(Some(UserInfo::loopback())));
             req.map(axum::body::Body::new)
         })
         .service(router);
@@ -212,10 +233,17 @@ fn primary_address() -> Option<String> {
     None
 }
 
-fn tls_setup(cfg: &ServerConfig) -> Result<(Arc<rustls::ServerConfig>, crate::auth::pki::Pki), ServerError> {
-    let pki = crate::auth::pki::Pki::load_or_create(&cfg.tls_dir(), &crate::auth::pki::SanInputs::from_config(cfg)?)
+fn tls_setup(
+    cfg: &ServerConfig,
+) -> Result<(Arc<rustls::ServerConfig>, crate::auth::pki::Pki), ServerError> {
+    let pki = crate::auth::pki::Pki::load_or_create(
+        &cfg.tls_dir(),
+        &crate::auth::pki::SanInputs::from_config(cfg)?,
+    )
+    .map_err(|e| ServerError::Pki(e.to_string()))?;
+    let tls = pki
+        .server_tls_config()
         .map_err(|e| ServerError::Pki(e.to_string()))?;
-    let tls = pki.server_tls_config().map_err(|e| ServerError::Pki(e.to_string()))?;
     Ok((tls, pki))
 }
 
@@ -223,7 +251,8 @@ fn write_kubeconfigs(cfg: &ServerConfig, pki: &crate::auth::pki::Pki) -> Result<
     use crate::auth::kubeconfig;
     let contents = pki.admin_kubeconfig(&cfg.local_server_url());
     let write = |p: &Path, mode: u32| {
-        kubeconfig::write_kubeconfig(p, &contents, mode).map_err(|e| ServerError::Pki(e.to_string()))
+        kubeconfig::write_kubeconfig(p, &contents, mode)
+            .map_err(|e| ServerError::Pki(e.to_string()))
     };
     write(&cfg.admin_kubeconfig_path(), 0o600)?;
     if let Some(p) = &cfg.write_kubeconfig {
@@ -256,7 +285,10 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
     let _controllers = crate::controllers::start(ctx, &cfg.disable);
     // ---- scheduler and simulated nodes (issue 4) ----
     let _scheduler = (!cfg.is_disabled("scheduler")).then(|| {
-        let opts = crate::scheduler::SchedulerOptions { scoring: cfg.scheduler_scoring, ..Default::default() };
+        let opts = crate::scheduler::SchedulerOptions {
+            scoring: cfg.scheduler_scoring,
+            ..Default::default()
+        };
         crate::scheduler::start(cp.client(), opts)
     });
     let _simulated_nodes = (cfg.simulate_nodes > 0).then(|| {
@@ -266,7 +298,9 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
     // ---- end scheduler and simulated nodes ----
 
     let addr = SocketAddr::new(cfg.bind_address, cfg.https_port);
-    let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Listen { addr, source })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Listen { addr, source })?;
     info!(%addr, elapsed_ms = started.elapsed().as_millis() as u64, kubeconfig = %cfg.admin_kubeconfig_path().display(), "rk3s API server is ready");
 
     let shutdown = CancellationToken::new();
@@ -321,7 +355,10 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {
@@ -335,7 +372,9 @@ mod tests {
     use super::*;
     use futures::{StreamExt, TryStreamExt};
     use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
-    use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+    use kube::api::{
+        Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+    };
 
     fn temp_config() -> ServerConfig {
         let dir = std::env::temp_dir().join(format!("rk3s-cp-{}", uuid::Uuid::new_v4()));
@@ -352,37 +391,78 @@ mod tests {
         let client = cp.client();
 
         let nss: Api<Namespace> = Api::all(client.clone());
-        let names: Vec<String> =
-            nss.list(&ListParams::default()).await.expect("list ns").items.into_iter().filter_map(|n| n.metadata.name).collect();
+        let names: Vec<String> = nss
+            .list(&ListParams::default())
+            .await
+            .expect("list ns")
+            .items
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .collect();
         for want in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            assert!(names.iter().any(|n| n == want), "missing namespace {want} in {names:?}");
+            assert!(
+                names.iter().any(|n| n == want),
+                "missing namespace {want} in {names:?}"
+            );
         }
         let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
         let k = svcs.get("kubernetes").await.expect("kubernetes service");
-        assert_eq!(k.spec.and_then(|s| s.cluster_ip).as_deref(), Some("10.43.0.1"));
+        assert_eq!(
+            k.spec.and_then(|s| s.cluster_ip).as_deref(),
+            Some("10.43.0.1")
+        );
 
         let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-        let mut watch = cms.watch(&WatchParams::default(), "0").await.expect("watch").boxed();
+        let mut watch = cms
+            .watch(&WatchParams::default(), "0")
+            .await
+            .expect("watch")
+            .boxed();
         let cm: ConfigMap = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "c1", "labels": {"app": "x"}}, "data": {"a": "1"}
         }))
         .expect("cm");
-        let created = cms.create(&PostParams::default(), &cm).await.expect("create");
+        let created = cms
+            .create(&PostParams::default(), &cm)
+            .await
+            .expect("create");
         let rv1 = created.metadata.resource_version.clone().expect("rv");
-        let err = cms.create(&PostParams::default(), &cm).await.expect_err("duplicate");
+        let err = cms
+            .create(&PostParams::default(), &cm)
+            .await
+            .expect_err("duplicate");
         match err {
             kube::Error::Api(s) => assert_eq!((s.code, s.reason.as_str()), (409, "AlreadyExists")),
             other => panic!("unexpected {other:?}"),
         }
         let patched = cms
-            .patch("c1", &PatchParams::default(), &Patch::Merge(serde_json::json!({"data": {"b": "2"}})))
+            .patch(
+                "c1",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"data": {"b": "2"}})),
+            )
             .await
             .expect("patch");
-        assert_ne!(patched.metadata.resource_version.as_deref(), Some(rv1.as_str()));
-        assert_eq!(patched.data.as_ref().and_then(|d| d.get("b")).map(String::as_str), Some("2"));
-        let listed = cms.list(&ListParams::default().labels("app=x")).await.expect("list");
+        assert_ne!(
+            patched.metadata.resource_version.as_deref(),
+            Some(rv1.as_str())
+        );
+        assert_eq!(
+            patched
+                .data
+                .as_ref()
+                .and_then(|d| d.get("b"))
+                .map(String::as_str),
+            Some("2")
+        );
+        let listed = cms
+            .list(&ListParams::default().labels("app=x"))
+            .await
+            .expect("list");
         assert_eq!(listed.items.len(), 1);
-        cms.delete("c1", &DeleteParams::default()).await.expect("delete");
+        cms.delete("c1", &DeleteParams::default())
+            .await
+            .expect("delete");
 
         let mut kinds = Vec::new();
         while kinds.len() < 3 {

@@ -337,7 +337,11 @@ fn orphan_and_foreground_deletion() {
     std::thread::sleep(Duration::from_millis(300));
     // No propagationPolicy, so the object's own finalizer decides (kubectl
     // delete would send an explicit Background, which drops it, as upstream).
-    s.k(&["delete", "--raw", "/api/v1/namespaces/fg/configmaps/parent2"]);
+    s.k(&[
+        "delete",
+        "--raw",
+        "/api/v1/namespaces/fg/configmaps/parent2",
+    ]);
     wait_gone(&s, &["cm", "parent2", "-n", "fg"]);
     assert!(exists(&s, &["cm", "kid2", "-n", "fg"]));
     assert_eq!(

@@ -46,10 +46,14 @@ fn unreachable_node_is_tainted_and_its_pods_move() {
         .arg("--node-monitor-grace-period")
         .arg("3s")
         .start();
-    assert!(wait_until(WAIT, || common::stdout(&s.kubectl(&["get", "nodes", "--no-headers"]))
-        .lines()
-        .filter(|l| l.contains(" Ready "))
-        .count()
+    assert!(wait_until(WAIT, || common::stdout(&s.kubectl(&[
+        "get",
+        "nodes",
+        "--no-headers"
+    ]))
+    .lines()
+    .filter(|l| l.contains(" Ready "))
+    .count()
         == 3));
 
     s.k_in(RS, &["apply", "-f", "-"]);
@@ -61,7 +65,10 @@ fn unreachable_node_is_tainted_and_its_pods_move() {
         "the ReplicaSet's pods never ran:\n{}",
         s.k(&["get", "pods", "-o", "wide"])
     );
-    let victim_node = fleet(&s)[0]["spec"]["nodeName"].as_str().unwrap_or("").to_string();
+    let victim_node = fleet(&s)[0]["spec"]["nodeName"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let on_victim: Vec<String> = fleet(&s)
         .iter()
         .filter(|p| p["spec"]["nodeName"] == victim_node.as_str())
@@ -75,19 +82,34 @@ fn unreachable_node_is_tainted_and_its_pods_move() {
         ),
         &["apply", "-f", "-"],
     );
-    assert!(wait_until(WAIT, || s.k_json(&["get", "pod", "patient"])["status"]["phase"] == "Running"));
+    assert!(wait_until(
+        WAIT,
+        || s.k_json(&["get", "pod", "patient"])["status"]["phase"] == "Running"
+    ));
 
-    s.k(&["annotate", "node", &victim_node, "rk3s.io/simulate-stopped=true"]);
+    s.k(&[
+        "annotate",
+        "node",
+        &victim_node,
+        "rk3s.io/simulate-stopped=true",
+    ]);
     assert!(
         wait_until(WAIT, || {
             let d = s.k(&["describe", "node", &victim_node]);
-            d.contains("node.kubernetes.io/unreachable:NoExecute") && d.contains("node.kubernetes.io/unreachable:NoSchedule")
+            d.contains("node.kubernetes.io/unreachable:NoExecute")
+                && d.contains("node.kubernetes.io/unreachable:NoSchedule")
         }),
         "{}",
         s.k(&["describe", "node", &victim_node])
     );
     let n = s.k_json(&["get", "node", &victim_node]);
-    let ready = n["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").cloned().unwrap();
+    let ready = n["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .cloned()
+        .unwrap();
     assert_eq!(ready["status"], "Unknown");
     assert_eq!(ready["reason"], "NodeStatusUnknown");
     assert_eq!(ready["message"], "Kubelet stopped posting node status.");
@@ -99,43 +121,80 @@ fn unreachable_node_is_tainted_and_its_pods_move() {
         wait_until(WAIT, || {
             let pods = fleet(&s);
             let running: Vec<&Value> = pods.iter().filter(|p| is_running(p)).collect();
-            running.len() == 3 && running.iter().all(|p| p["spec"]["nodeName"] != victim_node.as_str())
+            running.len() == 3
+                && running
+                    .iter()
+                    .all(|p| p["spec"]["nodeName"] != victim_node.as_str())
         }),
         "pods did not move off {victim_node}:\n{}",
         s.k(&["get", "pods", "-o", "wide"])
     );
-    let events = s.k_json(&["get", "events", "--field-selector", "reason=TaintManagerEviction"]);
-    let messages: Vec<&str> = events["items"].as_array().unwrap().iter().filter_map(|e| e["message"].as_str()).collect();
+    let events = s.k_json(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=TaintManagerEviction",
+    ]);
+    let messages: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
     for name in &on_victim {
         let want = format!("Marking for deletion Pod default/{name}");
-        assert!(messages.contains(&want.as_str()), "{want} not in {messages:?}");
+        assert!(
+            messages.contains(&want.as_str()),
+            "{want} not in {messages:?}"
+        );
     }
 
     // The patient pod is still there, marked NotReady.
     let p = s.k_json(&["get", "pod", "patient"]);
     assert!(p["metadata"]["deletionTimestamp"].is_null());
-    let ready = p["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").cloned().unwrap();
+    let ready = p["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .cloned()
+        .unwrap();
     assert_eq!(ready["status"], "False", "{p}");
 
     // The node comes back: Ready, no taints, the pod Ready again.
-    s.k(&["annotate", "node", &victim_node, "rk3s.io/simulate-stopped-"]);
+    s.k(&[
+        "annotate",
+        "node",
+        &victim_node,
+        "rk3s.io/simulate-stopped-",
+    ]);
     assert!(
         wait_until(WAIT, || {
             let n = s.k_json(&["get", "node", &victim_node]);
             n["spec"]["taints"].as_array().is_none_or(|t| t.is_empty())
-                && squeeze(&s.k(&["get", "node", &victim_node, "--no-headers"])).starts_with(&format!("{victim_node} Ready"))
+                && squeeze(&s.k(&["get", "node", &victim_node, "--no-headers"]))
+                    .starts_with(&format!("{victim_node} Ready"))
         }),
         "{}",
         s.k(&["describe", "node", &victim_node])
     );
     assert!(wait_until(WAIT, || {
         let p = s.k_json(&["get", "pod", "patient"]);
-        p["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True")
+        p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
     }));
     let desc = s.k(&["describe", "node", &victim_node]);
-    assert!(desc.contains(&format!("Node {victim_node} status is now: NodeNotReady")), "{desc}");
     assert!(
-        wait_until(WAIT, || s.k(&["describe", "node", &victim_node]).contains(&format!("Node {victim_node} status is now: NodeReady"))),
+        desc.contains(&format!("Node {victim_node} status is now: NodeNotReady")),
+        "{desc}"
+    );
+    assert!(
+        wait_until(WAIT, || s
+            .k(&["describe", "node", &victim_node])
+            .contains(&format!("Node {victim_node} status is now: NodeReady"))),
         "{}",
         s.k(&["describe", "node", &victim_node])
     );

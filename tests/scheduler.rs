@@ -47,11 +47,23 @@ fn pod(s: &Server, ns: &str, name: &str) -> Value {
 fn wait_node(s: &Server, ns: &str, name: &str) -> String {
     let mut node = String::new();
     let ok = wait_until(WAIT, || {
-        let out = s.kubectl(&["get", "pod", name, "-n", ns, "-o", "jsonpath={.spec.nodeName}"]);
+        let out = s.kubectl(&[
+            "get",
+            "pod",
+            name,
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.spec.nodeName}",
+        ]);
         node = common::stdout(&out).trim().to_string();
         !node.is_empty()
     });
-    assert!(ok, "pod {ns}/{name} was never scheduled:\n{}", s.k(&["describe", "pod", name, "-n", ns]));
+    assert!(
+        ok,
+        "pod {ns}/{name} was never scheduled:\n{}",
+        s.k(&["describe", "pod", name, "-n", ns])
+    );
     node
 }
 
@@ -86,7 +98,10 @@ fn wait_failed_scheduling(s: &Server, ns: &str, name: &str, want: impl Fn(&str) 
             }
         }
     });
-    assert!(ok, "no matching FailedScheduling event for {ns}/{name}; saw:\n{last}");
+    assert!(
+        ok,
+        "no matching FailedScheduling event for {ns}/{name}; saw:\n{last}"
+    );
     last
 }
 
@@ -108,13 +123,28 @@ fn filters_and_failed_scheduling_messages() {
     s.k(&["taint", "node", "sim-2", "dedicated=gpu:NoSchedule"]);
 
     // nodeSelector.
-    apply(&s, &simple_pod("ssd", "f", "  nodeSelector: {disk: ssd}\n", "100m"));
+    apply(
+        &s,
+        &simple_pod("ssd", "f", "  nodeSelector: {disk: ssd}\n", "100m"),
+    );
     assert_eq!(wait_node(&s, "f", "ssd"), "sim-0");
     let p = pod(&s, "f", "ssd");
-    let scheduled = p["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "PodScheduled").cloned();
-    assert_eq!(scheduled.as_ref().map(|c| c["status"].clone()), Some(Value::from("True")), "{p}");
+    let scheduled = p["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "PodScheduled")
+        .cloned();
+    assert_eq!(
+        scheduled.as_ref().map(|c| c["status"].clone()),
+        Some(Value::from("True")),
+        "{p}"
+    );
     let desc = s.k(&["describe", "pod", "ssd", "-n", "f"]);
-    assert!(desc.contains("Successfully assigned f/ssd to sim-0"), "{desc}");
+    assert!(
+        desc.contains("Successfully assigned f/ssd to sim-0"),
+        "{desc}"
+    );
     assert!(desc.contains("default-scheduler"), "{desc}");
 
     // Too big for any node, and a taint: upstream's exact wording.
@@ -138,10 +168,16 @@ fn filters_and_failed_scheduling_messages() {
         cond["reason"] == "Unschedulable"
     });
     assert!(ok, "PodScheduled never became False/Unschedulable: {cond}");
-    assert_eq!((cond["status"].as_str(), cond["reason"].as_str()), (Some("False"), Some("Unschedulable")));
+    assert_eq!(
+        (cond["status"].as_str(), cond["reason"].as_str()),
+        (Some("False"), Some("Unschedulable"))
+    );
     assert_eq!(cond["message"].as_str(), Some(msg.as_str()));
     let desc = s.k(&["describe", "pod", "big", "-n", "f"]);
-    assert!(desc.contains("FailedScheduling") && desc.contains("untolerated taint {dedicated: gpu}"), "{desc}");
+    assert!(
+        desc.contains("FailedScheduling") && desc.contains("untolerated taint {dedicated: gpu}"),
+        "{desc}"
+    );
 
     // A toleration opens the tainted node.
     apply(
@@ -180,8 +216,13 @@ fn filters_and_failed_scheduling_messages() {
 
     // Cordon: the unschedulable taint and the NodeUnschedulable filter.
     s.k(&["cordon", "sim-0"]);
-    assert!(wait_until(WAIT, || s.k(&["describe", "node", "sim-0"]).contains("node.kubernetes.io/unschedulable:NoSchedule")));
-    apply(&s, &simple_pod("cordoned", "f", "  nodeSelector: {disk: ssd}\n", "100m"));
+    assert!(wait_until(WAIT, || s
+        .k(&["describe", "node", "sim-0"])
+        .contains("node.kubernetes.io/unschedulable:NoSchedule")));
+    apply(
+        &s,
+        &simple_pod("cordoned", "f", "  nodeSelector: {disk: ssd}\n", "100m"),
+    );
     let msg = wait_failed_scheduling(&s, "f", "cordoned", |m| m.contains("unschedulable"));
     assert!(
         msg.starts_with(
@@ -219,7 +260,12 @@ fn filters_and_failed_scheduling_messages() {
     // A missing PVC fails every node before the filters run.
     apply(
         &s,
-        &simple_pod("nopvc", "f", "  volumes: [{name: d, persistentVolumeClaim: {claimName: nope}}]\n", "100m"),
+        &simple_pod(
+            "nopvc",
+            "f",
+            "  volumes: [{name: d, persistentVolumeClaim: {claimName: nope}}]\n",
+            "100m",
+        ),
     );
     let msg = wait_failed_scheduling(&s, "f", "nopvc", |m| m.contains("nope"));
     assert_eq!(
@@ -234,14 +280,20 @@ fn spreading_affinity_and_anti_affinity() {
     let s = sim_server(3, &[]);
     s.k(&["create", "namespace", "t"]);
     for (n, zone) in [("sim-0", "a"), ("sim-1", "a"), ("sim-2", "b")] {
-        s.k(&["label", "node", n, &format!("topology.kubernetes.io/zone={zone}")]);
+        s.k(&[
+            "label",
+            "node",
+            n,
+            &format!("topology.kubernetes.io/zone={zone}"),
+        ]);
     }
 
     // Required anti-affinity on hostname: one per node, the fourth waits.
     let anti = "  affinity:\n    podAntiAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - topologyKey: kubernetes.io/hostname\n        labelSelector: {matchLabels: {group: solo}}\n";
     let mut nodes = Vec::new();
     for i in 0..4 {
-        let y = simple_pod(&format!("solo-{i}"), "t", anti, "100m").replace("labels: {app: ", "labels: {group: solo, app: ");
+        let y = simple_pod(&format!("solo-{i}"), "t", anti, "100m")
+            .replace("labels: {app: ", "labels: {group: solo, app: ");
         apply(&s, &y);
         if i < 3 {
             nodes.push(wait_node(&s, "t", &format!("solo-{i}")));
@@ -260,22 +312,39 @@ fn spreading_affinity_and_anti_affinity() {
     let spread = "  topologySpreadConstraints:\n  - maxSkew: 1\n    topologyKey: topology.kubernetes.io/zone\n    whenUnsatisfiable: DoNotSchedule\n    labelSelector: {matchLabels: {group: spread}}\n";
     let mut zones: BTreeMap<String, usize> = BTreeMap::new();
     for i in 0..4 {
-        let y = simple_pod(&format!("spread-{i}"), "t", spread, "100m").replace("labels: {app: ", "labels: {group: spread, app: ");
+        let y = simple_pod(&format!("spread-{i}"), "t", spread, "100m")
+            .replace("labels: {app: ", "labels: {group: spread, app: ");
         apply(&s, &y);
         let node = wait_node(&s, "t", &format!("spread-{i}"));
         let zone = if node == "sim-2" { "b" } else { "a" };
         *zones.entry(zone.to_string()).or_insert(0) += 1;
     }
-    assert_eq!(zones, BTreeMap::from([("a".to_string(), 2), ("b".to_string(), 2)]));
+    assert_eq!(
+        zones,
+        BTreeMap::from([("a".to_string(), 2), ("b".to_string(), 2)])
+    );
 
     // A node without the topology key cannot take a constrained pod.
-    let y = simple_pod("nokey", "t", &spread.replace("topology.kubernetes.io/zone", "rack"), "100m");
+    let y = simple_pod(
+        "nokey",
+        "t",
+        &spread.replace("topology.kubernetes.io/zone", "rack"),
+        "100m",
+    );
     apply(&s, &y);
     let msg = wait_failed_scheduling(&s, "t", "nokey", |m| m.contains("spread"));
     assert!(msg.starts_with("0/3 nodes are available: 3 node(s) didn't match pod topology spread constraints (missing required label)."), "{msg}");
 
     // Required pod affinity: follow the db pod into its zone.
-    apply(&s, &simple_pod("db", "t", "  nodeSelector: {kubernetes.io/hostname: sim-2}\n", "100m"));
+    apply(
+        &s,
+        &simple_pod(
+            "db",
+            "t",
+            "  nodeSelector: {kubernetes.io/hostname: sim-2}\n",
+            "100m",
+        ),
+    );
     assert_eq!(wait_node(&s, "t", "db"), "sim-2");
     let aff = "  affinity:\n    podAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - topologyKey: topology.kubernetes.io/zone\n        labelSelector: {matchLabels: {app: db}}\n";
     apply(&s, &simple_pod("near-db", "t", aff, "100m"));
@@ -285,7 +354,9 @@ fn spreading_affinity_and_anti_affinity() {
 #[test]
 fn scoring_spreads_by_default_and_packs_with_most_allocated() {
     for (flag, want_distinct) in [(None, 3usize), (Some("MostAllocated"), 1)] {
-        let extra: Vec<&str> = flag.map(|f| vec!["--scheduler-scoring", f]).unwrap_or_default();
+        let extra: Vec<&str> = flag
+            .map(|f| vec!["--scheduler-scoring", f])
+            .unwrap_or_default();
         let s = sim_server(3, &extra);
         let mut nodes = Vec::new();
         for i in 0..3 {
@@ -307,10 +378,22 @@ fn wait_for_first_consumer_volumes_get_a_selected_node() {
         "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: local}\nprovisioner: rancher.io/local-path\nvolumeBindingMode: WaitForFirstConsumer\n---\n\
          apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data, namespace: default}\nspec:\n  storageClassName: local\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n",
     );
-    apply(&s, &simple_pod("user", "default", "  volumes: [{name: d, persistentVolumeClaim: {claimName: data}}]\n", "100m"));
+    apply(
+        &s,
+        &simple_pod(
+            "user",
+            "default",
+            "  volumes: [{name: d, persistentVolumeClaim: {claimName: data}}]\n",
+            "100m",
+        ),
+    );
     let node = wait_node(&s, "default", "user");
     let pvc = s.k_json(&["get", "pvc", "data"]);
-    assert_eq!(pvc["metadata"]["annotations"]["volume.kubernetes.io/selected-node"].as_str(), Some(node.as_str()), "{pvc}");
+    assert_eq!(
+        pvc["metadata"]["annotations"]["volume.kubernetes.io/selected-node"].as_str(),
+        Some(node.as_str()),
+        "{pvc}"
+    );
 
     // An Immediate class leaves unbound claims to the PV controller.
     apply(
@@ -318,9 +401,22 @@ fn wait_for_first_consumer_volumes_get_a_selected_node() {
         "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: now}\nprovisioner: example.com/x\nvolumeBindingMode: Immediate\n---\n\
          apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: early, namespace: default}\nspec:\n  storageClassName: now\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n",
     );
-    apply(&s, &simple_pod("waits", "default", "  volumes: [{name: d, persistentVolumeClaim: {claimName: early}}]\n", "100m"));
+    apply(
+        &s,
+        &simple_pod(
+            "waits",
+            "default",
+            "  volumes: [{name: d, persistentVolumeClaim: {claimName: early}}]\n",
+            "100m",
+        ),
+    );
     let msg = wait_failed_scheduling(&s, "default", "waits", |m| m.contains("immediate"));
-    assert!(msg.starts_with("0/2 nodes are available: pod has unbound immediate PersistentVolumeClaims."), "{msg}");
+    assert!(
+        msg.starts_with(
+            "0/2 nodes are available: pod has unbound immediate PersistentVolumeClaims."
+        ),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -333,7 +429,12 @@ fn preemption_evicts_lower_priority_pods() {
     );
     // Fill both nodes with low-priority pods of 1500m.
     for i in 0..2 {
-        let y = simple_pod(&format!("low-{i}"), "default", "  priorityClassName: low\n", "1500m");
+        let y = simple_pod(
+            &format!("low-{i}"),
+            "default",
+            "  priorityClassName: low\n",
+            "1500m",
+        );
         apply(&s, &y);
         wait_node(&s, "default", &format!("low-{i}"));
     }
@@ -342,23 +443,45 @@ fn preemption_evicts_lower_priority_pods() {
         &s,
         "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: polite}\nvalue: 2000\npreemptionPolicy: Never\n",
     );
-    apply(&s, &simple_pod("polite", "default", "  priorityClassName: polite\n", "1"));
+    apply(
+        &s,
+        &simple_pod("polite", "default", "  priorityClassName: polite\n", "1"),
+    );
     let msg = wait_failed_scheduling(&s, "default", "polite", |m| m.contains("preemption"));
-    assert_eq!(msg, "0/2 nodes are available: 2 Insufficient cpu. preemption: not eligible due to preemptionPolicy=Never.");
+    assert_eq!(
+        msg,
+        "0/2 nodes are available: 2 Insufficient cpu. preemption: not eligible due to preemptionPolicy=Never."
+    );
     s.k(&["delete", "pod", "polite"]);
 
-    apply(&s, &simple_pod("vip", "default", "  priorityClassName: high\n", "1"));
+    apply(
+        &s,
+        &simple_pod("vip", "default", "  priorityClassName: high\n", "1"),
+    );
     let node = wait_node(&s, "default", "vip");
     let vip = pod(&s, "default", "vip");
     assert_eq!(vip["spec"]["priority"], 1000);
-    assert_eq!(vip["status"]["nominatedNodeName"].as_str(), Some(node.as_str()), "{vip}");
+    assert_eq!(
+        vip["status"]["nominatedNodeName"].as_str(),
+        Some(node.as_str()),
+        "{vip}"
+    );
     let pods = s.k(&["get", "pods", "-o", "name"]);
     let low_left: Vec<&str> = pods.lines().filter(|l| l.contains("low-")).collect();
     assert_eq!(low_left.len(), 1, "exactly one victim: {pods}");
     let events = s.k(&["get", "events", "-o", "json"]);
     let uid = vip["metadata"]["uid"].as_str().unwrap_or_default();
-    assert!(events.contains(&format!("Preempted by pod {uid} on node {node}")), "{events}");
+    assert!(
+        events.contains(&format!("Preempted by pod {uid} on node {node}")),
+        "{events}"
+    );
     let desc = s.k(&["describe", "pod", "vip"]);
-    assert!(desc.contains("0/2 nodes are available: 2 Insufficient cpu."), "{desc}");
-    assert!(desc.contains(&format!("Successfully assigned default/vip to {node}")), "{desc}");
+    assert!(
+        desc.contains("0/2 nodes are available: 2 Insufficient cpu."),
+        "{desc}"
+    );
+    assert!(
+        desc.contains(&format!("Successfully assigned default/vip to {node}")),
+        "{desc}"
+    );
 }

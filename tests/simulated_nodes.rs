@@ -14,16 +14,22 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn start(nodes: u32, extra: &[&str]) -> Server {
-    let mut b = Server::builder().arg("--simulate-nodes").arg(nodes.to_string());
+    let mut b = Server::builder()
+        .arg("--simulate-nodes")
+        .arg(nodes.to_string());
     for a in extra {
         b = b.arg(*a);
     }
     let s = b.start();
     assert!(
-        wait_until(WAIT, || common::stdout(&s.kubectl(&["get", "nodes", "--no-headers"]))
-            .lines()
-            .filter(|l| l.contains(" Ready "))
-            .count()
+        wait_until(WAIT, || common::stdout(&s.kubectl(&[
+            "get",
+            "nodes",
+            "--no-headers"
+        ]))
+        .lines()
+        .filter(|l| l.contains(" Ready "))
+        .count()
             == nodes as usize),
         "nodes not Ready:\n{}",
         s.k(&["get", "nodes"])
@@ -50,7 +56,17 @@ fn pod_yaml(name: &str, restart: &str, annotations: &str) -> String {
 
 #[test]
 fn nodes_look_like_kubelets_registered_them() {
-    let s = start(3, &["--simulate-node-cpu", "3500m", "--simulate-node-memory", "8Gi", "--simulate-node-pods", "50"]);
+    let s = start(
+        3,
+        &[
+            "--simulate-node-cpu",
+            "3500m",
+            "--simulate-node-memory",
+            "8Gi",
+            "--simulate-node-pods",
+            "50",
+        ],
+    );
     let wide = s.k(&["get", "nodes", "-o", "wide", "--no-headers"]);
     let rows: Vec<String> = wide.lines().map(squeeze).collect();
     assert_eq!(rows.len(), 3, "{wide}");
@@ -74,8 +90,17 @@ fn nodes_look_like_kubelets_registered_them() {
     assert_eq!(n["status"]["capacity"]["pods"], "50");
     assert_eq!(n["status"]["nodeInfo"]["kubeletVersion"], "v1.33.1");
     assert_eq!(n["status"]["nodeInfo"]["operatingSystem"], "linux");
-    let ready = n["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").cloned().unwrap();
-    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("True"), Some("KubeletReady")));
+    let ready = n["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("True"), Some("KubeletReady"))
+    );
     let lease = s.k_json(&["get", "lease", "sim-1", "-n", "kube-node-lease"]);
     assert_eq!(lease["spec"]["holderIdentity"], "sim-1");
     assert!(lease["spec"]["renewTime"].is_string());
@@ -95,17 +120,47 @@ fn pods_run_complete_fail_and_restart() {
     let n = s.k_json(&["get", "node", &node]);
     let cidr = n["spec"]["podCIDR"].as_str().unwrap_or("").to_string();
     let ip = p["status"]["podIP"].as_str().unwrap_or("");
-    assert!(ip.starts_with(cidr.trim_end_matches("0/24")), "{ip} not in {cidr}");
+    assert!(
+        ip.starts_with(cidr.trim_end_matches("0/24")),
+        "{ip} not in {cidr}"
+    );
     assert_eq!(p["status"]["podIPs"][0]["ip"].as_str(), Some(ip));
-    assert_eq!(p["status"]["hostIP"], n["status"]["addresses"][0]["address"]);
+    assert_eq!(
+        p["status"]["hostIP"],
+        n["status"]["addresses"][0]["address"]
+    );
     assert!(p["status"]["startTime"].is_string());
     let cs = &p["status"]["containerStatuses"][0];
-    assert_eq!((cs["ready"].as_bool(), cs["started"].as_bool()), (Some(true), Some(true)));
+    assert_eq!(
+        (cs["ready"].as_bool(), cs["started"].as_bool()),
+        (Some(true), Some(true))
+    );
     assert!(cs["state"]["running"]["startedAt"].is_string(), "{cs}");
-    assert!(cs["containerID"].as_str().unwrap_or("").starts_with("rk3s-sim://"));
-    for t in ["PodScheduled", "Initialized", "ContainersReady", "Ready", "PodReadyToStartContainers"] {
-        let c = p["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == t).cloned();
-        assert_eq!(c.map(|c| c["status"].clone()), Some(Value::from("True")), "{t}: {}", p["status"]);
+    assert!(
+        cs["containerID"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("rk3s-sim://")
+    );
+    for t in [
+        "PodScheduled",
+        "Initialized",
+        "ContainersReady",
+        "Ready",
+        "PodReadyToStartContainers",
+    ] {
+        let c = p["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .cloned();
+        assert_eq!(
+            c.map(|c| c["status"].clone()),
+            Some(Value::from("True")),
+            "{t}: {}",
+            p["status"]
+        );
     }
     let row = squeeze(&s.k(&["get", "pod", "web", "--no-headers"]));
     assert!(row.starts_with("web 1/1 Running 0"), "{row}");
@@ -124,31 +179,51 @@ fn pods_run_complete_fail_and_restart() {
     s.k_in(&pod_yaml("done", "Never", ""), &["apply", "-f", "-"]);
     let p = wait_phase(&s, "done", "Succeeded");
     let term = &p["status"]["containerStatuses"][0]["state"]["terminated"];
-    assert_eq!((term["exitCode"].as_i64(), term["reason"].as_str()), (Some(0), Some("Completed")), "{term}");
+    assert_eq!(
+        (term["exitCode"].as_i64(), term["reason"].as_str()),
+        (Some(0), Some("Completed")),
+        "{term}"
+    );
     let row = squeeze(&s.k(&["get", "pod", "done", "--no-headers"]));
     assert!(row.starts_with("done 0/1 Completed 0"), "{row}");
 
     // Exit code 3 with Never: Failed, reason Error.
-    s.k_in(&pod_yaml("bad", "Never", "rk3s.io/simulate-exit-code: \"3\""), &["apply", "-f", "-"]);
+    s.k_in(
+        &pod_yaml("bad", "Never", "rk3s.io/simulate-exit-code: \"3\""),
+        &["apply", "-f", "-"],
+    );
     let p = wait_phase(&s, "bad", "Failed");
     let term = &p["status"]["containerStatuses"][0]["state"]["terminated"];
-    assert_eq!((term["exitCode"].as_i64(), term["reason"].as_str()), (Some(3), Some("Error")), "{term}");
+    assert_eq!(
+        (term["exitCode"].as_i64(), term["reason"].as_str()),
+        (Some(3), Some("Error")),
+        "{term}"
+    );
     let row = squeeze(&s.k(&["get", "pod", "bad", "--no-headers"]));
     assert!(row.starts_with("bad 0/1 Error 0"), "{row}");
 
     // OnFailure: restarts, counted, stays Running.
-    s.k_in(&pod_yaml("flaky", "OnFailure", "rk3s.io/simulate-exit-code: \"1\""), &["apply", "-f", "-"]);
+    s.k_in(
+        &pod_yaml("flaky", "OnFailure", "rk3s.io/simulate-exit-code: \"1\""),
+        &["apply", "-f", "-"],
+    );
     let mut last = Value::Null;
     assert!(
         wait_until(WAIT, || {
             last = s.k_json(&["get", "pod", "flaky"]);
-            last["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0) >= 1
+            last["status"]["containerStatuses"][0]["restartCount"]
+                .as_i64()
+                .unwrap_or(0)
+                >= 1
         }),
         "flaky never restarted: {}",
         last["status"]
     );
     assert_eq!(last["status"]["phase"], "Running");
-    assert_eq!(last["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 1);
+    assert_eq!(
+        last["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
+        1
+    );
 
     // Deleting a running pod finishes at once.
     s.k(&["delete", "pod", "web", "--timeout=20s"]);
@@ -159,12 +234,23 @@ fn pods_run_complete_fail_and_restart() {
 #[test]
 fn a_stopped_kubelet_stops_heartbeating() {
     let s = start(2, &["--node-monitor-grace-period", "3s"]);
-    let renew = |s: &Server| s.k_json(&["get", "lease", "sim-0", "-n", "kube-node-lease"])["spec"]["renewTime"].clone();
+    let renew = |s: &Server| {
+        s.k_json(&["get", "lease", "sim-0", "-n", "kube-node-lease"])["spec"]["renewTime"].clone()
+    };
     let before = renew(&s);
-    assert!(wait_until(WAIT, || renew(&s) != before), "sim-0 does not renew its lease");
+    assert!(
+        wait_until(WAIT, || renew(&s) != before),
+        "sim-0 does not renew its lease"
+    );
     s.k(&["annotate", "node", "sim-0", "rk3s.io/simulate-stopped=true"]);
     assert!(
-        wait_until(WAIT, || squeeze(&s.k(&["get", "node", "sim-0", "--no-headers"])).starts_with("sim-0 NotReady")),
+        wait_until(WAIT, || squeeze(&s.k(&[
+            "get",
+            "node",
+            "sim-0",
+            "--no-headers"
+        ]))
+        .starts_with("sim-0 NotReady")),
         "{}",
         s.k(&["get", "nodes"])
     );
@@ -177,12 +263,27 @@ fn a_stopped_kubelet_stops_heartbeating() {
         &["apply", "-f", "-"],
     );
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(s.k_json(&["get", "pod", "stuck"])["status"]["phase"], "Pending");
+    assert_eq!(
+        s.k_json(&["get", "pod", "stuck"])["status"]["phase"],
+        "Pending"
+    );
     // Back up: Ready again, and the pod runs.
     s.k(&["annotate", "node", "sim-0", "rk3s.io/simulate-stopped-"]);
-    assert!(wait_until(WAIT, || squeeze(&s.k(&["get", "node", "sim-0", "--no-headers"])).starts_with("sim-0 Ready")));
+    assert!(wait_until(WAIT, || squeeze(&s.k(&[
+        "get",
+        "node",
+        "sim-0",
+        "--no-headers"
+    ]))
+    .starts_with("sim-0 Ready")));
     wait_phase(&s, "stuck", "Running");
     let n = s.k_json(&["get", "node", "sim-0"]);
-    let ready = n["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").cloned().unwrap();
+    let ready = n["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .cloned()
+        .unwrap();
     assert_eq!(ready["reason"], "KubeletReady");
 }

@@ -25,7 +25,11 @@ fn subresource_kind(def: &ResourceDef, sub: &str) -> (String, String, String) {
         "scale" => ("autoscaling".into(), "v1".into(), "Scale".into()),
         "binding" => ("".into(), "v1".into(), "Binding".into()),
         "eviction" => ("policy".into(), "v1".into(), "Eviction".into()),
-        "token" => ("authentication.k8s.io".into(), "v1".into(), "TokenRequest".into()),
+        "token" => (
+            "authentication.k8s.io".into(),
+            "v1".into(),
+            "TokenRequest".into(),
+        ),
         "log" | "exec" | "attach" | "portforward" | "proxy" => (
             "".into(),
             "v1".into(),
@@ -48,7 +52,10 @@ fn subresource_kind(def: &ResourceDef, sub: &str) -> (String, String, String) {
 /// sha256("group/version/kind") of the storage version.
 fn storage_version_hash(def: &ResourceDef) -> String {
     use base64::Engine;
-    let d = ring::digest::digest(&ring::digest::SHA256, format!("{}/{}/{}", def.group, def.version, def.kind).as_bytes());
+    let d = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{}/{}/{}", def.group, def.version, def.kind).as_bytes(),
+    );
     base64::engine::general_purpose::STANDARD.encode(&d.as_ref()[..8])
 }
 
@@ -85,31 +92,46 @@ pub fn resource_list(cat: &Catalogue, group: &str, version: &str) -> Option<Valu
             resources.push(r);
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 fn group_json(group: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> =
-        versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
     json!({"name": group, "versions": vs, "preferredVersion": vs.first().cloned().unwrap_or(Value::Null)})
 }
 
 /// /apis: an APIGroupList.
 pub fn group_list(cat: &Catalogue) -> Value {
-    let groups: Vec<Value> =
-        cat.groups().iter().filter(|(g, _)| !g.is_empty()).map(|(g, vs)| group_json(g, vs)).collect();
+    let groups: Vec<Value> = cat
+        .groups()
+        .iter()
+        .filter(|(g, _)| !g.is_empty())
+        .map(|(g, vs)| group_json(g, vs))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// /apis/G: an APIGroup.
 pub fn group(cat: &Catalogue, group: &str) -> Option<Value> {
-    cat.groups().into_iter().find(|(g, _)| g == group).map(|(g, vs)| {
-        let mut v = group_json(&g, &vs);
-        v["kind"] = json!("APIGroup");
-        v["apiVersion"] = json!("v1");
-        v
-    })
+    cat.groups()
+        .into_iter()
+        .find(|(g, _)| g == group)
+        .map(|(g, vs)| {
+            let mut v = group_json(&g, &vs);
+            v["kind"] = json!("APIGroup");
+            v["apiVersion"] = json!("v1");
+            v
+        })
 }
 
 /// /api: APIVersions.
@@ -122,7 +144,10 @@ pub fn api_versions(server_address: &str) -> Value {
 
 /// Which aggregated discovery version, if any, the client asked for.
 pub fn wants_aggregated(headers: &HeaderMap) -> Option<&'static str> {
-    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     for part in accept.split(',') {
         if part.contains("as=APIGroupDiscoveryList") && part.contains("g=apidiscovery.k8s.io") {
             if part.contains("v=v2beta1") {
@@ -179,11 +204,17 @@ pub fn aggregated(cat: &Catalogue, legacy: bool, version: &str) -> Value {
         let versions: Vec<Value> = vs
             .iter()
             .map(|v| {
-                let resources: Vec<Value> = cat.resources(&g, v).iter().map(|d| aggregated_resource(d)).collect();
+                let resources: Vec<Value> = cat
+                    .resources(&g, v)
+                    .iter()
+                    .map(|d| aggregated_resource(d))
+                    .collect();
                 json!({"version": v, "resources": resources, "freshness": "Current"})
             })
             .collect();
-        items.push(json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": versions}));
+        items.push(
+            json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": versions}),
+        );
     }
     json!({
         "kind": "APIGroupDiscoveryList",

@@ -582,7 +582,9 @@ fn remove_path(v: &mut Value, path: &str) {
             }
         }
     }
-    let Some((last, parents)) = steps.split_last() else { return };
+    let Some((last, parents)) = steps.split_last() else {
+        return;
+    };
     let mut cur = v;
     for s in parents {
         let next = match s {
@@ -610,6 +612,9 @@ mod prune_tests {
         remove_path(&mut v, "spec.containers[0].imagee");
         remove_path(&mut v, "foo");
         remove_path(&mut v, "spec.nothing[3].x");
-        assert_eq!(v, json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]}}));
+        assert_eq!(
+            v,
+            json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]}})
+        );
     }
 }

@@ -39,7 +39,8 @@ pub async fn apis_root(State(st): State<Arc<ApiState>>, headers: HeaderMap) -> R
 }
 
 fn aggregated(st: &ApiState, legacy: bool, version: &str) -> Response {
-    let body = serde_json::to_vec(&discovery::aggregated(&st.catalogue, legacy, version)).unwrap_or_default();
+    let body = serde_json::to_vec(&discovery::aggregated(&st.catalogue, legacy, version))
+        .unwrap_or_default();
     let mut resp = (StatusCode::OK, body).into_response();
     if let Ok(v) = HeaderValue::from_str(&discovery::aggregated_content_type(version)) {
         resp.headers_mut().insert(header::CONTENT_TYPE, v);
@@ -49,11 +50,18 @@ fn aggregated(st: &ApiState, legacy: bool, version: &str) -> Response {
 
 /// /openapi/v2 (JSON or protobuf) and /openapi/v3 documents. The first build
 /// costs tens of milliseconds of CPU, so it runs off the async workers.
-pub async fn openapi(State(st): State<Arc<ApiState>>, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+pub async fn openapi(
+    State(st): State<Arc<ApiState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
     let st2 = st.clone();
-    tokio::task::spawn_blocking(move || st2.openapi.respond(&st2.catalogue, uri.path(), uri.query(), &headers))
-        .await
-        .unwrap_or_else(|e| ApiError::internal(e.to_string()).into_response())
+    tokio::task::spawn_blocking(move || {
+        st2.openapi
+            .respond(&st2.catalogue, uri.path(), uri.query(), &headers)
+    })
+    .await
+    .unwrap_or_else(|e| ApiError::internal(e.to_string()).into_response())
 }
 
 /// A resolved resource path.
@@ -74,7 +82,11 @@ fn resolve(st: &ApiState, path: &str) -> Result<Resolved, ApiError> {
     let segs: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
         .collect();
     let (group, version, rest) = match segs.first().map(String::as_str) {
         Some("api") if segs.len() >= 2 => (String::new(), segs[1].clone(), &segs[2..]),
@@ -87,25 +99,32 @@ fn resolve(st: &ApiState, path: &str) -> Result<Resolved, ApiError> {
     }
     let cat = &st.catalogue;
     // namespaces/{ns}/{resource}/... when {resource} is a namespaced resource.
-    if rest[0] == "namespaces" && rest.len() >= 3
-        && let Some(def) = cat.get(&group, &version, &rest[2]).filter(|d| d.namespaced) {
-            if rest.len() > 5 {
-                return Err(ApiError::not_found_path());
-            }
-            return Ok(Resolved::Resource(Target {
-                def,
-                namespace: Some(rest[1].clone()),
-                name: rest.get(3).cloned(),
-                subresource: rest.get(4).cloned(),
-            }));
+    if rest[0] == "namespaces"
+        && rest.len() >= 3
+        && let Some(def) = cat.get(&group, &version, &rest[2]).filter(|d| d.namespaced)
+    {
+        if rest.len() > 5 {
+            return Err(ApiError::not_found_path());
         }
+        return Ok(Resolved::Resource(Target {
+            def,
+            namespace: Some(rest[1].clone()),
+            name: rest.get(3).cloned(),
+            subresource: rest.get(4).cloned(),
+        }));
+    }
     let Some(def) = cat.get(&group, &version, &rest[0]) else {
         return Err(ApiError::not_found_path());
     };
     if rest.len() > 3 || (def.namespaced && rest.len() > 1) {
         return Err(ApiError::not_found_path());
     }
-    Ok(Resolved::Resource(Target { def, namespace: None, name: rest.get(1).cloned(), subresource: rest.get(2).cloned() }))
+    Ok(Resolved::Resource(Target {
+        def,
+        namespace: None,
+        name: rest.get(1).cloned(),
+        subresource: rest.get(2).cloned(),
+    }))
 }
 
 /// Read a body up to the 3 MiB limit.
@@ -113,8 +132,15 @@ async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
     let limited = http_body_util::Limited::new(body, request::MAX_BODY);
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::too_large()),
-        Err(e) => Err(ApiError::bad_request(format!("error reading the request body: {e}"))),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::too_large())
+        }
+        Err(e) => Err(ApiError::bad_request(format!(
+            "error reading the request body: {e}"
+        ))),
     }
 }
 
@@ -150,9 +176,11 @@ async fn serve(st: Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
         Resolved::Resource(t) => t,
     };
     if let Some(sub) = &t.subresource
-        && !t.def.has_subresource(sub) && !(t.def.kind == "Namespace" && sub == "finalize") {
-            return Err(ApiError::not_found_path());
-        }
+        && !t.def.has_subresource(sub)
+        && !(t.def.kind == "Namespace" && sub == "finalize")
+    {
+        return Err(ApiError::not_found_path());
+    }
     let out = request::negotiate(&parts.headers)?;
     let deprecated = deprecation(&t.def);
     let mut resp = serve_resource(&st, t, parts, body, q, out).await?;
@@ -180,7 +208,9 @@ async fn serve_resource(
     let reg = &st.registry;
     let def = t.def.clone();
     match (&parts.method, &t.name) {
-        (&Method::GET, None) if q.flag("watch") => super::watch::serve(st.clone(), def, t.namespace.clone(), &q, out).await,
+        (&Method::GET, None) if q.flag("watch") => {
+            super::watch::serve(st.clone(), def, t.namespace.clone(), &q, out).await
+        }
         (&Method::GET, None) => {
             let lq = q.list_query()?;
             let page = reg.list(&def, ns, &lq).await?;
@@ -188,23 +218,37 @@ async fn serve_resource(
         }
         (&Method::GET, Some(name)) if t.subresource.as_deref() == Some("scale") => {
             let obj = reg.get(&def, ns, name, q.read_at()?).await?;
-            Ok(json_response(StatusCode::OK, &crate::registry::generic::Registry::scale_of(&def, &obj)))
+            Ok(json_response(
+                StatusCode::OK,
+                &crate::registry::generic::Registry::scale_of(&def, &obj),
+            ))
         }
         (&Method::PUT, Some(name)) if t.subresource.as_deref() == Some("scale") => {
             let bt = request::body_type(&parts.headers)?;
             let raw = read_body(body).await?;
             let scale = request::decode_object(&raw, bt)?;
-            let opts = WriteOptions { dry_run: q.dry_run()? };
-            Ok(json_response(StatusCode::OK, &reg.update_scale(&def, ns, name, &scale, &opts).await?))
+            let opts = WriteOptions {
+                dry_run: q.dry_run()?,
+            };
+            Ok(json_response(
+                StatusCode::OK,
+                &reg.update_scale(&def, ns, name, &scale, &opts).await?,
+            ))
         }
         (&Method::PATCH, Some(name)) if t.subresource.as_deref() == Some("scale") => {
             let bt = request::body_type(&parts.headers)?;
             let raw = read_body(body).await?;
-            let opts = WriteOptions { dry_run: q.dry_run()? };
+            let opts = WriteOptions {
+                dry_run: q.dry_run()?,
+            };
             let obj = reg.get(&def, ns, name, ReadAt::Latest).await?;
             let scale = crate::registry::generic::Registry::scale_of(&def, &obj);
-            let patched = crate::patch::apply(&scale, bt, &raw).map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?;
-            Ok(json_response(StatusCode::OK, &reg.update_scale(&def, ns, name, &patched, &opts).await?))
+            let patched = crate::patch::apply(&scale, bt, &raw)
+                .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?;
+            Ok(json_response(
+                StatusCode::OK,
+                &reg.update_scale(&def, ns, name, &patched, &opts).await?,
+            ))
         }
         (&Method::GET, Some(name)) => {
             let obj = reg.get(&def, ns, name, q.read_at()?).await?;
@@ -214,13 +258,19 @@ async fn serve_resource(
             let bt = request::body_type(&parts.headers)?;
             if !matches!(bt, BodyType::Json | BodyType::Yaml | BodyType::Protobuf) {
                 return Err(ApiError::unsupported_media_type(
-                    parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or(""),
+                    parts
+                        .headers
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or(""),
                 ));
             }
             let raw = read_body(body).await?;
             let mut obj = request::decode_object(&raw, bt)?;
             let warnings = check_fields(&def, &raw, bt, &mut obj, q.field_validation()?)?;
-            let opts = WriteOptions { dry_run: q.dry_run()? };
+            let opts = WriteOptions {
+                dry_run: q.dry_run()?,
+            };
             let created = reg.create(&def, ns, obj, &opts).await?;
             let mut resp = render_object(&def, StatusCode::CREATED, created, out, &q)?;
             add_warnings(&mut resp, &warnings);
@@ -230,7 +280,9 @@ async fn serve_resource(
             let bt = request::body_type(&parts.headers)?;
             let raw = read_body(body).await?;
             let binding = request::decode_object(&raw, bt)?;
-            let opts = WriteOptions { dry_run: q.dry_run()? };
+            let opts = WriteOptions {
+                dry_run: q.dry_run()?,
+            };
             let status = reg.bind_pod(&def, ns, name, &binding, &opts).await?;
             Ok(json_response(StatusCode::CREATED, &status))
         }
@@ -238,14 +290,23 @@ async fn serve_resource(
             let bt = request::body_type(&parts.headers)?;
             if !matches!(bt, BodyType::Json | BodyType::Yaml | BodyType::Protobuf) {
                 return Err(ApiError::unsupported_media_type(
-                    parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or(""),
+                    parts
+                        .headers
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or(""),
                 ));
             }
             let raw = read_body(body).await?;
             let mut obj = request::decode_object(&raw, bt)?;
             let warnings = check_fields(&def, &raw, bt, &mut obj, q.field_validation()?)?;
-            let opts = WriteOptions { dry_run: q.dry_run()? };
-            let sub = t.subresource.as_deref().map(|s| if s == "finalize" { "finalize" } else { s });
+            let opts = WriteOptions {
+                dry_run: q.dry_run()?,
+            };
+            let sub = t
+                .subresource
+                .as_deref()
+                .map(|s| if s == "finalize" { "finalize" } else { s });
             let updated = if sub == Some("finalize") {
                 reg.finalize_namespace(&def, name, obj, &opts).await?
             } else {
@@ -258,9 +319,20 @@ async fn serve_resource(
         (&Method::PATCH, Some(name)) => {
             let bt = request::body_type(&parts.headers)?;
             let raw = read_body(body).await?;
-            let opts = WriteOptions { dry_run: q.dry_run()? };
-            let patched =
-                crate::patch::apply_patch(reg, &def, ns, name, t.subresource.as_deref(), bt, &raw, &opts).await?;
+            let opts = WriteOptions {
+                dry_run: q.dry_run()?,
+            };
+            let patched = crate::patch::apply_patch(
+                reg,
+                &def,
+                ns,
+                name,
+                t.subresource.as_deref(),
+                bt,
+                &raw,
+                &opts,
+            )
+            .await?;
             render_object(&def, StatusCode::OK, patched, out, &q)
         }
         (&Method::DELETE, Some(name)) => {
@@ -272,9 +344,17 @@ async fn serve_resource(
             };
             let opts = q.delete_options(body_opts.as_ref())?;
             let (obj, gone) = reg.delete(&def, ns, name, &opts).await?;
-            if gone && !matches!(def.kind.as_str(), "Pod" | "Namespace" | "CustomResourceDefinition") {
+            if gone
+                && !matches!(
+                    def.kind.as_str(),
+                    "Pod" | "Namespace" | "CustomResourceDefinition"
+                )
+            {
                 let uid = obj.pointer("/metadata/uid").and_then(Value::as_str);
-                return Ok(json_response(StatusCode::OK, &success_status(def.target(), name, uid)));
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &success_status(def.target(), name, uid),
+                ));
             }
             // Objects still pending deletion (finalizers) come back whole, 202 upstream for some kinds.
             render_object(&def, StatusCode::OK, obj, out, &q)
@@ -296,7 +376,17 @@ async fn serve_resource(
             let lq = q.list_query()?;
             let deleted = reg.delete_collection(&def, ns, &lq, &opts).await?;
             let rev = st.registry.store.current_revision();
-            render_list(&def, ListPage { items: deleted, revision: rev, continue_token: None, remaining: None }, out, &q)
+            render_list(
+                &def,
+                ListPage {
+                    items: deleted,
+                    revision: rev,
+                    continue_token: None,
+                    remaining: None,
+                },
+                out,
+                &q,
+            )
         }
         _ => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({})",
@@ -317,9 +407,15 @@ fn check_fields(
 ) -> Result<Vec<String>, ApiError> {
     if mode == FieldValidation::Strict {
         let problems: Vec<String> = if bt == BodyType::Json {
-            fieldvalidation::strict_errors(def, raw).iter().map(ToString::to_string).collect()
+            fieldvalidation::strict_errors(def, raw)
+                .iter()
+                .map(ToString::to_string)
+                .collect()
         } else {
-            fieldvalidation::unknown_fields(def, obj).into_iter().map(|f| format!("unknown field \"{f}\"")).collect()
+            fieldvalidation::unknown_fields(def, obj)
+                .into_iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect()
         };
         if problems.is_empty() {
             return Ok(Vec::new());
@@ -335,11 +431,19 @@ fn check_fields(
     }
     let mut warnings: Vec<String> = Vec::new();
     if mode == FieldValidation::Warn && bt == BodyType::Json {
-        warnings.extend(fieldvalidation::duplicate_fields(raw).into_iter().map(|f| format!("duplicate field \"{f}\"")));
+        warnings.extend(
+            fieldvalidation::duplicate_fields(raw)
+                .into_iter()
+                .map(|f| format!("duplicate field \"{f}\"")),
+        );
     }
     let unknown = fieldvalidation::prune_unknown(def, obj);
     if mode == FieldValidation::Warn {
-        warnings.extend(unknown.into_iter().map(|f| format!("unknown field \"{f}\"")));
+        warnings.extend(
+            unknown
+                .into_iter()
+                .map(|f| format!("unknown field \"{f}\"")),
+        );
     }
     Ok(warnings)
 }
@@ -365,36 +469,65 @@ fn list_meta(page: &ListPage) -> Value {
 }
 
 fn meta_api_version(v1beta1: bool) -> &'static str {
-    if v1beta1 { "meta.k8s.io/v1beta1" } else { "meta.k8s.io/v1" }
+    if v1beta1 {
+        "meta.k8s.io/v1beta1"
+    } else {
+        "meta.k8s.io/v1"
+    }
 }
 
 pub(crate) fn partial_metadata(obj: &Value, v1beta1: bool) -> Value {
     json!({"kind": "PartialObjectMetadata", "apiVersion": meta_api_version(v1beta1), "metadata": obj["metadata"].clone()})
 }
 
-fn render_list(def: &ResourceDef, page: ListPage, out: Output, q: &Query) -> Result<Response, ApiError> {
+fn render_list(
+    def: &ResourceDef,
+    page: ListPage,
+    out: Output,
+    q: &Query,
+) -> Result<Response, ApiError> {
     let meta = list_meta(&page);
     let v = match out {
-        Output::Json => json!({"kind": def.list_kind(), "apiVersion": def.api_version(), "metadata": meta, "items": page.items}),
+        Output::Json => {
+            json!({"kind": def.list_kind(), "apiVersion": def.api_version(), "metadata": meta, "items": page.items})
+        }
         Output::Table { v1beta1 } => {
             let mut t = table::build_table(def, &page.items, q.include_object()?, meta);
             t["apiVersion"] = json!(meta_api_version(v1beta1));
             t
         }
         Output::Metadata { v1beta1 } => {
-            let items: Vec<Value> = page.items.iter().map(|o| partial_metadata(o, v1beta1)).collect();
+            let items: Vec<Value> = page
+                .items
+                .iter()
+                .map(|o| partial_metadata(o, v1beta1))
+                .collect();
             json!({"kind": "PartialObjectMetadataList", "apiVersion": meta_api_version(v1beta1), "metadata": meta, "items": items})
         }
     };
     Ok(json_response(StatusCode::OK, &v))
 }
 
-fn render_object(def: &ResourceDef, code: StatusCode, obj: Value, out: Output, q: &Query) -> Result<Response, ApiError> {
+fn render_object(
+    def: &ResourceDef,
+    code: StatusCode,
+    obj: Value,
+    out: Output,
+    q: &Query,
+) -> Result<Response, ApiError> {
     let v = match out {
         Output::Json => obj,
         Output::Table { v1beta1 } => {
-            let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
-            let mut t = table::build_table(def, std::slice::from_ref(&obj), q.include_object()?, json!({"resourceVersion": rv}));
+            let rv = obj
+                .pointer("/metadata/resourceVersion")
+                .cloned()
+                .unwrap_or(json!(""));
+            let mut t = table::build_table(
+                def,
+                std::slice::from_ref(&obj),
+                q.include_object()?,
+                json!({"resourceVersion": rv}),
+            );
             t["apiVersion"] = json!(meta_api_version(v1beta1));
             t
         }

@@ -36,25 +36,47 @@ pub async fn version() -> Response {
 async fn checks(st: &ApiState, which: &str) -> Vec<(&'static str, bool)> {
     let mut out = vec![("ping", true), ("log", true)];
     // The store answers a cheap read.
-    let store_ok = st.registry.store.count("/registry/core/namespaces/").await.is_ok();
+    let store_ok = st
+        .registry
+        .store
+        .count("/registry/core/namespaces/")
+        .await
+        .is_ok();
     out.push(("etcd", store_ok));
     if which == "readyz" {
         out.push(("informer-sync", true));
-        out.push(("poststarthook/bootstrap", st.ready.load(std::sync::atomic::Ordering::Acquire)));
-        out.push(("shutdown", !st.shutting_down.load(std::sync::atomic::Ordering::Acquire)));
+        out.push((
+            "poststarthook/bootstrap",
+            st.ready.load(std::sync::atomic::Ordering::Acquire),
+        ));
+        out.push((
+            "shutdown",
+            !st.shutting_down.load(std::sync::atomic::Ordering::Acquire),
+        ));
     }
     out
 }
 
 fn render(which: &str, checks: &[(&str, bool)], verbose: bool, only: Option<&str>) -> Response {
-    let selected: Vec<&(&str, bool)> = checks.iter().filter(|(n, _)| only.is_none_or(|o| o == *n)).collect();
+    let selected: Vec<&(&str, bool)> = checks
+        .iter()
+        .filter(|(n, _)| only.is_none_or(|o| o == *n))
+        .collect();
     if selected.is_empty() {
         return (StatusCode::NOT_FOUND, "404 page not found\n").into_response();
     }
     let ok = selected.iter().all(|(_, pass)| *pass);
-    let code = if ok { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
     let body = if only.is_some() {
-        if ok { "ok".to_string() } else { "internal server error: check failed".to_string() }
+        if ok {
+            "ok".to_string()
+        } else {
+            "internal server error: check failed".to_string()
+        }
     } else if verbose || !ok {
         let mut s = String::new();
         for (name, pass) in &selected {
@@ -73,7 +95,15 @@ fn render(which: &str, checks: &[(&str, bool)], verbose: bool, only: Option<&str
     } else {
         "ok".to_string()
     };
-    (code, [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    (
+        code,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 fn which_of(uri: &axum::http::Uri) -> &'static str {
@@ -87,13 +117,24 @@ fn which_of(uri: &axum::http::Uri) -> &'static str {
     }
 }
 
-pub async fn health(State(st): State<Arc<ApiState>>, uri: axum::http::Uri, RawQuery(q): RawQuery) -> Response {
+pub async fn health(
+    State(st): State<Arc<ApiState>>,
+    uri: axum::http::Uri,
+    RawQuery(q): RawQuery,
+) -> Response {
     let which = which_of(&uri);
-    let verbose = q.as_deref().is_some_and(|q| q.split('&').any(|kv| kv == "verbose" || kv.starts_with("verbose=")));
+    let verbose = q.as_deref().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv == "verbose" || kv.starts_with("verbose="))
+    });
     render(which, &checks(&st, which).await, verbose, None)
 }
 
-pub async fn health_check(State(st): State<Arc<ApiState>>, uri: axum::http::Uri, Path(check): Path<String>) -> Response {
+pub async fn health_check(
+    State(st): State<Arc<ApiState>>,
+    uri: axum::http::Uri,
+    Path(check): Path<String>,
+) -> Response {
     let which = which_of(&uri);
     render(which, &checks(&st, which).await, false, Some(&check))
 }

@@ -46,34 +46,72 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
-        let latency = Family::<LatencyLabels, Histogram>::new_with_constructor(buckets as fn() -> Histogram);
-        let store_latency = Family::<StoreLabels, Histogram>::new_with_constructor(buckets as fn() -> Histogram);
+        let latency =
+            Family::<LatencyLabels, Histogram>::new_with_constructor(buckets as fn() -> Histogram);
+        let store_latency =
+            Family::<StoreLabels, Histogram>::new_with_constructor(buckets as fn() -> Histogram);
         let watches = Gauge::default();
         let watch_events = Counter::default();
-        registry.register("apiserver_request", "Requests by verb, resource and HTTP code", requests.clone());
+        registry.register(
+            "apiserver_request",
+            "Requests by verb, resource and HTTP code",
+            requests.clone(),
+        );
         registry.register(
             "apiserver_request_duration_seconds",
             "Request latency by verb and resource (watches excluded)",
             latency.clone(),
         );
-        registry.register("rk3s_store_operation_duration_seconds", "Store operation latency", store_latency.clone());
-        registry.register("apiserver_registered_watchers", "Open watch streams", watches.clone());
-        registry.register("apiserver_watch_events", "Watch events sent", watch_events.clone());
-        Metrics { registry, requests, latency, store_latency, watches, watch_events }
+        registry.register(
+            "rk3s_store_operation_duration_seconds",
+            "Store operation latency",
+            store_latency.clone(),
+        );
+        registry.register(
+            "apiserver_registered_watchers",
+            "Open watch streams",
+            watches.clone(),
+        );
+        registry.register(
+            "apiserver_watch_events",
+            "Watch events sent",
+            watch_events.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            store_latency,
+            watches,
+            watch_events,
+        }
     }
 }
 
 impl Metrics {
     pub fn observe(&self, verb: &str, resource: &str, code: u16, seconds: f64) {
         self.requests
-            .get_or_create(&RequestLabels { verb: verb.into(), resource: resource.into(), code: code.to_string() })
+            .get_or_create(&RequestLabels {
+                verb: verb.into(),
+                resource: resource.into(),
+                code: code.to_string(),
+            })
             .inc();
         if verb != "WATCH" {
-            self.latency.get_or_create(&LatencyLabels { verb: verb.into(), resource: resource.into() }).observe(seconds);
+            self.latency
+                .get_or_create(&LatencyLabels {
+                    verb: verb.into(),
+                    resource: resource.into(),
+                })
+                .observe(seconds);
         }
     }
     pub fn observe_store(&self, op: &str, seconds: f64) {
-        self.store_latency.get_or_create(&StoreLabels { operation: op.into() }).observe(seconds);
+        self.store_latency
+            .get_or_create(&StoreLabels {
+                operation: op.into(),
+            })
+            .observe(seconds);
     }
     /// The text exposition format.
     pub fn render(&self) -> String {

@@ -50,8 +50,10 @@ pub struct Identity(pub Option<UserInfo>);
 
 /// Paths anyone may read, as upstream's system:public-info-viewer allows.
 fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/livez" | "/readyz" | "/version" | "/version/")
-        || path.starts_with("/healthz/")
+    matches!(
+        path,
+        "/healthz" | "/livez" | "/readyz" | "/version" | "/version/"
+    ) || path.starts_with("/healthz/")
         || path.starts_with("/livez/")
         || path.starts_with("/readyz/")
 }
@@ -73,10 +75,21 @@ fn metric_labels(req: &Request) -> (String, String) {
         Some(&"apis") if segs.len() >= 3 => &segs[3..],
         _ => &[],
     };
-    let rest = if rest.len() >= 3 && rest[0] == "namespaces" { &rest[2..] } else { rest };
+    let rest = if rest.len() >= 3 && rest[0] == "namespaces" {
+        &rest[2..]
+    } else {
+        rest
+    };
     let resource = rest.first().copied().unwrap_or("").to_string();
-    let is_watch = req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "watch=1" || kv == "watch=true"));
-    let verb = if is_watch { "WATCH".to_string() } else { req.method().as_str().to_string() };
+    let is_watch = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "watch=1" || kv == "watch=true"));
+    let verb = if is_watch {
+        "WATCH".to_string()
+    } else {
+        req.method().as_str().to_string()
+    };
     (verb, resource)
 }
 
@@ -84,15 +97,25 @@ async fn observe(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> R
     let (verb, resource) = metric_labels(&req);
     let start = Instant::now();
     let mut resp = next.run(req).await;
-    st.metrics.observe(&verb, &resource, resp.status().as_u16(), start.elapsed().as_secs_f64());
+    st.metrics.observe(
+        &verb,
+        &resource,
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
     // Upstream answers every API response with these; some clients look.
-    resp.headers_mut().entry("cache-control").or_insert(HeaderValue::from_static("no-cache, private"));
+    resp.headers_mut()
+        .entry("cache-control")
+        .or_insert(HeaderValue::from_static("no-cache, private"));
     resp
 }
 
 async fn metrics_handler(State(st): State<Arc<ApiState>>) -> Response {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         st.metrics.render(),
     )
         .into_response()

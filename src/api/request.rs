@@ -26,7 +26,11 @@ impl Query {
         }
     }
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
     }
     pub fn flag(&self, k: &str) -> bool {
         matches!(self.get(k), Some("1") | Some("true") | Some("True"))
@@ -34,10 +38,9 @@ impl Query {
     fn int<T: std::str::FromStr>(&self, k: &str) -> Result<Option<T>, ApiError> {
         match self.get(k) {
             None | Some("") => Ok(None),
-            Some(v) => v
-                .parse::<T>()
-                .map(Some)
-                .map_err(|_| ApiError::bad_request(format!("invalid value for {k}: \"{v}\" is not a number"))),
+            Some(v) => v.parse::<T>().map(Some).map_err(|_| {
+                ApiError::bad_request(format!("invalid value for {k}: \"{v}\" is not a number"))
+            }),
         }
     }
     pub fn dry_run(&self) -> Result<bool, ApiError> {
@@ -75,7 +78,9 @@ impl Query {
             None | Some("") | Some("Metadata") => Ok(IncludeObject::Metadata),
             Some("None") => Ok(IncludeObject::None),
             Some("Object") => Ok(IncludeObject::Object),
-            Some(o) => Err(ApiError::bad_request(format!("includeObject: unsupported value: {o}"))),
+            Some(o) => Err(ApiError::bad_request(format!(
+                "includeObject: unsupported value: {o}"
+            ))),
         }
     }
 
@@ -108,7 +113,10 @@ impl Query {
         let fields = FieldSelector::parse(self.get("fieldSelector").unwrap_or(""))
             .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
         let limit: Option<i64> = self.int("limit")?;
-        let continue_token = self.get("continue").filter(|s| !s.is_empty()).map(str::to_string);
+        let continue_token = self
+            .get("continue")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
         let read_at = self.read_at()?;
         if continue_token.is_some() && !matches!(read_at, ReadAt::Latest) {
             return Err(ApiError::bad_request(
@@ -149,29 +157,38 @@ impl Query {
                 o.grace_period_seconds = Some(g);
             }
             if let Some(arr) = b.get("dryRun").and_then(Value::as_array)
-                && arr.iter().any(|v| v == "All") {
-                    o.dry_run = true;
-                }
+                && arr.iter().any(|v| v == "All")
+            {
+                o.dry_run = true;
+            }
             if let Some(uid) = b.pointer("/preconditions/uid").and_then(Value::as_str) {
                 o.precondition_uid = Some(uid.to_string());
             }
-            if let Some(rv) = b.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
+            if let Some(rv) = b
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+            {
                 o.precondition_rv = Some(rv.to_string());
             }
         }
         if let Some(p) = &o.propagation_policy
-            && !["Orphan", "Background", "Foreground"].contains(&p.as_str()) {
-                return Err(ApiError::bad_request(format!(
-                    "propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
-                )));
-            }
+            && !["Orphan", "Background", "Foreground"].contains(&p.as_str())
+        {
+            return Err(ApiError::bad_request(format!(
+                "propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+            )));
+        }
         Ok(o)
     }
 }
 
 /// Invalid list options are 422 Invalid of kind ListOptions, as upstream.
 pub fn list_options_invalid(detail: &str) -> ApiError {
-    let mut e = ApiError::new(422, "Invalid", format!("ListOptions.meta.k8s.io \"\" is invalid: {detail}"));
+    let mut e = ApiError::new(
+        422,
+        "Invalid",
+        format!("ListOptions.meta.k8s.io \"\" is invalid: {detail}"),
+    );
     e.details = Some(serde_json::json!({"group": "meta.k8s.io", "kind": "ListOptions"}));
     e
 }
@@ -200,14 +217,21 @@ pub enum FieldValidation {
 pub enum Output {
     Json,
     /// meta.k8s.io Table, with the group-version the client named.
-    Table { v1beta1: bool },
+    Table {
+        v1beta1: bool,
+    },
     /// PartialObjectMetadata(List).
-    Metadata { v1beta1: bool },
+    Metadata {
+        v1beta1: bool,
+    },
 }
 
 /// Parse the Accept header into what we can render.
 pub fn negotiate(headers: &HeaderMap) -> Result<Output, ApiError> {
-    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if accept.trim().is_empty() {
         return Ok(Output::Json);
     }
@@ -226,16 +250,25 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Output, ApiError> {
                 }
             }
         }
-        let jsonish = matches!(media, "application/json" | "*/*" | "application/*" | "application/yaml");
+        let jsonish = matches!(
+            media,
+            "application/json" | "*/*" | "application/*" | "application/yaml"
+        );
         if !jsonish {
             saw_other = true;
             continue;
         }
         match (as_, g) {
             ("", _) => return Ok(Output::Json),
-            ("Table", "meta.k8s.io") => return Ok(Output::Table { v1beta1: v == "v1beta1" }),
+            ("Table", "meta.k8s.io") => {
+                return Ok(Output::Table {
+                    v1beta1: v == "v1beta1",
+                });
+            }
             ("PartialObjectMetadata" | "PartialObjectMetadataList", "meta.k8s.io") => {
-                return Ok(Output::Metadata { v1beta1: v == "v1beta1" });
+                return Ok(Output::Metadata {
+                    v1beta1: v == "v1beta1",
+                });
             }
             _ => continue,
         }
@@ -262,7 +295,10 @@ pub enum BodyType {
 }
 
 pub fn body_type(headers: &HeaderMap) -> Result<BodyType, ApiError> {
-    let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let media = ct.split(';').next().unwrap_or("").trim();
     match media {
         "" | "application/json" => Ok(BodyType::Json),
@@ -285,8 +321,10 @@ pub fn decode_object(raw: &[u8], ty: BodyType) -> Result<Value, ApiError> {
         BodyType::Protobuf => super::protobuf::decode_object(raw)
             .map_err(|e| ApiError::bad_request(format!("error decoding protobuf body: {e}")))?,
         BodyType::Yaml | BodyType::ApplyPatch => {
-            let s = std::str::from_utf8(raw).map_err(|_| ApiError::bad_request("the body is not valid UTF-8"))?;
-            serde_saphyr::from_str(s).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+            let s = std::str::from_utf8(raw)
+                .map_err(|_| ApiError::bad_request("the body is not valid UTF-8"))?;
+            serde_saphyr::from_str(s)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
         }
         _ => serde_json::from_slice(raw).map_err(|e| {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))

@@ -18,9 +18,17 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn required(field: impl Into<String>) -> Self {
-        FieldError { reason: "FieldValueRequired", field: field.into(), message: "Required value".into() }
+        FieldError {
+            reason: "FieldValueRequired",
+            field: field.into(),
+            message: "Required value".into(),
+        }
     }
-    pub fn invalid(field: impl Into<String>, value: impl std::fmt::Display, detail: impl Into<String>) -> Self {
+    pub fn invalid(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        detail: impl Into<String>,
+    ) -> Self {
         FieldError {
             reason: "FieldValueInvalid",
             field: field.into(),
@@ -28,23 +36,39 @@ impl FieldError {
         }
     }
     /// Invalid value shown as raw JSON (numbers, objects) rather than a quoted string.
-    pub fn invalid_raw(field: impl Into<String>, value: impl std::fmt::Display, detail: impl Into<String>) -> Self {
+    pub fn invalid_raw(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        detail: impl Into<String>,
+    ) -> Self {
         FieldError {
             reason: "FieldValueInvalid",
             field: field.into(),
             message: format!("Invalid value: {}: {}", value, detail.into()),
         }
     }
-    pub fn not_supported(field: impl Into<String>, value: impl std::fmt::Display, supported: &[&str]) -> Self {
+    pub fn not_supported(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        supported: &[&str],
+    ) -> Self {
         let list: Vec<String> = supported.iter().map(|s| format!("\"{s}\"")).collect();
         FieldError {
             reason: "FieldValueNotSupported",
             field: field.into(),
-            message: format!("Unsupported value: \"{}\": supported values: {}", value, list.join(", ")),
+            message: format!(
+                "Unsupported value: \"{}\": supported values: {}",
+                value,
+                list.join(", ")
+            ),
         }
     }
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        FieldError { reason: "FieldValueForbidden", field: field.into(), message: format!("Forbidden: {}", detail.into()) }
+        FieldError {
+            reason: "FieldValueForbidden",
+            field: field.into(),
+            message: format!("Forbidden: {}", detail.into()),
+        }
     }
     pub fn duplicate(field: impl Into<String>, value: impl std::fmt::Display) -> Self {
         FieldError {
@@ -90,7 +114,11 @@ pub struct Target<'a> {
 impl Target<'_> {
     /// `pods` or `deployments.apps` as upstream prints in messages.
     pub fn qualified(&self) -> String {
-        if self.group.is_empty() { self.resource.to_string() } else { format!("{}.{}", self.resource, self.group) }
+        if self.group.is_empty() {
+            self.resource.to_string()
+        } else {
+            format!("{}.{}", self.resource, self.group)
+        }
     }
     fn details(&self, name: &str) -> Value {
         let mut d = json!({"name": name, "kind": self.resource});
@@ -106,7 +134,13 @@ impl Target<'_> {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), details: None, retry_after: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+            retry_after: None,
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)
@@ -119,15 +153,27 @@ impl ApiError {
     }
     /// A path that names no resource at all (upstream's plain 404).
     pub fn not_found_path() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
     pub fn not_found(t: Target<'_>, name: &str) -> Self {
-        let mut e = Self::new(404, "NotFound", format!("{} \"{}\" not found", t.qualified(), name));
+        let mut e = Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{}\" not found", t.qualified(), name),
+        );
         e.details = Some(t.details(name));
         e
     }
     pub fn already_exists(t: Target<'_>, name: &str) -> Self {
-        let mut e = Self::new(409, "AlreadyExists", format!("{} \"{}\" already exists", t.qualified(), name));
+        let mut e = Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{}\" already exists", t.qualified(), name),
+        );
         e.details = Some(t.details(name));
         e
     }
@@ -135,14 +181,23 @@ impl ApiError {
         let mut e = Self::new(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on {} \"{}\": {}", t.qualified(), name, detail),
+            format!(
+                "Operation cannot be fulfilled on {} \"{}\": {}",
+                t.qualified(),
+                name,
+                detail
+            ),
         );
         e.details = Some(t.details(name));
         e
     }
     /// The optimistic-concurrency conflict, worded as upstream.
     pub fn stale(t: Target<'_>, name: &str) -> Self {
-        Self::conflict(t, name, "the object has been modified; please apply your changes to the latest version and try again")
+        Self::conflict(
+            t,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )
     }
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::new(405, "MethodNotAllowed", message)
@@ -151,10 +206,20 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
     pub fn too_large() -> Self {
-        Self::new(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            "Request entity too large: limit is 3145728",
+        )
     }
     pub fn unsupported_media_type(ct: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {ct})"))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {ct})"
+            ),
+        )
     }
     pub fn not_acceptable(message: impl Into<String>) -> Self {
         Self::new(406, "NotAcceptable", message)
@@ -165,7 +230,12 @@ impl ApiError {
         let msg = if joined.len() == 1 {
             format!("{} \"{}\" is invalid: {}", t.kind, name, joined[0])
         } else {
-            format!("{} \"{}\" is invalid: [{}]", t.kind, name, joined.join(", "))
+            format!(
+                "{} \"{}\" is invalid: [{}]",
+                t.kind,
+                name,
+                joined.join(", ")
+            )
         };
         let mut e = Self::new(422, "Invalid", msg);
         let mut d = json!({"name": name, "kind": t.kind});
@@ -182,7 +252,11 @@ impl ApiError {
         e
     }
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
     }
     pub fn service_unavailable(message: impl Into<String>) -> Self {
         Self::new(503, "ServiceUnavailable", message)
@@ -213,11 +287,18 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self.to_status()).unwrap_or_default();
-        let mut resp = (code, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response();
+        let mut resp = (
+            code,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
         if let Some(secs) = self.retry_after
-            && let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
-                resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
-            }
+            && let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string())
+        {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v);
+        }
         resp
     }
 }

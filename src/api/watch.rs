@@ -36,7 +36,10 @@ impl Renderer {
             Output::Json => obj.clone(),
             Output::Metadata { v1beta1 } => partial_metadata(obj, v1beta1),
             Output::Table { v1beta1 } => {
-                let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
+                let rv = obj
+                    .pointer("/metadata/resourceVersion")
+                    .cloned()
+                    .unwrap_or(json!(""));
                 // Column definitions travel with the first event only, as upstream.
                 let mut t = table::build_table_with(
                     &self.def,
@@ -52,7 +55,8 @@ impl Renderer {
                 t
             }
         };
-        let mut v = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+        let mut v =
+            serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
         v.push(b'\n');
         Bytes::from(v)
     }
@@ -63,18 +67,26 @@ impl Renderer {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
         let object = match self.out {
-            Output::Table { .. } => json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": [], "rows": []}),
-            Output::Metadata { .. } => json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta}),
-            Output::Json => json!({"kind": self.def.kind, "apiVersion": self.def.api_version(), "metadata": meta}),
+            Output::Table { .. } => {
+                json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": [], "rows": []})
+            }
+            Output::Metadata { .. } => {
+                json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
+            }
+            Output::Json => {
+                json!({"kind": self.def.kind, "apiVersion": self.def.api_version(), "metadata": meta})
+            }
         };
-        let mut v = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": object})).unwrap_or_default();
+        let mut v =
+            serde_json::to_vec(&json!({"type": "BOOKMARK", "object": object})).unwrap_or_default();
         v.push(b'\n');
         Bytes::from(v)
     }
 }
 
 fn error_line(e: &ApiError) -> Bytes {
-    let mut v = serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap_or_default();
+    let mut v =
+        serde_json::to_vec(&json!({"type": "ERROR", "object": e.to_status()})).unwrap_or_default();
     v.push(b'\n');
     Bytes::from(v)
 }
@@ -109,12 +121,26 @@ pub async fn serve(
         None => Duration::from_secs(1800 + rand::random_range(0..1800)),
     };
     let reg = st.registry.clone();
-    let mut renderer = Renderer { def: def.clone(), out, include, columns_sent: false };
+    let mut renderer = Renderer {
+        def: def.clone(),
+        out,
+        include,
+        columns_sent: false,
+    };
     let mut head: Vec<Bytes> = Vec::new();
     let start_after;
     if initial {
         let page = reg
-            .list(&def, ns.as_deref(), &ListQuery { limit: None, continue_token: None, read_at: ReadAt::Latest, ..lq.clone() })
+            .list(
+                &def,
+                ns.as_deref(),
+                &ListQuery {
+                    limit: None,
+                    continue_token: None,
+                    read_at: ReadAt::Latest,
+                    ..lq.clone()
+                },
+            )
             .await?;
         for obj in &page.items {
             head.push(renderer.line("ADDED", obj));
@@ -127,11 +153,22 @@ pub async fn serve(
         start_after = rv.unwrap_or(0);
     }
     // Too old a resourceVersion: upstream answers 200 and an ERROR event 410.
-    let events = match reg.watch(def.clone(), ns.clone(), lq.labels.clone(), lq.fields.clone(), start_after) {
+    let events = match reg.watch(
+        def.clone(),
+        ns.clone(),
+        lq.labels.clone(),
+        lq.fields.clone(),
+        start_after,
+    ) {
         Ok(s) => s.boxed(),
         Err(e) if e.code == 410 => {
             let body = Body::from(error_line(&e));
-            return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response());
+            return Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response());
         }
         Err(e) => return Err(e),
     };
@@ -139,9 +176,24 @@ pub async fn serve(
     metrics.watches.inc();
     let guard = WatchGuard(metrics.clone());
     let deadline = tokio::time::Instant::now() + timeout;
-    let stream = async_stream_lines(head, events, renderer, bookmarks, start_after, deadline, guard);
+    let stream = async_stream_lines(
+        head,
+        events,
+        renderer,
+        bookmarks,
+        start_after,
+        deadline,
+        guard,
+    );
     let body = Body::from_stream(stream.map(Ok::<Bytes, std::convert::Infallible>));
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json"), (header::TRANSFER_ENCODING, "chunked")], body)
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::TRANSFER_ENCODING, "chunked"),
+        ],
+        body,
+    )
         .into_response())
 }
 

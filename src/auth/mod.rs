@@ -14,7 +14,10 @@ pub struct UserInfo {
 impl UserInfo {
     /// The identity of in-process components (controllers, scheduler, agent).
     pub fn loopback() -> Self {
-        UserInfo { name: "system:apiserver".into(), groups: vec!["system:masters".into(), "system:authenticated".into()] }
+        UserInfo {
+            name: "system:apiserver".into(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        }
     }
     pub fn is_master(&self) -> bool {
         self.groups.iter().any(|g| g == "system:masters")

@@ -26,7 +26,11 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(client: kube::Client, component: &str) -> Self {
-        Recorder { client, component: component.to_string(), seen: Default::default() }
+        Recorder {
+            client,
+            component: component.to_string(),
+            seen: Default::default(),
+        }
     }
 
     /// Record an event about `obj`. Failures are logged, never returned:
@@ -37,8 +41,18 @@ impl Recorder {
         }
     }
 
-    async fn try_publish(&self, obj: &ObjectReference, type_: &str, reason: &str, message: &str) -> Result<(), kube::Error> {
-        let ns = obj.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into());
+    async fn try_publish(
+        &self,
+        obj: &ObjectReference,
+        type_: &str,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), kube::Error> {
+        let ns = obj
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into());
         let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
         let now = jiff::Timestamp::now();
         let key = (
@@ -51,15 +65,27 @@ impl Recorder {
         let existing = self.seen.lock().get(&key).cloned();
         if let Some((name, count)) = existing {
             let patch = serde_json::json!({"count": count + 1, "lastTimestamp": Time(now)});
-            if api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await.is_ok() {
+            if api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .is_ok()
+            {
                 self.seen.lock().insert(key, (name, count + 1));
                 return Ok(());
             }
         }
         // Upstream names events <object>.<unique hex>.
-        let name = format!("{}.{:x}", obj.name.clone().unwrap_or_default(), rand::random::<u64>() >> 8);
+        let name = format!(
+            "{}.{:x}",
+            obj.name.clone().unwrap_or_default(),
+            rand::random::<u64>() >> 8
+        );
         let ev = Event {
-            metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(ns), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(ns),
+                ..Default::default()
+            },
             involved_object: obj.clone(),
             reason: Some(reason.into()),
             message: Some(message.into()),
@@ -68,7 +94,10 @@ impl Recorder {
             first_timestamp: Some(Time(now)),
             last_timestamp: Some(Time(now)),
             event_time: None::<MicroTime>,
-            source: Some(EventSource { component: Some(self.component.clone()), host: None }),
+            source: Some(EventSource {
+                component: Some(self.component.clone()),
+                host: None,
+            }),
             reporting_component: Some(self.component.clone()),
             reporting_instance: Some(self.component.clone()),
             ..Default::default()

@@ -15,11 +15,11 @@ pub mod job;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod podcontrol;
+pub mod replicaset;
 pub mod rootca;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod ttl;
-pub mod replicaset;
 
 use std::sync::Arc;
 
@@ -40,7 +40,11 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { node_monitor_grace_period: std::time::Duration::from_secs(40), service_cidr: "10.43.0.0/16".into(), ca_pem: String::new() }
+        Settings {
+            node_monitor_grace_period: std::time::Duration::from_secs(40),
+            service_cidr: "10.43.0.0/16".into(),
+            ca_pem: String::new(),
+        }
     }
 }
 
@@ -71,12 +75,16 @@ fn controllers() -> Vec<(&'static str, Runner)> {
         ("endpoints", |ctx| Box::pin(endpoints::run(ctx))),
         ("endpointslice", |ctx| Box::pin(endpointslice::run(ctx))),
         ("serviceaccount", |ctx| Box::pin(serviceaccount::run(ctx))),
-        ("root-ca-certificate-publisher", |ctx| Box::pin(rootca::run(ctx))),
+        ("root-ca-certificate-publisher", |ctx| {
+            Box::pin(rootca::run(ctx))
+        }),
         ("job", |ctx| Box::pin(job::run(ctx))),
         ("ttl-after-finished", |ctx| Box::pin(ttl::run(ctx))),
         ("cronjob", |ctx| Box::pin(cronjob::run(ctx))),
         ("replicaset", |ctx| Box::pin(replicaset::run(ctx))),
-        ("replicationcontroller", |ctx| Box::pin(replicaset::run_replication_controllers(ctx))),
+        ("replicationcontroller", |ctx| {
+            Box::pin(replicaset::run_replication_controllers(ctx))
+        }),
         ("deployment", |ctx| Box::pin(deployment::run(ctx))),
         ("statefulset", |ctx| Box::pin(statefulset::run(ctx))),
         ("daemonset", |ctx| Box::pin(daemonset::run(ctx))),
@@ -87,7 +95,11 @@ fn controllers() -> Vec<(&'static str, Runner)> {
 pub fn start(ctx: Arc<Context>, disabled: &[String]) -> Vec<JoinHandle<()>> {
     controllers()
         .into_iter()
-        .filter(|(name, _)| !disabled.iter().any(|d| d == name || d == &format!("{name}-controller")))
+        .filter(|(name, _)| {
+            !disabled
+                .iter()
+                .any(|d| d == name || d == &format!("{name}-controller"))
+        })
         .map(|(name, run)| {
             let ctx = ctx.clone();
             tracing::debug!(controller = name, "starting");

@@ -97,7 +97,13 @@ fn ready_status(node: &Node) -> &str {
 }
 
 fn ready_heartbeat(node: &Node) -> Option<String> {
-    let c = node.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
+    let c = node
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
     c.last_heartbeat_time.as_ref().map(|t| t.0.to_string())
 }
 
@@ -115,12 +121,23 @@ fn node_ref(name: &str) -> ObjectReference {
 
 /// The taints this controller owns, as they should be for `ready` and
 /// `unschedulable`; others' taints are kept as they are.
-pub fn desired_taints(current: &[Taint], ready: &str, unschedulable: bool, now: jiff::Timestamp) -> Vec<Taint> {
+pub fn desired_taints(
+    current: &[Taint],
+    ready: &str,
+    unschedulable: bool,
+    now: jiff::Timestamp,
+) -> Vec<Taint> {
     let mut want: Vec<(&str, &str)> = Vec::new();
     match ready {
         "True" => {}
-        "False" => want.extend([(TAINT_NOT_READY, "NoExecute"), (TAINT_NOT_READY, "NoSchedule")]),
-        _ => want.extend([(TAINT_UNREACHABLE, "NoExecute"), (TAINT_UNREACHABLE, "NoSchedule")]),
+        "False" => want.extend([
+            (TAINT_NOT_READY, "NoExecute"),
+            (TAINT_NOT_READY, "NoSchedule"),
+        ]),
+        _ => want.extend([
+            (TAINT_UNREACHABLE, "NoExecute"),
+            (TAINT_UNREACHABLE, "NoSchedule"),
+        ]),
     }
     if unschedulable {
         want.push((TAINT_UNSCHEDULABLE, "NoSchedule"));
@@ -154,8 +171,10 @@ pub fn toleration_time(taints: &[Taint], tolerations: &[Toleration]) -> Option<D
     let mut any = false;
     for taint in taints.iter().filter(|t| t.effect == "NoExecute") {
         any = true;
-        let matching: Vec<&Toleration> =
-            tolerations.iter().filter(|t| crate::scheduler::labels::tolerates(t, taint)).collect();
+        let matching: Vec<&Toleration> = tolerations
+            .iter()
+            .filter(|t| crate::scheduler::labels::tolerates(t, taint))
+            .collect();
         if matching.is_empty() {
             return Some(Duration::ZERO);
         }
@@ -175,10 +194,20 @@ impl Controller {
     async fn watch_nodes(self: Arc<Self>) {
         let api: Api<Node> = Api::all(self.client.clone());
         let mut stream = watcher(api, watcher::Config::default()).boxed();
+        let mut seen: Option<HashSet<String>> = None;
         while let Some(ev) = stream.next().await {
             match ev {
+                Ok(watcher::Event::Init) => seen = Some(HashSet::new()),
+                Ok(watcher::Event::InitDone) => {
+                    if let Some(seen) = seen.take() {
+                        self.state.lock().nodes.retain(|name, h| h.node.is_none() || seen.contains(name));
+                    }
+                }
                 Ok(watcher::Event::Apply(n)) | Ok(watcher::Event::InitApply(n)) => {
                     let name = n.metadata.name.clone().unwrap_or_default();
+                    if let Some(s) = seen.as_mut() {
+                        s.insert(name.clone());
+                    }
                     let hb = ready_heartbeat(&n);
                     let mut st = self.state.lock();
                     let h = st.nodes.entry(name).or_default();
@@ -190,7 +219,10 @@ impl Controller {
                     h.node = Some(n);
                 }
                 Ok(watcher::Event::Delete(n)) => {
-                    self.state.lock().nodes.remove(n.metadata.name.as_deref().unwrap_or(""));
+                    self.state
+                        .lock()
+                        .nodes
+                        .remove(n.metadata.name.as_deref().unwrap_or(""));
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -208,7 +240,11 @@ impl Controller {
             match ev {
                 Ok(watcher::Event::Apply(l)) | Ok(watcher::Event::InitApply(l)) => {
                     let name = l.metadata.name.clone().unwrap_or_default();
-                    let renew = l.spec.as_ref().and_then(|s| s.renew_time.as_ref()).map(|t| t.0.to_string());
+                    let renew = l
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.renew_time.as_ref())
+                        .map(|t| t.0.to_string());
                     let mut st = self.state.lock();
                     let h = st.nodes.entry(name).or_default();
                     if renew.is_some() && renew != h.lease_renew {
@@ -229,7 +265,10 @@ impl Controller {
     async fn monitor(&self) {
         let snapshot: Vec<(Node, Option<Instant>)> = {
             let st = self.state.lock();
-            st.nodes.values().filter_map(|h| Some((h.node.clone()?, h.probe))).collect()
+            st.nodes
+                .values()
+                .filter_map(|h| Some((h.node.clone()?, h.probe)))
+                .collect()
         };
         let mut live_evictions = HashSet::new();
         for (node, probe) in snapshot {
@@ -248,23 +287,39 @@ impl Controller {
             let ready = ready_status(&node).to_string();
             let was = {
                 let mut st = self.state.lock();
-                st.nodes.get_mut(&name).and_then(|h| h.last_ready.replace(ready.clone()))
+                st.nodes
+                    .get_mut(&name)
+                    .and_then(|h| h.last_ready.replace(ready.clone()))
             };
             if ready == "True" && was.as_deref().is_some_and(|w| w != "True") {
                 let msg = format!("Node {name} status is now: NodeReady");
-                self.node_events.publish(&node_ref(&name), events::NORMAL, "NodeReady", &msg).await;
+                self.node_events
+                    .publish(&node_ref(&name), events::NORMAL, "NodeReady", &msg)
+                    .await;
             }
             let spec = node.spec.clone().unwrap_or_default();
             let taints = spec.taints.clone().unwrap_or_default();
-            let want = desired_taints(&taints, &ready, spec.unschedulable.unwrap_or(false), jiff::Timestamp::now());
+            let want = desired_taints(
+                &taints,
+                &ready,
+                spec.unschedulable.unwrap_or(false),
+                jiff::Timestamp::now(),
+            );
             if want != taints {
                 match self.set_taints(&node, &want).await {
                     Ok(n) => node = n,
                     Err(e) => debug!(node = %name, "cannot update taints: {e}"),
                 }
             }
-            let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-            let no_execute: Vec<Taint> = taints.into_iter().filter(|t| t.effect == "NoExecute").collect();
+            let taints = node
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.clone())
+                .unwrap_or_default();
+            let no_execute: Vec<Taint> = taints
+                .into_iter()
+                .filter(|t| t.effect == "NoExecute")
+                .collect();
             if ready == "True" && no_execute.is_empty() {
                 continue;
             }
@@ -285,8 +340,15 @@ impl Controller {
         // Taints gone (node back): cancel what was scheduled.
         let cancelled: Vec<(String, String)> = {
             let mut st = self.state.lock();
-            let gone: Vec<String> = st.evictions.keys().filter(|k| !live_evictions.contains(*k)).cloned().collect();
-            gone.into_iter().filter_map(|k| st.evictions.remove(&k).map(|s| (k, s.uid))).collect()
+            let gone: Vec<String> = st
+                .evictions
+                .keys()
+                .filter(|k| !live_evictions.contains(*k))
+                .cloned()
+                .collect();
+            gone.into_iter()
+                .filter_map(|k| st.evictions.remove(&k).map(|s| (k, s.uid)))
+                .collect()
         };
         for (key, uid) in cancelled {
             let (ns, name) = key.split_once('/').unwrap_or(("", key.as_str()));
@@ -299,16 +361,27 @@ impl Controller {
                 ..Default::default()
             };
             self.eviction_events
-                .publish(&r, events::NORMAL, "TaintManagerEviction", &format!("Cancelling deletion of Pod {key}"))
+                .publish(
+                    &r,
+                    events::NORMAL,
+                    "TaintManagerEviction",
+                    &format!("Cancelling deletion of Pod {key}"),
+                )
                 .await;
         }
     }
 
     async fn mark_unknown(&self, node: &Node) -> Result<Node, kube::Error> {
         let name = node.metadata.name.clone().unwrap_or_default();
-        let now = serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()))
-            .map_err(kube::Error::SerdeError)?;
-        let existing = node.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        let now = serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::now(),
+        ))
+        .map_err(kube::Error::SerdeError)?;
+        let existing = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
         let mut conditions: Vec<serde_json::Value> = Vec::new();
         for c in &existing {
             let mut v = serde_json::to_value(c).map_err(kube::Error::SerdeError)?;
@@ -330,10 +403,17 @@ impl Controller {
         }
         let api: Api<Node> = Api::all(self.client.clone());
         let patch = Patch::Merge(json!({"status": {"conditions": conditions}}));
-        let updated = api.patch_status(&name, &PatchParams::default(), &patch).await?;
+        let updated = api
+            .patch_status(&name, &PatchParams::default(), &patch)
+            .await?;
         info!(node = %name, "node stopped posting status; marked Unknown");
         self.node_events
-            .publish(&node_ref(&name), events::NORMAL, "NodeNotReady", &format!("Node {name} status is now: NodeNotReady"))
+            .publish(
+                &node_ref(&name),
+                events::NORMAL,
+                "NodeNotReady",
+                &format!("Node {name} status is now: NodeNotReady"),
+            )
             .await;
         Ok(updated)
     }
@@ -350,26 +430,51 @@ impl Controller {
 
     async fn pods_on(&self, node: &str) -> Result<Vec<Pod>, kube::Error> {
         let api: Api<Pod> = Api::all(self.client.clone());
-        Ok(api.list(&ListParams::default().fields(&format!("spec.nodeName={node}"))).await?.items)
+        Ok(api
+            .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+            .await?
+            .items)
     }
 
     /// Ready=False on every pod of an unready node (upstream's MarkPodsNotReady).
     async fn mark_pods_not_ready(&self, pods: &[Pod]) {
         for p in pods {
-            let Some(conds) = p.status.as_ref().and_then(|s| s.conditions.as_ref()) else { continue };
-            if !conds.iter().any(|c| c.type_ == "Ready" && c.status == "True") {
+            let Some(conds) = p.status.as_ref().and_then(|s| s.conditions.as_ref()) else {
+                continue;
+            };
+            if !conds
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+            {
                 continue;
             }
             let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
             let patch = Patch::Strategic(json!({"status": {"conditions": [
                 {"type": "Ready", "status": "False", "lastTransitionTime": now}
             ]}}));
-            let api: Api<Pod> = Api::namespaced(self.client.clone(), p.metadata.namespace.as_deref().unwrap_or(""));
-            if let Err(e) = api.patch_status(p.metadata.name.as_deref().unwrap_or(""), &PatchParams::default(), &patch).await {
+            let api: Api<Pod> = Api::namespaced(
+                self.client.clone(),
+                p.metadata.namespace.as_deref().unwrap_or(""),
+            );
+            if let Err(e) = api
+                .patch_status(
+                    p.metadata.name.as_deref().unwrap_or(""),
+                    &PatchParams::default(),
+                    &patch,
+                )
+                .await
+            {
                 debug!("cannot mark pod NotReady: {e}");
                 continue;
             }
-            self.node_events.publish(&events::reference(p), events::WARNING, "NodeNotReady", "Node is not ready").await;
+            self.node_events
+                .publish(
+                    &events::reference(p),
+                    events::WARNING,
+                    "NodeNotReady",
+                    "Node is not ready",
+                )
+                .await;
         }
     }
 
@@ -380,17 +485,31 @@ impl Controller {
             if p.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            let key = format!("{}/{}", p.metadata.namespace.as_deref().unwrap_or(""), p.metadata.name.as_deref().unwrap_or(""));
+            let key = format!(
+                "{}/{}",
+                p.metadata.namespace.as_deref().unwrap_or(""),
+                p.metadata.name.as_deref().unwrap_or("")
+            );
             let uid = p.metadata.uid.clone().unwrap_or_default();
-            let tolerations = p.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
+            let tolerations = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.tolerations.clone())
+                .unwrap_or_default();
             let Some(wait) = toleration_time(taints, &tolerations) else {
                 continue;
             };
             let due = {
                 let mut st = self.state.lock();
-                let s = st.evictions.entry(key.clone()).or_insert(Scheduled { uid: uid.clone(), deadline: now + wait });
+                let s = st.evictions.entry(key.clone()).or_insert(Scheduled {
+                    uid: uid.clone(),
+                    deadline: now + wait,
+                });
                 if s.uid != uid {
-                    *s = Scheduled { uid: uid.clone(), deadline: now + wait };
+                    *s = Scheduled {
+                        uid: uid.clone(),
+                        deadline: now + wait,
+                    };
                 }
                 s.deadline <= now
             };
@@ -399,9 +518,17 @@ impl Controller {
                 continue;
             }
             self.eviction_events
-                .publish(&events::reference(p), events::NORMAL, "TaintManagerEviction", &format!("Marking for deletion Pod {key}"))
+                .publish(
+                    &events::reference(p),
+                    events::NORMAL,
+                    "TaintManagerEviction",
+                    &format!("Marking for deletion Pod {key}"),
+                )
                 .await;
-            let api: Api<Pod> = Api::namespaced(self.client.clone(), p.metadata.namespace.as_deref().unwrap_or(""));
+            let api: Api<Pod> = Api::namespaced(
+                self.client.clone(),
+                p.metadata.namespace.as_deref().unwrap_or(""),
+            );
             let name = p.metadata.name.as_deref().unwrap_or("");
             let cond = Patch::Strategic(json!({"status": {"conditions": [{
                 "type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager",
@@ -410,7 +537,10 @@ impl Controller {
             }]}}));
             let _ = api.patch_status(name, &PatchParams::default(), &cond).await;
             let dp = DeleteParams {
-                preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
+                preconditions: Some(Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
                 ..DeleteParams::default()
             };
             match api.delete(name, &dp).await {
@@ -428,7 +558,12 @@ mod tests {
     use super::*;
 
     fn taint(key: &str, effect: &str) -> Taint {
-        Taint { key: key.into(), effect: effect.into(), value: None, time_added: None }
+        Taint {
+            key: key.into(),
+            effect: effect.into(),
+            value: None,
+            time_added: None,
+        }
     }
 
     fn tol(v: serde_json::Value) -> Toleration {
@@ -440,10 +575,23 @@ mod tests {
         let now = jiff::Timestamp::now();
         let user = taint("dedicated", "NoSchedule");
         let t = desired_taints(&[user.clone()], "Unknown", false, now);
-        let keys: Vec<(&str, &str)> = t.iter().map(|t| (t.key.as_str(), t.effect.as_str())).collect();
-        assert_eq!(keys, [("dedicated", "NoSchedule"), (TAINT_UNREACHABLE, "NoExecute"), (TAINT_UNREACHABLE, "NoSchedule")]);
+        let keys: Vec<(&str, &str)> = t
+            .iter()
+            .map(|t| (t.key.as_str(), t.effect.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("dedicated", "NoSchedule"),
+                (TAINT_UNREACHABLE, "NoExecute"),
+                (TAINT_UNREACHABLE, "NoSchedule")
+            ]
+        );
         let t = desired_taints(&t, "False", true, now);
-        let keys: Vec<(&str, &str)> = t.iter().map(|t| (t.key.as_str(), t.effect.as_str())).collect();
+        let keys: Vec<(&str, &str)> = t
+            .iter()
+            .map(|t| (t.key.as_str(), t.effect.as_str()))
+            .collect();
         assert_eq!(
             keys,
             [
@@ -456,20 +604,36 @@ mod tests {
         assert_eq!(desired_taints(&t, "True", false, now), vec![user]);
         // Unchanged taints keep their timeAdded (no update loop).
         let once = desired_taints(&[], "Unknown", false, now);
-        assert_eq!(desired_taints(&once, "Unknown", false, jiff::Timestamp::now()), once);
+        assert_eq!(
+            desired_taints(&once, "Unknown", false, jiff::Timestamp::now()),
+            once
+        );
     }
 
     #[test]
     fn toleration_seconds() {
-        let taints = [taint(TAINT_UNREACHABLE, "NoExecute"), taint("x", "NoSchedule")];
-        assert_eq!(toleration_time(&taints, &[]), Some(Duration::ZERO), "untolerated: evict at once");
+        let taints = [
+            taint(TAINT_UNREACHABLE, "NoExecute"),
+            taint("x", "NoSchedule"),
+        ];
+        assert_eq!(
+            toleration_time(&taints, &[]),
+            Some(Duration::ZERO),
+            "untolerated: evict at once"
+        );
         let ts = [
-            tol(json!({"key": TAINT_UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300})),
+            tol(
+                json!({"key": TAINT_UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}),
+            ),
             tol(json!({"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 2})),
         ];
         assert_eq!(toleration_time(&taints, &ts), Some(Duration::from_secs(2)));
         let forever = [tol(json!({"key": TAINT_UNREACHABLE, "operator": "Exists"}))];
         assert_eq!(toleration_time(&taints, &forever), None);
-        assert_eq!(toleration_time(&[taint("x", "NoSchedule")], &[]), None, "no NoExecute taint");
+        assert_eq!(
+            toleration_time(&[taint("x", "NoSchedule")], &[]),
+            None,
+            "no NoExecute taint"
+        );
     }
 }

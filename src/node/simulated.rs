@@ -137,7 +137,9 @@ pub fn node_ip(i: u32) -> Ipv4Addr {
 /// (the 0th is left for the server's own node), then /24s of 100.64.0.0/10.
 pub fn pod_cidr(cluster: &str, i: u32) -> Option<Ipv4Addr> {
     let nth_24 = |cidr: &Cidr, n: u32| -> Option<Ipv4Addr> {
-        let std::net::IpAddr::V4(net) = cidr.network() else { return None };
+        let std::net::IpAddr::V4(net) = cidr.network() else {
+            return None;
+        };
         let subnets = 1u64 << (24 - u32::from(cidr.prefix_len().min(24)));
         if u64::from(n) >= subnets {
             return None;
@@ -261,7 +263,11 @@ impl SimulatedNodes {
 
     /// The usage of one running pod.
     pub fn pod_usage(&self, namespace: &str, name: &str) -> Option<Usage> {
-        self.inner.usage.lock().get(&format!("{namespace}/{name}")).map(|u| u.usage)
+        self.inner
+            .usage
+            .lock()
+            .get(&format!("{namespace}/{name}"))
+            .map(|u| u.usage)
     }
 
     /// Every running pod's usage.
@@ -339,8 +345,15 @@ impl SimulatedNodes {
             "ephemeral-storage": c.ephemeral_storage, "hugepages-1Gi": "0", "hugepages-2Mi": "0",
         });
         let now = time_value(jiff::Timestamp::now());
-        let since = self.inner.nodes.lock().get(name).map(|n| n.ready_since.clone());
-        let since = since.map(|t| serde_json::to_value(t).unwrap_or(Value::Null)).unwrap_or_else(|| now.clone());
+        let since = self
+            .inner
+            .nodes
+            .lock()
+            .get(name)
+            .map(|n| n.ready_since.clone());
+        let since = since
+            .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
+            .unwrap_or_else(|| now.clone());
         let cond = |t: &str, s: &str, reason: &str, msg: &str| {
             json!({"type": t, "status": s, "reason": reason, "message": msg,
                    "lastHeartbeatTime": now, "lastTransitionTime": since})
@@ -384,7 +397,8 @@ impl SimulatedNodes {
             }
             Some(_) => {
                 let meta = json!({"metadata": {"labels": obj["metadata"]["labels"], "annotations": obj["metadata"]["annotations"]}});
-                api.patch(name, &PatchParams::default(), &Patch::Merge(meta)).await?
+                api.patch(name, &PatchParams::default(), &Patch::Merge(meta))
+                    .await?
             }
         };
         let stopped = is_stopped(&node);
@@ -403,10 +417,21 @@ impl SimulatedNodes {
     }
 
     async fn post_status(&self, name: &str) -> Result<(), kube::Error> {
-        let index = self.inner.nodes.lock().get(name).map(|n| n.index).unwrap_or(0);
+        let index = self
+            .inner
+            .nodes
+            .lock()
+            .get(name)
+            .map(|n| n.index)
+            .unwrap_or(0);
         let api: Api<Node> = Api::all(self.inner.client.clone());
         let status = self.node_status(name, index);
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await?;
+        api.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await?;
         if let Some(n) = self.inner.nodes.lock().get_mut(name) {
             n.last_status = Some(Instant::now());
         }
@@ -415,12 +440,22 @@ impl SimulatedNodes {
 
     async fn renew_lease(&self, name: &str) -> Result<(), kube::Error> {
         let api: Api<Lease> = Api::namespaced(self.inner.client.clone(), NODE_LEASE_NAMESPACE);
-        let now = serde_json::to_value(MicroTime(jiff::Timestamp::now())).map_err(kube::Error::SerdeError)?;
-        let patch = json!({"spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now}});
-        match api.patch(name, &PatchParams::default(), &Patch::Merge(patch.clone())).await {
+        let now = serde_json::to_value(MicroTime(jiff::Timestamp::now()))
+            .map_err(kube::Error::SerdeError)?;
+        let patch =
+            json!({"spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now}});
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch.clone()))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => {
-                let uid = self.inner.nodes.lock().get(name).and_then(|n| n.uid.clone());
+                let uid = self
+                    .inner
+                    .nodes
+                    .lock()
+                    .get(name)
+                    .and_then(|n| n.uid.clone());
                 let mut lease = json!({
                     "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                     "metadata": {"name": name, "namespace": NODE_LEASE_NAMESPACE},
@@ -430,7 +465,8 @@ impl SimulatedNodes {
                     lease["metadata"]["ownerReferences"] =
                         json!([{"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid}]);
                 }
-                let lease: Lease = serde_json::from_value(lease).map_err(kube::Error::SerdeError)?;
+                let lease: Lease =
+                    serde_json::from_value(lease).map_err(kube::Error::SerdeError)?;
                 match api.create(&PostParams::default(), &lease).await {
                     Ok(_) => Ok(()),
                     Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
@@ -453,7 +489,9 @@ impl SimulatedNodes {
                     .iter()
                     .filter(|(_, n)| !n.stopped && !n.gone)
                     .map(|(name, n)| {
-                        let status_due = n.last_status.is_none_or(|t| t.elapsed() >= self.inner.cfg.status_interval);
+                        let status_due = n
+                            .last_status
+                            .is_none_or(|t| t.elapsed() >= self.inner.cfg.status_interval);
                         (name.clone(), status_due)
                     })
                     .collect()
@@ -478,13 +516,19 @@ impl SimulatedNodes {
     /// else changed (the node lifecycle controller), deletions.
     async fn watch_nodes(self) {
         let api: Api<Node> = Api::all(self.inner.client.clone());
-        let cfg = watcher::Config::default().labels(&format!("{INSTANCE_TYPE_LABEL}={INSTANCE_TYPE}"));
+        let cfg =
+            watcher::Config::default().labels(&format!("{INSTANCE_TYPE_LABEL}={INSTANCE_TYPE}"));
         let mut stream = watcher(api, cfg).boxed();
         while let Some(ev) = stream.next().await {
             let node = match ev {
                 Ok(watcher::Event::Apply(n)) | Ok(watcher::Event::InitApply(n)) => n,
                 Ok(watcher::Event::Delete(n)) => {
-                    if let Some(s) = self.inner.nodes.lock().get_mut(n.metadata.name.as_deref().unwrap_or("")) {
+                    if let Some(s) = self
+                        .inner
+                        .nodes
+                        .lock()
+                        .get_mut(n.metadata.name.as_deref().unwrap_or(""))
+                    {
                         s.gone = true;
                     }
                     continue;
@@ -506,13 +550,18 @@ impl SimulatedNodes {
                 .is_some_and(|c| c.status == "True");
             let (resumed, needs_status) = {
                 let mut nodes = self.inner.nodes.lock();
-                let Some(s) = nodes.get_mut(&name) else { continue };
+                let Some(s) = nodes.get_mut(&name) else {
+                    continue;
+                };
                 s.gone = false;
                 s.uid = node.metadata.uid.clone();
                 let resumed = s.stopped && !stopped;
                 s.stopped = stopped;
                 // Answer a NotReady/Unknown verdict at once, but not in a loop.
-                let needs = !stopped && !ready && s.last_status.is_none_or(|t| t.elapsed() > Duration::from_secs(2));
+                let needs = !stopped
+                    && !ready
+                    && s.last_status
+                        .is_none_or(|t| t.elapsed() > Duration::from_secs(2));
                 if resumed || needs {
                     s.ready_since = Time(jiff::Timestamp::now());
                 }
@@ -544,11 +593,31 @@ impl SimulatedNodes {
         let api: Api<Pod> = Api::all(self.inner.client.clone());
         let cfg = watcher::Config::default().fields("spec.nodeName!=");
         let mut stream = watcher(api, cfg).boxed();
+        // Keys seen during a relist; pods not among them went away unseen.
+        let mut seen: Option<std::collections::HashSet<String>> = None;
         while let Some(ev) = stream.next().await {
             match ev {
-                Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::InitApply(p)) => self.on_pod(p),
+                Ok(watcher::Event::Apply(p)) => self.on_pod(p),
+                Ok(watcher::Event::InitApply(p)) => {
+                    if let Some(s) = seen.as_mut() {
+                        s.insert(key_of(&p));
+                    }
+                    self.on_pod(p);
+                }
                 Ok(watcher::Event::Delete(p)) => self.forget_pod(&p),
-                Ok(_) => {}
+                Ok(watcher::Event::Init) => seen = Some(Default::default()),
+                Ok(watcher::Event::InitDone) => {
+                    let Some(seen) = seen.take() else { continue };
+                    let gone: Vec<String> =
+                        self.inner.pods.lock().keys().filter(|k| !seen.contains(*k)).cloned().collect();
+                    for key in gone {
+                        let (ns, name) = key.split_once('/').unwrap_or(("", key.as_str()));
+                        let mut p = Pod::default();
+                        p.metadata.namespace = Some(ns.to_string());
+                        p.metadata.name = Some(name.to_string());
+                        self.forget_pod(&p);
+                    }
+                }
                 Err(e) => {
                     debug!("simulated kubelet pod watch: {e}");
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -560,7 +629,10 @@ impl SimulatedNodes {
     /// After a node comes back, catch up with what happened to its pods.
     async fn resync_node_pods(&self, node: &str) {
         let api: Api<Pod> = Api::all(self.inner.client.clone());
-        match api.list(&ListParams::default().fields(&format!("spec.nodeName={node}"))).await {
+        match api
+            .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+            .await
+        {
             Ok(list) => {
                 for p in list.items {
                     self.on_pod(p);
@@ -588,7 +660,8 @@ impl SimulatedNodes {
                         && p.ready
                         && !p.deleting
                         && !p.terminal
-                        && p.reposted.is_none_or(|t| t.elapsed() > Duration::from_secs(2)) =>
+                        && p.reposted
+                            .is_none_or(|t| t.elapsed() > Duration::from_secs(2)) =>
                 {
                     p.reposted = Some(Instant::now());
                     (p.ip, p.node.clone())
@@ -596,13 +669,31 @@ impl SimulatedNodes {
                 _ => return,
             }
         };
-        let index = self.inner.nodes.lock().get(&node).map(|n| n.index).unwrap_or(0);
-        let started = pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0).unwrap_or_else(jiff::Timestamp::now);
+        let index = self
+            .inner
+            .nodes
+            .lock()
+            .get(&node)
+            .map(|n| n.index)
+            .unwrap_or(0);
+        let started = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .map(|t| t.0)
+            .unwrap_or_else(jiff::Timestamp::now);
         let me = self.clone();
         let pod = pod.clone();
         tokio::spawn(async move {
             let ids = ContainerIds::new(&pod);
-            let status = running_status(&pod, node_ip(index), ip, started, &ids, &Restarts::default());
+            let status = running_status(
+                &pod,
+                node_ip(index),
+                ip,
+                started,
+                &ids,
+                &Restarts::default(),
+            );
             me.patch_pod_status(&pod, &uid, status).await;
         });
     }
@@ -613,7 +704,11 @@ impl SimulatedNodes {
         let removed = {
             let mut pods = self.inner.pods.lock();
             match pods.get(&key) {
-                Some(p) if Some(&p.uid) == pod.metadata.uid.as_ref() || pod.metadata.uid.is_none() => pods.remove(&key),
+                Some(p)
+                    if Some(&p.uid) == pod.metadata.uid.as_ref() || pod.metadata.uid.is_none() =>
+                {
+                    pods.remove(&key)
+                }
                 _ => None,
             }
         };
@@ -626,7 +721,11 @@ impl SimulatedNodes {
     }
 
     fn on_pod(&self, pod: Pod) {
-        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
         {
             let nodes = self.inner.nodes.lock();
             match nodes.get(&node) {
@@ -637,14 +736,22 @@ impl SimulatedNodes {
         let key = key_of(&pod);
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         // A different pod of the same name replaced one we knew.
-        let stale = self.inner.pods.lock().get(&key).is_some_and(|p| p.uid != uid);
+        let stale = self
+            .inner
+            .pods
+            .lock()
+            .get(&key)
+            .is_some_and(|p| p.uid != uid);
         if stale {
             let mut old = pod.clone();
             old.metadata.uid = None;
             self.forget_pod(&old);
         }
         let status = pod.status.as_ref();
-        let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending").to_string();
+        let phase = status
+            .and_then(|s| s.phase.as_deref())
+            .unwrap_or("Pending")
+            .to_string();
 
         if pod.metadata.deletion_timestamp.is_some() {
             let first = {
@@ -696,9 +803,21 @@ impl SimulatedNodes {
             self.repost_if_unready(&pod);
             return;
         }
-        let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
-        let existing_ip = status.and_then(|s| s.pod_ip.as_deref()).and_then(|ip| ip.parse::<Ipv4Addr>().ok());
-        let index = self.inner.nodes.lock().get(&node).map(|n| n.index).unwrap_or(0);
+        let host_network = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
+        let existing_ip = status
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse::<Ipv4Addr>().ok());
+        let index = self
+            .inner
+            .nodes
+            .lock()
+            .get(&node)
+            .map(|n| n.index)
+            .unwrap_or(0);
         let ip = if host_network {
             Some(node_ip(index))
         } else {
@@ -743,14 +862,28 @@ impl SimulatedNodes {
     }
 
     fn still_ours(&self, key: &str, uid: &str) -> bool {
-        let node_up = |node: &str| self.inner.nodes.lock().get(node).is_some_and(|n| !n.stopped && !n.gone);
+        let node_up = |node: &str| {
+            self.inner
+                .nodes
+                .lock()
+                .get(node)
+                .is_some_and(|n| !n.stopped && !n.gone)
+        };
         let pods = self.inner.pods.lock();
-        pods.get(key).is_some_and(|p| p.uid == uid && !p.deleting && !p.terminal && node_up(&p.node))
+        pods.get(key)
+            .is_some_and(|p| p.uid == uid && !p.deleting && !p.terminal && node_up(&p.node))
     }
 
     /// Run the pod: Running at once; then, if its containers exit, finish or
     /// restart them as the kubelet would.
-    async fn drive(self, pod: Pod, uid: String, node_index: u32, ip: Option<Ipv4Addr>, already_running: bool) {
+    async fn drive(
+        self,
+        pod: Pod,
+        uid: String,
+        node_index: u32,
+        ip: Option<Ipv4Addr>,
+        already_running: bool,
+    ) {
         let key = key_of(&pod);
         let host_ip = node_ip(node_index);
         let ids = ContainerIds::new(&pod);
@@ -762,9 +895,16 @@ impl SimulatedNodes {
             }
         }
         self.set_ready(&key, true);
-        let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
+        let policy = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.clone())
+            .unwrap_or_else(|| "Always".into());
         let annotations = pod.metadata.annotations.clone().unwrap_or_default();
-        let code: i32 = annotations.get(EXIT_CODE_ANNOTATION).and_then(|c| c.trim().parse().ok()).unwrap_or(0);
+        let code: i32 = annotations
+            .get(EXIT_CODE_ANNOTATION)
+            .and_then(|c| c.trim().parse().ok())
+            .unwrap_or(0);
         if policy == "Always" && code == 0 {
             return;
         }
@@ -828,7 +968,10 @@ impl SimulatedNodes {
         let mut body = json!({"metadata": {"uid": uid}, "status": status});
         // Conditions set by others (PodScheduled, DisruptionTarget) stay.
         merge_foreign_conditions(pod, &mut body["status"]);
-        match api.patch_status(name, &PatchParams::default(), &Patch::Merge(body)).await {
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(body))
+            .await
+        {
             Ok(_) => true,
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => false,
             Err(e) => {
@@ -847,7 +990,10 @@ impl SimulatedNodes {
         let api: Api<Pod> = Api::namespaced(self.inner.client.clone(), ns);
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
             ..DeleteParams::default()
         };
         match api.delete(name, &dp).await {
@@ -866,7 +1012,11 @@ fn is_stopped(node: &Node) -> bool {
 }
 
 fn key_of(pod: &Pod) -> String {
-    format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or(""), pod.metadata.name.as_deref().unwrap_or(""))
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or(""),
+        pod.metadata.name.as_deref().unwrap_or("")
+    )
 }
 
 fn arch() -> &'static str {
@@ -905,13 +1055,24 @@ pub fn usage_of(pod: &Pod) -> Usage {
         .get(CPU_ANNOTATION)
         .and_then(|s| nano(s))
         .map(|n| n as u64)
-        .unwrap_or(if req.milli_cpu > 0 { req.milli_cpu as u64 * 1_000_000 } else { 1_000_000 });
+        .unwrap_or(if req.milli_cpu > 0 {
+            req.milli_cpu as u64 * 1_000_000
+        } else {
+            1_000_000
+        });
     let memory = ann
         .get(MEMORY_ANNOTATION)
         .and_then(|s| nano(s))
         .map(|n| (n / 1_000_000_000) as u64)
-        .unwrap_or(if req.memory > 0 { req.memory as u64 } else { 4 << 20 });
-    Usage { cpu_nanocores: cpu, memory_bytes: memory }
+        .unwrap_or(if req.memory > 0 {
+            req.memory as u64
+        } else {
+            4 << 20
+        });
+    Usage {
+        cpu_nanocores: cpu,
+        memory_bytes: memory,
+    }
 }
 
 /// Stable fake container and image ids for a pod.
@@ -923,7 +1084,11 @@ impl ContainerIds {
     fn new(pod: &Pod) -> ContainerIds {
         let mut ids = HashMap::new();
         let spec = pod.spec.clone().unwrap_or_default();
-        for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+        for c in spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+        {
             ids.insert(c.name.clone(), format!("rk3s-sim://{}", random_hex()));
         }
         ContainerIds { ids }
@@ -935,7 +1100,11 @@ impl ContainerIds {
 }
 
 fn random_hex() -> String {
-    format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>())
+    format!(
+        "{:032x}{:032x}",
+        rand::random::<u128>(),
+        rand::random::<u128>()
+    )
 }
 
 /// `nginx:1.27` -> `docker.io/library/nginx@sha256:<digest of the name>`.
@@ -1083,7 +1252,13 @@ fn waiting_status(
         cond("PodReadyToStartContainers", true, None, None, &now),
         cond("Initialized", true, None, None, &now),
         cond("Ready", false, Some("ContainersNotReady"), Some(&msg), &now),
-        cond("ContainersReady", false, Some("ContainersNotReady"), Some(&msg), &now),
+        cond(
+            "ContainersReady",
+            false,
+            Some("ContainersNotReady"),
+            Some(&msg),
+            &now
+        ),
     ]);
     status
 }
@@ -1099,7 +1274,11 @@ fn terminal_status(
 ) -> Value {
     let spec = pod.spec.clone().unwrap_or_default();
     let ok = code == 0;
-    let (phase, reason, pod_reason) = if ok { ("Succeeded", "Completed", "PodCompleted") } else { ("Failed", "Error", "PodFailed") };
+    let (phase, reason, pod_reason) = if ok {
+        ("Succeeded", "Completed", "PodCompleted")
+    } else {
+        ("Failed", "Error", "PodFailed")
+    };
     let now = time_value(finished);
     let containers: Vec<Value> = spec
         .containers
@@ -1134,9 +1313,20 @@ fn terminal_status(
 /// Keep the conditions other components own (PodScheduled keeps its
 /// original transition time) in the full list a merge patch replaces.
 fn merge_foreign_conditions(pod: &Pod, status: &mut Value) {
-    let ours = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady"];
-    let Some(list) = status.get_mut("conditions").and_then(Value::as_array_mut) else { return };
-    let existing = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let ours = [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "Ready",
+        "ContainersReady",
+    ];
+    let Some(list) = status.get_mut("conditions").and_then(Value::as_array_mut) else {
+        return;
+    };
+    let existing = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
     let mut foreign: Vec<Value> = existing
         .iter()
         .filter(|c| !ours.contains(&c.type_.as_str()))
@@ -1169,10 +1359,31 @@ mod tests {
         assert_eq!(node_ip(0).to_string(), "10.255.0.1");
         assert_eq!(node_ip(249).to_string(), "10.255.0.250");
         assert_eq!(node_ip(250).to_string(), "10.255.1.1");
-        assert_eq!(pod_cidr("10.42.0.0/16", 0).map(|c| c.to_string()).as_deref(), Some("10.42.1.0"));
-        assert_eq!(pod_cidr("10.42.0.0/16", 254).map(|c| c.to_string()).as_deref(), Some("10.42.255.0"));
-        assert_eq!(pod_cidr("10.42.0.0/16", 255).map(|c| c.to_string()).as_deref(), Some("100.64.0.0"));
-        assert_eq!(pod_cidr("10.42.0.0/16", 999).map(|c| c.to_string()).as_deref(), Some("100.64.2.232"));
+        assert_eq!(
+            pod_cidr("10.42.0.0/16", 0)
+                .map(|c| c.to_string())
+                .as_deref(),
+            Some("10.42.1.0")
+        );
+        assert_eq!(
+            pod_cidr("10.42.0.0/16", 254)
+                .map(|c| c.to_string())
+                .as_deref(),
+            Some("10.42.255.0")
+        );
+        assert_eq!(
+            pod_cidr("10.42.0.0/16", 255)
+                .map(|c| c.to_string())
+                .as_deref(),
+            Some("100.64.0.0")
+        );
+        // 999 - 255 = the 744th /24 of 100.64.0.0/10: 744 * 256 = 2 * 65536 + 232 * 256.
+        assert_eq!(
+            pod_cidr("10.42.0.0/16", 999)
+                .map(|c| c.to_string())
+                .as_deref(),
+            Some("100.66.232.0")
+        );
     }
 
     #[test]
@@ -1189,7 +1400,10 @@ mod tests {
         };
         let a = n.allocate_ip().unwrap();
         let b = n.allocate_ip().unwrap();
-        assert_eq!((a.to_string().as_str(), b.to_string().as_str()), ("10.42.1.2", "10.42.1.3"));
+        assert_eq!(
+            (a.to_string().as_str(), b.to_string().as_str()),
+            ("10.42.1.2", "10.42.1.3")
+        );
         n.release_ip(a);
         assert_eq!(n.allocate_ip(), Some(a));
         n.claim_ip("10.42.1.4".parse().unwrap());
@@ -1210,7 +1424,13 @@ mod tests {
             "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "250m"}}}]}
         }))
         .unwrap();
-        assert_eq!(usage_of(&pod), Usage { cpu_nanocores: 250_000_000, memory_bytes: 64 << 20 });
+        assert_eq!(
+            usage_of(&pod),
+            Usage {
+                cpu_nanocores: 250_000_000,
+                memory_bytes: 64 << 20
+            }
+        );
     }
 
     #[test]
@@ -1232,17 +1452,51 @@ mod tests {
         assert_eq!(s["podIP"], "10.42.1.2");
         assert_eq!(s["hostIP"], "10.255.0.1");
         assert_eq!(s["containerStatuses"][0]["ready"], true);
-        assert_eq!(s["containerStatuses"][0]["image"], "docker.io/library/busybox:latest");
-        assert!(s["containerStatuses"][0]["imageID"].as_str().unwrap().starts_with("docker.io/library/busybox@sha256:"));
-        assert_eq!(s["initContainerStatuses"][0]["state"]["terminated"]["reason"], "Completed");
-        let types: Vec<&str> = s["conditions"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
-        assert_eq!(types, ["PodScheduled", "PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady"]);
-        assert_eq!(s["conditions"][0]["lastTransitionTime"], "2024-01-01T00:00:00Z");
+        assert_eq!(
+            s["containerStatuses"][0]["image"],
+            "docker.io/library/busybox:latest"
+        );
+        assert!(
+            s["containerStatuses"][0]["imageID"]
+                .as_str()
+                .unwrap()
+                .starts_with("docker.io/library/busybox@sha256:")
+        );
+        assert_eq!(
+            s["initContainerStatuses"][0]["state"]["terminated"]["reason"],
+            "Completed"
+        );
+        let types: Vec<&str> = s["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "PodScheduled",
+                "PodReadyToStartContainers",
+                "Initialized",
+                "Ready",
+                "ContainersReady"
+            ]
+        );
+        assert_eq!(
+            s["conditions"][0]["lastTransitionTime"],
+            "2024-01-01T00:00:00Z"
+        );
 
         let f = terminal_status(&pod, node_ip(0), ip, t, t, 3, &ids);
         assert_eq!(f["phase"], "Failed");
-        assert_eq!(f["containerStatuses"][0]["state"]["terminated"]["exitCode"], 3);
-        assert_eq!(f["containerStatuses"][0]["state"]["terminated"]["reason"], "Error");
+        assert_eq!(
+            f["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+            3
+        );
+        assert_eq!(
+            f["containerStatuses"][0]["state"]["terminated"]["reason"],
+            "Error"
+        );
         let ok = terminal_status(&pod, node_ip(0), ip, t, t, 0, &ids);
         assert_eq!(ok["phase"], "Succeeded");
         assert_eq!(ok["conditions"][2]["reason"], "PodCompleted");
@@ -1251,8 +1505,14 @@ mod tests {
         r.count = 2;
         r.last = Some((1, t, t));
         let w = waiting_status(&pod, node_ip(0), ip, t, &ids, &r, Duration::from_secs(10));
-        assert_eq!(w["containerStatuses"][0]["state"]["waiting"]["reason"], "CrashLoopBackOff");
+        assert_eq!(
+            w["containerStatuses"][0]["state"]["waiting"]["reason"],
+            "CrashLoopBackOff"
+        );
         assert_eq!(w["containerStatuses"][0]["restartCount"], 2);
-        assert_eq!(w["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 1);
+        assert_eq!(
+            w["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
+            1
+        );
     }
 }

@@ -62,19 +62,27 @@ pub async fn apply_patch(
     match bt {
         BodyType::JsonPatch | BodyType::MergePatch | BodyType::StrategicMergePatch => {}
         BodyType::ApplyPatch => {
-            return Err(ApiError::unsupported_media_type("application/apply-patch+yaml"));
+            return Err(ApiError::unsupported_media_type(
+                "application/apply-patch+yaml",
+            ));
         }
         _ => return Err(ApiError::unsupported_media_type("application/json")),
     }
-    if bt == BodyType::StrategicMergePatch && def.group.contains('.') && !is_builtin_group(&def.group) {
-        return Err(ApiError::unsupported_media_type("application/strategic-merge-patch+json"));
+    if bt == BodyType::StrategicMergePatch
+        && def.group.contains('.')
+        && !is_builtin_group(&def.group)
+    {
+        return Err(ApiError::unsupported_media_type(
+            "application/strategic-merge-patch+json",
+        ));
     }
     for _ in 0..8 {
         let current = reg.get(def, ns, name, ReadAt::Latest).await?;
         let mut patched = apply(&current, bt, raw).map_err(|e| match e {
             PatchError::Invalid(m) => ApiError::new(422, "Invalid", m),
         })?;
-        let pinned = patched.pointer("/metadata/resourceVersion") != current.pointer("/metadata/resourceVersion");
+        let pinned = patched.pointer("/metadata/resourceVersion")
+            != current.pointer("/metadata/resourceVersion");
         if !pinned {
             // Patches apply to the version just read.
             patched["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
@@ -84,7 +92,11 @@ pub async fn apply_patch(
             other => return other,
         }
     }
-    Err(ApiError::conflict(def.target(), name, "too many concurrent writers, please retry"))
+    Err(ApiError::conflict(
+        def.target(),
+        name,
+        "too many concurrent writers, please retry",
+    ))
 }
 
 fn is_builtin_group(g: &str) -> bool {

@@ -19,8 +19,15 @@ enum ListStrategy {
 
 fn list_strategy(field: &str, items: &[Value]) -> ListStrategy {
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets"
-        | "resourceClaims" | "readinessGates" | "schedulingGates" => match field {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets"
+        | "resourceClaims"
+        | "readinessGates"
+        | "schedulingGates" => match field {
             "readinessGates" => ListStrategy::Key("conditionType"),
             _ => ListStrategy::Key("name"),
         },
@@ -48,12 +55,17 @@ fn list_strategy(field: &str, items: &[Value]) -> ListStrategy {
 /// Apply strategic merge patch `patch` to `original`.
 pub fn merge(original: &Value, patch: &Value) -> Result<Value, PatchError> {
     let Some(p) = patch.as_object() else {
-        return Err(PatchError::Invalid("strategic merge patch must be a JSON object".into()));
+        return Err(PatchError::Invalid(
+            "strategic merge patch must be a JSON object".into(),
+        ));
     };
     merge_map(original.as_object().cloned().unwrap_or_default(), p).map(Value::Object)
 }
 
-fn merge_map(mut orig: Map<String, Value>, patch: &Map<String, Value>) -> Result<Map<String, Value>, PatchError> {
+fn merge_map(
+    mut orig: Map<String, Value>,
+    patch: &Map<String, Value>,
+) -> Result<Map<String, Value>, PatchError> {
     match patch.get("$patch").and_then(Value::as_str) {
         Some("replace") => {
             let mut m = patch.clone();
@@ -101,9 +113,10 @@ fn merge_map(mut orig: Map<String, Value>, patch: &Map<String, Value>) -> Result
     // Order of merged lists as the client wants it.
     for (k, v) in patch {
         if let (Some(field), Some(order)) = (k.strip_prefix("$setElementOrder/"), v.as_array())
-            && let Some(Value::Array(list)) = orig.get_mut(field) {
-                reorder(field, list, order);
-            }
+            && let Some(Value::Array(list)) = orig.get_mut(field)
+        {
+            reorder(field, list, order);
+        }
     }
     Ok(orig)
 }
@@ -131,9 +144,16 @@ fn reorder(field: &str, list: &mut [Value], order: &[Value]) {
     list.sort_by_key(|item| pos(item));
 }
 
-fn merge_list(field: &str, mut orig: Vec<Value>, patch: &[Value]) -> Result<Vec<Value>, PatchError> {
+fn merge_list(
+    field: &str,
+    mut orig: Vec<Value>,
+    patch: &[Value],
+) -> Result<Vec<Value>, PatchError> {
     // A list-level `$patch: replace` element replaces the whole list.
-    if patch.iter().any(|e| e.get("$patch").and_then(Value::as_str) == Some("replace")) {
+    if patch
+        .iter()
+        .any(|e| e.get("$patch").and_then(Value::as_str) == Some("replace"))
+    {
         return Ok(patch
             .iter()
             .filter(|e| e.get("$patch").is_none())
@@ -155,10 +175,14 @@ fn merge_list(field: &str, mut orig: Vec<Value>, patch: &[Value]) -> Result<Vec<
         ListStrategy::Key(key) => {
             for p in patch {
                 let Some(pm) = p.as_object() else {
-                    return Err(PatchError::Invalid(format!("{field}: list elements must be objects")));
+                    return Err(PatchError::Invalid(format!(
+                        "{field}: list elements must be objects"
+                    )));
                 };
                 let Some(id) = pm.get(key) else {
-                    return Err(PatchError::Invalid(format!("map: {p} does not contain declared merge key: {key}")));
+                    return Err(PatchError::Invalid(format!(
+                        "map: {p} does not contain declared merge key: {key}"
+                    )));
                 };
                 let found = orig.iter().position(|o| o.get(key) == Some(id));
                 match (pm.get("$patch").and_then(Value::as_str), found) {
@@ -188,7 +212,10 @@ mod tests {
         let o = json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}});
         let p = json!({"spec": {"containers": [{"name": "b", "image": "z"}]}});
         let m = merge(&o, &p).unwrap();
-        assert_eq!(m["spec"]["containers"], json!([{"name": "a", "image": "x"}, {"name": "b", "image": "z"}]));
+        assert_eq!(
+            m["spec"]["containers"],
+            json!([{"name": "a", "image": "x"}, {"name": "b", "image": "z"}])
+        );
     }
 
     #[test]
@@ -209,7 +236,10 @@ mod tests {
         });
         let m = merge(&o, &p).unwrap();
         assert_eq!(m["metadata"]["finalizers"], json!(["y", "z"]));
-        assert_eq!(m["spec"]["containers"], json!([{"name": "b"}, {"name": "a"}]));
+        assert_eq!(
+            m["spec"]["containers"],
+            json!([{"name": "b"}, {"name": "a"}])
+        );
     }
 
     #[test]

@@ -8,9 +8,20 @@ use super::conversion;
 use super::strategy::kinds::for_kind;
 use super::{Conversion, ResourceDef};
 
-const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 /// Namespaces cannot be deleted as a collection upstream.
-const VERBS_NO_DELETECOLLECTION: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
+const VERBS_NO_DELETECOLLECTION: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
 
 struct D {
     group: &'static str,
@@ -111,7 +122,11 @@ pub fn builtin() -> Vec<ResourceDef> {
     BUILTINS
         .iter()
         .map(|d| {
-            let verbs = if d.plural == "namespaces" { VERBS_NO_DELETECOLLECTION } else { VERBS };
+            let verbs = if d.plural == "namespaces" {
+                VERBS_NO_DELETECOLLECTION
+            } else {
+                VERBS
+            };
             let conversion = conversion_for(d.group, d.version, d.plural);
             ResourceDef {
                 group: d.group.into(),

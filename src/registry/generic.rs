@@ -139,16 +139,22 @@ fn store_err(def: &ResourceDef, name: &str, e: StoreError) -> ApiError {
 /// look-alike digits, so generated names never spell words).
 fn random_suffix(n: usize) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..n).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+    (0..n)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// The name of an object (empty when absent).
 pub fn name_of(obj: &Value) -> &str {
-    obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
+    obj.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
@@ -165,7 +171,11 @@ fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
 pub fn labels_of(obj: &Value) -> std::collections::BTreeMap<String, String> {
     obj.pointer("/metadata/labels")
         .and_then(Value::as_object)
-        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -190,7 +200,9 @@ fn encode_continue(rev: Revision, last_key: &str) -> String {
 
 fn decode_continue(token: &str) -> Result<(Revision, String), ApiError> {
     use base64::Engine;
-    let bad = || ApiError::bad_request("continue key is not valid: the continue token could not be decoded");
+    let bad = || {
+        ApiError::bad_request("continue key is not valid: the continue token could not be decoded")
+    };
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token.trim_end_matches('='))
         .map_err(|_| bad())?;
@@ -202,7 +214,11 @@ fn decode_continue(token: &str) -> Result<(Revision, String), ApiError> {
 
 impl Registry {
     pub fn new(store: Arc<dyn Store>, catalogue: Arc<Catalogue>, settings: Settings) -> Self {
-        Registry { store, catalogue, settings }
+        Registry {
+            store,
+            catalogue,
+            settings,
+        }
     }
 
     fn ctx(&self) -> Ctx<'_> {
@@ -236,7 +252,9 @@ impl Registry {
         if let Some(c) = &def.conversion {
             o = c.to_storage(o);
         }
-        serde_json::to_vec(&o).map(Bytes::from).map_err(|e| ApiError::internal(e.to_string()))
+        serde_json::to_vec(&o)
+            .map(Bytes::from)
+            .map_err(|e| ApiError::internal(e.to_string()))
     }
 
     fn namespace_def(&self) -> Option<Arc<ResourceDef>> {
@@ -245,23 +263,40 @@ impl Registry {
 
     /// NamespaceLifecycle's core: no creates in missing or terminating namespaces.
     async fn check_namespace(&self, ns: &str) -> Result<(), ApiError> {
-        let Some(nsdef) = self.namespace_def() else { return Ok(()) };
-        let kv = self.store.get(&nsdef.key(None, ns), None).await.map_err(|e| store_err(&nsdef, ns, e))?;
+        let Some(nsdef) = self.namespace_def() else {
+            return Ok(());
+        };
+        let kv = self
+            .store
+            .get(&nsdef.key(None, ns), None)
+            .await
+            .map_err(|e| store_err(&nsdef, ns, e))?;
         let Some(kv) = kv else {
             return Err(ApiError::not_found(nsdef.target(), ns));
         };
         let obj = self.decode(&nsdef, &kv)?;
-        if obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+        if obj
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|v| !v.is_null())
+        {
             let mut e = ApiError::forbidden(format!(
                 "unable to create new content in namespace {ns} because it is being terminated"
             ));
-            e.details = Some(json!({"name": ns, "kind": "namespaces", "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]}));
+            e.details = Some(
+                json!({"name": ns, "kind": "namespaces", "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]}),
+            );
             return Err(e);
         }
         Ok(())
     }
 
-    pub async fn get(&self, def: &ResourceDef, ns: Option<&str>, name: &str, at: ReadAt) -> Result<Value, ApiError> {
+    pub async fn get(
+        &self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+        at: ReadAt,
+    ) -> Result<Value, ApiError> {
         let rev = match at {
             ReadAt::Exact(r) => Some(r),
             ReadAt::NotOlderThan(r) if r > self.store.current_revision() => {
@@ -269,7 +304,11 @@ impl Registry {
             }
             _ => None,
         };
-        let kv = self.store.get(&def.key(ns, name), rev).await.map_err(|e| store_err(def, name, e))?;
+        let kv = self
+            .store
+            .get(&def.key(ns, name), rev)
+            .await
+            .map_err(|e| store_err(def, name, e))?;
         match kv {
             Some(kv) => self.decode(def, &kv),
             None => Err(ApiError::not_found(def.target(), name)),
@@ -280,9 +319,12 @@ impl Registry {
     pub fn field_value(def: &ResourceDef, obj: &Value, field: &str) -> Option<String> {
         match field {
             "metadata.name" => Some(name_of(obj).to_string()),
-            "metadata.namespace" if def.namespaced => {
-                Some(obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string())
-            }
+            "metadata.namespace" if def.namespaced => Some(
+                obj.pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            ),
             _ => def.strategy.field_value(obj, field),
         }
     }
@@ -290,7 +332,8 @@ impl Registry {
     /// Reject field selectors naming fields the kind does not support, as upstream.
     pub fn check_field_selector(def: &ResourceDef, fs: &FieldSelector) -> Result<(), ApiError> {
         for r in &fs.requirements {
-            let generic = r.field == "metadata.name" || (def.namespaced && r.field == "metadata.namespace");
+            let generic =
+                r.field == "metadata.name" || (def.namespaced && r.field == "metadata.namespace");
             if !generic && !def.strategy.selectable_fields().contains(&r.field.as_str()) {
                 return Err(ApiError::bad_request(format!(
                     "field label not supported: {}",
@@ -301,12 +344,22 @@ impl Registry {
         Ok(())
     }
 
-    pub fn matches(def: &ResourceDef, obj: &Value, labels: &LabelSelector, fields: &FieldSelector) -> bool {
+    pub fn matches(
+        def: &ResourceDef,
+        obj: &Value,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+    ) -> bool {
         (labels.is_empty() || labels.matches(&labels_of(obj)))
             && (fields.is_empty() || fields.matches(|f| Self::field_value(def, obj, f)))
     }
 
-    pub async fn list(&self, def: &ResourceDef, ns: Option<&str>, q: &ListQuery) -> Result<ListPage, ApiError> {
+    pub async fn list(
+        &self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        q: &ListQuery,
+    ) -> Result<ListPage, ApiError> {
         Self::check_field_selector(def, &q.fields)?;
         let prefix = def.list_prefix(ns);
         let (revision, start_after) = match &q.continue_token {
@@ -327,7 +380,11 @@ impl Registry {
             revision,
             start_after: start_after.clone(),
             // Without selectors the store can stop at the page size.
-            limit: if filtering { None } else { q.limit.map(|l| l + 1) },
+            limit: if filtering {
+                None
+            } else {
+                q.limit.map(|l| l + 1)
+            },
         };
         let res = self.store.list(&prefix, opts).await.map_err(|e| match e {
             StoreError::Compacted { .. } if q.continue_token.is_some() => ApiError::gone(
@@ -347,28 +404,53 @@ impl Registry {
                 continue;
             }
             if let Some(limit) = q.limit
-                && items.len() == limit {
-                    more = true;
-                    if !filtering {
-                        remaining = Some(res.items.len() - i + res.remaining);
-                    }
-                    break;
+                && items.len() == limit
+            {
+                more = true;
+                if !filtering {
+                    remaining = Some(res.items.len() - i + res.remaining);
                 }
+                break;
+            }
             last_key = Some(kv.key.clone());
             items.push(obj);
         }
-        let continue_token = if more { last_key.map(|k| encode_continue(res.revision, &k)) } else { None };
-        Ok(ListPage { items, revision: res.revision, continue_token, remaining })
+        let continue_token = if more {
+            last_key.map(|k| encode_continue(res.revision, &k))
+        } else {
+            None
+        };
+        Ok(ListPage {
+            items,
+            revision: res.revision,
+            continue_token,
+            remaining,
+        })
     }
 
     /// Decode-time checks shared by create and update: body kind/apiVersion
     /// against the URL, namespace agreement.
-    fn check_body(&self, def: &ResourceDef, ns: Option<&str>, obj: &mut Value) -> Result<(), ApiError> {
+    fn check_body(
+        &self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        obj: &mut Value,
+    ) -> Result<(), ApiError> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request("the body of the request must be a JSON or YAML object"));
+            return Err(ApiError::bad_request(
+                "the body of the request must be a JSON or YAML object",
+            ));
         }
-        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
-        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
+        let kind = obj
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let api_version = obj
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         if kind.is_empty() {
             obj["kind"] = json!(def.kind);
         } else if kind != def.kind {
@@ -425,13 +507,20 @@ impl Registry {
         // generateName: upstream appends 5 random characters.
         let name = name_of(&obj).to_string();
         if name.is_empty() {
-            let generate = obj.pointer("/metadata/generateName").and_then(Value::as_str).unwrap_or("").to_string();
+            let generate = obj
+                .pointer("/metadata/generateName")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             if generate.is_empty() {
                 let mut e = FieldError::required("metadata.name");
                 e.message = "Required value: name or generateName is required".into();
                 return Err(ApiError::invalid(def.target(), "", &[e]));
             }
-            meta_mut(&mut obj).insert("name".into(), json!(format!("{generate}{}", random_suffix(5))));
+            meta_mut(&mut obj).insert(
+                "name".into(),
+                json!(format!("{generate}{}", random_suffix(5))),
+            );
         }
         let name = name_of(&obj).to_string();
         if let Err(e) = def.strategy.check_typed(&obj) {
@@ -463,18 +552,34 @@ impl Registry {
         let key = def.key(ns, &name);
         if opts.dry_run {
             // Report a conflict a real create would hit, but allocate nothing.
-            if self.store.get(&key, None).await.map_err(|e| store_err(def, &name, e))?.is_some() {
+            if self
+                .store
+                .get(&key, None)
+                .await
+                .map_err(|e| store_err(def, &name, e))?
+                .is_some()
+            {
                 return Err(ApiError::already_exists(def.target(), &name));
             }
             return Ok(obj);
         }
         // An existing name is a 409, whatever allocation would have said.
-        if self.store.get(&key, None).await.map_err(|e| store_err(def, &name, e))?.is_some() {
+        if self
+            .store
+            .get(&key, None)
+            .await
+            .map_err(|e| store_err(def, &name, e))?
+            .is_some()
+        {
             return Err(ApiError::already_exists(def.target(), &name));
         }
         def.strategy.allocate(&self.ctx(), &mut obj).await?;
         let bytes = self.encode(def, &obj)?;
-        let kv = self.store.create(&key, bytes).await.map_err(|e| store_err(def, &name, e))?;
+        let kv = self
+            .store
+            .create(&key, bytes)
+            .await
+            .map_err(|e| store_err(def, &name, e))?;
         self.decode(def, &kv)
     }
 
@@ -498,19 +603,30 @@ impl Registry {
             )));
         }
         let key = def.key(ns, name);
-        let cur = self.store.get(&key, None).await.map_err(|e| store_err(def, name, e))?;
+        let cur = self
+            .store
+            .get(&key, None)
+            .await
+            .map_err(|e| store_err(def, name, e))?;
         let Some(cur) = cur else {
             return Err(ApiError::not_found(def.target(), name));
         };
         let old = self.decode(def, &cur)?;
         // Optimistic concurrency: a resourceVersion in the body must be current.
-        match obj.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+        match obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+        {
             Some(rv) if !rv.is_empty() => {
                 let rv: Revision = rv.parse().map_err(|_| {
                     ApiError::invalid(
                         def.target(),
                         name,
-                        &[FieldError::invalid("metadata.resourceVersion", rv, "must be a number")],
+                        &[FieldError::invalid(
+                            "metadata.resourceVersion",
+                            rv,
+                            "must be a number",
+                        )],
                     )
                 })?;
                 if rv != cur.mod_revision {
@@ -552,13 +668,22 @@ impl Registry {
         {
             let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
             let meta = meta_mut(&mut new);
-            for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+            for f in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ] {
                 match old_meta.get(f) {
                     Some(v) => meta.insert(f.into(), v.clone()),
                     None => meta.remove(f),
                 };
             }
-            meta.insert("resourceVersion".into(), json!(cur.mod_revision.to_string()));
+            meta.insert(
+                "resourceVersion".into(),
+                json!(cur.mod_revision.to_string()),
+            );
         }
         if let Err(e) = def.strategy.check_typed(&new) {
             return Err(ApiError::invalid(def.target(), name, &[e]));
@@ -568,7 +693,10 @@ impl Registry {
             def.strategy.prepare_update(&mut new, &old);
         }
         if has_generation(def) && spec_part(&new) != spec_part(&old) {
-            let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+            let g = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
         }
         let mut errs = Self::validate_common(def, &new);
@@ -584,23 +712,37 @@ impl Registry {
         if opts.dry_run {
             return Ok(new);
         }
-        def.strategy.allocate_update(&self.ctx(), &mut new, &old).await?;
+        def.strategy
+            .allocate_update(&self.ctx(), &mut new, &old)
+            .await?;
         // An object being deleted goes once its last finalizer is removed.
         if Self::finalizers(&old) > 0 && Self::deletion_ready(&new) {
-            let kv = self.store.delete(&key, cur.mod_revision).await.map_err(|e| store_err(def, name, e))?;
+            let kv = self
+                .store
+                .delete(&key, cur.mod_revision)
+                .await
+                .map_err(|e| store_err(def, name, e))?;
             return self.decode(def, &kv);
         }
         let bytes = self.encode(def, &new)?;
-        let kv = self.store.update(&key, cur.mod_revision, bytes).await.map_err(|e| store_err(def, name, e))?;
+        let kv = self
+            .store
+            .update(&key, cur.mod_revision, bytes)
+            .await
+            .map_err(|e| store_err(def, name, e))?;
         self.decode(def, &kv)
     }
 
     fn finalizers(obj: &Value) -> usize {
-        obj.pointer("/metadata/finalizers").and_then(Value::as_array).map(Vec::len).unwrap_or(0)
+        obj.pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .map(Vec::len)
+            .unwrap_or(0)
     }
 
     fn deletion_ready(obj: &Value) -> bool {
-        obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
+        obj.pointer("/metadata/deletionTimestamp")
+            .is_some_and(|v| !v.is_null())
             && Self::finalizers(obj) == 0
             && obj.get("kind").and_then(Value::as_str) != Some("Namespace")
     }
@@ -617,18 +759,27 @@ impl Registry {
     ) -> Result<(Value, bool), ApiError> {
         let key = def.key(ns, name);
         loop {
-            let cur = self.store.get(&key, None).await.map_err(|e| store_err(def, name, e))?;
+            let cur = self
+                .store
+                .get(&key, None)
+                .await
+                .map_err(|e| store_err(def, name, e))?;
             let Some(cur) = cur else {
                 return Err(ApiError::not_found(def.target(), name));
             };
             let obj = self.decode(def, &cur)?;
             if let Some(uid) = &opts.precondition_uid {
-                let have = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+                let have = obj
+                    .pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 if have != uid {
                     return Err(ApiError::conflict(
                         def.target(),
                         name,
-                        &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"),
+                        &format!(
+                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"
+                        ),
                     ));
                 }
             }
@@ -645,7 +796,10 @@ impl Registry {
                 }
             }
             let namespace_pending = def.kind == "Namespace"
-                && obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+                && obj
+                    .pointer("/spec/finalizers")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| !a.is_empty());
             // Orphan and Foreground deletion hand the object to the garbage
             // collector through upstream's finalizers.
             let gc_finalizer = match opts.propagation_policy.as_deref() {
@@ -657,7 +811,9 @@ impl Registry {
             let mut obj = obj;
             // The two are exclusive; an explicit Background drops both.
             if opts.propagation_policy.is_some() {
-                let list = meta_mut(&mut obj).entry("finalizers").or_insert_with(|| json!([]));
+                let list = meta_mut(&mut obj)
+                    .entry("finalizers")
+                    .or_insert_with(|| json!([]));
                 if let Some(arr) = list.as_array_mut() {
                     arr.retain(|x| x != "orphan" && x != "foregroundDeletion");
                     if let Some(f) = gc_finalizer {
@@ -668,14 +824,20 @@ impl Registry {
                     }
                 }
             }
-            let already = obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
-            let current_grace = obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
+            let already = obj
+                .pointer("/metadata/deletionTimestamp")
+                .is_some_and(|v| !v.is_null());
+            let current_grace = obj
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64);
             // A graceful delete, or a later one shortening the grace period.
             let grace = def
                 .strategy
                 .graceful_delete(&obj, opts.grace_period_seconds)
                 .filter(|g| !already || current_grace.is_some_and(|c| *g < c));
-            let pending_grace = already && current_grace.is_some_and(|c| c > 0) && opts.grace_period_seconds != Some(0);
+            let pending_grace = already
+                && current_grace.is_some_and(|c| c > 0)
+                && opts.grace_period_seconds != Some(0);
             if Self::finalizers(&obj) > 0 || namespace_pending || grace.is_some() || pending_grace {
                 // Graceful: mark and leave it to the finalizers' owners or the node.
                 if already && obj == stored && grace.is_none() {
@@ -688,7 +850,10 @@ impl Registry {
                         .checked_add(jiff::SignedDuration::from_secs(g))
                         .unwrap_or_else(|_| jiff::Timestamp::now());
                     let meta = meta_mut(&mut new);
-                    meta.insert("deletionTimestamp".into(), json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
+                    meta.insert(
+                        "deletionTimestamp".into(),
+                        json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                    );
                     meta.insert("deletionGracePeriodSeconds".into(), json!(g));
                 }
                 if new == stored {
@@ -730,16 +895,26 @@ impl Registry {
     ) -> Result<Value, ApiError> {
         let key = def.key(None, name);
         loop {
-            let Some(cur) = self.store.get(&key, None).await.map_err(|e| store_err(def, name, e))? else {
+            let Some(cur) = self
+                .store
+                .get(&key, None)
+                .await
+                .map_err(|e| store_err(def, name, e))?
+            else {
                 return Err(ApiError::not_found(def.target(), name));
             };
             let mut obj = self.decode(def, &cur)?;
-            let finalizers = body.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+            let finalizers = body
+                .pointer("/spec/finalizers")
+                .cloned()
+                .unwrap_or(json!([]));
             obj["spec"]["finalizers"] = finalizers.clone();
             if opts.dry_run {
                 return Ok(obj);
             }
-            let terminating = obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
+            let terminating = obj
+                .pointer("/metadata/deletionTimestamp")
+                .is_some_and(|v| !v.is_null());
             let empty = finalizers.as_array().is_none_or(Vec::is_empty);
             let res = if terminating && empty && Self::finalizers(&obj) == 0 {
                 self.store.delete(&key, cur.mod_revision).await
@@ -760,12 +935,16 @@ impl Registry {
         let selector = match obj.pointer("/spec/selector") {
             // ReplicationControllers select with a plain map.
             Some(Value::Object(m)) if def.kind == "ReplicationController" => {
-                let mut pairs: Vec<String> =
-                    m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
+                let mut pairs: Vec<String> = m
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect();
                 pairs.sort();
                 pairs.join(",")
             }
-            Some(sel) => LabelSelector::from_label_selector_json(sel).map(|s| s.to_string()).unwrap_or_default(),
+            Some(sel) => LabelSelector::from_label_selector_json(sel)
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
             None => String::new(),
         };
         let meta = &obj["metadata"];
@@ -787,22 +966,41 @@ impl Registry {
         scale: &Value,
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        let scale_target = crate::api::status::Target { group: "autoscaling", resource: "scale", kind: "Scale" };
+        let scale_target = crate::api::status::Target {
+            group: "autoscaling",
+            resource: "scale",
+            kind: "Scale",
+        };
         let Some(replicas) = scale.pointer("/spec/replicas").and_then(Value::as_i64) else {
-            return Err(ApiError::invalid(scale_target, name, &[FieldError::required("spec.replicas")]));
+            return Err(ApiError::invalid(
+                scale_target,
+                name,
+                &[FieldError::required("spec.replicas")],
+            ));
         };
         if replicas < 0 || replicas > i64::from(i32::MAX) {
             return Err(ApiError::invalid(
                 scale_target,
                 name,
-                &[FieldError::invalid_raw("spec.replicas", replicas, "must be greater than or equal to 0")],
+                &[FieldError::invalid_raw(
+                    "spec.replicas",
+                    replicas,
+                    "must be greater than or equal to 0",
+                )],
             ));
         }
         let mut obj = self.get(def, ns, name, ReadAt::Latest).await?;
-        if let Some(rv) = scale.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|r| !r.is_empty())
-            && Some(rv) != obj.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-                return Err(ApiError::stale(def.target(), name));
-            }
+        if let Some(rv) = scale
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .filter(|r| !r.is_empty())
+            && Some(rv)
+                != obj
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+        {
+            return Err(ApiError::stale(def.target(), name));
+        }
         obj["spec"]["replicas"] = json!(replicas);
         let updated = self.update(def, ns, name, obj, None, opts).await?;
         Ok(Self::scale_of(def, &updated))
@@ -817,26 +1015,50 @@ impl Registry {
         binding: &Value,
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or("");
+        let node = binding
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if node.is_empty() {
             return Err(ApiError::invalid(
-                crate::api::status::Target { group: "", resource: "bindings", kind: "Binding" },
+                crate::api::status::Target {
+                    group: "",
+                    resource: "bindings",
+                    kind: "Binding",
+                },
                 name,
                 &[FieldError::required("target.name")],
             ));
         }
         let key = def.key(ns, name);
         loop {
-            let Some(cur) = self.store.get(&key, None).await.map_err(|e| store_err(def, name, e))? else {
+            let Some(cur) = self
+                .store
+                .get(&key, None)
+                .await
+                .map_err(|e| store_err(def, name, e))?
+            else {
                 return Err(ApiError::not_found(def.target(), name));
             };
             let mut pod = self.decode(def, &cur)?;
             if let Some(uid) = binding.pointer("/metadata/uid").and_then(Value::as_str)
-                && pod.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
-                    return Err(ApiError::conflict(def.target(), name, "Precondition failed: UID mismatch"));
-                }
-            if pod.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
-                return Err(ApiError::conflict(def.target(), name, "pod is being deleted, cannot be assigned to a host"));
+                && pod.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
+            {
+                return Err(ApiError::conflict(
+                    def.target(),
+                    name,
+                    "Precondition failed: UID mismatch",
+                ));
+            }
+            if pod
+                .pointer("/metadata/deletionTimestamp")
+                .is_some_and(|v| !v.is_null())
+            {
+                return Err(ApiError::conflict(
+                    def.target(),
+                    name,
+                    "pod is being deleted, cannot be assigned to a host",
+                ));
             }
             match pod.pointer("/spec/nodeName").and_then(Value::as_str) {
                 Some(n) if !n.is_empty() => {
@@ -852,8 +1074,14 @@ impl Registry {
             // PodScheduled=True, as upstream's binding storage sets it.
             let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
                               "lastTransitionTime": now_rfc3339()});
-            let conds = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
-            let mut conds: Vec<Value> = conds.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+            let conds = pod["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut conds: Vec<Value> = conds
+                .into_iter()
+                .filter(|c| c["type"] != "PodScheduled")
+                .collect();
             conds.push(cond);
             pod["status"]["conditions"] = Value::Array(conds);
             if opts.dry_run {
@@ -861,7 +1089,11 @@ impl Registry {
             }
             let bytes = self.encode(def, &pod)?;
             match self.store.update(&key, cur.mod_revision, bytes).await {
-                Ok(_) => return Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})),
+                Ok(_) => {
+                    return Ok(
+                        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+                    );
+                }
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(store_err(def, name, e)),
             }
@@ -876,11 +1108,27 @@ impl Registry {
         q: &ListQuery,
         opts: &DeleteOptions,
     ) -> Result<Vec<Value>, ApiError> {
-        let page = self.list(def, ns, &ListQuery { limit: None, continue_token: None, ..q.clone() }).await?;
+        let page = self
+            .list(
+                def,
+                ns,
+                &ListQuery {
+                    limit: None,
+                    continue_token: None,
+                    ..q.clone()
+                },
+            )
+            .await?;
         let mut out = Vec::new();
         for obj in page.items {
-            let item_ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string);
-            match self.delete(def, item_ns.as_deref().or(ns), name_of(&obj), opts).await {
+            let item_ns = obj
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            match self
+                .delete(def, item_ns.as_deref().or(ns), name_of(&obj), opts)
+                .await
+            {
                 Ok((o, _)) => out.push(o),
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),
@@ -899,11 +1147,15 @@ impl Registry {
         labels: LabelSelector,
         fields: FieldSelector,
         after: Revision,
-    ) -> Result<impl futures::Stream<Item = Result<WatchEvent, ApiError>> + Send + 'static, ApiError> {
+    ) -> Result<impl futures::Stream<Item = Result<WatchEvent, ApiError>> + Send + 'static, ApiError>
+    {
         use futures::StreamExt;
         Self::check_field_selector(&def, &fields)?;
         let prefix = def.list_prefix(ns.as_deref());
-        let stream: EventStream = self.store.watch(&prefix, after).map_err(|e| store_err(&def, "", e))?;
+        let stream: EventStream = self
+            .store
+            .watch(&prefix, after)
+            .map_err(|e| store_err(&def, "", e))?;
         let me = self.clone();
         Ok(stream.filter_map(move |ev| {
             let out = match ev {
@@ -939,7 +1191,11 @@ impl Registry {
             EventKind::Updated if before => "DELETED",
             _ => return Ok(None),
         };
-        Ok(Some(WatchEvent { kind, object: obj, revision }))
+        Ok(Some(WatchEvent {
+            kind,
+            object: obj,
+            revision,
+        }))
     }
 }
 

@@ -53,13 +53,21 @@ pub struct ResourceDef {
 
 impl std::fmt::Debug for ResourceDef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ResourceDef({}/{} {})", self.group, self.version, self.plural)
+        write!(
+            f,
+            "ResourceDef({}/{} {})",
+            self.group, self.version, self.plural
+        )
     }
 }
 
 impl ResourceDef {
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)
@@ -82,7 +90,11 @@ impl ResourceDef {
         }
     }
     pub fn target(&self) -> crate::api::status::Target<'_> {
-        crate::api::status::Target { group: &self.group, resource: &self.plural, kind: &self.kind }
+        crate::api::status::Target {
+            group: &self.group,
+            resource: &self.plural,
+            kind: &self.kind,
+        }
     }
 }
 
@@ -112,17 +124,26 @@ impl Catalogue {
         let def = Arc::new(def);
         let mut inner = self.inner.write();
         let k = (def.group.clone(), def.version.clone(), def.plural.clone());
-        inner.order.retain(|d| (d.group.as_str(), d.version.as_str(), d.plural.as_str()) != (k.0.as_str(), k.1.as_str(), k.2.as_str()));
+        inner.order.retain(|d| {
+            (d.group.as_str(), d.version.as_str(), d.plural.as_str())
+                != (k.0.as_str(), k.1.as_str(), k.2.as_str())
+        });
         inner.order.push(def.clone());
         inner.by_gvr.insert(k, def);
     }
     pub fn remove(&self, group: &str, plural: &str) {
         let mut inner = self.inner.write();
         inner.by_gvr.retain(|k, _| !(k.0 == group && k.2 == plural));
-        inner.order.retain(|d| !(d.group == group && d.plural == plural));
+        inner
+            .order
+            .retain(|d| !(d.group == group && d.plural == plural));
     }
     pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceDef>> {
-        self.inner.read().by_gvr.get(&(group.to_string(), version.to_string(), plural.to_string())).cloned()
+        self.inner
+            .read()
+            .by_gvr
+            .get(&(group.to_string(), version.to_string(), plural.to_string()))
+            .cloned()
     }
     /// Every def, in declaration order.
     pub fn all(&self) -> Vec<Arc<ResourceDef>> {
@@ -144,16 +165,26 @@ impl Catalogue {
         }
         for (g, vs) in out.iter_mut() {
             // Preferred version: the one marked storage_version.
-            if let Some(pref) = inner.order.iter().find(|d| d.group == *g && d.storage_version)
-                && let Some(pos) = vs.iter().position(|v| *v == pref.version) {
-                    let v = vs.remove(pos);
-                    vs.insert(0, v);
-                }
+            if let Some(pref) = inner
+                .order
+                .iter()
+                .find(|d| d.group == *g && d.storage_version)
+                && let Some(pos) = vs.iter().position(|v| *v == pref.version)
+            {
+                let v = vs.remove(pos);
+                vs.insert(0, v);
+            }
         }
         out
     }
     /// Resources of one group/version, in declaration order.
     pub fn resources(&self, group: &str, version: &str) -> Vec<Arc<ResourceDef>> {
-        self.inner.read().order.iter().filter(|d| d.group == group && d.version == version).cloned().collect()
+        self.inner
+            .read()
+            .order
+            .iter()
+            .filter(|d| d.group == group && d.version == version)
+            .cloned()
+            .collect()
     }
 }

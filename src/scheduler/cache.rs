@@ -15,7 +15,11 @@ use super::resources::{self, Resources};
 pub type PodKey = String;
 
 pub fn pod_key(pod: &Pod) -> PodKey {
-    format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or(""), pod.metadata.name.as_deref().unwrap_or(""))
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or(""),
+        pod.metadata.name.as_deref().unwrap_or("")
+    )
 }
 
 /// A hostPort a pod occupies on its node.
@@ -41,13 +45,21 @@ pub fn host_ports(pod: &Pod) -> Vec<HostPort> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+    for c in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
         for p in c.ports.iter().flatten() {
             let Some(port) = p.host_port.filter(|p| *p > 0) else {
                 continue;
             };
             out.push(HostPort {
-                ip: p.host_ip.clone().filter(|ip| !ip.is_empty() && ip != "::").unwrap_or_else(|| "0.0.0.0".into()),
+                ip: p
+                    .host_ip
+                    .clone()
+                    .filter(|ip| !ip.is_empty() && ip != "::")
+                    .unwrap_or_else(|| "0.0.0.0".into()),
                 protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
                 port,
             });
@@ -71,7 +83,12 @@ pub struct AffinityTerm {
 
 impl AffinityTerm {
     /// Compile `term` of a pod in `ns` with `pod_labels` (for matchLabelKeys).
-    pub fn compile(term: &PodAffinityTerm, ns: &str, pod_labels: &Labels, weight: i64) -> AffinityTerm {
+    pub fn compile(
+        term: &PodAffinityTerm,
+        ns: &str,
+        pod_labels: &Labels,
+        weight: i64,
+    ) -> AffinityTerm {
         let mut selector = Selector::from_label_selector(term.label_selector.as_ref());
         if !selector.is_nothing() {
             for k in term.match_label_keys.iter().flatten() {
@@ -86,11 +103,20 @@ impl AffinityTerm {
             }
         }
         let mut namespaces = term.namespaces.clone().unwrap_or_default();
-        let namespace_selector = term.namespace_selector.as_ref().map(|s| Selector::from_label_selector(Some(s)));
+        let namespace_selector = term
+            .namespace_selector
+            .as_ref()
+            .map(|s| Selector::from_label_selector(Some(s)));
         if namespaces.is_empty() && namespace_selector.is_none() {
             namespaces.push(ns.to_string());
         }
-        AffinityTerm { topology_key: term.topology_key.clone(), selector, namespaces, namespace_selector, weight }
+        AffinityTerm {
+            topology_key: term.topology_key.clone(),
+            selector,
+            namespaces,
+            namespace_selector,
+            weight,
+        }
     }
 
     /// Whether a pod in `ns` with `labels` matches (namespace labels from `ns_labels`).
@@ -118,18 +144,41 @@ impl PodAffinity {
         let a = affinity?;
         let mut out = PodAffinity::default();
         if let Some(pa) = &a.pod_affinity {
-            for t in pa.required_during_scheduling_ignored_during_execution.iter().flatten() {
-                out.required_affinity.push(AffinityTerm::compile(t, ns, labels, 1));
+            for t in pa
+                .required_during_scheduling_ignored_during_execution
+                .iter()
+                .flatten()
+            {
+                out.required_affinity
+                    .push(AffinityTerm::compile(t, ns, labels, 1));
             }
-            for w in pa.preferred_during_scheduling_ignored_during_execution.iter().flatten() {
-                out.preferred_affinity.push(AffinityTerm::compile(&w.pod_affinity_term, ns, labels, w.weight.into()));
+            for w in pa
+                .preferred_during_scheduling_ignored_during_execution
+                .iter()
+                .flatten()
+            {
+                out.preferred_affinity.push(AffinityTerm::compile(
+                    &w.pod_affinity_term,
+                    ns,
+                    labels,
+                    w.weight.into(),
+                ));
             }
         }
         if let Some(pa) = &a.pod_anti_affinity {
-            for t in pa.required_during_scheduling_ignored_during_execution.iter().flatten() {
-                out.required_anti_affinity.push(AffinityTerm::compile(t, ns, labels, 1));
+            for t in pa
+                .required_during_scheduling_ignored_during_execution
+                .iter()
+                .flatten()
+            {
+                out.required_anti_affinity
+                    .push(AffinityTerm::compile(t, ns, labels, 1));
             }
-            for w in pa.preferred_during_scheduling_ignored_during_execution.iter().flatten() {
+            for w in pa
+                .preferred_during_scheduling_ignored_during_execution
+                .iter()
+                .flatten()
+            {
                 out.preferred_anti_affinity.push(AffinityTerm::compile(
                     &w.pod_affinity_term,
                     ns,
@@ -174,7 +223,9 @@ impl PodInfo {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let labels = pod.metadata.labels.clone().unwrap_or_default();
         let spec = pod.spec.as_ref();
-        let affinity = spec.and_then(|s| PodAffinity::compile(s.affinity.as_ref(), &ns, &labels)).map(Arc::new);
+        let affinity = spec
+            .and_then(|s| PodAffinity::compile(s.affinity.as_ref(), &ns, &labels))
+            .map(Arc::new);
         let start = pod
             .status
             .as_ref()
@@ -227,7 +278,11 @@ pub struct NodeInfo {
 
 impl NodeInfo {
     pub fn from_node(node: &Node) -> NodeInfo {
-        let mut ni = NodeInfo { name: node.metadata.name.clone().unwrap_or_default(), present: true, ..Default::default() };
+        let mut ni = NodeInfo {
+            name: node.metadata.name.clone().unwrap_or_default(),
+            present: true,
+            ..Default::default()
+        };
         ni.update_node(node);
         ni
     }
@@ -240,7 +295,9 @@ impl NodeInfo {
         let taints = spec.and_then(|s| s.taints.clone()).unwrap_or_default();
         let unschedulable = spec.and_then(|s| s.unschedulable).unwrap_or(false);
         let status = node.status.as_ref();
-        let allocatable = Resources::from_list(status.and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref())));
+        let allocatable = Resources::from_list(
+            status.and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref())),
+        );
         let mut images = HashMap::new();
         for img in status.and_then(|s| s.images.as_ref()).into_iter().flatten() {
             for n in img.names.iter().flatten() {
@@ -320,9 +377,14 @@ pub fn normalize_image(name: &str) -> String {
         n.push_str(":latest");
     }
     let first = n.split('/').next().unwrap_or("");
-    let has_registry = n.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let has_registry =
+        n.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
     if !has_registry {
-        n = if n.contains('/') { format!("docker.io/{n}") } else { format!("docker.io/library/{n}") };
+        n = if n.contains('/') {
+            format!("docker.io/{n}")
+        } else {
+            format!("docker.io/library/{n}")
+        };
     }
     n
 }
@@ -398,7 +460,10 @@ impl Cache {
         // A pod on a node not seen yet goes to a placeholder the node fills in.
         self.nodes
             .entry(node.clone())
-            .or_insert_with(|| NodeInfo { name: node.clone(), ..Default::default() })
+            .or_insert_with(|| NodeInfo {
+                name: node.clone(),
+                ..Default::default()
+            })
             .add_pod(Arc::new(info));
         self.pods.insert(key, (node, false));
     }
@@ -408,6 +473,11 @@ impl Cache {
         info.node = node.to_string();
         let key = info.key.clone();
         self.nominated.remove(&key);
+        if let Some((old, _)) = self.pods.remove(&key)
+            && let Some(ni) = self.nodes.get_mut(&old)
+        {
+            ni.remove_pod(&key);
+        }
         if let Some(ni) = self.nodes.get_mut(node) {
             ni.add_pod(Arc::new(info));
             self.pods.insert(key, (node.to_string(), true));
@@ -459,7 +529,9 @@ impl Cache {
 
     /// Every pod on every node (for cluster-wide affinity and spreading).
     pub fn all_pods(&self) -> impl Iterator<Item = (&NodeInfo, &Arc<PodInfo>)> {
-        self.nodes.values().flat_map(|n| n.pods.values().map(move |p| (n, p)))
+        self.nodes
+            .values()
+            .flat_map(|n| n.pods.values().map(move |p| (n, p)))
     }
 }
 
@@ -500,27 +572,65 @@ mod tests {
         cache.forget("ns/b");
         cache.forget("ns/a");
         let ni = &cache.nodes["n1"];
-        assert_eq!(ni.requested.milli_cpu, 500, "only assumed pods are forgotten");
+        assert_eq!(
+            ni.requested.milli_cpu, 500,
+            "only assumed pods are forgotten"
+        );
         cache.remove_pod("ns/a");
         let ni = &cache.nodes["n1"];
-        assert_eq!((ni.requested.milli_cpu, ni.requested.pods, ni.used_ports.len()), (0, 0, 0));
+        assert_eq!(
+            (
+                ni.requested.milli_cpu,
+                ni.requested.pods,
+                ni.used_ports.len()
+            ),
+            (0, 0, 0)
+        );
     }
 
     #[test]
     fn image_names_normalise() {
         assert_eq!(normalize_image("nginx"), "docker.io/library/nginx:latest");
-        assert_eq!(normalize_image("nginx:1.27"), "docker.io/library/nginx:1.27");
-        assert_eq!(normalize_image("bitnami/redis"), "docker.io/bitnami/redis:latest");
-        assert_eq!(normalize_image("registry.k8s.io/pause:3.10"), "registry.k8s.io/pause:3.10");
-        assert_eq!(normalize_image("localhost:5000/app"), "localhost:5000/app:latest");
+        assert_eq!(
+            normalize_image("nginx:1.27"),
+            "docker.io/library/nginx:1.27"
+        );
+        assert_eq!(
+            normalize_image("bitnami/redis"),
+            "docker.io/bitnami/redis:latest"
+        );
+        assert_eq!(
+            normalize_image("registry.k8s.io/pause:3.10"),
+            "registry.k8s.io/pause:3.10"
+        );
+        assert_eq!(
+            normalize_image("localhost:5000/app"),
+            "localhost:5000/app:latest"
+        );
     }
 
     #[test]
     fn host_port_conflicts() {
-        let a = HostPort { ip: "0.0.0.0".into(), protocol: "TCP".into(), port: 80 };
-        let b = HostPort { ip: "10.0.0.1".into(), protocol: "TCP".into(), port: 80 };
-        let c = HostPort { ip: "10.0.0.1".into(), protocol: "UDP".into(), port: 80 };
-        let d = HostPort { ip: "10.0.0.2".into(), protocol: "TCP".into(), port: 80 };
+        let a = HostPort {
+            ip: "0.0.0.0".into(),
+            protocol: "TCP".into(),
+            port: 80,
+        };
+        let b = HostPort {
+            ip: "10.0.0.1".into(),
+            protocol: "TCP".into(),
+            port: 80,
+        };
+        let c = HostPort {
+            ip: "10.0.0.1".into(),
+            protocol: "UDP".into(),
+            port: 80,
+        };
+        let d = HostPort {
+            ip: "10.0.0.2".into(),
+            protocol: "TCP".into(),
+            port: 80,
+        };
         assert!(a.conflicts(&b) && b.conflicts(&a));
         assert!(!b.conflicts(&c));
         assert!(!b.conflicts(&d));

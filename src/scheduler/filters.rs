@@ -20,10 +20,12 @@ pub const REASON_NODE_AFFINITY: &str = "node(s) didn't match Pod's node affinity
 pub const REASON_NODE_PORTS: &str = "node(s) didn't have free ports for the requested pod ports";
 pub const REASON_TOO_MANY_PODS: &str = "Too many pods";
 pub const REASON_SPREAD: &str = "node(s) didn't match pod topology spread constraints";
-pub const REASON_SPREAD_LABEL: &str = "node(s) didn't match pod topology spread constraints (missing required label)";
+pub const REASON_SPREAD_LABEL: &str =
+    "node(s) didn't match pod topology spread constraints (missing required label)";
 pub const REASON_AFFINITY: &str = "node(s) didn't match pod affinity rules";
 pub const REASON_ANTI_AFFINITY: &str = "node(s) didn't match pod anti-affinity rules";
-pub const REASON_EXISTING_ANTI_AFFINITY: &str = "node(s) didn't satisfy existing pods anti-affinity rules";
+pub const REASON_EXISTING_ANTI_AFFINITY: &str =
+    "node(s) didn't satisfy existing pods anti-affinity rules";
 
 /// Whether preemption might help a node that failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +45,10 @@ pub struct Status {
 
 impl Status {
     fn new(code: Code, reason: impl Into<String>) -> Status {
-        Status { code, reasons: vec![reason.into()] }
+        Status {
+            code,
+            reasons: vec![reason.into()],
+        }
     }
 }
 
@@ -117,7 +122,10 @@ impl Pending {
         if spread.is_empty()
             && let Some(owner) = info.owner.clone()
         {
-            for (key, skew) in [("kubernetes.io/hostname", 3), ("topology.kubernetes.io/zone", 5)] {
+            for (key, skew) in [
+                ("kubernetes.io/hostname", 3),
+                ("topology.kubernetes.io/zone", 5),
+            ] {
                 spread.push(Spread {
                     max_skew: skew,
                     topology_key: key.into(),
@@ -189,12 +197,17 @@ pub fn prefilter(pending: &Pending, cache: &Cache, excluded: &HashSet<String>) -
                 continue;
             }
             for (i, c) in hard.iter().enumerate() {
-                if (c.honor_affinity && !pending.node_affinity_ok(n)) || (c.honor_taints && !pending.taints_ok(&n.taints))
+                if (c.honor_affinity && !pending.node_affinity_ok(n))
+                    || (c.honor_taints && !pending.taints_ok(&n.taints))
                 {
                     continue;
                 }
                 let value = n.labels.get(&c.topology_key).cloned().unwrap_or_default();
-                let count = n.pods.values().filter(|p| visible(p) && c.counts(p, ns)).count() as i64;
+                let count = n
+                    .pods
+                    .values()
+                    .filter(|p| visible(p) && c.counts(p, ns))
+                    .count() as i64;
                 *st.spread_counts[i].entry(value).or_insert(0) += count;
             }
         }
@@ -202,7 +215,8 @@ pub fn prefilter(pending: &Pending, cache: &Cache, excluded: &HashSet<String>) -
 
     // InterPodAffinity.
     let own = pending.info.affinity.as_deref();
-    let wants_affinity = own.is_some_and(|a| !a.required_affinity.is_empty() || !a.required_anti_affinity.is_empty());
+    let wants_affinity = own
+        .is_some_and(|a| !a.required_affinity.is_empty() || !a.required_anti_affinity.is_empty());
     let others_have_affinity = cache.nodes.values().any(|n| n.pods_with_affinity > 0);
     if !wants_affinity && !others_have_affinity {
         return st;
@@ -212,11 +226,15 @@ pub fn prefilter(pending: &Pending, cache: &Cache, excluded: &HashSet<String>) -
         for p in n.pods.values().filter(|p| visible(p)) {
             if let Some(a) = own {
                 if !a.required_affinity.is_empty()
-                    && a.required_affinity.iter().all(|t| t.matches(&p.namespace, &p.labels, nsl))
+                    && a.required_affinity
+                        .iter()
+                        .all(|t| t.matches(&p.namespace, &p.labels, nsl))
                 {
                     for t in &a.required_affinity {
                         if let Some(v) = n.labels.get(&t.topology_key) {
-                            *st.affinity_counts.entry((t.topology_key.clone(), v.clone())).or_insert(0) += 1;
+                            *st.affinity_counts
+                                .entry((t.topology_key.clone(), v.clone()))
+                                .or_insert(0) += 1;
                         }
                     }
                 }
@@ -224,7 +242,9 @@ pub fn prefilter(pending: &Pending, cache: &Cache, excluded: &HashSet<String>) -
                     if t.matches(&p.namespace, &p.labels, nsl)
                         && let Some(v) = n.labels.get(&t.topology_key)
                     {
-                        *st.anti_affinity_counts.entry((t.topology_key.clone(), v.clone())).or_insert(0) += 1;
+                        *st.anti_affinity_counts
+                            .entry((t.topology_key.clone(), v.clone()))
+                            .or_insert(0) += 1;
                     }
                 }
             }
@@ -233,7 +253,8 @@ pub fn prefilter(pending: &Pending, cache: &Cache, excluded: &HashSet<String>) -
                     if t.matches(ns, &pending.info.labels, nsl)
                         && let Some(v) = n.labels.get(&t.topology_key)
                     {
-                        st.existing_anti_affinity.insert((t.topology_key.clone(), v.clone()));
+                        st.existing_anti_affinity
+                            .insert((t.topology_key.clone(), v.clone()));
                     }
                 }
             }
@@ -242,13 +263,24 @@ pub fn prefilter(pending: &Pending, cache: &Cache, excluded: &HashSet<String>) -
     st
 }
 
-fn all_terms_match(terms: &[AffinityTerm], ns: &str, labels: &Labels, nsl: &HashMap<String, Labels>) -> bool {
+fn all_terms_match(
+    terms: &[AffinityTerm],
+    ns: &str,
+    labels: &Labels,
+    nsl: &HashMap<String, Labels>,
+) -> bool {
     !terms.is_empty() && terms.iter().all(|t| t.matches(ns, labels, nsl))
 }
 
 /// Run every filter on one node; `nominated` are pods of at least this
 /// pod's priority waiting for room on the node.
-pub fn filter(pending: &Pending, pre: &PreState, cache: &Cache, n: &NodeInfo, nominated: &[Arc<PodInfo>]) -> Result<(), Status> {
+pub fn filter(
+    pending: &Pending,
+    pre: &PreState,
+    cache: &Cache,
+    n: &NodeInfo,
+    nominated: &[Arc<PodInfo>],
+) -> Result<(), Status> {
     use Code::*;
     // NodeUnschedulable: cordoned nodes, unless the pod tolerates the taint.
     if n.unschedulable {
@@ -263,14 +295,26 @@ pub fn filter(pending: &Pending, pre: &PreState, cache: &Cache, n: &NodeInfo, no
         }
     }
     // NodeName.
-    if pending.node_name.as_deref().is_some_and(|want| want != n.name) {
+    if pending
+        .node_name
+        .as_deref()
+        .is_some_and(|want| want != n.name)
+    {
         return Err(Status::new(Unresolvable, REASON_NODE_NAME));
     }
     // TaintToleration.
-    if let Some(t) = labels::first_untolerated(&n.taints, &pending.tolerations, &["NoSchedule", "NoExecute"]) {
+    if let Some(t) = labels::first_untolerated(
+        &n.taints,
+        &pending.tolerations,
+        &["NoSchedule", "NoExecute"],
+    ) {
         return Err(Status::new(
             Unresolvable,
-            format!("node(s) had untolerated taint {{{}: {}}}", t.key, t.value.as_deref().unwrap_or("")),
+            format!(
+                "node(s) had untolerated taint {{{}: {}}}",
+                t.key,
+                t.value.as_deref().unwrap_or("")
+            ),
         ));
     }
     // NodeAffinity.
@@ -280,7 +324,10 @@ pub fn filter(pending: &Pending, pre: &PreState, cache: &Cache, n: &NodeInfo, no
     // NodePorts.
     let ports_taken = |hp: &super::cache::HostPort| {
         n.used_ports.iter().any(|u| u.conflicts(hp))
-            || nominated.iter().flat_map(|p| p.host_ports.iter()).any(|u| u.conflicts(hp))
+            || nominated
+                .iter()
+                .flat_map(|p| p.host_ports.iter())
+                .any(|u| u.conflicts(hp))
     };
     if pending.info.host_ports.iter().any(ports_taken) {
         return Err(Status::new(Unschedulable, REASON_NODE_PORTS));
@@ -289,7 +336,8 @@ pub fn filter(pending: &Pending, pre: &PreState, cache: &Cache, n: &NodeInfo, no
     fit(&pending.info, n, nominated)?;
     // VolumeBinding.
     if let Err(reason) = volumes::filter(&pending.volumes, &n.name, &n.labels) {
-        let code = if reason == volumes::REASON_NODE_CONFLICT || reason == volumes::REASON_NOT_EXIST {
+        let code = if reason == volumes::REASON_NODE_CONFLICT || reason == volumes::REASON_NOT_EXIST
+        {
             Unresolvable
         } else {
             Unschedulable
@@ -319,7 +367,13 @@ pub fn filter(pending: &Pending, pre: &PreState, cache: &Cache, n: &NodeInfo, no
         for t in &a.required_affinity {
             match n.labels.get(&t.topology_key) {
                 Some(v) => {
-                    if pre.affinity_counts.get(&(t.topology_key.clone(), v.clone())).copied().unwrap_or(0) <= 0 {
+                    if pre
+                        .affinity_counts
+                        .get(&(t.topology_key.clone(), v.clone()))
+                        .copied()
+                        .unwrap_or(0)
+                        <= 0
+                    {
                         pods_exist = false;
                     }
                 }
@@ -329,20 +383,32 @@ pub fn filter(pending: &Pending, pre: &PreState, cache: &Cache, n: &NodeInfo, no
         // The first pod of a group with affinity to itself may go anywhere.
         if !pods_exist
             && !(pre.affinity_counts.is_empty()
-                && all_terms_match(&a.required_affinity, ns, &pending.info.labels, &cache.namespace_labels))
+                && all_terms_match(
+                    &a.required_affinity,
+                    ns,
+                    &pending.info.labels,
+                    &cache.namespace_labels,
+                ))
         {
             return Err(Status::new(Unresolvable, REASON_AFFINITY));
         }
         for t in &a.required_anti_affinity {
             if let Some(v) = n.labels.get(&t.topology_key)
-                && pre.anti_affinity_counts.get(&(t.topology_key.clone(), v.clone())).copied().unwrap_or(0) > 0
+                && pre
+                    .anti_affinity_counts
+                    .get(&(t.topology_key.clone(), v.clone()))
+                    .copied()
+                    .unwrap_or(0)
+                    > 0
             {
                 return Err(Status::new(Unschedulable, REASON_ANTI_AFFINITY));
             }
         }
     }
     if !pre.existing_anti_affinity.is_empty()
-        && n.labels.iter().any(|(k, v)| pre.existing_anti_affinity.contains(&(k.clone(), v.clone())))
+        && n.labels
+            .iter()
+            .any(|(k, v)| pre.existing_anti_affinity.contains(&(k.clone(), v.clone())))
     {
         return Err(Status::new(Unschedulable, REASON_EXISTING_ANTI_AFFINITY));
     }
@@ -373,13 +439,22 @@ pub fn fit(p: &PodInfo, n: &NodeInfo, nominated: &[Arc<PodInfo>]) -> Result<(), 
     };
     check("cpu", r.milli_cpu, used.milli_cpu, alloc.milli_cpu);
     check("memory", r.memory, used.memory, alloc.memory);
-    check("ephemeral-storage", r.ephemeral_storage, used.ephemeral_storage, alloc.ephemeral_storage);
+    check(
+        "ephemeral-storage",
+        r.ephemeral_storage,
+        used.ephemeral_storage,
+        alloc.ephemeral_storage,
+    );
     for (name, want) in &r.scalar {
         let u = used.scalar.get(name).copied().unwrap_or(0);
         let have = alloc.scalar.get(name).copied().unwrap_or(0);
         check(name, *want, u, have);
     }
-    if reasons.is_empty() { Ok(()) } else { Err(Status { code, reasons }) }
+    if reasons.is_empty() {
+        Ok(())
+    } else {
+        Err(Status { code, reasons })
+    }
 }
 
 #[cfg(test)]
@@ -424,11 +499,23 @@ mod tests {
     fn run(cache: &Cache, p: Pod) -> Vec<(String, Result<(), Status>)> {
         let pending = Pending::new(Arc::new(p), VolumeState::default());
         let pre = prefilter(&pending, cache, &HashSet::new());
-        cache.order.iter().map(|n| (n.clone(), filter(&pending, &pre, cache, &cache.nodes[n], &[]))).collect()
+        cache
+            .order
+            .iter()
+            .map(|n| {
+                (
+                    n.clone(),
+                    filter(&pending, &pre, cache, &cache.nodes[n], &[]),
+                )
+            })
+            .collect()
     }
 
     fn reasons(r: &Result<(), Status>) -> Vec<String> {
-        r.as_ref().err().map(|s| s.reasons.clone()).unwrap_or_default()
+        r.as_ref()
+            .err()
+            .map(|s| s.reasons.clone())
+            .unwrap_or_default()
     }
 
     #[test]
@@ -440,45 +527,86 @@ mod tests {
             json!({}),
             json!({"spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}}),
         ));
-        cache.upsert_node(&node("c", json!({}), json!({"spec": {"unschedulable": true}})));
+        cache.upsert_node(&node(
+            "c",
+            json!({}),
+            json!({"spec": {"unschedulable": true}}),
+        ));
 
-        let big = pod("big", json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "3"}}}]}));
+        let big = pod(
+            "big",
+            json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "3"}}}]}),
+        );
         let r = run(&cache, big);
         assert_eq!(reasons(&r[0].1), ["Insufficient cpu"]);
-        assert_eq!(r[0].1.as_ref().unwrap_err().code, Code::Unresolvable, "bigger than the node");
-        assert_eq!(reasons(&r[1].1), ["node(s) had untolerated taint {dedicated: gpu}"]);
+        assert_eq!(
+            r[0].1.as_ref().unwrap_err().code,
+            Code::Unresolvable,
+            "bigger than the node"
+        );
+        assert_eq!(
+            reasons(&r[1].1),
+            ["node(s) had untolerated taint {dedicated: gpu}"]
+        );
         assert_eq!(reasons(&r[2].1), [REASON_UNSCHEDULABLE]);
 
-        let sel = pod("sel", json!({"nodeSelector": {"disk": "ssd"},
-            "tolerations": [{"key": "dedicated", "operator": "Exists"}]}));
+        let sel = pod(
+            "sel",
+            json!({"nodeSelector": {"disk": "ssd"},
+            "tolerations": [{"key": "dedicated", "operator": "Exists"}]}),
+        );
         let r = run(&cache, sel);
         assert!(r[0].1.is_ok());
         assert_eq!(reasons(&r[1].1), [REASON_NODE_AFFINITY]);
 
         cache.add_pod(bound("web-1", "a", json!({}), json!({"containers": [{"name": "c",
             "ports": [{"containerPort": 80, "hostPort": 8080}], "resources": {"requests": {"cpu": "1500m"}}}]})));
-        let p = pod("p", json!({"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080}]}]}));
+        let p = pod(
+            "p",
+            json!({"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080}]}]}),
+        );
         assert_eq!(reasons(&run(&cache, p)[0].1), [REASON_NODE_PORTS]);
-        let p = pod("p", json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "1", "memory": "5Gi"}}}]}));
+        let p = pod(
+            "p",
+            json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "1", "memory": "5Gi"}}}]}),
+        );
         let r = run(&cache, p);
-        assert_eq!(reasons(&r[0].1), ["Insufficient cpu", "Insufficient memory"]);
-        assert_eq!(r[0].1.as_ref().unwrap_err().code, Code::Unresolvable, "5Gi exceeds the node");
+        assert_eq!(
+            reasons(&r[0].1),
+            ["Insufficient cpu", "Insufficient memory"]
+        );
+        assert_eq!(
+            r[0].1.as_ref().unwrap_err().code,
+            Code::Unresolvable,
+            "5Gi exceeds the node"
+        );
         cache.add_pod(bound("x", "a", json!({}), json!({})));
         cache.add_pod(bound("y", "a", json!({}), json!({})));
-        assert_eq!(reasons(&run(&cache, pod("p", json!({})))[0].1), [REASON_TOO_MANY_PODS]);
+        assert_eq!(
+            reasons(&run(&cache, pod("p", json!({})))[0].1),
+            [REASON_TOO_MANY_PODS]
+        );
     }
 
     #[test]
     fn topology_spread_and_anti_affinity() {
         let mut cache = Cache::default();
         for (n, zone) in [("a", "z1"), ("b", "z1"), ("c", "z2")] {
-            cache.upsert_node(&node(n, json!({"zone": zone, "kubernetes.io/hostname": n}), json!({})));
+            cache.upsert_node(&node(
+                n,
+                json!({"zone": zone, "kubernetes.io/hostname": n}),
+                json!({}),
+            ));
         }
         cache.add_pod(bound("w1", "a", json!({"app": "web"}), json!({})));
         let spread = json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone",
             "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "web"}}}]});
         let r = run(&cache, pod("w2", spread.clone()));
-        assert_eq!(reasons(&r[0].1), [REASON_SPREAD], "z1 has 1, z2 has 0: skew would be 2");
+        assert_eq!(
+            reasons(&r[0].1),
+            [REASON_SPREAD],
+            "z1 has 1, z2 has 0: skew would be 2"
+        );
         assert_eq!(reasons(&r[1].1), [REASON_SPREAD]);
         assert!(r[2].1.is_ok());
 

@@ -40,7 +40,11 @@ impl Requirement {
                 let (Ok(v), Ok(bound)) = (v.parse::<i64>(), bound.parse::<i64>()) else {
                     return false;
                 };
-                if self.op == Op::Gt { v > bound } else { v < bound }
+                if self.op == Op::Gt {
+                    v > bound
+                } else {
+                    v < bound
+                }
             }
         }
     }
@@ -57,11 +61,17 @@ pub struct Selector {
 
 impl Selector {
     pub fn everything() -> Selector {
-        Selector { reqs: Vec::new(), nothing: false }
+        Selector {
+            reqs: Vec::new(),
+            nothing: false,
+        }
     }
 
     pub fn nothing() -> Selector {
-        Selector { reqs: Vec::new(), nothing: true }
+        Selector {
+            reqs: Vec::new(),
+            nothing: true,
+        }
     }
 
     /// Compile a LabelSelector; `None` selects nothing. An invalid operator
@@ -72,7 +82,11 @@ impl Selector {
         };
         let mut reqs = Vec::new();
         for (k, v) in sel.match_labels.iter().flatten() {
-            reqs.push(Requirement { key: k.clone(), op: Op::In, values: vec![v.clone()] });
+            reqs.push(Requirement {
+                key: k.clone(),
+                op: Op::In,
+                values: vec![v.clone()],
+            });
         }
         for e in sel.match_expressions.iter().flatten() {
             let op = match e.operator.as_str() {
@@ -82,15 +96,26 @@ impl Selector {
                 "DoesNotExist" => Op::DoesNotExist,
                 _ => return Selector::nothing(),
             };
-            reqs.push(Requirement { key: e.key.clone(), op, values: e.values.clone().unwrap_or_default() });
+            reqs.push(Requirement {
+                key: e.key.clone(),
+                op,
+                values: e.values.clone().unwrap_or_default(),
+            });
         }
-        Selector { reqs, nothing: false }
+        Selector {
+            reqs,
+            nothing: false,
+        }
     }
 
     /// Add `key In (value)` (matchLabelKeys) or `key NotIn (value)` (mismatchLabelKeys).
     pub fn require(&mut self, key: &str, value: &str, equal: bool) {
         let op = if equal { Op::In } else { Op::NotIn };
-        self.reqs.push(Requirement { key: key.to_string(), op, values: vec![value.to_string()] });
+        self.reqs.push(Requirement {
+            key: key.to_string(),
+            op,
+            values: vec![value.to_string()],
+        });
     }
 
     pub fn matches(&self, labels: &Labels) -> bool {
@@ -124,7 +149,11 @@ fn compile_node_reqs(reqs: Option<&Vec<NodeSelectorRequirement>>) -> Option<Vec<
             "Lt" => Op::Lt,
             _ => return None,
         };
-        out.push(Requirement { key: r.key.clone(), op, values: r.values.clone().unwrap_or_default() });
+        out.push(Requirement {
+            key: r.key.clone(),
+            op,
+            values: r.values.clone().unwrap_or_default(),
+        });
     }
     Some(out)
 }
@@ -145,7 +174,11 @@ impl NodeTerm {
         let valid = labels.is_some()
             && names.as_ref().is_some_and(|n| n.len() == field_count)
             && (labels.as_ref().is_some_and(|l| !l.is_empty()) || field_count > 0);
-        NodeTerm { labels: labels.unwrap_or_default(), names: names.unwrap_or_default(), valid }
+        NodeTerm {
+            labels: labels.unwrap_or_default(),
+            names: names.unwrap_or_default(),
+            valid,
+        }
     }
 
     pub fn matches(&self, node_name: &str, labels: &Labels) -> bool {
@@ -175,14 +208,25 @@ impl NodeAffinity {
             .affinity
             .as_ref()
             .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref())
-            .map(|ns| ns.node_selector_terms.iter().map(NodeTerm::compile).collect());
+            .and_then(|na| {
+                na.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .map(|ns| {
+                ns.node_selector_terms
+                    .iter()
+                    .map(NodeTerm::compile)
+                    .collect()
+            });
         NodeAffinity { selector, terms }
     }
 
     /// From a PersistentVolume's spec.nodeAffinity.required.
     pub fn from_terms(terms: &[NodeSelectorTerm]) -> NodeAffinity {
-        NodeAffinity { selector: Labels::new(), terms: Some(terms.iter().map(NodeTerm::compile).collect()) }
+        NodeAffinity {
+            selector: Labels::new(),
+            terms: Some(terms.iter().map(NodeTerm::compile).collect()),
+        }
     }
 
     pub fn matches(&self, node_name: &str, labels: &Labels) -> bool {
@@ -209,7 +253,10 @@ pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
     match t.operator.as_deref().unwrap_or("Equal") {
         // An empty key with Exists tolerates every taint.
         "Exists" => true,
-        "Equal" | "" => key == taint.key && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
+        "Equal" | "" => {
+            key == taint.key
+                && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+        }
         _ => false,
     }
 }
@@ -220,8 +267,15 @@ pub fn tolerated(ts: &[Toleration], taint: &Taint) -> bool {
 }
 
 /// The first taint with one of `effects` that no toleration tolerates.
-pub fn first_untolerated<'a>(taints: &'a [Taint], tolerations: &[Toleration], effects: &[&str]) -> Option<&'a Taint> {
-    taints.iter().filter(|t| effects.contains(&t.effect.as_str())).find(|t| !tolerated(tolerations, t))
+pub fn first_untolerated<'a>(
+    taints: &'a [Taint],
+    tolerations: &[Toleration],
+    effects: &[&str],
+) -> Option<&'a Taint> {
+    taints
+        .iter()
+        .filter(|t| effects.contains(&t.effect.as_str()))
+        .find(|t| !tolerated(tolerations, t))
 }
 
 #[cfg(test)]
@@ -230,7 +284,10 @@ mod tests {
     use serde_json::json;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -245,7 +302,9 @@ mod tests {
         assert!(s.matches(&labels(&[("app", "web"), ("track", "x")])));
         assert!(!s.matches(&labels(&[("app", "web"), ("track", "x"), ("tier", "db")])));
         assert!(!s.matches(&labels(&[("app", "web")])));
-        assert!(Selector::from_label_selector(Some(&LabelSelector::default())).matches(&labels(&[])));
+        assert!(
+            Selector::from_label_selector(Some(&LabelSelector::default())).matches(&labels(&[]))
+        );
         assert!(!Selector::from_label_selector(None).matches(&labels(&[])));
         let mut s = Selector::everything();
         s.require("v", "1", true);
@@ -282,12 +341,30 @@ mod tests {
             time_added: None,
         };
         let tol = |v: serde_json::Value| -> Toleration { serde_json::from_value(v).unwrap() };
-        assert!(tolerates(&tol(json!({"key": "a", "value": "b", "effect": "NoSchedule"})), &taint("a", "b", "NoSchedule")));
-        assert!(!tolerates(&tol(json!({"key": "a", "value": "c"})), &taint("a", "b", "NoSchedule")));
-        assert!(tolerates(&tol(json!({"key": "a", "operator": "Exists"})), &taint("a", "b", "NoExecute")));
-        assert!(tolerates(&tol(json!({"operator": "Exists"})), &taint("x", "y", "NoExecute")));
-        assert!(!tolerates(&tol(json!({"operator": "Exists", "effect": "NoSchedule"})), &taint("x", "", "NoExecute")));
-        let taints = vec![taint("soft", "", "PreferNoSchedule"), taint("hard", "1", "NoSchedule")];
+        assert!(tolerates(
+            &tol(json!({"key": "a", "value": "b", "effect": "NoSchedule"})),
+            &taint("a", "b", "NoSchedule")
+        ));
+        assert!(!tolerates(
+            &tol(json!({"key": "a", "value": "c"})),
+            &taint("a", "b", "NoSchedule")
+        ));
+        assert!(tolerates(
+            &tol(json!({"key": "a", "operator": "Exists"})),
+            &taint("a", "b", "NoExecute")
+        ));
+        assert!(tolerates(
+            &tol(json!({"operator": "Exists"})),
+            &taint("x", "y", "NoExecute")
+        ));
+        assert!(!tolerates(
+            &tol(json!({"operator": "Exists", "effect": "NoSchedule"})),
+            &taint("x", "", "NoExecute")
+        ));
+        let taints = vec![
+            taint("soft", "", "PreferNoSchedule"),
+            taint("hard", "1", "NoSchedule"),
+        ];
         let first = first_untolerated(&taints, &[], &["NoSchedule", "NoExecute"]).unwrap();
         assert_eq!(first.key, "hard");
     }

@@ -60,7 +60,10 @@ pub struct SchedulerOptions {
 
 impl Default for SchedulerOptions {
     fn default() -> Self {
-        SchedulerOptions { scoring: SchedulerScoring::LeastAllocated, scheduler_name: DEFAULT_SCHEDULER_NAME.into() }
+        SchedulerOptions {
+            scoring: SchedulerScoring::LeastAllocated,
+            scheduler_name: DEFAULT_SCHEDULER_NAME.into(),
+        }
     }
 }
 
@@ -101,7 +104,10 @@ pub struct Scheduler {
 }
 
 /// Start the scheduler on `client`; it runs until the process ends.
-pub fn start(client: kube::Client, opts: SchedulerOptions) -> (Scheduler, tokio::task::JoinHandle<()>) {
+pub fn start(
+    client: kube::Client,
+    opts: SchedulerOptions,
+) -> (Scheduler, tokio::task::JoinHandle<()>) {
     let s = Scheduler::new(client, opts);
     let handle = tokio::spawn(s.clone().run());
     (s, handle)
@@ -161,7 +167,8 @@ impl Scheduler {
                 let mut st = self.inner.state.lock();
                 let now = Instant::now();
                 if now.duration_since(st.last_flush) >= Duration::from_secs(5) {
-                    st.queue.flush_unschedulable_older_than(UNSCHEDULABLE_FLUSH, now);
+                    st.queue
+                        .flush_unschedulable_older_than(UNSCHEDULABLE_FLUSH, now);
                     st.last_flush = now;
                 }
                 st.queue.flush_backoff(now);
@@ -170,7 +177,10 @@ impl Scheduler {
                 if synced && let Some(p) = st.queue.pop() {
                     return p;
                 }
-                let next = st.queue.next_backoff().unwrap_or(now + Duration::from_secs(1));
+                let next = st
+                    .queue
+                    .next_backoff()
+                    .unwrap_or(now + Duration::from_secs(1));
                 next.min(now + Duration::from_secs(1))
             };
             tokio::select! {
@@ -181,7 +191,11 @@ impl Scheduler {
     }
 
     fn responsible_for(&self, pod: &Pod) -> bool {
-        let name = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or(DEFAULT_SCHEDULER_NAME);
+        let name = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.as_deref())
+            .unwrap_or(DEFAULT_SCHEDULER_NAME);
         name == self.inner.opts.scheduler_name
     }
 
@@ -212,12 +226,19 @@ impl Scheduler {
                     }
                 }
                 watcher::Event::Delete(node) => {
-                    st.cache.remove_node(node.metadata.name.as_deref().unwrap_or(""));
+                    st.cache
+                        .remove_node(node.metadata.name.as_deref().unwrap_or(""));
                 }
                 watcher::Event::Init => seen = Some(HashSet::new()),
                 watcher::Event::InitDone => {
                     if let Some(s) = seen.take() {
-                        let stale: Vec<String> = st.cache.order.iter().filter(|n| !s.contains(*n)).cloned().collect();
+                        let stale: Vec<String> = st
+                            .cache
+                            .order
+                            .iter()
+                            .filter(|n| !s.contains(*n))
+                            .cloned()
+                            .collect();
                         for n in stale {
                             st.cache.remove_node(&n);
                         }
@@ -239,10 +260,20 @@ impl Scheduler {
                 Ok(watcher::Event::Apply(ns)) | Ok(watcher::Event::InitApply(ns)) => {
                     let name = ns.metadata.name.clone().unwrap_or_default();
                     let labels = ns.metadata.labels.clone().unwrap_or_default();
-                    self.inner.state.lock().cache.namespace_labels.insert(name, labels);
+                    self.inner
+                        .state
+                        .lock()
+                        .cache
+                        .namespace_labels
+                        .insert(name, labels);
                 }
                 Ok(watcher::Event::Delete(ns)) => {
-                    self.inner.state.lock().cache.namespace_labels.remove(ns.metadata.name.as_deref().unwrap_or(""));
+                    self.inner
+                        .state
+                        .lock()
+                        .cache
+                        .namespace_labels
+                        .remove(ns.metadata.name.as_deref().unwrap_or(""));
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -290,7 +321,13 @@ impl Scheduler {
                 watcher::Event::Init => seen = Some(HashSet::new()),
                 watcher::Event::InitDone => {
                     if let Some(s) = seen.take() {
-                        let stale: Vec<String> = st.cache.pods.keys().filter(|k| !s.contains(*k)).cloned().collect();
+                        let stale: Vec<String> = st
+                            .cache
+                            .pods
+                            .keys()
+                            .filter(|k| !s.contains(*k))
+                            .cloned()
+                            .collect();
                         for k in stale {
                             if !st.cache.is_assumed(&k) {
                                 st.cache.remove_pod(&k);
@@ -309,7 +346,11 @@ impl Scheduler {
         let key = pod_key(&pod);
         let spec = pod.spec.as_ref();
         let node = spec.and_then(|s| s.node_name.as_deref()).unwrap_or("");
-        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .unwrap_or("");
         if phase == "Succeeded" || phase == "Failed" {
             st.queue.remove(&key);
             if st.cache.remove_pod(&key) {
@@ -325,7 +366,12 @@ impl Scheduler {
             let known = st.cache.has_pod(&key);
             let labels_changed = known
                 && !was_assumed
-                && st.cache.nodes.get(node).and_then(|n| n.pods.get(&key)).is_some_and(|p| p.labels != info.labels);
+                && st
+                    .cache
+                    .nodes
+                    .get(node)
+                    .and_then(|n| n.pods.get(&key))
+                    .is_some_and(|p| p.labels != info.labels);
             st.cache.add_pod(info);
             // A pod that appeared bound without us, or changed labels, may
             // satisfy (anti-)affinity of waiting pods.
@@ -334,15 +380,28 @@ impl Scheduler {
             }
             return;
         }
-        let gated = spec.and_then(|s| s.scheduling_gates.as_ref()).is_some_and(|g| !g.is_empty());
+        // Assumed: our binding is in flight and the watch has not caught up.
+        if st.cache.is_assumed(&key) {
+            return;
+        }
+        let gated = spec
+            .and_then(|s| s.scheduling_gates.as_ref())
+            .is_some_and(|g| !g.is_empty());
         if pod.metadata.deletion_timestamp.is_some() || gated || !self.responsible_for(&pod) {
             st.queue.remove(&key);
             return;
         }
-        match pod.status.as_ref().and_then(|s| s.nominated_node_name.clone()).filter(|n| !n.is_empty()) {
+        match pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.clone())
+            .filter(|n| !n.is_empty())
+        {
             Some(node) => {
                 let info = Arc::new(PodInfo::from_pod(&pod));
-                st.cache.nominated.insert(key.clone(), Nominated { info, node });
+                st.cache
+                    .nominated
+                    .insert(key.clone(), Nominated { info, node });
             }
             None => {
                 st.cache.nominated.remove(&key);
@@ -376,13 +435,28 @@ impl Scheduler {
                 Err(msg) => (volumes::VolumeState::default(), Some(msg)),
             };
             let pending = Pending::new(pod.clone(), vs);
-            let d = decide(&pending, &mut st.cache, prefilter_error, self.inner.opts.scoring);
+            let d = decide(
+                &pending,
+                &mut st.cache,
+                prefilter_error,
+                self.inner.opts.scoring,
+            );
             if let Decision::Fit { node, .. } = &d {
                 st.cache.assume(pending.info.clone(), node);
             }
-            if let Decision::Fail { preemption: Some(preemption::Outcome::Preempt(plan)), .. } = &d {
+            if let Decision::Fail {
+                preemption: Some(preemption::Outcome::Preempt(plan)),
+                ..
+            } = &d
+            {
                 let info = Arc::new(pending.info.clone());
-                st.cache.nominated.insert(key.clone(), Nominated { info, node: plan.node.clone() });
+                st.cache.nominated.insert(
+                    key.clone(),
+                    Nominated {
+                        info,
+                        node: plan.node.clone(),
+                    },
+                );
                 for n in &plan.clear_nominations {
                     st.cache.nominated.remove(&n.key);
                 }
@@ -398,8 +472,17 @@ impl Scheduler {
                     me.bind(popped, pending, node, labels).await;
                 });
             }
-            (Decision::Fail { message, preemption }, _) => {
-                self.inner.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+            (
+                Decision::Fail {
+                    message,
+                    preemption,
+                },
+                _,
+            ) => {
+                self.inner
+                    .stats
+                    .failed_attempts
+                    .fetch_add(1, Ordering::Relaxed);
                 let nominate = match &preemption {
                     Some(preemption::Outcome::Preempt(plan)) => Some(plan.node.clone()),
                     _ => None,
@@ -409,7 +492,11 @@ impl Scheduler {
                     self.execute_preemption(&pod, plan).await;
                 }
                 self.record_failure(&pod, &message, nominate).await;
-                self.inner.state.lock().queue.requeue_failed(popped, false, Instant::now());
+                self.inner
+                    .state
+                    .lock()
+                    .queue
+                    .requeue_failed(popped, false, Instant::now());
                 self.inner.wake.notify_one();
             }
         }
@@ -422,7 +509,8 @@ impl Scheduler {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let result = async {
             if !pending.volumes.claims.is_empty() {
-                volumes::prebind(&self.inner.client, &pod, &pending.volumes, &node, &labels).await?;
+                volumes::prebind(&self.inner.client, &pod, &pending.volumes, &node, &labels)
+                    .await?;
             }
             let api: Api<Pod> = Api::namespaced(self.inner.client.clone(), &ns);
             let binding = serde_json::json!({
@@ -430,8 +518,13 @@ impl Scheduler {
                 "metadata": {"name": name, "namespace": ns, "uid": pod.metadata.uid},
                 "target": {"apiVersion": "v1", "kind": "Node", "name": node},
             });
-            api.create_subresource::<_, serde_json::Value>("binding", &name, &PostParams::default(), &binding)
-                .await?;
+            api.create_subresource::<_, serde_json::Value>(
+                "binding",
+                &name,
+                &PostParams::default(),
+                &binding,
+            )
+            .await?;
             Ok::<(), kube::Error>(())
         }
         .await;
@@ -442,7 +535,9 @@ impl Scheduler {
                 let msg = format!("Successfully assigned {ns}/{name} to {node}");
                 self.event(&pod, events::NORMAL, "Scheduled", msg);
             }
-            Err(kube::Error::Api(s)) if s.code == 404 || (s.code == 409 && s.message.contains("already assigned")) => {
+            Err(kube::Error::Api(s))
+                if s.code == 404 || (s.code == 409 && s.message.contains("already assigned")) =>
+            {
                 // Deleted meanwhile, or bound by someone else: nothing to retry.
                 let mut st = self.inner.state.lock();
                 st.cache.forget(&key);
@@ -455,7 +550,12 @@ impl Scheduler {
                     st.cache.forget(&key);
                     st.queue.requeue_failed(popped, true, Instant::now());
                 }
-                self.event(&pod, events::WARNING, "FailedScheduling", format!("Binding rejected: {e}"));
+                self.event(
+                    &pod,
+                    events::WARNING,
+                    "FailedScheduling",
+                    format!("Binding rejected: {e}"),
+                );
                 self.inner.wake.notify_one();
             }
         }
@@ -464,9 +564,24 @@ impl Scheduler {
     /// FailedScheduling event and PodScheduled=False, as upstream.
     async fn record_failure(&self, pod: &Pod, message: &str, nominate: Option<String>) {
         let key = pod_key(pod);
-        self.event(pod, events::WARNING, "FailedScheduling", message.to_string());
-        let had_nomination = pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref()).is_some_and(|n| !n.is_empty());
-        let unchanged = self.inner.state.lock().last_failure.get(&key).is_some_and(|m| m == message);
+        self.event(
+            pod,
+            events::WARNING,
+            "FailedScheduling",
+            message.to_string(),
+        );
+        let had_nomination = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.as_deref())
+            .is_some_and(|n| !n.is_empty());
+        let unchanged = self
+            .inner
+            .state
+            .lock()
+            .last_failure
+            .get(&key)
+            .is_some_and(|m| m == message);
         if unchanged && nominate.is_none() && !had_nomination {
             return;
         }
@@ -483,9 +598,16 @@ impl Scheduler {
         let api: Api<Pod> = Api::namespaced(self.inner.client.clone(), ns);
         let patch = Patch::Strategic(serde_json::json!({"status": status}));
         let name = pod.metadata.name.as_deref().unwrap_or("");
-        match api.patch_status(name, &PatchParams::default(), &patch).await {
+        match api
+            .patch_status(name, &PatchParams::default(), &patch)
+            .await
+        {
             Ok(_) => {
-                self.inner.state.lock().last_failure.insert(key, message.to_string());
+                self.inner
+                    .state
+                    .lock()
+                    .last_failure
+                    .insert(key, message.to_string());
             }
             Err(e) => debug!(pod = %key, "cannot update PodScheduled: {e}"),
         }
@@ -506,7 +628,10 @@ impl Scheduler {
                 "message": format!("{}: preempting to accommodate a higher priority pod", self.inner.opts.scheduler_name),
                 "lastTransitionTime": jiff::Timestamp::now().to_string(),
             }]}});
-            if let Err(e) = api.patch_status(&v.name, &PatchParams::default(), &Patch::Strategic(cond)).await {
+            if let Err(e) = api
+                .patch_status(&v.name, &PatchParams::default(), &Patch::Strategic(cond))
+                .await
+            {
                 debug!(victim = %v.key, "DisruptionTarget: {e}");
             }
             match api.delete(&v.name, &DeleteParams::default()).await {
@@ -523,12 +648,16 @@ impl Scheduler {
             };
             let recorder = self.inner.recorder.clone();
             let msg = format!("Preempted by pod {uid} on node {}", plan.node);
-            recorder.publish(&reference, events::NORMAL, "Preempted", &msg).await;
+            recorder
+                .publish(&reference, events::NORMAL, "Preempted", &msg)
+                .await;
         }
         for n in &plan.clear_nominations {
             let api: Api<Pod> = Api::namespaced(self.inner.client.clone(), &n.namespace);
             let patch = Patch::Merge(serde_json::json!({"status": {"nominatedNodeName": null}}));
-            let _ = api.patch_status(&n.name, &PatchParams::default(), &patch).await;
+            let _ = api
+                .patch_status(&n.name, &PatchParams::default(), &patch)
+                .await;
         }
     }
 
@@ -544,7 +673,12 @@ impl Scheduler {
 
     /// spec.priority from priorityClassName when admission left it unset.
     async fn resolve_priority(&self, pod: &Pod) -> i32 {
-        let Some(name) = pod.spec.as_ref().and_then(|s| s.priority_class_name.clone()).filter(|n| !n.is_empty()) else {
+        let Some(name) = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.priority_class_name.clone())
+            .filter(|n| !n.is_empty())
+        else {
             return 0;
         };
         match name.as_str() {
@@ -568,8 +702,14 @@ impl Scheduler {
 
 /// What a cycle decided.
 enum Decision {
-    Fit { node: String, labels: labels::Labels },
-    Fail { message: String, preemption: Option<preemption::Outcome> },
+    Fit {
+        node: String,
+        labels: labels::Labels,
+    },
+    Fail {
+        message: String,
+        preemption: Option<preemption::Outcome>,
+    },
 }
 
 /// How many feasible nodes to look for before scoring (upstream's adaptive
@@ -583,31 +723,57 @@ pub fn num_feasible_nodes_to_find(all: usize) -> usize {
     (all * pct / 100).max(MIN)
 }
 
-fn decide(pending: &Pending, cache: &mut Cache, prefilter_error: Option<String>, scoring: SchedulerScoring) -> Decision {
+fn decide(
+    pending: &Pending,
+    cache: &mut Cache,
+    prefilter_error: Option<String>,
+    scoring: SchedulerScoring,
+) -> Decision {
     let all = cache.order.len();
     if all == 0 {
-        return Decision::Fail { message: "no nodes available to schedule pods".into(), preemption: None };
+        return Decision::Fail {
+            message: "no nodes available to schedule pods".into(),
+            preemption: None,
+        };
     }
     if let Some(msg) = prefilter_error {
         let statuses: HashMap<String, Status> = cache
             .order
             .iter()
-            .map(|n| (n.clone(), Status { code: Code::Unresolvable, reasons: vec![msg.clone()] }))
+            .map(|n| {
+                (
+                    n.clone(),
+                    Status {
+                        code: Code::Unresolvable,
+                        reasons: vec![msg.clone()],
+                    },
+                )
+            })
             .collect();
         let outcome = preemption::preempt(pending, cache, &statuses);
-        return Decision::Fail { message: fit_error(all, Some(&msg), &statuses, Some(&outcome)), preemption: None };
+        return Decision::Fail {
+            message: fit_error(all, Some(&msg), &statuses, Some(&outcome)),
+            preemption: None,
+        };
     }
     let pre = filters::prefilter(pending, cache, &HashSet::new());
     let prio = pending.info.priority;
     let key = pending.info.key.as_str();
 
     // A nominated node (after preemption) is tried first and taken if it fits.
-    if let Some(nom) = pending.pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref())
+    if let Some(nom) = pending
+        .pod
+        .status
+        .as_ref()
+        .and_then(|s| s.nominated_node_name.as_deref())
         && let Some(n) = cache.nodes.get(nom).filter(|n| n.present)
     {
         let nominated = cache.nominated_on(nom, prio, key);
         if filters::filter(pending, &pre, cache, n, &nominated).is_ok() {
-            return Decision::Fit { node: nom.to_string(), labels: n.labels.clone() };
+            return Decision::Fit {
+                node: nom.to_string(),
+                labels: n.labels.clone(),
+            };
         }
     }
 
@@ -619,9 +785,15 @@ fn decide(pending: &Pending, cache: &mut Cache, prefilter_error: Option<String>,
     let any_nominated = !cache.nominated.is_empty();
     for i in 0..all {
         let name = &cache.order[(start + i) % all];
-        let Some(n) = cache.nodes.get(name) else { continue };
+        let Some(n) = cache.nodes.get(name) else {
+            continue;
+        };
         processed += 1;
-        let nominated = if any_nominated { cache.nominated_on(name, prio, key) } else { Vec::new() };
+        let nominated = if any_nominated {
+            cache.nominated_on(name, prio, key)
+        } else {
+            Vec::new()
+        };
         match filters::filter(pending, &pre, cache, n, &nominated) {
             Ok(()) => {
                 feasible.push(n);
@@ -639,7 +811,10 @@ fn decide(pending: &Pending, cache: &mut Cache, prefilter_error: Option<String>,
         cache.next_start = next_start;
         let outcome = preemption::preempt(pending, cache, &statuses);
         let message = fit_error(all, None, &statuses, Some(&outcome));
-        return Decision::Fail { message, preemption: Some(outcome) };
+        return Decision::Fail {
+            message,
+            preemption: Some(outcome),
+        };
     }
     let chosen = if feasible.len() == 1 {
         0
@@ -648,7 +823,10 @@ fn decide(pending: &Pending, cache: &mut Cache, prefilter_error: Option<String>,
         select_host(&scores)
     };
     let node = feasible[chosen];
-    let decision = Decision::Fit { node: node.name.clone(), labels: node.labels.clone() };
+    let decision = Decision::Fit {
+        node: node.name.clone(),
+        labels: node.labels.clone(),
+    };
     cache.next_start = next_start;
     decision
 }
@@ -686,7 +864,10 @@ pub fn fit_error(
     match preemption {
         Some(preemption::Outcome::NotEligible(why)) => msg.push_str(&format!(" preemption: {why}")),
         Some(preemption::Outcome::NoCandidate(st)) => {
-            msg.push_str(&format!(" preemption: 0/{all} nodes are available: {}.", histogram(st)));
+            msg.push_str(&format!(
+                " preemption: 0/{all} nodes are available: {}.",
+                histogram(st)
+            ));
         }
         Some(preemption::Outcome::Preempt(_)) | None => {}
     }
@@ -701,7 +882,10 @@ fn histogram(statuses: &HashMap<String, Status>) -> String {
             *counts.entry(r.as_str()).or_insert(0) += 1;
         }
     }
-    let mut parts: Vec<String> = counts.into_iter().map(|(r, n)| format!("{n} {r}")).collect();
+    let mut parts: Vec<String> = counts
+        .into_iter()
+        .map(|(r, n)| format!("{n} {r}"))
+        .collect();
     parts.sort();
     parts.join(", ")
 }
@@ -723,16 +907,36 @@ mod tests {
 
     #[test]
     fn fit_error_reads_as_upstream() {
-        let st = |code, r: &str| Status { code, reasons: vec![r.to_string()] };
+        let st = |code, r: &str| Status {
+            code,
+            reasons: vec![r.to_string()],
+        };
         let statuses: HashMap<String, Status> = [
             ("a".to_string(), st(Code::Unschedulable, "Insufficient cpu")),
-            ("b".to_string(), st(Code::Unresolvable, "node(s) had untolerated taint {key: value}")),
-            ("c".to_string(), st(Code::Unresolvable, "node(s) had untolerated taint {key: value}")),
+            (
+                "b".to_string(),
+                st(
+                    Code::Unresolvable,
+                    "node(s) had untolerated taint {key: value}",
+                ),
+            ),
+            (
+                "c".to_string(),
+                st(
+                    Code::Unresolvable,
+                    "node(s) had untolerated taint {key: value}",
+                ),
+            ),
         ]
         .into();
         let pre: HashMap<String, Status> = ["a", "b", "c"]
             .iter()
-            .map(|n| (n.to_string(), st(Code::Unresolvable, preemption::NOT_HELPFUL)))
+            .map(|n| {
+                (
+                    n.to_string(),
+                    st(Code::Unresolvable, preemption::NOT_HELPFUL),
+                )
+            })
             .collect();
         let outcome = preemption::Outcome::NoCandidate(pre);
         assert_eq!(
@@ -742,11 +946,21 @@ mod tests {
         );
         let never = preemption::Outcome::NotEligible(preemption::NOT_ELIGIBLE_NEVER);
         assert_eq!(
-            fit_error(1, None, &[("a".to_string(), st(Code::Unschedulable, "Insufficient cpu"))].into(), Some(&never)),
+            fit_error(
+                1,
+                None,
+                &[("a".to_string(), st(Code::Unschedulable, "Insufficient cpu"))].into(),
+                Some(&never)
+            ),
             "0/1 nodes are available: 1 Insufficient cpu. preemption: not eligible due to preemptionPolicy=Never."
         );
         assert_eq!(
-            fit_error(2, Some("persistentvolumeclaim \"data\" not found"), &HashMap::new(), None),
+            fit_error(
+                2,
+                Some("persistentvolumeclaim \"data\" not found"),
+                &HashMap::new(),
+                None
+            ),
             "0/2 nodes are available: persistentvolumeclaim \"data\" not found."
         );
     }
@@ -777,7 +991,9 @@ mod tests {
         }))
         .unwrap();
         let pending = Pending::new(Arc::new(pod), volumes::VolumeState::default());
-        let Decision::Fail { message, .. } = decide(&pending, &mut cache, None, SchedulerScoring::LeastAllocated) else {
+        let Decision::Fail { message, .. } =
+            decide(&pending, &mut cache, None, SchedulerScoring::LeastAllocated)
+        else {
             panic!("nothing matches the selector")
         };
         assert_eq!(
@@ -793,7 +1009,9 @@ mod tests {
         let mut placed = HashSet::new();
         for _ in 0..3 {
             let pending = Pending::new(Arc::new(pod.clone()), volumes::VolumeState::default());
-            let Decision::Fit { node, .. } = decide(&pending, &mut cache, None, SchedulerScoring::LeastAllocated) else {
+            let Decision::Fit { node, .. } =
+                decide(&pending, &mut cache, None, SchedulerScoring::LeastAllocated)
+            else {
                 panic!("should fit")
             };
             let mut info = pending.info.clone();
@@ -803,10 +1021,18 @@ mod tests {
         }
         assert_eq!(placed.len(), 3, "600m each: one per node");
         let pending = Pending::new(Arc::new(pod), volumes::VolumeState::default());
-        let Decision::Fail { message, .. } = decide(&pending, &mut cache, None, SchedulerScoring::LeastAllocated) else {
+        let Decision::Fail { message, .. } =
+            decide(&pending, &mut cache, None, SchedulerScoring::LeastAllocated)
+        else {
             panic!("full")
         };
-        assert!(message.starts_with("0/3 nodes are available: 3 Insufficient cpu."), "{message}");
-        assert!(message.ends_with("3 No preemption victims found for incoming pod."), "{message}");
+        assert!(
+            message.starts_with("0/3 nodes are available: 3 Insufficient cpu."),
+            "{message}"
+        );
+        assert!(
+            message.ends_with("3 No preemption victims found for incoming pod."),
+            "{message}"
+        );
     }
 }

@@ -12,7 +12,8 @@ use super::filters::{self, Code, Pending, Status};
 pub const NO_VICTIMS: &str = "No preemption victims found for incoming pod";
 pub const NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
 pub const NOT_ELIGIBLE_NEVER: &str = "not eligible due to preemptionPolicy=Never.";
-pub const NOT_ELIGIBLE_TERMINATING: &str = "not eligible due to a terminating pod on the nominated node.";
+pub const NOT_ELIGIBLE_TERMINATING: &str =
+    "not eligible due to a terminating pod on the nominated node.";
 
 /// Where to preempt and whom.
 #[derive(Clone, Debug)]
@@ -46,8 +47,15 @@ pub fn preempt(pending: &Pending, cache: &Cache, statuses: &HashMap<String, Stat
         return Outcome::NotEligible(NOT_ELIGIBLE_NEVER);
     }
     let prio = pending.info.priority;
-    if let Some(nom) = pending.pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref()).filter(|n| !n.is_empty())
-        && statuses.get(nom).is_none_or(|s| s.code != Code::Unresolvable)
+    if let Some(nom) = pending
+        .pod
+        .status
+        .as_ref()
+        .and_then(|s| s.nominated_node_name.as_deref())
+        .filter(|n| !n.is_empty())
+        && statuses
+            .get(nom)
+            .is_none_or(|s| s.code != Code::Unresolvable)
         && let Some(n) = cache.nodes.get(nom)
         && n.pods.values().any(|p| p.terminating && p.priority < prio)
     {
@@ -57,9 +65,20 @@ pub fn preempt(pending: &Pending, cache: &Cache, statuses: &HashMap<String, Stat
     let mut out_statuses = HashMap::new();
     let mut candidates: Vec<(String, Vec<Arc<PodInfo>>)> = Vec::new();
     for name in &cache.order {
-        let Some(n) = cache.nodes.get(name) else { continue };
-        if statuses.get(name).is_some_and(|s| s.code == Code::Unresolvable) {
-            out_statuses.insert(name.clone(), Status { code: Code::Unresolvable, reasons: vec![NOT_HELPFUL.into()] });
+        let Some(n) = cache.nodes.get(name) else {
+            continue;
+        };
+        if statuses
+            .get(name)
+            .is_some_and(|s| s.code == Code::Unresolvable)
+        {
+            out_statuses.insert(
+                name.clone(),
+                Status {
+                    code: Code::Unresolvable,
+                    reasons: vec![NOT_HELPFUL.into()],
+                },
+            );
             continue;
         }
         match select_victims(pending, cache, n) {
@@ -78,16 +97,31 @@ pub fn preempt(pending: &Pending, cache: &Cache, statuses: &HashMap<String, Stat
         .filter(|n| n.node == node && n.info.priority < prio && n.info.key != pending.info.key)
         .map(|n| n.info.clone())
         .collect();
-    Outcome::Preempt(Plan { node, victims, clear_nominations })
+    Outcome::Preempt(Plan {
+        node,
+        victims,
+        clear_nominations,
+    })
 }
 
 /// The victims on one node, or why there are none.
-fn select_victims(pending: &Pending, cache: &Cache, n: &NodeInfo) -> Result<Vec<Arc<PodInfo>>, Status> {
+fn select_victims(
+    pending: &Pending,
+    cache: &Cache,
+    n: &NodeInfo,
+) -> Result<Vec<Arc<PodInfo>>, Status> {
     let prio = pending.info.priority;
-    let mut potential: Vec<Arc<PodInfo>> =
-        n.pods.values().filter(|p| p.priority < prio && !p.terminating).cloned().collect();
+    let mut potential: Vec<Arc<PodInfo>> = n
+        .pods
+        .values()
+        .filter(|p| p.priority < prio && !p.terminating)
+        .cloned()
+        .collect();
     if potential.is_empty() {
-        return Err(Status { code: Code::Unresolvable, reasons: vec![NO_VICTIMS.into()] });
+        return Err(Status {
+            code: Code::Unresolvable,
+            reasons: vec![NO_VICTIMS.into()],
+        });
     }
     let mut trial = n.clone();
     for p in &potential {
@@ -123,7 +157,10 @@ fn select_victims(pending: &Pending, cache: &Cache, n: &NodeInfo) -> Result<Vec<
         // treats that as an error for this node.
         return Err(Status {
             code: Code::Unresolvable,
-            reasons: vec![format!("expected at least one victim pod on node \"{}\"", n.name)],
+            reasons: vec![format!(
+                "expected at least one victim pod on node \"{}\"",
+                n.name
+            )],
         });
     }
     Ok(victims)
@@ -136,9 +173,18 @@ fn pick(candidates: Vec<(String, Vec<Arc<PodInfo>>)>) -> Option<(String, Vec<Arc
     let key = |v: &[Arc<PodInfo>]| {
         let highest = v.iter().map(|p| p.priority).max().unwrap_or(i32::MIN);
         let sum: i64 = v.iter().map(|p| i64::from(p.priority) + (1i64 << 31)).sum();
-        let earliest_of_highest =
-            v.iter().filter(|p| p.priority == highest).map(|p| p.start_time).min().unwrap_or(i64::MAX);
-        (highest, sum, v.len(), std::cmp::Reverse(earliest_of_highest))
+        let earliest_of_highest = v
+            .iter()
+            .filter(|p| p.priority == highest)
+            .map(|p| p.start_time)
+            .min()
+            .unwrap_or(i64::MAX);
+        (
+            highest,
+            sum,
+            v.len(),
+            std::cmp::Reverse(earliest_of_highest),
+        )
     };
     let mut best: Option<(String, Vec<Arc<PodInfo>>)> = None;
     for (node, victims) in candidates {
@@ -182,7 +228,11 @@ mod tests {
         cache
             .order
             .iter()
-            .filter_map(|n| filters::filter(pending, &pre, cache, &cache.nodes[n], &[]).err().map(|s| (n.clone(), s)))
+            .filter_map(|n| {
+                filters::filter(pending, &pre, cache, &cache.nodes[n], &[])
+                    .err()
+                    .map(|s| (n.clone(), s))
+            })
             .collect()
     }
 
@@ -192,14 +242,40 @@ mod tests {
         cache.upsert_node(&node("a"));
         cache.upsert_node(&node("b"));
         // a: two low pods of 1 cpu; b: one medium pod of 2 cpu.
-        cache.add_pod(PodInfo::from_pod(&pod("a1", Some("a"), "1", 10, "2024-01-01T00:00:00Z")));
-        cache.add_pod(PodInfo::from_pod(&pod("a2", Some("a"), "1", 10, "2024-01-01T00:00:01Z")));
-        cache.add_pod(PodInfo::from_pod(&pod("b1", Some("b"), "2", 50, "2024-01-01T00:00:00Z")));
-        let pending = Pending::new(Arc::new(pod("hi", None, "1", 100, "2024-01-02T00:00:00Z")), VolumeState::default());
+        cache.add_pod(PodInfo::from_pod(&pod(
+            "a1",
+            Some("a"),
+            "1",
+            10,
+            "2024-01-01T00:00:00Z",
+        )));
+        cache.add_pod(PodInfo::from_pod(&pod(
+            "a2",
+            Some("a"),
+            "1",
+            10,
+            "2024-01-01T00:00:01Z",
+        )));
+        cache.add_pod(PodInfo::from_pod(&pod(
+            "b1",
+            Some("b"),
+            "2",
+            50,
+            "2024-01-01T00:00:00Z",
+        )));
+        let pending = Pending::new(
+            Arc::new(pod("hi", None, "1", 100, "2024-01-02T00:00:00Z")),
+            VolumeState::default(),
+        );
         let st = statuses(&pending, &cache);
         assert_eq!(st.len(), 2);
-        let Outcome::Preempt(plan) = preempt(&pending, &cache, &st) else { panic!("expected a plan") };
-        assert_eq!(plan.node, "a", "lower victim priority wins over fewer victims");
+        let Outcome::Preempt(plan) = preempt(&pending, &cache, &st) else {
+            panic!("expected a plan")
+        };
+        assert_eq!(
+            plan.node, "a",
+            "lower victim priority wins over fewer victims"
+        );
         let names: Vec<&str> = plan.victims.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["a2"], "one victim is enough; the younger one goes");
     }
@@ -208,20 +284,43 @@ mod tests {
     fn not_eligible_or_not_helpful() {
         let mut cache = Cache::default();
         cache.upsert_node(&node("a"));
-        cache.add_pod(PodInfo::from_pod(&pod("a1", Some("a"), "2", 1000, "2024-01-01T00:00:00Z")));
-        let pending = Pending::new(Arc::new(pod("p", None, "1", 10, "2024-01-02T00:00:00Z")), VolumeState::default());
+        cache.add_pod(PodInfo::from_pod(&pod(
+            "a1",
+            Some("a"),
+            "2",
+            1000,
+            "2024-01-01T00:00:00Z",
+        )));
+        let pending = Pending::new(
+            Arc::new(pod("p", None, "1", 10, "2024-01-02T00:00:00Z")),
+            VolumeState::default(),
+        );
         let st = statuses(&pending, &cache);
-        let Outcome::NoCandidate(s) = preempt(&pending, &cache, &st) else { panic!() };
+        let Outcome::NoCandidate(s) = preempt(&pending, &cache, &st) else {
+            panic!()
+        };
         assert_eq!(s["a"].reasons, [NO_VICTIMS]);
 
-        let big = Pending::new(Arc::new(pod("big", None, "3", 2000, "2024-01-02T00:00:00Z")), VolumeState::default());
+        let big = Pending::new(
+            Arc::new(pod("big", None, "3", 2000, "2024-01-02T00:00:00Z")),
+            VolumeState::default(),
+        );
         let st = statuses(&big, &cache);
-        let Outcome::NoCandidate(s) = preempt(&big, &cache, &st) else { panic!() };
-        assert_eq!(s["a"].reasons, [NOT_HELPFUL], "3 cpu can never fit a 2 cpu node");
+        let Outcome::NoCandidate(s) = preempt(&big, &cache, &st) else {
+            panic!()
+        };
+        assert_eq!(
+            s["a"].reasons,
+            [NOT_HELPFUL],
+            "3 cpu can never fit a 2 cpu node"
+        );
 
         let mut never = pod("n", None, "1", 2000, "2024-01-02T00:00:00Z");
         never.spec.as_mut().unwrap().preemption_policy = Some("Never".into());
         let never = Pending::new(Arc::new(never), VolumeState::default());
-        assert!(matches!(preempt(&never, &cache, &statuses(&never, &cache)), Outcome::NotEligible(NOT_ELIGIBLE_NEVER)));
+        assert!(matches!(
+            preempt(&never, &cache, &statuses(&never, &cache)),
+            Outcome::NotEligible(NOT_ELIGIBLE_NEVER)
+        ));
     }
 }

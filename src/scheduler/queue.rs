@@ -54,7 +54,9 @@ pub fn backoff_for(attempts: u32) -> Duration {
 pub fn fingerprint(pod: &Pod) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_string(&pod.spec).unwrap_or_default().hash(&mut h);
+    serde_json::to_string(&pod.spec)
+        .unwrap_or_default()
+        .hash(&mut h);
     pod.metadata.labels.hash(&mut h);
     pod.metadata.uid.hash(&mut h);
     pod.metadata.deletion_timestamp.is_some().hash(&mut h);
@@ -106,7 +108,8 @@ impl Queue {
     fn unplace(&mut self, key: &str, place: Place) {
         match place {
             Place::Active { priority, seq } => {
-                self.active.remove(&(std::cmp::Reverse(priority), seq, key.to_string()));
+                self.active
+                    .remove(&(std::cmp::Reverse(priority), seq, key.to_string()));
             }
             Place::Backoff { ready, seq } => {
                 self.backoff.remove(&(ready, seq, key.to_string()));
@@ -118,7 +121,8 @@ impl Queue {
     fn place(&mut self, key: &str, place: Place) {
         match place {
             Place::Active { priority, seq } => {
-                self.active.insert((std::cmp::Reverse(priority), seq, key.to_string()));
+                self.active
+                    .insert((std::cmp::Reverse(priority), seq, key.to_string()));
             }
             Place::Backoff { ready, seq } => {
                 self.backoff.insert((ready, seq, key.to_string()));
@@ -167,7 +171,13 @@ impl Queue {
             None => {
                 let priority = priority_of(&pod);
                 let seq = self.next_seq();
-                let q = QueuedPod { pod, attempts: 0, last_failure: None, fingerprint: fp, place: Place::Unschedulable };
+                let q = QueuedPod {
+                    pod,
+                    attempts: 0,
+                    last_failure: None,
+                    fingerprint: fp,
+                    place: Place::Unschedulable,
+                };
                 self.pods.insert(key.clone(), q);
                 self.place(&key, Place::Active { priority, seq });
             }
@@ -202,8 +212,12 @@ impl Queue {
     /// A cluster event that may help unschedulable pods: move them all back.
     pub fn move_all_unschedulable(&mut self, now: Instant) {
         self.move_seq += 1;
-        let keys: Vec<PodKey> =
-            self.pods.iter().filter(|(_, q)| q.place == Place::Unschedulable).map(|(k, _)| k.clone()).collect();
+        let keys: Vec<PodKey> = self
+            .pods
+            .iter()
+            .filter(|(_, q)| q.place == Place::Unschedulable)
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in keys {
             self.activate_or_backoff(&k, now);
         }
@@ -215,7 +229,9 @@ impl Queue {
         let keys: Vec<PodKey> = self
             .pods
             .iter()
-            .filter(|(_, q)| q.place == Place::Unschedulable && q.last_failure.is_none_or(|t| now - t >= age))
+            .filter(|(_, q)| {
+                q.place == Place::Unschedulable && q.last_failure.is_none_or(|t| now - t >= age)
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for k in keys {
@@ -228,7 +244,11 @@ impl Queue {
         let (_, _, key) = self.active.pop_first()?;
         let q = self.pods.remove(&key)?;
         self.in_flight.insert(key, None);
-        Some(Popped { pod: q.pod, attempts: q.attempts, move_seq: self.move_seq })
+        Some(Popped {
+            pod: q.pod,
+            attempts: q.attempts,
+            move_seq: self.move_seq,
+        })
     }
 
     /// Scheduling (or binding) of a popped pod ended well: forget it.
@@ -274,7 +294,10 @@ impl Queue {
 
     /// The pending pods parked as unschedulable (for tests and metrics).
     pub fn unschedulable_len(&self) -> usize {
-        self.pods.values().filter(|q| q.place == Place::Unschedulable).count()
+        self.pods
+            .values()
+            .filter(|q| q.place == Place::Unschedulable)
+            .count()
     }
 }
 
@@ -308,8 +331,9 @@ mod tests {
         q.add_or_update(pod("low", 0), now);
         q.add_or_update(pod("high", 100), now);
         q.add_or_update(pod("low2", 0), now);
-        let order: Vec<String> =
-            std::iter::from_fn(|| q.pop()).map(|p| p.pod.metadata.name.clone().unwrap_or_default()).collect();
+        let order: Vec<String> = std::iter::from_fn(|| q.pop())
+            .map(|p| p.pod.metadata.name.clone().unwrap_or_default())
+            .collect();
         assert_eq!(order, ["high", "low", "low2"]);
     }
 
@@ -321,7 +345,10 @@ mod tests {
         let p = q.pop().unwrap();
         q.requeue_failed(p, false, t0);
         assert_eq!(q.unschedulable_len(), 1);
-        assert!(q.pop().is_none(), "parked pods are not retried by themselves");
+        assert!(
+            q.pop().is_none(),
+            "parked pods are not retried by themselves"
+        );
 
         // A status-only update (same fingerprint) does not move it.
         q.add_or_update(pod("a", 0), t0);
@@ -361,6 +388,9 @@ mod tests {
         q.requeue_failed(p, true, now);
         q.flush_backoff(now + Duration::from_secs(1));
         let p = q.pop().unwrap();
-        assert!(p.pod.metadata.labels.is_some(), "the newest copy is requeued");
+        assert!(
+            p.pod.metadata.labels.is_some(),
+            "the newest copy is requeued"
+        );
     }
 }

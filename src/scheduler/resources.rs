@@ -32,7 +32,9 @@ impl Resources {
     pub fn add(&mut self, other: &Resources) {
         self.milli_cpu = self.milli_cpu.saturating_add(other.milli_cpu);
         self.memory = self.memory.saturating_add(other.memory);
-        self.ephemeral_storage = self.ephemeral_storage.saturating_add(other.ephemeral_storage);
+        self.ephemeral_storage = self
+            .ephemeral_storage
+            .saturating_add(other.ephemeral_storage);
         self.pods = self.pods.saturating_add(other.pods);
         for (k, v) in &other.scalar {
             let e = self.scalar.entry(k.clone()).or_insert(0);
@@ -94,7 +96,8 @@ impl Resources {
             "ephemeral-storage" => self.ephemeral_storage = ceil_div(nano, 1_000_000_000),
             "pods" => self.pods = ceil_div(nano, 1_000_000_000),
             other if is_scalar_resource(other) => {
-                self.scalar.insert(other.to_string(), ceil_div(nano, 1_000_000_000));
+                self.scalar
+                    .insert(other.to_string(), ceil_div(nano, 1_000_000_000));
             }
             _ => {}
         }
@@ -110,7 +113,8 @@ fn is_scalar_resource(name: &str) -> bool {
     }
     match name.split_once('/') {
         Some((domain, _)) => {
-            !(domain == "kubernetes.io" || domain.ends_with(".kubernetes.io")) && !domain.starts_with("requests.")
+            !(domain == "kubernetes.io" || domain.ends_with(".kubernetes.io"))
+                && !domain.starts_with("requests.")
         }
         None => false,
     }
@@ -172,11 +176,23 @@ pub fn pod_requests(spec: &PodSpec) -> Resources {
 pub fn non_zero_requests(spec: &PodSpec) -> (i64, i64) {
     let nz = |c: &Container| {
         let r = container_requests(c);
-        let cpu = if r.milli_cpu == 0 { DEFAULT_MILLI_CPU_REQUEST } else { r.milli_cpu };
-        let mem = if r.memory == 0 { DEFAULT_MEMORY_REQUEST } else { r.memory };
+        let cpu = if r.milli_cpu == 0 {
+            DEFAULT_MILLI_CPU_REQUEST
+        } else {
+            r.milli_cpu
+        };
+        let mem = if r.memory == 0 {
+            DEFAULT_MEMORY_REQUEST
+        } else {
+            r.memory
+        };
         (cpu, mem)
     };
-    let (mut cpu, mut mem) = spec.containers.iter().map(nz).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let (mut cpu, mut mem) = spec
+        .containers
+        .iter()
+        .map(nz)
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     let mut side = (0i64, 0i64);
     let mut init = (0i64, 0i64);
     for c in spec.init_containers.iter().flatten() {
@@ -202,7 +218,10 @@ pub fn non_zero_requests(spec: &PodSpec) -> (i64, i64) {
 pub fn requests_of(pod: &Pod) -> Resources {
     match pod.spec.as_ref() {
         Some(spec) => pod_requests(spec),
-        None => Resources { pods: 1, ..Default::default() },
+        None => Resources {
+            pods: 1,
+            ..Default::default()
+        },
     }
 }
 
@@ -253,7 +272,11 @@ mod tests {
             "overhead": {"cpu": "10m"},
         }));
         let r = pod_requests(&s);
-        assert_eq!(r.milli_cpu, 1000 + 10, "init max (1 cpu) beats the app sum (300m)");
+        assert_eq!(
+            r.milli_cpu,
+            1000 + 10,
+            "init max (1 cpu) beats the app sum (300m)"
+        );
         assert_eq!(r.memory, 128 << 20);
         assert_eq!(r.pods, 1);
 
@@ -270,7 +293,9 @@ mod tests {
 
     #[test]
     fn non_zero_defaults_for_best_effort() {
-        let s = spec(json!({"containers": [{"name": "a"}, {"name": "b", "resources": {"requests": {"cpu": "1"}}}]}));
+        let s = spec(
+            json!({"containers": [{"name": "a"}, {"name": "b", "resources": {"requests": {"cpu": "1"}}}]}),
+        );
         assert_eq!(non_zero_requests(&s), (1100, 2 * DEFAULT_MEMORY_REQUEST));
         assert!(pod_requests(&spec(json!({"containers": [{"name": "a"}]}))).is_zero());
     }

@@ -54,9 +54,21 @@ pub fn fit_score(strategy: SchedulerScoring, pending: &Pending, n: &NodeInfo) ->
 
 /// BalancedAllocation: 100 when cpu and memory are used in equal shares.
 pub fn balanced_score(pending: &Pending, n: &NodeInfo) -> i64 {
-    let frac = |req: i64, cap: i64| if cap == 0 { 1.0 } else { (req as f64 / cap as f64).min(1.0) };
-    let cpu = frac(n.requested.milli_cpu + pending.info.requests.milli_cpu, n.allocatable.milli_cpu);
-    let mem = frac(n.requested.memory + pending.info.requests.memory, n.allocatable.memory);
+    let frac = |req: i64, cap: i64| {
+        if cap == 0 {
+            1.0
+        } else {
+            (req as f64 / cap as f64).min(1.0)
+        }
+    };
+    let cpu = frac(
+        n.requested.milli_cpu + pending.info.requests.milli_cpu,
+        n.allocatable.milli_cpu,
+    );
+    let mem = frac(
+        n.requested.memory + pending.info.requests.memory,
+        n.allocatable.memory,
+    );
     // The standard deviation of two values is half their distance.
     let std = (cpu - mem).abs() / 2.0;
     ((1.0 - std) * MAX_SCORE as f64) as i64
@@ -64,7 +76,12 @@ pub fn balanced_score(pending: &Pending, n: &NodeInfo) -> i64 {
 
 /// ImageLocality: the pod's images already on the node, weighted by how
 /// widely each is spread (so one node with every image is not a magnet).
-pub fn image_score(pending: &Pending, n: &NodeInfo, total_nodes: usize, image_spread: &HashMap<String, usize>) -> i64 {
+pub fn image_score(
+    pending: &Pending,
+    n: &NodeInfo,
+    total_nodes: usize,
+    image_spread: &HashMap<String, usize>,
+) -> i64 {
     if pending.images.is_empty() || total_nodes == 0 {
         return 0;
     }
@@ -85,7 +102,10 @@ pub fn preferred_terms(spec: &PodSpec) -> Vec<(i64, NodeTerm)> {
     spec.affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| na.preferred_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|na| {
+            na.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .map(|terms| {
             terms
                 .iter()
@@ -113,14 +133,20 @@ fn normalize(raw: &mut [i64], reverse: bool) {
 }
 
 /// Score every feasible node; returns the weighted totals, one per node.
-pub fn score(strategy: SchedulerScoring, pending: &Pending, cache: &Cache, feasible: &[&NodeInfo]) -> Vec<i64> {
+pub fn score(
+    strategy: SchedulerScoring,
+    pending: &Pending,
+    cache: &Cache,
+    feasible: &[&NodeInfo],
+) -> Vec<i64> {
     let spec = pending.pod.spec.clone().unwrap_or_default();
     let len = feasible.len();
     let mut total = vec![0i64; len];
 
     // NodeResourcesFit, BalancedAllocation.
     for (i, n) in feasible.iter().enumerate() {
-        total[i] += W_FIT * fit_score(strategy, pending, n) + W_BALANCED * balanced_score(pending, n);
+        total[i] +=
+            W_FIT * fit_score(strategy, pending, n) + W_BALANCED * balanced_score(pending, n);
     }
 
     // ImageLocality.
@@ -142,7 +168,13 @@ pub fn score(strategy: SchedulerScoring, pending: &Pending, cache: &Cache, feasi
     let preferred = preferred_terms(&spec);
     let mut raw: Vec<i64> = feasible
         .iter()
-        .map(|n| preferred.iter().filter(|(_, t)| t.matches(&n.name, &n.labels)).map(|(w, _)| *w).sum())
+        .map(|n| {
+            preferred
+                .iter()
+                .filter(|(_, t)| t.matches(&n.name, &n.labels))
+                .map(|(w, _)| *w)
+                .sum()
+        })
         .collect();
     normalize(&mut raw, false);
     add(&mut total, &raw, W_NODE_AFFINITY);
@@ -151,13 +183,20 @@ pub fn score(strategy: SchedulerScoring, pending: &Pending, cache: &Cache, feasi
     let soft: Vec<_> = pending
         .tolerations
         .iter()
-        .filter(|t| t.effect.as_deref().is_none_or(|e| e.is_empty() || e == "PreferNoSchedule"))
+        .filter(|t| {
+            t.effect
+                .as_deref()
+                .is_none_or(|e| e.is_empty() || e == "PreferNoSchedule")
+        })
         .cloned()
         .collect();
     let mut raw: Vec<i64> = feasible
         .iter()
         .map(|n| {
-            n.taints.iter().filter(|t| t.effect == "PreferNoSchedule" && !labels::tolerated(&soft, t)).count() as i64
+            n.taints
+                .iter()
+                .filter(|t| t.effect == "PreferNoSchedule" && !labels::tolerated(&soft, t))
+                .count() as i64
         })
         .collect();
     normalize(&mut raw, true);
@@ -217,21 +256,38 @@ fn spread_scores(pending: &Pending, cache: &Cache, feasible: &[&NodeInfo]) -> Ve
         }
         // The number of domains among the candidate nodes.
         let size = if by_domain {
-            let values: std::collections::HashSet<&str> =
-                feasible.iter().filter_map(|n| n.labels.get(&c.topology_key)).map(String::as_str).collect();
+            let values: std::collections::HashSet<&str> = feasible
+                .iter()
+                .filter_map(|n| n.labels.get(&c.topology_key))
+                .map(String::as_str)
+                .collect();
             values.len()
         } else {
-            feasible.iter().filter(|n| n.labels.contains_key(&c.topology_key)).count()
+            feasible
+                .iter()
+                .filter(|n| n.labels.contains_key(&c.topology_key))
+                .count()
         };
         let weight = ((size + 2) as f64).ln();
         for (i, n) in feasible.iter().enumerate() {
-            let Some(v) = n.labels.get(&c.topology_key) else { continue };
-            let cnt = if by_domain { domains.get(v.as_str()).copied().unwrap_or(0) } else { count_on(n) };
+            let Some(v) = n.labels.get(&c.topology_key) else {
+                continue;
+            };
+            let cnt = if by_domain {
+                domains.get(v.as_str()).copied().unwrap_or(0)
+            } else {
+                count_on(n)
+            };
             raw[i] += cnt as f64 * weight + (c.max_skew - 1) as f64;
         }
     }
     let raw: Vec<i64> = raw.iter().map(|s| s.round() as i64).collect();
-    let considered = || raw.iter().zip(&ignored).filter(|(_, ig)| !**ig).map(|(s, _)| *s);
+    let considered = || {
+        raw.iter()
+            .zip(&ignored)
+            .filter(|(_, ig)| !**ig)
+            .map(|(s, _)| *s)
+    };
     let min = considered().min().unwrap_or(0);
     let max = considered().max().unwrap_or(0);
     raw.iter()
@@ -254,7 +310,8 @@ fn spread_scores(pending: &Pending, cache: &Cache, feasible: &[&NodeInfo]) -> Ve
 /// lowest node gets 0 and the highest 100.
 fn inter_pod_scores(pending: &Pending, cache: &Cache, feasible: &[&NodeInfo]) -> Vec<i64> {
     let own = pending.info.affinity.as_deref();
-    let has_own = own.is_some_and(|a| !a.preferred_affinity.is_empty() || !a.preferred_anti_affinity.is_empty());
+    let has_own = own
+        .is_some_and(|a| !a.preferred_affinity.is_empty() || !a.preferred_anti_affinity.is_empty());
     let others = cache.nodes.values().any(|n| n.pods_with_affinity > 0);
     if !has_own && !others {
         return vec![0; feasible.len()];
@@ -301,13 +358,22 @@ fn inter_pod_scores(pending: &Pending, cache: &Cache, feasible: &[&NodeInfo]) ->
     let raw: Vec<i64> = feasible
         .iter()
         .map(|n| {
-            n.labels.iter().map(|(k, v)| by_pair.get(&(k.clone(), v.clone())).copied().unwrap_or(0)).sum::<i64>()
+            n.labels
+                .iter()
+                .map(|(k, v)| by_pair.get(&(k.clone(), v.clone())).copied().unwrap_or(0))
+                .sum::<i64>()
         })
         .collect();
     let min = raw.iter().copied().min().unwrap_or(0);
     let max = raw.iter().copied().max().unwrap_or(0);
     raw.iter()
-        .map(|s| if max > min { (MAX_SCORE as f64 * (s - min) as f64 / (max - min) as f64) as i64 } else { 0 })
+        .map(|s| {
+            if max > min {
+                (MAX_SCORE as f64 * (s - min) as f64 / (max - min) as f64) as i64
+            } else {
+                0
+            }
+        })
         .collect()
 }
 
@@ -337,7 +403,8 @@ mod tests {
     fn pending(spec: Value) -> Pending {
         let mut spec = spec;
         if spec.get("containers").is_none() {
-            spec["containers"] = json!([{"name": "c", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]);
+            spec["containers"] =
+                json!([{"name": "c", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]);
         }
         let p: Pod = serde_json::from_value(json!({
             "metadata": {"name": "p", "namespace": "d", "uid": "p", "labels": {"app": "web"}},
@@ -350,7 +417,9 @@ mod tests {
     fn best(strategy: SchedulerScoring, cache: &Cache, p: &Pending) -> String {
         let nodes: Vec<&NodeInfo> = cache.order.iter().map(|n| &cache.nodes[n]).collect();
         let s = score(strategy, p, cache, &nodes);
-        let i = (0..s.len()).max_by_key(|i| (s[*i], std::cmp::Reverse(*i))).unwrap();
+        let i = (0..s.len())
+            .max_by_key(|i| (s[*i], std::cmp::Reverse(*i)))
+            .unwrap();
         nodes[i].name.clone()
     }
 
@@ -382,9 +451,13 @@ mod tests {
     fn balanced_prefers_even_use() {
         let mut cache = Cache::default();
         cache.upsert_node(&node("a", json!({}), json!({})));
-        let p = pending(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "2", "memory": "4Gi"}}}]}));
+        let p = pending(
+            json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "2", "memory": "4Gi"}}}]}),
+        );
         assert_eq!(balanced_score(&p, &cache.nodes["a"]), 100);
-        let p = pending(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "4"}}}]}));
+        let p = pending(
+            json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "4"}}}]}),
+        );
         assert_eq!(balanced_score(&p, &cache.nodes["a"]), 50);
     }
 
@@ -398,8 +471,10 @@ mod tests {
             json!({"disk": "ssd"}),
             json!({"spec": {"taints": [{"key": "spot", "effect": "PreferNoSchedule"}]}}),
         ));
-        let p = pending(json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
-            {"weight": 50, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}]}}}));
+        let p = pending(
+            json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 50, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}]}}}),
+        );
         assert_eq!(best(SchedulerScoring::LeastAllocated, &cache, &p), "ssd");
     }
 
@@ -415,7 +490,14 @@ mod tests {
         ));
         let p = pending(json!({"containers": [{"name": "c", "image": "big:1"}]}));
         assert_eq!(best(SchedulerScoring::LeastAllocated, &cache, &p), "b");
-        assert!(image_score(&p, &cache.nodes["b"], 2, &[("docker.io/library/big:1".to_string(), 1)].into()) > 0);
+        assert!(
+            image_score(
+                &p,
+                &cache.nodes["b"],
+                2,
+                &[("docker.io/library/big:1".to_string(), 1)].into()
+            ) > 0
+        );
     }
 
     #[test]
@@ -434,12 +516,20 @@ mod tests {
         };
         web("w1", "a");
         web("w2", "a");
-        let p = pending(json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
-            "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app": "web"}}}]}));
-        assert_eq!(best(SchedulerScoring::MostAllocated, &cache, &p), "b", "spreading beats bin-packing");
-        let p = pending(json!({"affinity": {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        let p = pending(
+            json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app": "web"}}}]}),
+        );
+        assert_eq!(
+            best(SchedulerScoring::MostAllocated, &cache, &p),
+            "b",
+            "spreading beats bin-packing"
+        );
+        let p = pending(
+            json!({"affinity": {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
             {"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
-                "labelSelector": {"matchLabels": {"app": "web"}}}}]}}}));
+                "labelSelector": {"matchLabels": {"app": "web"}}}}]}}}),
+        );
         assert_eq!(best(SchedulerScoring::LeastAllocated, &cache, &p), "a");
     }
 }

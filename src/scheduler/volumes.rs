@@ -19,7 +19,8 @@ pub const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
 
 pub const REASON_BIND_CONFLICT: &str = "node(s) didn't find available persistent volumes to bind";
 pub const REASON_NODE_CONFLICT: &str = "node(s) had volume node affinity conflict";
-pub const REASON_NOT_EXIST: &str = "node(s) unavailable due to one or more pvc(s) bound to non-existent pv(s)";
+pub const REASON_NOT_EXIST: &str =
+    "node(s) unavailable due to one or more pvc(s) bound to non-existent pv(s)";
 
 /// What a claim allows.
 #[derive(Clone, Debug)]
@@ -58,11 +59,20 @@ pub fn claim_names(pod: &Pod) -> Vec<String> {
 }
 
 fn node_affinity_of(pv: &PersistentVolume) -> Option<NodeAffinity> {
-    let terms = &pv.spec.as_ref()?.node_affinity.as_ref()?.required.as_ref()?.node_selector_terms;
+    let terms = &pv
+        .spec
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required
+        .as_ref()?
+        .node_selector_terms;
     Some(NodeAffinity::from_terms(terms))
 }
 
-fn storage_of(q: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>) -> i128 {
+fn storage_of(
+    q: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+) -> i128 {
     q.and_then(|m| m.get("storage"))
         .and_then(|q| crate::registry::strategy::kinds::quantity::parse(&q.0).ok())
         .map(|q| q.0)
@@ -86,7 +96,11 @@ pub async fn prefetch(client: &kube::Client, pod: &Pod) -> Result<VolumeState, S
         let pvc = match pvcs.get_opt(&name).await {
             Ok(Some(p)) => p,
             Ok(None) => return Err(format!("persistentvolumeclaim \"{name}\" not found")),
-            Err(e) => return Err(format!("error getting persistentvolumeclaim \"{name}\": {e}")),
+            Err(e) => {
+                return Err(format!(
+                    "error getting persistentvolumeclaim \"{name}\": {e}"
+                ));
+            }
         };
         if pvc.metadata.deletion_timestamp.is_some() {
             return Err(format!("persistentvolumeclaim \"{name}\" is being deleted"));
@@ -101,46 +115,78 @@ pub async fn prefetch(client: &kube::Client, pod: &Pod) -> Result<VolumeState, S
             continue;
         }
         let class_name = spec.storage_class_name.clone().unwrap_or_default();
-        let class = if class_name.is_empty() { None } else { classes.get_opt(&class_name).await.ok().flatten() };
-        let wffc = class.as_ref().and_then(|c| c.volume_binding_mode.as_deref()) == Some("WaitForFirstConsumer");
+        let class = if class_name.is_empty() {
+            None
+        } else {
+            classes.get_opt(&class_name).await.ok().flatten()
+        };
+        let wffc = class
+            .as_ref()
+            .and_then(|c| c.volume_binding_mode.as_deref())
+            == Some("WaitForFirstConsumer");
         if !wffc {
             return Err("pod has unbound immediate PersistentVolumeClaims".into());
         }
         if all_pvs.is_none() {
-            all_pvs = Some(pvs.list(&Default::default()).await.map_err(|e| e.to_string())?.items);
+            all_pvs = Some(
+                pvs.list(&Default::default())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .items,
+            );
         }
         let want = storage_of(spec.resources.as_ref().and_then(|r| r.requests.as_ref()));
-        let selector = spec.selector.as_ref().map(|s| Selector::from_label_selector(Some(s)));
+        let selector = spec
+            .selector
+            .as_ref()
+            .map(|s| Selector::from_label_selector(Some(s)));
         let static_pvs = all_pvs
             .iter()
             .flatten()
             .filter(|pv| {
                 let s = pv.spec.as_ref();
-                let available = pv.status.as_ref().and_then(|st| st.phase.as_deref()) == Some("Available")
+                let available = pv.status.as_ref().and_then(|st| st.phase.as_deref())
+                    == Some("Available")
                     && s.and_then(|s| s.claim_ref.as_ref()).is_none();
                 available
-                    && s.and_then(|s| s.storage_class_name.clone()).unwrap_or_default() == class_name
+                    && s.and_then(|s| s.storage_class_name.clone())
+                        .unwrap_or_default()
+                        == class_name
                     && storage_of(s.and_then(|s| s.capacity.as_ref())) >= want
-                    && selector.as_ref().is_none_or(|sel| sel.matches(pv.metadata.labels.as_ref().unwrap_or(&Labels::new())))
+                    && selector.as_ref().is_none_or(|sel| {
+                        sel.matches(pv.metadata.labels.as_ref().unwrap_or(&Labels::new()))
+                    })
             })
-            .map(|pv| (pv.metadata.name.clone().unwrap_or_default(), node_affinity_of(pv)))
+            .map(|pv| {
+                (
+                    pv.metadata.name.clone().unwrap_or_default(),
+                    node_affinity_of(pv),
+                )
+            })
             .collect();
-        let provisioner = class.as_ref().filter(|c| c.provisioner != NO_PROVISIONER).map(|c| {
-            c.allowed_topologies
-                .iter()
-                .flatten()
-                .map(|t| {
-                    // Each term: label -> allowed values; kept as a Labels map
-                    // of "key" -> "v1,v2" for a compact check.
-                    t.match_label_expressions
-                        .iter()
-                        .flatten()
-                        .map(|r| (r.key.clone(), r.values.join(",")))
-                        .collect::<Labels>()
-                })
-                .collect::<Vec<_>>()
+        let provisioner = class
+            .as_ref()
+            .filter(|c| c.provisioner != NO_PROVISIONER)
+            .map(|c| {
+                c.allowed_topologies
+                    .iter()
+                    .flatten()
+                    .map(|t| {
+                        // Each term: label -> allowed values; kept as a Labels map
+                        // of "key" -> "v1,v2" for a compact check.
+                        t.match_label_expressions
+                            .iter()
+                            .flatten()
+                            .map(|r| (r.key.clone(), r.values.join(",")))
+                            .collect::<Labels>()
+                    })
+                    .collect::<Vec<_>>()
+            });
+        state.claims.push(ClaimState::WaitForConsumer {
+            claim: name,
+            static_pvs,
+            provisioner,
         });
-        state.claims.push(ClaimState::WaitForConsumer { claim: name, static_pvs, provisioner });
     }
     Ok(state)
 }
@@ -148,7 +194,11 @@ pub async fn prefetch(client: &kube::Client, pod: &Pod) -> Result<VolumeState, S
 fn topology_allows(terms: &[Labels], labels: &Labels) -> bool {
     terms.is_empty()
         || terms.iter().any(|t| {
-            t.iter().all(|(k, vals)| labels.get(k).is_some_and(|v| vals.split(',').any(|a| a == v)))
+            t.iter().all(|(k, vals)| {
+                labels
+                    .get(k)
+                    .is_some_and(|v| vals.split(',').any(|a| a == v))
+            })
         })
 }
 
@@ -162,9 +212,17 @@ pub fn filter(state: &VolumeState, node: &str, labels: &Labels) -> Result<(), &'
             ClaimState::Bound(Some(aff)) if !aff.matches(node, labels) => conflict = true,
             ClaimState::Bound(_) => {}
             ClaimState::BoundMissing => missing = true,
-            ClaimState::WaitForConsumer { static_pvs, provisioner, .. } => {
-                let static_ok = static_pvs.iter().any(|(_, aff)| aff.as_ref().is_none_or(|a| a.matches(node, labels)));
-                let dynamic_ok = provisioner.as_ref().is_some_and(|t| topology_allows(t, labels));
+            ClaimState::WaitForConsumer {
+                static_pvs,
+                provisioner,
+                ..
+            } => {
+                let static_ok = static_pvs
+                    .iter()
+                    .any(|(_, aff)| aff.as_ref().is_none_or(|a| a.matches(node, labels)));
+                let dynamic_ok = provisioner
+                    .as_ref()
+                    .is_some_and(|t| topology_allows(t, labels));
                 if !static_ok && !dynamic_ok {
                     unbindable = true;
                 }
@@ -195,17 +253,27 @@ pub async fn prebind(
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
     for c in &state.claims {
-        let ClaimState::WaitForConsumer { claim, static_pvs, .. } = c else { continue };
-        if let Some((pv, _)) = static_pvs.iter().find(|(_, aff)| aff.as_ref().is_none_or(|a| a.matches(node, labels))) {
+        let ClaimState::WaitForConsumer {
+            claim, static_pvs, ..
+        } = c
+        else {
+            continue;
+        };
+        if let Some((pv, _)) = static_pvs
+            .iter()
+            .find(|(_, aff)| aff.as_ref().is_none_or(|a| a.matches(node, labels)))
+        {
             let current = pvcs.get(claim).await?;
             let patch = serde_json::json!({"spec": {"claimRef": {
                 "kind": "PersistentVolumeClaim", "apiVersion": "v1", "namespace": ns, "name": claim,
                 "uid": current.metadata.uid, "resourceVersion": current.metadata.resource_version}}});
-            pvs.patch(pv, &PatchParams::default(), &Patch::Merge(patch)).await?;
+            pvs.patch(pv, &PatchParams::default(), &Patch::Merge(patch))
+                .await?;
             continue;
         }
         let patch = serde_json::json!({"metadata": {"annotations": {SELECTED_NODE: node}}});
-        pvcs.patch(claim, &PatchParams::default(), &Patch::Merge(patch)).await?;
+        pvcs.patch(claim, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
     }
     Ok(())
 }
@@ -217,7 +285,10 @@ mod tests {
     use serde_json::json;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -226,11 +297,18 @@ mod tests {
             {"key": "kubernetes.io/hostname", "operator": "In", "values": ["a"]}]}))
         .unwrap();
         let aff = NodeAffinity::from_terms(&[term]);
-        let state = VolumeState { claims: vec![ClaimState::Bound(Some(aff.clone()))] };
+        let state = VolumeState {
+            claims: vec![ClaimState::Bound(Some(aff.clone()))],
+        };
         assert!(filter(&state, "a", &labels(&[("kubernetes.io/hostname", "a")])).is_ok());
-        assert_eq!(filter(&state, "b", &labels(&[("kubernetes.io/hostname", "b")])), Err(REASON_NODE_CONFLICT));
+        assert_eq!(
+            filter(&state, "b", &labels(&[("kubernetes.io/hostname", "b")])),
+            Err(REASON_NODE_CONFLICT)
+        );
 
-        let state = VolumeState { claims: vec![ClaimState::BoundMissing] };
+        let state = VolumeState {
+            claims: vec![ClaimState::BoundMissing],
+        };
         assert_eq!(filter(&state, "a", &Labels::new()), Err(REASON_NOT_EXIST));
 
         // Only a local PV on node a and no provisioner: only a fits.
@@ -239,9 +317,14 @@ mod tests {
             static_pvs: vec![("pv-a".into(), Some(aff))],
             provisioner: None,
         };
-        let state = VolumeState { claims: vec![waiting] };
+        let state = VolumeState {
+            claims: vec![waiting],
+        };
         assert!(filter(&state, "a", &labels(&[("kubernetes.io/hostname", "a")])).is_ok());
-        assert_eq!(filter(&state, "b", &labels(&[("kubernetes.io/hostname", "b")])), Err(REASON_BIND_CONFLICT));
+        assert_eq!(
+            filter(&state, "b", &labels(&[("kubernetes.io/hostname", "b")])),
+            Err(REASON_BIND_CONFLICT)
+        );
 
         // A provisioner limited to zone z1.
         let waiting = ClaimState::WaitForConsumer {
@@ -249,7 +332,9 @@ mod tests {
             static_pvs: vec![],
             provisioner: Some(vec![labels(&[("zone", "z1,z2")])]),
         };
-        let state = VolumeState { claims: vec![waiting] };
+        let state = VolumeState {
+            claims: vec![waiting],
+        };
         assert!(filter(&state, "a", &labels(&[("zone", "z2")])).is_ok());
         assert!(filter(&state, "a", &labels(&[("zone", "z3")])).is_err());
     }

@@ -18,7 +18,8 @@ impl MeteredStore {
         MeteredStore { inner, metrics }
     }
     fn done(&self, op: &str, start: Instant) {
-        self.metrics.observe_store(op, start.elapsed().as_secs_f64());
+        self.metrics
+            .observe_store(op, start.elapsed().as_secs_f64());
     }
 }
 
@@ -51,7 +52,12 @@ impl Store for MeteredStore {
         self.done("create", t);
         r
     }
-    async fn update(&self, key: &str, expected: Revision, value: bytes::Bytes) -> StoreResult<KeyValue> {
+    async fn update(
+        &self,
+        key: &str,
+        expected: Revision,
+        value: bytes::Bytes,
+    ) -> StoreResult<KeyValue> {
         let t = Instant::now();
         let r = self.inner.update(key, expected, value).await;
         self.done("update", t);

@@ -83,7 +83,10 @@ pub enum StoreError {
     Conflict(Box<KeyValue>),
     /// The requested revision has been compacted (HTTP 410 Expired).
     #[error("required revision {requested} has been compacted (oldest available is {oldest})")]
-    Compacted { requested: Revision, oldest: Revision },
+    Compacted {
+        requested: Revision,
+        oldest: Revision,
+    },
     /// The requested revision is in the future.
     #[error("revision {0} is newer than the current revision")]
     FutureRevision(Revision),
@@ -116,7 +119,12 @@ pub trait Store: Send + Sync + 'static {
     /// Create a key; fails with AlreadyExists if it is live.
     async fn create(&self, key: &str, value: bytes::Bytes) -> StoreResult<KeyValue>;
     /// Replace a key's value if its mod_revision is `expected` (0 = any).
-    async fn update(&self, key: &str, expected: Revision, value: bytes::Bytes) -> StoreResult<KeyValue>;
+    async fn update(
+        &self,
+        key: &str,
+        expected: Revision,
+        value: bytes::Bytes,
+    ) -> StoreResult<KeyValue>;
     /// Delete a key if its mod_revision is `expected` (0 = any). Returns the
     /// deleted value with mod_revision set to the delete's revision.
     async fn delete(&self, key: &str, expected: Revision) -> StoreResult<KeyValue>;

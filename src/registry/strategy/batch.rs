@@ -294,7 +294,9 @@ impl Strategy for CronJobStrategy {
                 sched,
                 "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
             ));
-        } else if let Err(e) = crate::controllers::cronjob::schedule::parse(sched, jiff::tz::TimeZone::UTC) {
+        } else if let Err(e) =
+            crate::controllers::cronjob::schedule::parse(sched, jiff::tz::TimeZone::UTC)
+        {
             errs.push(FieldError::invalid("spec.schedule", sched, e));
         }
         let tz = s(obj, "/spec/timeZone");
@@ -345,7 +347,6 @@ impl Strategy for CronJobStrategy {
         errs
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -477,6 +478,9 @@ mod tests {
         assert!(parse("@hourly", utc.clone()).is_ok());
         assert!(parse("0 9 * jan-mar MON-FRI", utc.clone()).is_ok());
         assert!(parse("@foo", utc.clone()).is_err());
-        assert!(parse("0 0 * * 7", utc).is_err(), "day-of-week 7 is out of range upstream");
+        assert!(
+            parse("0 0 * * 7", utc).is_err(),
+            "day-of-week 7 is out of range upstream"
+        );
     }
 }

@@ -70,7 +70,12 @@ pub trait Strategy: Send + Sync + 'static {
     }
 
     /// Allocate on update (a Service changing to NodePort).
-    async fn allocate_update(&self, _ctx: &Ctx<'_>, _new: &mut Value, _old: &Value) -> Result<(), ApiError> {
+    async fn allocate_update(
+        &self,
+        _ctx: &Ctx<'_>,
+        _new: &mut Value,
+        _old: &Value,
+    ) -> Result<(), ApiError> {
         Ok(())
     }
 

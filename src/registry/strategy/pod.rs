@@ -214,12 +214,21 @@ impl Strategy for PodStrategy {
     /// containers and then removes the pod. Unscheduled or finished pods go
     /// at once, and so does gracePeriodSeconds=0.
     fn graceful_delete(&self, obj: &Value, requested: Option<i64>) -> Option<i64> {
-        let scheduled = obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-        let phase = obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+        let scheduled = obj
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+        let phase = obj
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if !scheduled || phase == "Succeeded" || phase == "Failed" {
             return None;
         }
-        let spec = obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
+        let spec = obj
+            .pointer("/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(30);
         let grace = requested.unwrap_or(spec).max(0);
         (grace > 0).then_some(grace)
     }
