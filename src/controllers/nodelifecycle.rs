@@ -200,7 +200,10 @@ impl Controller {
                 Ok(watcher::Event::Init) => seen = Some(HashSet::new()),
                 Ok(watcher::Event::InitDone) => {
                     if let Some(seen) = seen.take() {
-                        self.state.lock().nodes.retain(|name, h| h.node.is_none() || seen.contains(name));
+                        self.state
+                            .lock()
+                            .nodes
+                            .retain(|name, h| h.node.is_none() || seen.contains(name));
                     }
                 }
                 Ok(watcher::Event::Apply(n)) | Ok(watcher::Event::InitApply(n)) => {

@@ -608,8 +608,14 @@ impl SimulatedNodes {
                 Ok(watcher::Event::Init) => seen = Some(Default::default()),
                 Ok(watcher::Event::InitDone) => {
                     let Some(seen) = seen.take() else { continue };
-                    let gone: Vec<String> =
-                        self.inner.pods.lock().keys().filter(|k| !seen.contains(*k)).cloned().collect();
+                    let gone: Vec<String> = self
+                        .inner
+                        .pods
+                        .lock()
+                        .keys()
+                        .filter(|k| !seen.contains(*k))
+                        .cloned()
+                        .collect();
                     for key in gone {
                         let (ns, name) = key.split_once('/').unwrap_or(("", key.as_str()));
                         let mut p = Pod::default();
