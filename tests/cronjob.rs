@@ -30,38 +30,6 @@ fn name(v: &Value) -> String {
     v["metadata"]["name"].as_str().unwrap_or("").to_string()
 }
 
-fn events(s: &Server, name: &str) -> Vec<String> {
-    let list = s.k_json(&[
-        "get",
-        "events",
-        "--field-selector",
-        &format!("involvedObject.name={name}"),
-    ]);
-    list["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|e| {
-            format!(
-                "{}: {}",
-                e["reason"].as_str().unwrap_or(""),
-                e["message"].as_str().unwrap_or("")
-            )
-        })
-        .collect()
-}
-
-#[track_caller]
-fn wait_event(s: &Server, name: &str, wanted: &str) {
-    let mut last = Vec::new();
-    let ok = wait_until(WAIT, || {
-        last = events(s, name);
-        last.iter().any(|e| e.contains(wanted))
-    });
-    assert!(ok, "no event {wanted:?} for {name}: {last:#?}");
-}
-
 /// Mark every pod of `job` Succeeded and wait for the Job to complete.
 #[track_caller]
 fn finish_job(s: &Server, job: &str) {
@@ -154,10 +122,10 @@ fn fires_on_schedule() {
         .parse()
         .expect("lastScheduleTime");
     assert_eq!(last, at);
-    wait_event(
-        &s,
+    s.wait_event(
         "tick",
         &format!("SuccessfulCreate: Created job {job_name}"),
+        WAIT,
     );
     // kubectl's columns: ACTIVE 1, a LAST SCHEDULE age.
     let row = common::squeeze(
@@ -170,10 +138,10 @@ fn fires_on_schedule() {
 
     // The Job runs; once it completes the CronJob sees it.
     finish_job(&s, &job_name);
-    wait_event(
-        &s,
+    s.wait_event(
         "tick",
         &format!("SawCompletedJob: Saw completed job: {job_name}, status: Complete"),
+        WAIT,
     );
     let ok = wait_until(WAIT, || {
         let st = &s.k_json(&["get", "cronjob", "tick"])["status"];
@@ -215,7 +183,7 @@ fn manual_jobs_and_history_limits() {
         "history limit not applied:\n{}",
         s.k(&["get", "jobs"])
     );
-    wait_event(&s, "yearly", "SuccessfulDelete: Deleted job manual-1");
+    s.wait_event("yearly", "SuccessfulDelete: Deleted job manual-1", WAIT);
     finish_job(&s, "manual-3");
     let pruned = wait_until(WAIT, || {
         jobs(&s).iter().map(name).collect::<Vec<_>>() == ["manual-3"]
@@ -231,9 +199,9 @@ fn manual_jobs_and_history_limits() {
     });
     assert!(ok, "{:#}", s.k_json(&["get", "cronjob", "yearly"]));
     assert!(s.k_json(&["get", "cronjob", "yearly"])["status"]["lastScheduleTime"].is_null());
-    wait_event(
-        &s,
+    s.wait_event(
         "yearly",
         "UnexpectedJob: Saw a job that the controller did not create or forgot: manual-",
+        WAIT,
     );
 }

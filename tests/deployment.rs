@@ -211,33 +211,6 @@ fn condition<'a>(obj: &'a Value, type_: &str) -> &'a Value {
         .unwrap_or(&Value::Null)
 }
 
-fn events(s: &Server, name: &str) -> Vec<String> {
-    let list = s.k_json(&[
-        "get",
-        "events",
-        "--field-selector",
-        &format!("involvedObject.name={name}"),
-    ]);
-    let mut items = list["items"].as_array().cloned().unwrap_or_default();
-    items.sort_by_key(|e| {
-        e["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap_or("")
-            .parse::<u64>()
-            .unwrap_or(0)
-    });
-    items
-        .iter()
-        .map(|e| {
-            format!(
-                "{}: {}",
-                e["reason"].as_str().unwrap_or(""),
-                e["message"].as_str().unwrap_or("")
-            )
-        })
-        .collect()
-}
-
 #[track_caller]
 fn rollout_status(s: &Server, name: &str) -> String {
     s.k(&[
@@ -376,7 +349,7 @@ fn create_and_roll_out() {
         progressing["message"],
         format!("ReplicaSet \"{rs_name}\" has successfully progressed.")
     );
-    assert!(events(&s, "web").contains(&format!(
+    assert!(s.events("web").contains(&format!(
         "ScalingReplicaSet: Scaled up replica set {rs_name} from 0 to 3"
     )));
     let described = s.k(&["describe", "deployment", "web"]);
@@ -424,7 +397,7 @@ fn kubectl_scale() {
     wait_for(&s, "status of 2", || {
         deploy(&s, "web")["status"]["replicas"] == 2
     });
-    let ev = events(&s, "web");
+    let ev = s.events("web");
     assert!(
         ev.contains(&format!(
             "ScalingReplicaSet: Scaled up replica set {rs_name} from 3 to 5"
@@ -579,7 +552,7 @@ fn recreate_and_restart() {
             "two active ReplicaSets during Recreate: {seen:?}"
         );
     }
-    let ev = events(&s, "rec");
+    let ev = s.events("rec");
     let down = ev.iter().position(|e| {
         e == &format!("ScalingReplicaSet: Scaled down replica set {first} from 2 to 0")
     });
@@ -687,7 +660,7 @@ fn rolling_update_bounds() {
         min_avail >= 2,
         "at most 2 unavailable: {min_avail} in {seen:?}"
     );
-    let ev = events(&s, "ru");
+    let ev = s.events("ru");
     assert!(
         ev.iter().any(|e| e.contains("from 4 to 2")),
         "old ReplicaSet halved at once: {ev:#?}"

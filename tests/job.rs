@@ -122,39 +122,6 @@ fn condition<'a>(job: &'a Value, type_: &str) -> &'a Value {
         .unwrap_or(&Value::Null)
 }
 
-/// "Reason: message" of the events about an object, oldest first.
-fn events(s: &Server, name: &str) -> Vec<String> {
-    let list = s.k_json(&[
-        "get",
-        "events",
-        "--field-selector",
-        &format!("involvedObject.name={name}"),
-    ]);
-    list["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|e| {
-            format!(
-                "{}: {}",
-                e["reason"].as_str().unwrap_or(""),
-                e["message"].as_str().unwrap_or("")
-            )
-        })
-        .collect()
-}
-
-#[track_caller]
-fn wait_event(s: &Server, name: &str, wanted: &str) {
-    let mut last = Vec::new();
-    let ok = wait_until(WAIT, || {
-        last = events(s, name);
-        last.iter().any(|e| e.contains(wanted))
-    });
-    assert!(ok, "no event {wanted:?} for {name}: {last:#?}");
-}
-
 #[test]
 fn completions_with_parallelism() {
     let s = server();
@@ -223,8 +190,8 @@ fn completions_with_parallelism() {
     let table = s.k(&["get", "job", "pi"]);
     let row = common::squeeze(table.lines().nth(1).unwrap_or(""));
     assert!(row.starts_with("pi Complete 3/3 "), "{table}");
-    wait_event(&s, "pi", "Completed: Job completed");
-    let evs = events(&s, "pi");
+    s.wait_event("pi", "Completed: Job completed", WAIT);
+    let evs = s.events("pi");
     assert_eq!(
         evs.iter()
             .filter(|e| e.starts_with("SuccessfulCreate: Created pod: pi-"))
@@ -259,10 +226,10 @@ fn backoff_limit_fails_the_job() {
         assert_eq!(c["message"], "Job has reached the specified backoff limit");
     }
     assert!(st["completionTime"].is_null());
-    wait_event(
-        &s,
+    s.wait_event(
         "doomed",
         "BackoffLimitExceeded: Job has reached the specified backoff limit",
+        WAIT,
     );
     // No replacement after the Job failed.
     std::thread::sleep(Duration::from_millis(1500));
@@ -379,9 +346,9 @@ fn suspend_and_resume() {
     );
     let j = wait_condition(&s, "nap", "Suspended");
     assert!(j["status"]["active"].is_null(), "{:#}", j["status"]);
-    wait_event(&s, "nap", "Suspended: Job suspended");
-    wait_event(&s, "nap", "Resumed: Job resumed");
-    wait_event(&s, "nap", "SuccessfulDelete: Deleted pod: nap-");
+    s.wait_event("nap", "Suspended: Job suspended", WAIT);
+    s.wait_event("nap", "Resumed: Job resumed", WAIT);
+    s.wait_event("nap", "SuccessfulDelete: Deleted pod: nap-", WAIT);
 }
 
 #[test]
@@ -402,10 +369,10 @@ fn active_deadline() {
     // The running pod was stopped and counted as failed.
     assert_eq!(failed["status"]["failed"], 1, "{:#}", failed["status"]);
     assert!(active_pods(&s, "slow").is_empty());
-    wait_event(
-        &s,
+    s.wait_event(
         "slow",
         "DeadlineExceeded: Job was active longer than specified deadline",
+        WAIT,
     );
 }
 
@@ -471,7 +438,7 @@ fn ttl_after_finished_deletes_the_job() {
         finished.elapsed() >= Duration::from_secs(1),
         "deleted too early"
     );
-    wait_event(&s, "brief", "Completed: Job completed");
+    s.wait_event("brief", "Completed: Job completed", WAIT);
     // Its pods go first (foreground deletion through the garbage collector).
     assert!(
         wait_until(WAIT, || pods(&s, "brief").is_empty()),

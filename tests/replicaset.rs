@@ -96,28 +96,6 @@ fn wait_for(s: &Server, what: &str, mut f: impl FnMut() -> bool) {
     );
 }
 
-fn events(s: &Server, name: &str) -> Vec<String> {
-    let list = s.k_json(&[
-        "get",
-        "events",
-        "--field-selector",
-        &format!("involvedObject.name={name}"),
-    ]);
-    list["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|e| {
-            format!(
-                "{}: {}",
-                e["reason"].as_str().unwrap_or(""),
-                e["message"].as_str().unwrap_or("")
-            )
-        })
-        .collect()
-}
-
 fn set_status(s: &Server, pod: &str, phase: &str, ready: bool, secs_ago: i64) {
     let t = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(secs_ago);
     let t = t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
@@ -155,7 +133,7 @@ fn creates_heals_and_reports() {
         );
         assert_eq!(p["metadata"]["labels"]["tier"], "web");
     }
-    let ev = events(&s, "fe");
+    let ev = s.events("fe");
     for p in &created {
         assert!(
             ev.contains(&format!("SuccessfulCreate: Created pod: {}", name(p))),
@@ -197,7 +175,7 @@ fn creates_heals_and_reports() {
         s.k_json(&["get", "rs", "fe"])["status"]["observedGeneration"] == 2
     });
     assert!(
-        events(&s, "fe")
+        s.events("fe")
             .iter()
             .filter(|e| e.starts_with("SuccessfulDelete: Deleted pod: "))
             .count()
@@ -239,7 +217,7 @@ fn release_and_adoption() {
     });
     wait_pods(&s, "app=be", 3);
     wait_for(&s, "a SuccessfulDelete", || {
-        events(&s, "be")
+        s.events("be")
             .iter()
             .any(|e| e.starts_with("SuccessfulDelete: "))
     });
@@ -259,14 +237,14 @@ fn release_and_adoption() {
         owner(&s.k_json(&["get", "pod", "stray"])).as_deref() == Some("mid")
     });
     let creates = || {
-        events(&s, "mid")
+        s.events("mid")
             .iter()
             .filter(|e| e.starts_with("SuccessfulCreate"))
             .count()
     };
     wait_for(&s, "a SuccessfulCreate", || creates() >= 1);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(creates(), 1, "{:#?}", events(&s, "mid"));
+    assert_eq!(creates(), 1, "{:#?}", s.events("mid"));
 }
 
 #[test]
@@ -349,11 +327,11 @@ fn burst_without_overshoot() {
             .count()
     };
     wait_for(&s, "150 SuccessfulCreate events", || {
-        creates(&events(&s, "many")) >= 150
+        creates(&s.events("many")) >= 150
     });
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(pods(&s, "app=many").len(), 150);
-    let ev = events(&s, "many");
+    let ev = s.events("many");
     assert_eq!(creates(&ev), 150);
     assert!(
         !ev.iter().any(|e| e.starts_with("SuccessfulDelete")),
@@ -401,7 +379,7 @@ spec:
             && st["availableReplicas"] == 2
             && st["observedGeneration"] == 1
     });
-    let ev = events(&s, "legacy");
+    let ev = s.events("legacy");
     assert!(
         ev.iter()
             .any(|e| e.starts_with("SuccessfulCreate: Created pod: legacy-")),

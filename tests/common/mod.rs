@@ -352,6 +352,48 @@ pub struct Server {
 }
 
 impl Server {
+    /// "Reason: message" of the events about objects named `name`, oldest
+    /// first (by resourceVersion).
+    #[allow(dead_code)]
+    pub fn events(&self, name: &str) -> Vec<String> {
+        let list = self.k_json(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+        ]);
+        let mut items = list["items"].as_array().cloned().unwrap_or_default();
+        items.sort_by_key(|e| {
+            e["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("")
+                .parse::<u64>()
+                .unwrap_or(0)
+        });
+        items
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e["reason"].as_str().unwrap_or(""),
+                    e["message"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+
+    /// Wait until an event about `name` contains `wanted`.
+    #[allow(dead_code)]
+    #[track_caller]
+    pub fn wait_event(&self, name: &str, wanted: &str, timeout: Duration) {
+        let mut last = Vec::new();
+        let ok = wait_until(timeout, || {
+            last = self.events(name);
+            last.iter().any(|e| e.contains(wanted))
+        });
+        assert!(ok, "no event {wanted:?} for {name}: {last:#?}");
+    }
+
     /// A server with default flags on a fresh data dir.
     pub fn start() -> Server {
         ServerBuilder::default().start()
