@@ -140,11 +140,13 @@ fn filters_and_failed_scheduling_messages() {
         Some(Value::from("True")),
         "{p}"
     );
-    let desc = s.k(&["describe", "pod", "ssd", "-n", "f"]);
-    assert!(
-        desc.contains("Successfully assigned f/ssd to sim-0"),
-        "{desc}"
-    );
+    // The Scheduled event is written just after the binding: wait for it.
+    let mut desc = String::new();
+    let seen = wait_until(WAIT, || {
+        desc = s.k(&["describe", "pod", "ssd", "-n", "f"]);
+        desc.contains("Successfully assigned f/ssd to sim-0")
+    });
+    assert!(seen, "{desc}");
     assert!(desc.contains("default-scheduler"), "{desc}");
 
     // Too big for any node, and a taint: upstream's exact wording.

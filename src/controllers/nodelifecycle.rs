@@ -227,7 +227,6 @@ impl Controller {
                         .nodes
                         .remove(n.metadata.name.as_deref().unwrap_or(""));
                 }
-                Ok(_) => {}
                 Err(e) => {
                     debug!("node lifecycle: node watch: {e}");
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -577,7 +576,7 @@ mod tests {
     fn taints_follow_readiness() {
         let now = jiff::Timestamp::now();
         let user = taint("dedicated", "NoSchedule");
-        let t = desired_taints(&[user.clone()], "Unknown", false, now);
+        let t = desired_taints(std::slice::from_ref(&user), "Unknown", false, now);
         let keys: Vec<(&str, &str)> = t
             .iter()
             .map(|t| (t.key.as_str(), t.effect.as_str()))

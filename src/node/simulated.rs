@@ -1507,9 +1507,11 @@ mod tests {
         assert_eq!(ok["phase"], "Succeeded");
         assert_eq!(ok["conditions"][2]["reason"], "PodCompleted");
 
-        let mut r = Restarts::default();
-        r.count = 2;
-        r.last = Some((1, t, t));
+        let r = Restarts {
+            count: 2,
+            last: Some((1, t, t)),
+            ..Default::default()
+        };
         let w = waiting_status(&pod, node_ip(0), ip, t, &ids, &r, Duration::from_secs(10));
         assert_eq!(
             w["containerStatuses"][0]["state"]["waiting"]["reason"],

@@ -381,8 +381,8 @@ pub fn filter(
             }
         }
         // The first pod of a group with affinity to itself may go anywhere.
-        if !pods_exist
-            && !(pre.affinity_counts.is_empty()
+        if !(pods_exist
+            || pre.affinity_counts.is_empty()
                 && all_terms_match(
                     &a.required_affinity,
                     ns,

@@ -113,8 +113,9 @@ fn is_scalar_resource(name: &str) -> bool {
     }
     match name.split_once('/') {
         Some((domain, _)) => {
-            !(domain == "kubernetes.io" || domain.ends_with(".kubernetes.io"))
-                && !domain.starts_with("requests.")
+            !(domain == "kubernetes.io"
+                || domain.ends_with(".kubernetes.io")
+                || domain.starts_with("requests."))
         }
         None => false,
     }
