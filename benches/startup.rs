@@ -107,6 +107,8 @@ fn start(dir: &Path, port: u16, tls: &Arc<rustls::ClientConfig>) -> (Child, f64)
             &port.to_string(),
             "--write-kubeconfig",
             "",
+            "--disable",
+            "agent",
         ])
         .arg("--config")
         .arg(empty_config(dir))

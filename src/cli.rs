@@ -17,8 +17,16 @@ use crate::config::{self, ConfigError, ServerConfig, invalid};
 /// What the command line asks rk3s to do, fully resolved.
 #[derive(Debug)]
 pub enum Command {
-    /// Run the control plane (and, later, a node agent) in this process.
+    /// Run the control plane and the node agent in this process.
     Server(Box<ServerConfig>),
+    /// `rk3s image ...`: the arguments after `image`.
+    Image(Vec<String>),
+    /// `rk3s check-config ...`.
+    CheckConfig(Vec<String>),
+    /// `rk3s killall ...`.
+    Killall(Vec<String>),
+    /// `rk3s shim ...` (internal).
+    Shim(Vec<String>),
 }
 
 /// Parse the process's arguments, env and config file; on `--help`,
@@ -39,6 +47,7 @@ pub fn parse() -> Command {
 pub fn server_config_from(args: &[String]) -> Result<ServerConfig, ConfigError> {
     match try_parse_from(args, &Host::current())? {
         Command::Server(config) => Ok(*config),
+        _ => Err(ConfigError::Conflict("not a `server` command line".into())),
     }
 }
 
@@ -52,6 +61,10 @@ where
     let cli = Cli::from_arg_matches(&matches)?;
     match cli.command {
         CliCommand::Server(flags) => Ok(Command::Server(Box::new(resolve_server(&flags, host)?))),
+        CliCommand::Image(p) => Ok(Command::Image(p.args)),
+        CliCommand::CheckConfig(p) => Ok(Command::CheckConfig(p.args)),
+        CliCommand::Killall(p) => Ok(Command::Killall(p.args)),
+        CliCommand::Shim(p) => Ok(Command::Shim(p.args)),
     }
 }
 
@@ -127,6 +140,25 @@ enum CliCommand {
     /// controllers, scheduler and node agent.
     #[command(args_override_self = true)]
     Server(ServerFlags),
+    /// Manage the node's image store: import, ls, rm.
+    #[command(disable_help_flag = true)]
+    Image(Passthrough),
+    /// Say what this kernel and system lack for running pods.
+    #[command(name = "check-config", disable_help_flag = true)]
+    CheckConfig(Passthrough),
+    /// Stop every pod of this node and clean up its mounts, interfaces and cgroups.
+    #[command(disable_help_flag = true)]
+    Killall(Passthrough),
+    /// The per-pod shim (started by the node agent, not by hand).
+    #[command(hide = true, disable_help_flag = true)]
+    Shim(Passthrough),
+}
+
+/// The arguments of a subcommand that parses its own (its module owns them).
+#[derive(Args, Debug)]
+struct Passthrough {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
 }
 
 /// `rk3s server`'s flags. Every one is optional here: what is not on the
@@ -187,6 +219,15 @@ struct ServerFlags {
     /// How the scheduler scores node resources: LeastAllocated (spread) or MostAllocated (bin-pack) [default: LeastAllocated]
     #[arg(long, value_name = "STRATEGY")]
     scheduler_scoring: Option<String>,
+    /// Resources held back from pods, e.g. cpu=100m,memory=256Mi [default: none]
+    #[arg(long, value_name = "LIST")]
+    system_reserved: Option<String>,
+    /// The cluster DNS address in pods' resolv.conf [default: the tenth address of --service-cidr]
+    #[arg(long, value_name = "IP")]
+    cluster_dns: Option<String>,
+    /// The cluster's DNS domain [default: cluster.local]
+    #[arg(long, value_name = "DOMAIN")]
+    cluster_domain: Option<String>,
 }
 
 /// The settings a config file may hold for `server`, by flag name.
@@ -208,6 +249,9 @@ const SERVER_KEYS: &[&str] = &[
     "simulate-node-pods",
     "node-monitor-grace-period",
     "scheduler-scoring",
+    "system-reserved",
+    "cluster-dns",
+    "cluster-domain",
 ];
 
 /// Settings that take several values: repeated flags, comma-separated env
@@ -238,6 +282,9 @@ impl ServerFlags {
             ("simulate-node-pods", &self.simulate_node_pods),
             ("node-monitor-grace-period", &self.node_monitor_grace_period),
             ("scheduler-scoring", &self.scheduler_scoring),
+            ("system-reserved", &self.system_reserved),
+            ("cluster-dns", &self.cluster_dns),
+            ("cluster-domain", &self.cluster_domain),
         ];
         let mut given: BTreeMap<&'static str, Vec<String>> = singles
             .into_iter()
@@ -447,6 +494,17 @@ fn resolve_server(flags: &ServerFlags, host: &Host) -> Result<ServerConfig, Conf
         scheduler_scoring: layers
             .one("scheduler-scoring", config::parse_scheduler_scoring)?
             .unwrap_or_default(),
+        system_reserved: layers
+            .one("system-reserved", |s| Ok(s.trim().to_string()))?
+            .unwrap_or_default(),
+        cluster_dns: layers
+            .one("cluster-dns", |s| {
+                config::parse_ip(s).map(|ip| ip.to_string())
+            })?
+            .unwrap_or_default(),
+        cluster_domain: layers
+            .one("cluster-domain", non_empty)?
+            .unwrap_or_else(|| config::DEFAULT_CLUSTER_DOMAIN.into()),
         // Last: these move what `layers` borrows.
         config_file: found.then_some(file_path),
         warnings,
@@ -553,10 +611,13 @@ struct ScalarTexts {
     simulate_node_pods: Option<Text>,
     node_monitor_grace_period: Option<Text>,
     scheduler_scoring: Option<Text>,
+    system_reserved: Option<Text>,
+    cluster_dns: Option<Text>,
+    cluster_domain: Option<Text>,
 }
 
 impl ScalarTexts {
-    fn into_pairs(self) -> [(&'static str, Option<Text>); 15] {
+    fn into_pairs(self) -> [(&'static str, Option<Text>); 18] {
         [
             ("data-dir", self.data_dir),
             ("bind-address", self.bind_address),
@@ -573,6 +634,9 @@ impl ScalarTexts {
             ("simulate-node-pods", self.simulate_node_pods),
             ("node-monitor-grace-period", self.node_monitor_grace_period),
             ("scheduler-scoring", self.scheduler_scoring),
+            ("system-reserved", self.system_reserved),
+            ("cluster-dns", self.cluster_dns),
+            ("cluster-domain", self.cluster_domain),
         ]
     }
 }

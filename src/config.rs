@@ -38,6 +38,14 @@ pub struct ServerConfig {
     pub node_monitor_grace_period: std::time::Duration,
     /// How the scheduler scores resource use on nodes.
     pub scheduler_scoring: SchedulerScoring,
+    /// Resources held back from pods on this node (`cpu=100m,memory=256Mi`),
+    /// subtracted from capacity to give allocatable.
+    pub system_reserved: String,
+    /// The cluster DNS Service address pods' resolv.conf points at
+    /// (ClusterFirst); empty means the tenth address of the service CIDR.
+    pub cluster_dns: String,
+    /// The cluster's DNS domain.
+    pub cluster_domain: String,
 }
 
 /// The NodeResourcesFit scoring strategy (`--scheduler-scoring`).
@@ -83,7 +91,30 @@ impl ServerConfig {
             simulate_node_pods: DEFAULT_SIMULATE_NODE_PODS,
             node_monitor_grace_period: DEFAULT_NODE_MONITOR_GRACE_PERIOD,
             scheduler_scoring: SchedulerScoring::default(),
+            system_reserved: String::new(),
+            cluster_dns: String::new(),
+            cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
         }
+    }
+
+    /// The directory of the node agent's state (images, pods, IPAM).
+    pub fn agent_dir(&self) -> PathBuf {
+        self.data_dir.join("agent")
+    }
+
+    /// The cluster DNS address: `--cluster-dns`, or the tenth host address
+    /// of the service CIDR (10.43.0.10 by default), as k3s.
+    pub fn cluster_dns_ip(&self) -> Result<IpAddr, ConfigError> {
+        if !self.cluster_dns.is_empty() {
+            return self.cluster_dns.parse().map_err(|_| {
+                invalid("cluster-dns", &self.cluster_dns, "not an IP address".into())
+            });
+        }
+        let net = self.service_network()?;
+        Ok(match net.network() {
+            IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from(u32::from(v4) + 10)),
+            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) + 10)),
+        })
     }
 
     pub fn is_disabled(&self, component: &str) -> bool {
@@ -153,6 +184,7 @@ pub const DEFAULT_KUBECONFIG_MODE: u32 = 0o600;
 pub const DEFAULT_CLUSTER_CIDR: &str = "10.42.0.0/16";
 pub const DEFAULT_SERVICE_CIDR: &str = "10.43.0.0/16";
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 pub const DEFAULT_SIMULATE_NODE_CPU: &str = "4";
 pub const DEFAULT_SIMULATE_NODE_MEMORY: &str = "16Gi";
 pub const DEFAULT_SIMULATE_NODE_PODS: u32 = 110;

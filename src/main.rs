@@ -23,6 +23,11 @@ fn main() {
                 std::process::exit(1);
             }
         }
+        // The shim forks containers: it must run before any runtime threads exist.
+        Command::Shim(args) => std::process::exit(rk3s::runtime::shim::main(&args)),
+        Command::Image(args) => std::process::exit(rk3s::runtime::image::cli::main(&args)),
+        Command::CheckConfig(args) => std::process::exit(rk3s::node::checkconfig::main(&args)),
+        Command::Killall(args) => std::process::exit(rk3s::node::killall::main(&args)),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod protobuf;
 pub mod request;
 pub mod selectors;
 pub mod status;
+pub mod streams;
 pub mod table;
 pub mod watch;
 

@@ -3,4 +3,6 @@
 //! probes, volumes, status, lease) comes later and must not borrow its
 //! shortcuts.
 
+pub mod checkconfig;
+pub mod killall;
 pub mod simulated;

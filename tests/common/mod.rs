@@ -175,6 +175,9 @@ pub struct ServerBuilder {
     args: Vec<String>,
     env: Vec<(String, String)>,
     config_yaml: Option<String>,
+    /// Run the node agent (real containers); off unless a test asks, and
+    /// then the test must run the server inside its own network namespace.
+    agent: bool,
 }
 
 impl Default for ServerBuilder {
@@ -185,6 +188,7 @@ impl Default for ServerBuilder {
             args: Vec::new(),
             env: Vec::new(),
             config_yaml: None,
+            agent: false,
         }
     }
 }
@@ -215,6 +219,11 @@ impl ServerBuilder {
     /// Write this YAML to <root>/config.yaml and pass `--config` for it.
     pub fn config_yaml(mut self, yaml: impl Into<String>) -> Self {
         self.config_yaml = Some(yaml.into());
+        self
+    }
+    /// Keep the node agent on (see `agent`).
+    pub fn with_agent(mut self) -> Self {
+        self.agent = true;
         self
     }
     pub fn start(self) -> Server {
@@ -458,6 +467,9 @@ impl Server {
         fs::write(&config, self.builder.config_yaml.as_deref().unwrap_or(""))
             .expect("write config.yaml");
         cmd.arg("--config").arg(config);
+        if !self.builder.agent {
+            cmd.arg("--disable").arg("agent");
+        }
         cmd.args(&self.builder.args);
         // Only what the test asks for: no RK3S_* from the caller's environment.
         for (k, _) in std::env::vars() {

@@ -1,0 +1,3 @@
+//! Streaming subresources: pods/exec, attach, portforward, log, proxy.
+
+pub mod backend;

@@ -1,0 +1,2 @@
+//! Pod networking (to be built): sandbox network namespaces, bridge, veth,
+//! IPAM, masquerading.
