@@ -751,6 +751,7 @@ mod tests {
         let argv = ["rk3s", "server"].iter().chain(args).copied();
         match try_parse_from(argv, host)? {
             Command::Server(c) => Ok(*c),
+            other => panic!("not a server command: {other:?}"),
         }
     }
 
