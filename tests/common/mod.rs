@@ -10,6 +10,8 @@
 //! item is used everywhere.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -178,6 +180,15 @@ pub struct ServerBuilder {
     /// Run the node agent (real containers); off unless a test asks, and
     /// then the test must run the server inside its own network namespace.
     agent: bool,
+    /// The test network namespace the server, kubectl and curl run in.
+    netns: Option<NetnsRef>,
+}
+
+/// What a `Server` needs of a `netns::TestNetns` (which the test keeps).
+#[derive(Clone, Debug)]
+pub struct NetnsRef {
+    pub name: String,
+    pub path: PathBuf,
 }
 
 impl Default for ServerBuilder {
@@ -189,6 +200,7 @@ impl Default for ServerBuilder {
             env: Vec::new(),
             config_yaml: None,
             agent: false,
+            netns: None,
         }
     }
 }
@@ -225,6 +237,29 @@ impl ServerBuilder {
     pub fn with_agent(mut self) -> Self {
         self.agent = true;
         self
+    }
+    /// Run the server (with its node agent), and every kubectl and curl the
+    /// harness runs for it, inside `ns`; the node is named after `ns`.
+    pub fn netns(mut self, ns: &netns::TestNetns) -> Self {
+        self.netns = Some(NetnsRef {
+            name: ns.name.clone(),
+            path: ns.path.clone(),
+        });
+        self.agent = true;
+        self
+    }
+    /// `program` as a command inside the server's network namespace, if any.
+    pub fn command_for(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.path.display()))
+                    .arg("--")
+                    .arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
     }
     pub fn start(self) -> Server {
         Server::start_with(self)
@@ -450,7 +485,7 @@ impl Server {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new(RK3S);
+        let mut cmd = self.builder.command_for(RK3S);
         cmd.arg("server")
             .arg("--data-dir")
             .arg(&self.data_dir)
@@ -469,6 +504,15 @@ impl Server {
         cmd.arg("--config").arg(config);
         if !self.builder.agent {
             cmd.arg("--disable").arg("agent");
+        }
+        if let Some(ns) = &self.builder.netns
+            && !self
+                .builder
+                .args
+                .iter()
+                .any(|a| a.starts_with("--node-name"))
+        {
+            cmd.arg("--node-name").arg(&ns.name);
         }
         cmd.args(&self.builder.args);
         // Only what the test asks for: no RK3S_* from the caller's environment.
@@ -530,7 +574,9 @@ impl Server {
     }
 
     fn readyz_ok(&self) -> bool {
-        let out = Command::new("curl")
+        let out = self
+            .builder
+            .command_for("curl")
             .args([
                 "-sk",
                 "--noproxy",
@@ -625,7 +671,7 @@ impl Server {
 
     /// A kubectl command bound to this server (its own cache dir and HOME).
     pub fn kubectl_cmd(&self) -> Command {
-        let mut cmd = Command::new(kubectl_bin());
+        let mut cmd = self.builder.command_for(kubectl_bin());
         cmd.env_remove("KUBECONFIG")
             .env("HOME", self.root.join("home"))
             .arg("--kubeconfig")
@@ -759,7 +805,7 @@ impl Server {
         let body_file = self.root.join(format!("req-{n}.body"));
         let out_file = self.root.join(format!("req-{n}.out"));
         let hdr_file = self.root.join(format!("req-{n}.hdr"));
-        let mut cmd = Command::new("curl");
+        let mut cmd = self.builder.command_for("curl");
         // HTTP/1.1: curl reports an error when an HTTP/2 server answers before it
         // has read the whole request body (which Go clients accept); the HTTP/2
         // path is exercised by kubectl.
@@ -842,6 +888,7 @@ impl Server {
     // ---- kube::Client -------------------------------------------------------
 
     /// A kube-rs client from the admin kubeconfig (for load and raw async I/O).
+    /// Not for a server in a test netns: this process is outside it.
     pub async fn client(&self) -> kube::Client {
         let kc =
             kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("read admin kubeconfig");
@@ -863,6 +910,22 @@ impl Drop for Server {
             );
         }
         self.kill9();
+        if self.builder.agent {
+            // Pods, mounts, interfaces and cgroups the agent made.
+            let mut cmd = self.builder.command_for(RK3S);
+            cmd.arg("killall").arg("--data-dir").arg(&self.data_dir);
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if let Ok(mut child) = cmd.spawn() {
+                let end = Instant::now() + Duration::from_secs(60);
+                while matches!(child.try_wait(), Ok(None)) && Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
         if std::env::var_os("RK3S_KEEP_TEST_DIRS").is_none() {
             let _ = fs::remove_dir_all(&self.root);
         } else {
