@@ -83,6 +83,7 @@ impl ControlPlane {
             ready: Default::default(),
             shutting_down: Default::default(),
             openapi: Default::default(),
+            resource_metrics: Default::default(),
         });
         let router = api::router(state.clone());
         // Compile the field-validation schemas off the request path.
@@ -293,7 +294,9 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
     });
     let _simulated_nodes = (cfg.simulate_nodes > 0).then(|| {
         let sim = crate::node::simulated::SimConfig::from_server(&cfg);
-        crate::node::simulated::SimulatedNodes::start(cp.client(), sim)
+        let nodes = crate::node::simulated::SimulatedNodes::start(cp.client(), sim);
+        (cp.state.resource_metrics).register("simulated", Arc::new(nodes.clone()));
+        nodes
     });
     // ---- end scheduler and simulated nodes ----
 

@@ -112,12 +112,14 @@ fn group_json(group: &str, versions: &[String]) -> Value {
 
 /// /apis: an APIGroupList.
 pub fn group_list(cat: &Catalogue) -> Value {
-    let groups: Vec<Value> = cat
+    let mut groups: Vec<Value> = cat
         .groups()
         .iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, vs)| group_json(g, vs))
         .collect();
+    // metrics.k8s.io is served in process, outside the catalogue.
+    groups.push(super::resourcemetrics::api_group());
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -215,6 +217,10 @@ pub fn aggregated(cat: &Catalogue, legacy: bool, version: &str) -> Value {
         items.push(
             json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": versions}),
         );
+    }
+    // metrics.k8s.io is served in process, outside the catalogue.
+    if !legacy {
+        items.push(super::resourcemetrics::aggregated_group());
     }
     json!({
         "kind": "APIGroupDiscoveryList",

@@ -146,6 +146,10 @@ async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
 
 /// The fallback handler: every resource path.
 pub async fn resource(State(st): State<Arc<ApiState>>, req: Request) -> Response {
+    // metrics.k8s.io is served from node usage, not from the store.
+    if super::resourcemetrics::handles(req.uri().path()) {
+        return super::resourcemetrics::serve(&st, req).await;
+    }
     match serve(st, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),

@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod protobuf;
 pub mod request;
+pub mod resourcemetrics;
 pub mod selectors;
 pub mod status;
 pub mod streams;
@@ -42,6 +43,8 @@ pub struct ApiState {
     pub shutting_down: AtomicBool,
     /// Generated OpenAPI documents, built on first use.
     pub openapi: openapi::OpenApi,
+    /// Node usage for metrics.k8s.io (`resourcemetrics`); node agents register here.
+    pub resource_metrics: Arc<crate::node::metrics::MetricsRegistry>,
 }
 
 /// The authenticated identity of a request, put in its extensions by the

@@ -11,6 +11,7 @@ pub mod events;
 pub mod expectations;
 pub mod gc;
 pub mod history;
+pub mod horizontalpodautoscaler;
 pub mod job;
 pub mod namespace;
 pub mod nodelifecycle;
@@ -88,6 +89,9 @@ fn controllers() -> Vec<(&'static str, Runner)> {
         ("deployment", |ctx| Box::pin(deployment::run(ctx))),
         ("statefulset", |ctx| Box::pin(statefulset::run(ctx))),
         ("daemonset", |ctx| Box::pin(daemonset::run(ctx))),
+        ("horizontal-pod-autoscaler", |ctx| {
+            Box::pin(horizontalpodautoscaler::run(ctx))
+        }),
     ]
 }
 

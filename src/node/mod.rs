@@ -5,4 +5,5 @@
 
 pub mod checkconfig;
 pub mod killall;
+pub mod metrics;
 pub mod simulated;

@@ -16,7 +16,11 @@
 //! - `rk3s.io/simulate-duration: "5s"`: how long containers run before
 //!   exiting (default 1s).
 //! - `rk3s.io/simulate-cpu` / `rk3s.io/simulate-memory`: the usage reported
-//!   for the metrics API (default: the pod's requests, or 1m and 4Mi).
+//!   for the metrics API (`kubectl top`, the HPA), split evenly over the
+//!   pod's containers; without them each container uses its requests, or
+//!   1m CPU and 4Mi memory if it has none. Changing the annotations of a
+//!   running pod changes its usage. Samples are stamped "now" with a 5 s
+//!   window (`SIM_METRICS_WINDOW`); a node uses the sum of its pods.
 //!
 //! Node annotation `rk3s.io/simulate-stopped: "true"` stops that node's
 //! kubelet: no heartbeats, no status, no pod updates (as if it died), so
@@ -107,12 +111,11 @@ impl Default for SimConfig {
     }
 }
 
-/// Resource use of a pod (or node), for the metrics API.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub cpu_nanocores: u64,
-    pub memory_bytes: u64,
-}
+pub use super::metrics::Usage;
+use super::metrics::{ContainerSample, NodeSample, PodSample, UsageSource};
+
+/// The window simulated metrics claim to be measured over.
+pub const SIM_METRICS_WINDOW: Duration = Duration::from_secs(5);
 
 /// One pod's usage, with where it runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,6 +124,24 @@ pub struct PodUsage {
     pub name: String,
     pub node: String,
     pub usage: Usage,
+    pub containers: Vec<ContainerSample>,
+}
+
+impl PodUsage {
+    fn of(pod: &Pod, node: &str) -> PodUsage {
+        let containers = container_usages(pod);
+        let mut usage = Usage::default();
+        for c in &containers {
+            usage.add(c.usage);
+        }
+        PodUsage {
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            node: node.to_string(),
+            usage,
+            containers,
+        }
+    }
 }
 
 /// The name of simulated node `i`.
@@ -806,6 +827,10 @@ impl SimulatedNodes {
 
         let known = self.inner.pods.lock().contains_key(&key);
         if known {
+            // Usage annotations may have changed.
+            if let Some(u) = self.inner.usage.lock().get_mut(&key) {
+                *u = PodUsage::of(&pod, &node);
+            }
             self.repost_if_unready(&pod);
             return;
         }
@@ -853,15 +878,10 @@ impl SimulatedNodes {
                 terminal: false,
             },
         );
-        self.inner.usage.lock().insert(
-            key.clone(),
-            PodUsage {
-                namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-                name: pod.metadata.name.clone().unwrap_or_default(),
-                node: node.clone(),
-                usage: usage_of(&pod),
-            },
-        );
+        self.inner
+            .usage
+            .lock()
+            .insert(key.clone(), PodUsage::of(&pod, &node));
         let me = self.clone();
         let already_running = phase == "Running";
         tokio::spawn(async move { me.drive(pod, uid, index, ip, already_running).await });
@@ -1051,33 +1071,106 @@ pub fn crash_backoff(n: u32) -> Duration {
     Duration::from_secs(10 << shift).min(Duration::from_secs(300))
 }
 
-/// Usage reported for a pod: the annotations, else its requests, else a
-/// small idle figure.
+/// Usage reported for a pod: the sum of `container_usages`.
 pub fn usage_of(pod: &Pod) -> Usage {
+    let mut u = Usage::default();
+    for c in container_usages(pod) {
+        u.add(c.usage);
+    }
+    u
+}
+
+/// Usage reported for each container of a pod: the pod's annotations split
+/// evenly (the remainder to the first container), else the container's
+/// requests, else a small idle figure (1m CPU, 4Mi memory).
+pub fn container_usages(pod: &Pod) -> Vec<ContainerSample> {
     let ann = pod.metadata.annotations.clone().unwrap_or_default();
-    let nano = |s: &str| quantity::parse(s).ok().map(|q| q.0.max(0));
-    let req = crate::scheduler::resources::requests_of(pod);
-    let cpu = ann
-        .get(CPU_ANNOTATION)
-        .and_then(|s| nano(s))
-        .map(|n| n as u64)
-        .unwrap_or(if req.milli_cpu > 0 {
-            req.milli_cpu as u64 * 1_000_000
-        } else {
-            1_000_000
-        });
-    let memory = ann
+    let nano = |s: &str| {
+        quantity::parse(s)
+            .ok()
+            .map(|q| u64::try_from(q.0.max(0)).unwrap_or(u64::MAX))
+    };
+    let pod_cpu = ann.get(CPU_ANNOTATION).and_then(|s| nano(s));
+    let pod_memory = ann
         .get(MEMORY_ANNOTATION)
         .and_then(|s| nano(s))
-        .map(|n| (n / 1_000_000_000) as u64)
-        .unwrap_or(if req.memory > 0 {
-            req.memory as u64
-        } else {
-            4 << 20
-        });
-    Usage {
-        cpu_nanocores: cpu,
-        memory_bytes: memory,
+        .map(|n| n / 1_000_000_000);
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    let n = containers.len().max(1) as u64;
+    let share = |total: u64, i: usize| total / n + if i == 0 { total % n } else { 0 };
+    containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let req = |r: &str| {
+                c.resources
+                    .as_ref()
+                    .and_then(|res| res.requests.as_ref())
+                    .and_then(|m| m.get(r))
+                    .and_then(|q| nano(&q.0))
+            };
+            let cpu = match pod_cpu {
+                Some(t) => share(t, i),
+                None => req("cpu").unwrap_or(1_000_000),
+            };
+            let memory = match pod_memory {
+                Some(t) => share(t, i),
+                None => req("memory").map(|n| n / 1_000_000_000).unwrap_or(4 << 20),
+            };
+            ContainerSample {
+                name: c.name.clone(),
+                usage: Usage {
+                    cpu_nanocores: cpu,
+                    memory_bytes: memory,
+                },
+            }
+        })
+        .collect()
+}
+
+impl UsageSource for SimulatedNodes {
+    /// Every running simulated node (not stopped) with its pods.
+    fn samples(&self) -> Vec<NodeSample> {
+        let now = jiff::Timestamp::now();
+        let live: Vec<String> = self
+            .inner
+            .nodes
+            .lock()
+            .iter()
+            .filter(|(_, n)| !n.stopped && !n.gone)
+            .map(|(name, _)| name.clone())
+            .collect();
+        let usage = self.inner.usage.lock();
+        live.into_iter()
+            .map(|node| {
+                let pods: Vec<PodSample> = usage
+                    .values()
+                    .filter(|p| p.node == node)
+                    .map(|p| PodSample {
+                        namespace: p.namespace.clone(),
+                        name: p.name.clone(),
+                        timestamp: now,
+                        window: SIM_METRICS_WINDOW,
+                        containers: p.containers.clone(),
+                    })
+                    .collect();
+                let mut total = Usage::default();
+                for p in &pods {
+                    total.add(p.total());
+                }
+                NodeSample {
+                    node,
+                    timestamp: now,
+                    window: SIM_METRICS_WINDOW,
+                    usage: total,
+                    pods,
+                }
+            })
+            .collect()
     }
 }
 
@@ -1435,6 +1528,36 @@ mod tests {
             Usage {
                 cpu_nanocores: 250_000_000,
                 memory_bytes: 64 << 20
+            }
+        );
+    }
+
+    #[test]
+    fn container_usage_split_and_defaults() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "annotations": {CPU_ANNOTATION: "301m"}},
+            "spec": {"containers": [
+                {"name": "a", "resources": {"requests": {"cpu": "100m", "memory": "32Mi"}}},
+                {"name": "b"},
+            ]}
+        }))
+        .unwrap();
+        let got: Vec<(String, u64, u64)> = container_usages(&pod)
+            .into_iter()
+            .map(|c| (c.name, c.usage.cpu_nanocores, c.usage.memory_bytes))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a".to_string(), 150_500_000, 32 << 20),
+                ("b".to_string(), 150_500_000, 4 << 20)
+            ]
+        );
+        assert_eq!(
+            usage_of(&pod),
+            Usage {
+                cpu_nanocores: 301_000_000,
+                memory_bytes: 36 << 20
             }
         );
     }
