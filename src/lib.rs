@@ -1,5 +1,6 @@
 //! rk3s: a Kubernetes distribution in one binary.
 
+pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod cli;

@@ -17,6 +17,7 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod podcontrol;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod rootca;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -92,6 +93,7 @@ fn controllers() -> Vec<(&'static str, Runner)> {
         ("horizontal-pod-autoscaler", |ctx| {
             Box::pin(horizontalpodautoscaler::run(ctx))
         }),
+        ("resourcequota", |ctx| Box::pin(resourcequota::run(ctx))),
     ]
 }
 

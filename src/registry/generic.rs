@@ -579,6 +579,8 @@ impl Registry {
         }
         // ---- admission: ResourceQuota (held until the object is stored) ----
         let _quota = crate::admission::admit_quota(self, def, ns, &obj, None, None, opts).await?;
+        // ---- admission: ResourceQuota (held until the object is stored) ----
+        let _quota = crate::admission::admit_quota(self, def, ns, &obj, None, None, opts).await?;
         let key = def.key(ns, &name);
         if opts.dry_run {
             // Report a conflict a real create would hit, but allocate nothing.
@@ -739,6 +741,10 @@ impl Registry {
             // A no-op update writes nothing and keeps the resourceVersion.
             return Ok(old);
         }
+        // ---- admission: ResourceQuota (held until the object is stored) ----
+        let _quota =
+            crate::admission::admit_quota(self, def, ns, &new, Some(&old), subresource, opts)
+                .await?;
         // ---- admission: ResourceQuota (held until the object is stored) ----
         let _quota =
             crate::admission::admit_quota(self, def, ns, &new, Some(&old), subresource, opts)
