@@ -217,13 +217,23 @@ fn milli(q: &str) -> Option<i64> {
     i64::try_from(m).ok()
 }
 
-/// milli-units as a canonical decimal quantity ("250m", "2", "1500m" -> "1500m").
+/// milli-units as a canonical decimal quantity, as `NewMilliQuantity(_,
+/// DecimalSI)` prints: "250m", "2", "67108864", "3k".
 fn milli_quantity(m: i64) -> String {
-    if m % 1000 == 0 {
-        format!("{}", m / 1000)
-    } else {
-        format!("{m}m")
+    if m % 1000 != 0 {
+        return format!("{m}m");
     }
+    let mut v = m / 1000;
+    if v == 0 {
+        return "0".into();
+    }
+    for suffix in ["", "k", "M", "G", "T", "P"] {
+        if v % 1000 != 0 {
+            return format!("{v}{suffix}");
+        }
+        v /= 1000;
+    }
+    format!("{v}E")
 }
 
 /// A Go duration as metrics-server writes windows ("15s", "1m0s", "10.5s").
@@ -1053,6 +1063,9 @@ mod tests {
         assert_eq!(milli("64Mi"), Some(67_108_864_000));
         assert_eq!(milli_quantity(250), "250m");
         assert_eq!(milli_quantity(2000), "2");
+        assert_eq!(milli_quantity(67_108_864_000), "67108864");
+        assert_eq!(milli_quantity(3_000_000), "3k");
+        assert_eq!(milli_quantity(0), "0");
         assert_eq!(go_duration("15s"), Some(Duration::from_secs(15)));
         assert_eq!(go_duration("1m0s"), Some(Duration::from_secs(60)));
         assert_eq!(go_duration("10.5s"), Some(Duration::from_millis(10_500)));
