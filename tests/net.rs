@@ -51,7 +51,11 @@ fn test_netns_is_hermetic_and_cleaned_up() {
 fn server_runs_inside_test_netns() {
     let ns = TestNetns::create();
     let mut s = Server::builder().netns(&ns).start();
-    assert!(ns.pids().contains(&(s.pid() as i32)), "server not in {}", ns.name);
+    assert!(
+        ns.pids().contains(&(s.pid() as i32)),
+        "server not in {}",
+        ns.name
+    );
     let out = s.k(&["get", "ns", "default", "-o", "name"]);
     assert_eq!(out.trim(), "namespace/default");
     assert_eq!(s.get("/readyz").status, 200);
@@ -73,6 +77,265 @@ fn inside_runs_test_body_in_netns() {
     };
     let me = std::process::id() as i32;
     assert!(ns.pids().contains(&me), "inner run is not in {}", ns.name);
-    let o = Command::new("ip").args(["-o", "link", "show", "v0"]).output().unwrap();
+    let o = Command::new("ip")
+        .args(["-o", "link", "show", "v0"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "v0 not visible from the inner run");
+}
+
+// ---- PodNetwork (each test body runs inside its own TestNetns) ----------
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use rk3s::net::{self as podnet, NetConfig, PodNetwork};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A fresh state dir under the target's tmp dir.
+fn state_dir() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "net-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn network(state: &Path) -> PodNetwork {
+    PodNetwork::new(NetConfig::new(
+        state.join("net"),
+        "10.42.3.0/24".parse().unwrap(),
+        "10.42.0.0/16".parse().unwrap(),
+        "10.43.0.0/16".parse().unwrap(),
+    ))
+    .unwrap()
+}
+
+/// Run `argv` in the namespace mounted at `netns` (a pod's).
+fn in_pod(netns: &Path, argv: &[&str]) -> std::process::Output {
+    Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .arg("--")
+        .args(argv)
+        .output()
+        .unwrap()
+}
+
+fn ping_from(netns: &Path, to: &str) -> bool {
+    in_pod(netns, &["busybox", "ping", "-c", "1", "-W", "3", to])
+        .status
+        .success()
+}
+
+fn sh(argv: &[&str]) -> String {
+    let o = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Removes the state dir (and, on failure, the network) at the end.
+struct Cleanup(PathBuf);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = podnet::cleanup_all(&self.0.join("net"));
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn two_pods_reach_each_other_and_the_gateway() {
+    let Some(_ns) = netns::inside("two_pods_reach_each_other_and_the_gateway") else {
+        return;
+    };
+    let state = state_dir();
+    let _c = Cleanup(state.clone());
+    let net = network(&state);
+    let (a, b) = rt().block_on(async {
+        let a = net.setup("pod-a").await.unwrap();
+        let b = net.setup("pod-b").await.unwrap();
+        (a, b)
+    });
+    assert_eq!(a.ip.to_string(), "10.42.3.2");
+    assert_eq!(b.ip.to_string(), "10.42.3.3");
+    assert_eq!(a.gateway.to_string(), "10.42.3.1");
+    assert_eq!(a.prefix_len, 24);
+
+    // Inside the pod: eth0 with the address, lo up, default route via the bridge.
+    let addr = String::from_utf8_lossy(&in_pod(&a.netns_path, &["ip", "-4", "-o", "addr"]).stdout)
+        .into_owned();
+    assert!(
+        addr.contains("eth0    inet 10.42.3.2/24")
+            || addr.contains("eth0 inet 10.42.3.2/24")
+            || addr.contains("10.42.3.2/24"),
+        "{addr}"
+    );
+    assert!(addr.contains("lo"), "{addr}");
+    let route =
+        String::from_utf8_lossy(&in_pod(&a.netns_path, &["ip", "route", "show", "default"]).stdout)
+            .into_owned();
+    assert!(route.contains("default via 10.42.3.1 dev eth0"), "{route}");
+
+    // Host side: the bridge holds the gateway; both host veths are its ports.
+    let br = sh(&["ip", "-4", "-o", "addr", "show", "dev", "rk3s0"]);
+    assert!(br.contains("10.42.3.1/24"), "{br}");
+    let ports = sh(&["ip", "-o", "link", "show", "master", "rk3s0"]);
+    for key in ["pod-a", "pod-b"] {
+        assert!(ports.contains(&podnet::host_veth_name(key)), "{ports}");
+    }
+    assert_eq!(sh(&["cat", "/proc/sys/net/ipv4/ip_forward"]).trim(), "1");
+
+    assert!(
+        ping_from(&a.netns_path, "10.42.3.3"),
+        "pod-a cannot ping pod-b"
+    );
+    assert!(
+        ping_from(&b.netns_path, "10.42.3.2"),
+        "pod-b cannot ping pod-a"
+    );
+    assert!(
+        ping_from(&a.netns_path, "10.42.3.1"),
+        "pod-a cannot ping the gateway"
+    );
+    // The node reaches pods directly.
+    let o = Command::new("busybox")
+        .args(["ping", "-c", "1", "-W", "3", "10.42.3.3"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "the node cannot ping pod-b");
+
+    // set-up again is a no-op with the same answer.
+    let again = rt().block_on(net.setup("pod-a")).unwrap();
+    assert_eq!(again, a);
+    assert!(ping_from(&a.netns_path, "10.42.3.3"));
+}
+
+/// Egress leaves with the node's address: a host outside the cluster with
+/// no route back to the pod CIDR answers a pod's ping only if it was
+/// masqueraded.
+#[test]
+fn egress_is_masqueraded() {
+    let Some(_ns) = netns::inside("egress_is_masqueraded") else {
+        return;
+    };
+    let state = state_dir();
+    let _c = Cleanup(state.clone());
+    let net = network(&state);
+    let pod = rt().block_on(net.setup("pod-a")).unwrap();
+
+    // "outside": a namespace behind the node, 198.51.100.0/24, no default route.
+    let outside = state.join("outside");
+    podnet::netns::create(&outside).unwrap();
+    let out = outside.display().to_string();
+    sh(&[
+        "ip", "link", "add", "x0", "type", "veth", "peer", "name", "x1", "netns", &out,
+    ]);
+    sh(&["ip", "addr", "add", "198.51.100.1/24", "dev", "x0"]);
+    sh(&["ip", "link", "set", "x0", "up"]);
+    let in_out = |args: &[&str]| {
+        let o = in_pod(&outside, args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    in_out(&["ip", "addr", "add", "198.51.100.2/24", "dev", "x1"]);
+    in_out(&["ip", "link", "set", "x1", "up"]);
+    in_out(&["ip", "link", "set", "lo", "up"]);
+
+    let table = sh(&["nft", "list", "table", "ip", "rk3s"]);
+    assert!(
+        table.contains("ip saddr 10.42.0.0/16 ip daddr != 10.42.0.0/16")
+            && table.contains("masquerade"),
+        "{table}"
+    );
+    assert!(
+        ping_from(&pod.netns_path, "198.51.100.2"),
+        "no masqueraded egress:\n{table}"
+    );
+
+    // Without our table the same ping gets no answer: it was the masquerade.
+    sh(&["nft", "delete", "table", "ip", "rk3s"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = Command::new("conntrack").arg("-F").output();
+    assert!(
+        !ping_from(&pod.netns_path, "198.51.100.2"),
+        "answered without masquerading"
+    );
+
+    let _ = Command::new("ip").args(["link", "del", "x0"]).output();
+    podnet::netns::remove(&outside).unwrap();
+}
+
+#[test]
+fn addresses_survive_restart_and_teardown_releases() {
+    let Some(_ns) = netns::inside("addresses_survive_restart_and_teardown_releases") else {
+        return;
+    };
+    let state = state_dir();
+    let _c = Cleanup(state.clone());
+    let a = {
+        let net = network(&state);
+        rt().block_on(net.setup("pod-a")).unwrap()
+    };
+    // A new PodNetwork on the same state dir: an agent restart.
+    let net = network(&state);
+    assert_eq!(net.ip_of("pod-a"), Some(a.ip));
+    assert_eq!(net.pods(), vec!["pod-a".to_string()]);
+    let b = rt().block_on(net.setup("pod-b")).unwrap();
+    assert_ne!(b.ip, a.ip);
+    assert_eq!(rt().block_on(net.setup("pod-a")).unwrap(), a);
+    assert!(ping_from(&b.netns_path, &a.ip.to_string()));
+
+    rt().block_on(net.teardown("pod-a")).unwrap();
+    assert_eq!(net.ip_of("pod-a"), None);
+    assert!(!a.netns_path.exists(), "netns mount left behind");
+    let links = sh(&["ip", "-o", "link"]);
+    assert!(!links.contains(&podnet::host_veth_name("pod-a")), "{links}");
+    assert!(links.contains(&podnet::host_veth_name("pod-b")), "{links}");
+    // Idempotent, also for a pod that never had a network.
+    rt().block_on(net.teardown("pod-a")).unwrap();
+    rt().block_on(net.teardown("never-set-up")).unwrap();
+    let ip: IpAddr = net.ip_of("pod-b").unwrap();
+    assert_eq!(ip, b.ip);
+}
+
+#[test]
+fn cleanup_all_leaves_nothing() {
+    let Some(_ns) = netns::inside("cleanup_all_leaves_nothing") else {
+        return;
+    };
+    let state = state_dir();
+    let _c = Cleanup(state.clone());
+    let net = network(&state);
+    let (a, b) = rt().block_on(async {
+        (
+            net.setup("pod-a").await.unwrap(),
+            net.setup("pod-b").await.unwrap(),
+        )
+    });
+    podnet::cleanup_all(&state.join("net")).unwrap();
+    let links = sh(&["ip", "-o", "link"]);
+    assert!(!links.contains("rk3s0"), "{links}");
+    assert!(!links.contains("veth"), "{links}");
+    assert!(!a.netns_path.exists() && !b.netns_path.exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&state.display().to_string()), "{mounts}");
+    let tables = sh(&["nft", "list", "tables"]);
+    assert!(!tables.contains("ip rk3s"), "{tables}");
+    assert!(net.ip_of("pod-a").is_none());
+    // And again on nothing.
+    podnet::cleanup_all(&state.join("net")).unwrap();
 }
