@@ -281,6 +281,7 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
             service_cidr: cfg.service_cidr.clone(),
             node_monitor_grace_period: cfg.node_monitor_grace_period,
             ca_pem: pki.ca_pem().to_string(),
+            storage_dir: cfg.data_dir.join("storage"),
         },
     });
     let _controllers = crate::controllers::start(ctx, &cfg.disable);

@@ -13,6 +13,7 @@ pub mod gc;
 pub mod history;
 pub mod horizontalpodautoscaler;
 pub mod job;
+pub mod localpath;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod podcontrol;
@@ -38,6 +39,8 @@ pub struct Settings {
     pub service_cidr: String,
     /// The cluster CA certificate (PEM), published as kube-root-ca.crt.
     pub ca_pem: String,
+    /// `<data-dir>/storage`: the local-path provisioner's volumes.
+    pub storage_dir: std::path::PathBuf,
 }
 
 impl Default for Settings {
@@ -46,6 +49,7 @@ impl Default for Settings {
             node_monitor_grace_period: std::time::Duration::from_secs(40),
             service_cidr: "10.43.0.0/16".into(),
             ca_pem: String::new(),
+            storage_dir: std::path::PathBuf::from("/var/lib/rk3s/storage"),
         }
     }
 }
@@ -90,6 +94,7 @@ fn controllers() -> Vec<(&'static str, Runner)> {
         ("deployment", |ctx| Box::pin(deployment::run(ctx))),
         ("statefulset", |ctx| Box::pin(statefulset::run(ctx))),
         ("daemonset", |ctx| Box::pin(daemonset::run(ctx))),
+        ("local-path-provisioner", |ctx| Box::pin(localpath::run(ctx))),
         ("horizontal-pod-autoscaler", |ctx| {
             Box::pin(horizontalpodautoscaler::run(ctx))
         }),

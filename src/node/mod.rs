@@ -4,6 +4,9 @@
 //! shortcuts.
 
 pub mod checkconfig;
+pub mod hooks;
 pub mod killall;
 pub mod metrics;
+pub mod probes;
 pub mod simulated;
+pub mod volumes;

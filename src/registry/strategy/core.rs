@@ -591,6 +591,14 @@ impl Strategy for PersistentVolumeClaimStrategy {
     fn prepare_create(&self, obj: &mut Value) {
         status_reset(obj, json!({"phase": "Pending"}));
     }
+    /// The DefaultStorageClass admission plugin (src/controllers/localpath.rs).
+    async fn allocate(
+        &self,
+        ctx: &crate::registry::strategy::Ctx<'_>,
+        obj: &mut Value,
+    ) -> Result<(), crate::api::status::ApiError> {
+        crate::controllers::localpath::admit_default_class(ctx.store, obj).await
+    }
     fn validate(&self, obj: &Value) -> Vec<FieldError> {
         let mut errs = Vec::new();
         validate_access_modes(&mut errs, obj, "spec.accessModes");
