@@ -84,6 +84,7 @@ impl ControlPlane {
             shutting_down: Default::default(),
             openapi: Default::default(),
             resource_metrics: Default::default(),
+            streams: Default::default(),
         });
         let router = api::router(state.clone());
         // Compile the field-validation schemas off the request path.

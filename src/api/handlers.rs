@@ -103,7 +103,8 @@ fn resolve(st: &ApiState, path: &str) -> Result<Resolved, ApiError> {
         && rest.len() >= 3
         && let Some(def) = cat.get(&group, &version, &rest[2]).filter(|d| d.namespaced)
     {
-        if rest.len() > 5 {
+        // Proxy subresources carry a path of their own after `proxy`.
+        if rest.len() > 5 && rest[4] != "proxy" {
             return Err(ApiError::not_found_path());
         }
         return Ok(Resolved::Resource(Target {
@@ -116,7 +117,7 @@ fn resolve(st: &ApiState, path: &str) -> Result<Resolved, ApiError> {
     let Some(def) = cat.get(&group, &version, &rest[0]) else {
         return Err(ApiError::not_found_path());
     };
-    if rest.len() > 3 || (def.namespaced && rest.len() > 1) {
+    if (rest.len() > 3 && rest[2] != "proxy") || (def.namespaced && rest.len() > 1) {
         return Err(ApiError::not_found_path());
     }
     Ok(Resolved::Resource(Target {
@@ -184,6 +185,9 @@ async fn serve(st: Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
         && !(t.def.kind == "Namespace" && sub == "finalize")
     {
         return Err(ApiError::not_found_path());
+    }
+    if super::streams::handles(&t) {
+        return Ok(super::streams::serve(st, t, Request::from_parts(parts, body)).await);
     }
     let out = request::negotiate(&parts.headers)?;
     let deprecated = deprecation(&t.def);

@@ -45,6 +45,8 @@ pub struct ApiState {
     pub openapi: openapi::OpenApi,
     /// Node usage for metrics.k8s.io (`resourcemetrics`); node agents register here.
     pub resource_metrics: Arc<crate::node::metrics::MetricsRegistry>,
+    /// Nodes' streaming endpoints (exec, attach, port-forward, logs, proxy).
+    pub streams: streams::NodeStreamsRegistry,
 }
 
 /// The authenticated identity of a request, put in its extensions by the

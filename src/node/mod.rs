@@ -6,6 +6,7 @@
 pub mod checkconfig;
 pub mod hooks;
 pub mod killall;
+pub mod logs;
 pub mod metrics;
 pub mod probes;
 pub mod simulated;

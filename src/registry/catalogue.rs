@@ -37,14 +37,14 @@ struct D {
 #[rustfmt::skip]
 const BUILTINS: &[D] = &[
     // core/v1
-    D { group: "", version: "v1", kind: "Pod", plural: "pods", namespaced: true, short: &["po"], cats: &["all"], subs: &["status", "binding"] },
-    D { group: "", version: "v1", kind: "Service", plural: "services", namespaced: true, short: &["svc"], cats: &["all"], subs: &["status"] },
+    D { group: "", version: "v1", kind: "Pod", plural: "pods", namespaced: true, short: &["po"], cats: &["all"], subs: &["status", "binding", "log", "exec", "attach", "portforward", "proxy"] },
+    D { group: "", version: "v1", kind: "Service", plural: "services", namespaced: true, short: &["svc"], cats: &["all"], subs: &["status", "proxy"] },
     D { group: "", version: "v1", kind: "Endpoints", plural: "endpoints", namespaced: true, short: &["ep"], cats: &[], subs: &[] },
     D { group: "", version: "v1", kind: "ConfigMap", plural: "configmaps", namespaced: true, short: &["cm"], cats: &[], subs: &[] },
     D { group: "", version: "v1", kind: "Secret", plural: "secrets", namespaced: true, short: &[], cats: &[], subs: &[] },
     D { group: "", version: "v1", kind: "ServiceAccount", plural: "serviceaccounts", namespaced: true, short: &["sa"], cats: &[], subs: &[] },
     D { group: "", version: "v1", kind: "Event", plural: "events", namespaced: true, short: &["ev"], cats: &[], subs: &[] },
-    D { group: "", version: "v1", kind: "Node", plural: "nodes", namespaced: false, short: &["no"], cats: &[], subs: &["status"] },
+    D { group: "", version: "v1", kind: "Node", plural: "nodes", namespaced: false, short: &["no"], cats: &[], subs: &["status", "proxy"] },
     D { group: "", version: "v1", kind: "Namespace", plural: "namespaces", namespaced: false, short: &["ns"], cats: &[], subs: &["status"] },
     D { group: "", version: "v1", kind: "PersistentVolume", plural: "persistentvolumes", namespaced: false, short: &["pv"], cats: &[], subs: &["status"] },
     D { group: "", version: "v1", kind: "PersistentVolumeClaim", plural: "persistentvolumeclaims", namespaced: true, short: &["pvc"], cats: &[], subs: &["status"] },

@@ -75,4 +75,16 @@ pub trait NodeStreams: Send + Sync {
         container: &str,
         options: LogOptions,
     ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, StreamError>;
+    /// nodes/proxy: an HTTP request to the node's own endpoints
+    /// (`/stats/summary`, `/metrics`, `/healthz`, ...); the URI is the path
+    /// (and query) on the node. Nodes without such endpoints keep this.
+    async fn proxy(
+        &self,
+        request: http::Request<axum::body::Body>,
+    ) -> Result<http::Response<axum::body::Body>, StreamError> {
+        let _ = request;
+        Err(StreamError::NotFound(
+            "this node serves no proxy endpoints".into(),
+        ))
+    }
 }
