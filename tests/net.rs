@@ -339,3 +339,66 @@ fn cleanup_all_leaves_nothing() {
     // And again on nothing.
     podnet::cleanup_all(&state.join("net")).unwrap();
 }
+
+/// The node's address and the pods' MTU come from the default route's
+/// interface (v0 in the test namespace).
+#[test]
+fn node_ip_and_mtu_follow_the_default_route() {
+    let Some(ns) = netns::inside("node_ip_and_mtu_follow_the_default_route") else {
+        return;
+    };
+    sh(&["ip", "link", "set", "v0", "mtu", "1400"]);
+    let state = state_dir();
+    let _c = Cleanup(state.clone());
+    let net = network(&state);
+    let (ip, pod) = rt().block_on(async {
+        (
+            podnet::node_ip().await.unwrap(),
+            net.setup("pod-a").await.unwrap(),
+        )
+    });
+    assert_eq!(ip, Some(ns.node_ip));
+    let link = String::from_utf8_lossy(
+        &in_pod(&pod.netns_path, &["ip", "-o", "link", "show", "eth0"]).stdout,
+    )
+    .into_owned();
+    assert!(link.contains("mtu 1400"), "{link}");
+    let br = sh(&["ip", "-o", "link", "show", "rk3s0"]);
+    assert!(br.contains("mtu 1400"), "{br}");
+}
+
+/// Many pods set up at once (the agent starts pods concurrently) get
+/// distinct addresses and working interfaces.
+#[test]
+fn concurrent_setups_get_distinct_addresses() {
+    let Some(_ns) = netns::inside("concurrent_setups_get_distinct_addresses") else {
+        return;
+    };
+    let state = state_dir();
+    let _c = Cleanup(state.clone());
+    let net = network(&state);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pods = rt.block_on(async {
+        let tasks: Vec<_> = (0..12)
+            .map(|i| {
+                let net = net.clone();
+                tokio::spawn(async move { net.setup(&format!("pod-{i}")).await })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap().unwrap());
+        }
+        out
+    });
+    let mut ips: Vec<IpAddr> = pods.iter().map(|p| p.ip).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 12, "{ips:?}");
+    assert!(ping_from(&pods[0].netns_path, &pods[11].ip.to_string()));
+    assert!(ping_from(&pods[11].netns_path, &pods[5].ip.to_string()));
+}
