@@ -13,8 +13,9 @@ ARGS ?=
 # Debian packages the tests and benchmarks use now or in the next issues:
 # jq/curl (scripts), etcd-server (the store benchmark's reference), libseccomp-dev
 # (the container runtime), busybox-static (test images), docker-registry and
-# skopeo (a local registry for image tests), nftables and iproute2 (networking).
-APT_PACKAGES := jq curl etcd-server libseccomp-dev busybox-static docker-registry skopeo nftables iproute2
+# skopeo (a local registry for image tests; apache2-utils for its htpasswd, zstd,
+# openssl and python3 to build the test images), nftables and iproute2 (networking).
+APT_PACKAGES := jq curl etcd-server libseccomp-dev busybox-static docker-registry skopeo nftables iproute2 apache2-utils zstd openssl python3
 
 .PHONY: all build run test deps bench lint help
 
