@@ -301,6 +301,19 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
         nodes
     });
     // ---- end scheduler and simulated nodes ----
+    // ---- node agent (issue 5) ----
+    let _agent = if cfg.is_disabled("agent") {
+        None
+    } else {
+        match crate::node::agent::start_in_server(&cfg, cp.client(), &cp.state.streams) {
+            Ok(agent) => Some(agent),
+            Err(e) => {
+                tracing::error!("the node agent cannot start: {e}");
+                None
+            }
+        }
+    };
+    // ---- end node agent ----
 
     let addr = SocketAddr::new(cfg.bind_address, cfg.https_port);
     let listener = TcpListener::bind(addr)

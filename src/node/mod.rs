@@ -3,6 +3,7 @@
 //! probes, volumes, status, lease) comes later and must not borrow its
 //! shortcuts.
 
+pub mod agent;
 pub mod checkconfig;
 pub mod hooks;
 pub mod killall;
