@@ -618,3 +618,76 @@ mod prune_tests {
         );
     }
 }
+
+/// Parse a JSON body into a Value, noting whether any object repeats a key
+/// (serde_json silently keeps the last). Warn-mode validation needs to know
+/// about duplicates on every write; noting them during the one parse a write
+/// needs anyway spares a second pass over the body. The rare body that has
+/// duplicates is walked again by `duplicate_fields` for their paths.
+pub fn parse_noting_duplicates(raw: &[u8]) -> Result<(Value, bool), serde_json::Error> {
+    let mut duplicate = false;
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    let v = NoteDuplicates(&mut duplicate).deserialize(&mut de)?;
+    de.end()?;
+    Ok((v, duplicate))
+}
+
+struct NoteDuplicates<'a>(&'a mut bool);
+
+impl<'de> DeserializeSeed<'de> for NoteDuplicates<'_> {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NoteDuplicates<'_> {
+    type Value = Value;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        self.deserialize(d)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(e) = seq.next_element_seed(NoteDuplicates(&mut *self.0))? {
+            out.push(e);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let v = map.next_value_seed(NoteDuplicates(&mut *self.0))?;
+            if out.insert(k, v).is_some() {
+                *self.0 = true;
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}

@@ -32,8 +32,20 @@ struct Renderer {
 
 impl Renderer {
     fn line(&mut self, kind: &str, obj: &Value) -> Bytes {
+        /// One watch event, serialised without copying the object.
+        #[derive(serde::Serialize)]
+        struct Event<'a> {
+            #[serde(rename = "type")]
+            kind: &'a str,
+            object: &'a Value,
+        }
+        let encode = |object: &Value| {
+            let mut v = serde_json::to_vec(&Event { kind, object }).unwrap_or_default();
+            v.push(b'\n');
+            Bytes::from(v)
+        };
         let object = match self.out {
-            Output::Json => obj.clone(),
+            Output::Json => return encode(obj),
             Output::Metadata { v1beta1 } => partial_metadata(obj, v1beta1),
             Output::Table { v1beta1 } => {
                 let rv = obj
@@ -55,10 +67,7 @@ impl Renderer {
                 t
             }
         };
-        let mut v =
-            serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
-        v.push(b'\n');
-        Bytes::from(v)
+        encode(&object)
     }
 
     fn bookmark(&self, rv: i64, initial_end: bool) -> Bytes {
@@ -153,12 +162,14 @@ pub async fn serve(
         start_after = rv.unwrap_or(0);
     }
     // Too old a resourceVersion: upstream answers 200 and an ERROR event 410.
+    let metadata_only = matches!(renderer.out, Output::Metadata { .. });
     let events = match reg.watch(
         def.clone(),
         ns.clone(),
         lq.labels.clone(),
         lq.fields.clone(),
         start_after,
+        metadata_only,
     ) {
         Ok(s) => s.boxed(),
         Err(e) if e.code == 410 => {

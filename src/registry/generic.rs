@@ -243,6 +243,28 @@ impl Registry {
         Ok(obj)
     }
 
+    /// Only apiVersion, kind and metadata of a stored object: serde skips the
+    /// rest without building it.
+    pub fn decode_metadata(&self, def: &ResourceDef, kv: &KeyValue) -> Result<Value, ApiError> {
+        if def.conversion.is_some() {
+            return self.decode(def, kv);
+        }
+        #[derive(serde::Deserialize)]
+        struct MetadataOnly {
+            #[serde(default)]
+            metadata: Value,
+        }
+        let m: MetadataOnly = serde_json::from_slice(&kv.value)
+            .map_err(|e| ApiError::internal(format!("stored object {} is corrupt: {e}", kv.key)))?;
+        let mut obj = json!({
+            "apiVersion": def.api_version(),
+            "kind": def.kind,
+            "metadata": m.metadata,
+        });
+        meta_mut(&mut obj).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+        Ok(obj)
+    }
+
     /// Served object -> stored bytes (no resourceVersion: the revision is it).
     fn encode(&self, def: &ResourceDef, obj: &Value) -> Result<Bytes, ApiError> {
         let mut o = obj.clone();
@@ -579,8 +601,6 @@ impl Registry {
         }
         // ---- admission: ResourceQuota (held until the object is stored) ----
         let _quota = crate::admission::admit_quota(self, def, ns, &obj, None, None, opts).await?;
-        // ---- admission: ResourceQuota (held until the object is stored) ----
-        let _quota = crate::admission::admit_quota(self, def, ns, &obj, None, None, opts).await?;
         let key = def.key(ns, &name);
         if opts.dry_run {
             // Report a conflict a real create would hit, but allocate nothing.
@@ -741,10 +761,6 @@ impl Registry {
             // A no-op update writes nothing and keeps the resourceVersion.
             return Ok(old);
         }
-        // ---- admission: ResourceQuota (held until the object is stored) ----
-        let _quota =
-            crate::admission::admit_quota(self, def, ns, &new, Some(&old), subresource, opts)
-                .await?;
         // ---- admission: ResourceQuota (held until the object is stored) ----
         let _quota =
             crate::admission::admit_quota(self, def, ns, &new, Some(&old), subresource, opts)
@@ -1187,6 +1203,7 @@ impl Registry {
         labels: LabelSelector,
         fields: FieldSelector,
         after: Revision,
+        metadata_only: bool,
     ) -> Result<impl futures::Stream<Item = Result<WatchEvent, ApiError>> + Send + 'static, ApiError>
     {
         use futures::StreamExt;
@@ -1200,7 +1217,9 @@ impl Registry {
         Ok(stream.filter_map(move |ev| {
             let out = match ev {
                 Err(e) => Some(Err(store_err(&def, "", e))),
-                Ok(ev) => me.translate(&def, &labels, &fields, ev).transpose(),
+                Ok(ev) => me
+                    .translate(&def, &labels, &fields, ev, metadata_only)
+                    .transpose(),
             };
             futures::future::ready(out)
         }))
@@ -1237,6 +1256,7 @@ impl Registry {
         labels: &LabelSelector,
         fields: &FieldSelector,
         ev: crate::store::Event,
+        metadata_only: bool,
     ) -> Result<Option<WatchEvent>, ApiError> {
         let revision = ev.revision();
         // Selectors on name and namespace alone are decided by the key, so
@@ -1246,14 +1266,25 @@ impl Registry {
         if by_key && !Self::key_matches(def, &ev.kv.key, fields) {
             return Ok(None);
         }
-        let obj = self.decode(def, &ev.kv)?;
+        // Metadata-only watchers (the garbage collector watches every kind)
+        // need not build the rest of the object when no selector looks at it.
+        let metadata_will_do = metadata_only && Self::key_decides(def, fields);
+        let obj = if metadata_will_do {
+            self.decode_metadata(def, &ev.kv)?
+        } else {
+            self.decode(def, &ev.kv)?
+        };
         let unselective = by_key || (labels.is_empty() && fields.is_empty());
         let now = unselective || Self::matches(def, &obj, labels, fields);
         let before = match &ev.prev {
             // The key never changes, so it matched before as it does now.
             Some(_) if ev.kind == EventKind::Updated && unselective => now,
             Some(p) if ev.kind == EventKind::Updated => {
-                let prev = self.decode(def, p)?;
+                let prev = if metadata_will_do {
+                    self.decode_metadata(def, p)?
+                } else {
+                    self.decode(def, p)?
+                };
                 Self::matches(def, &prev, labels, fields)
             }
             _ => false,
@@ -1278,5 +1309,41 @@ impl ApiError {
     pub fn with_message(mut self, m: String) -> Self {
         self.message = m;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::catalogue;
+
+    fn def(plural: &str) -> ResourceDef {
+        catalogue::builtin()
+            .into_iter()
+            .find(|d| d.plural == plural && d.group.is_empty())
+            .expect("built-in kind")
+    }
+
+    #[test]
+    fn name_and_namespace_selectors_are_decided_by_the_key() {
+        let cms = def("configmaps");
+        let key = cms.key(Some("team-a"), "kube-root-ca.crt");
+        let sel = |s: &str| FieldSelector::parse(s).expect("selector");
+        assert!(Registry::key_decides(&cms, &sel("metadata.name=kube-root-ca.crt")));
+        assert!(Registry::key_matches(&cms, &key, &sel("metadata.name=kube-root-ca.crt")));
+        assert!(!Registry::key_matches(&cms, &key, &sel("metadata.name=other")));
+        assert!(Registry::key_matches(&cms, &key, &sel("metadata.namespace=team-a")));
+        assert!(!Registry::key_matches(&cms, &key, &sel("metadata.namespace!=team-a")));
+        assert!(Registry::key_matches(
+            &cms,
+            &key,
+            &sel("metadata.namespace=team-a,metadata.name!=x")
+        ));
+        // A name with a dot or a namespace-looking part is still split at the first slash.
+        let nss = def("namespaces");
+        assert!(Registry::key_matches(&nss, &nss.key(None, "team-a"), &sel("metadata.name=team-a")));
+        // Other fields need the object.
+        let pods = def("pods");
+        assert!(!Registry::key_decides(&pods, &sel("spec.nodeName=n1")));
     }
 }
