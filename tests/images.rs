@@ -429,15 +429,24 @@ fn archives_in_the_images_dir_are_imported_at_start() {
     let serve = fs::read_to_string(web.spec.layers[1].join("bin/serve")).unwrap();
     assert!(serve.contains("v2"), "{serve}");
 
-    // A restart does not unpack unchanged archives again, but re-imports
-    // one whose image was removed.
-    let before = fs::metadata(dir.join("images")).unwrap().mtime_nsec();
+    // A restart does not unpack unchanged archives again (their records
+    // are not rewritten), but re-imports one whose image was removed.
+    let web_record_mtime = || {
+        store
+            .list()
+            .into_iter()
+            .find(|i| i.reference.ends_with("web:2"))
+            .unwrap()
+            .last_used
+    };
+    let before = web_record_mtime();
     store.remove("rk3s-test/busybox").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
     let reopened = scratch.store("");
     let again = reopened.import_dir(&dir).unwrap();
     assert_eq!(again.len(), 2);
     assert!(reopened.get("rk3s-test/busybox").is_some());
-    let _ = before;
+    assert_eq!(web_record_mtime(), before);
 }
 
 #[test]
@@ -666,4 +675,52 @@ async fn prune_removes_least_recently_used_unused_images() {
             .count(),
         0
     );
+}
+
+#[test]
+fn tampered_blobs_are_refused() {
+    let scratch = Scratch::new("tampered");
+    // Rewrite the web:1 OCI archive with one byte of its top layer changed.
+    let manifest_digest = oci_index_digest("rk3s-test/web:1");
+    let blob = |d: &str| {
+        fs::read(
+            test_images()
+                .join("oci/blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+        .unwrap()
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(&blob(&manifest_digest)).unwrap();
+    let top = manifest["layers"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let top_path = format!("blobs/sha256/{}", top.trim_start_matches("sha256:"));
+
+    let src = fs::File::open(archive("web_1", "oci")).unwrap();
+    let tampered = scratch.0.join("tampered.tar");
+    let mut out = tar::Builder::new(fs::File::create(&tampered).unwrap());
+    let mut input = tar::Archive::new(src);
+    for entry in input.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        if path == top_path {
+            let last = data.len() - 1;
+            data[last] ^= 0xff;
+        }
+        let mut header = entry.header().clone();
+        out.append_data(&mut header, &path, data.as_slice())
+            .unwrap();
+    }
+    out.finish().unwrap();
+    drop(out);
+
+    let store = scratch.store("");
+    let err = store.import(&tampered).unwrap_err().to_string();
+    assert!(err.contains("digest mismatch"), "{err}");
+    assert!(err.contains(&top), "{err}");
+    assert!(store.list().is_empty());
+    assert!(store.get("rk3s-test/web:1").is_none());
 }
