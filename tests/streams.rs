@@ -543,8 +543,20 @@ fn exec_stdin_streams_and_exit_code() {
         assert_eq!(stdout(&o), "out\n", "{bin}");
         assert!(stderr(&o).contains("err"), "{bin}: {}", stderr(&o));
 
-        let o = c.kubectl_with(bin, &["exec", "web", "--", "sh", "-c", "exit 7"], None);
+        let o = c.kubectl_with(
+            bin,
+            &["-v=4", "exec", "web", "--", "sh", "-c", "exit 7"],
+            None,
+        );
         assert_eq!(o.status.code(), Some(7), "{bin}: {}", stderr(&o));
+        // 1.33 speaks WebSocket v5 without falling back to SPDY.
+        if bin == NEWEST {
+            assert!(
+                stderr(&o).contains("v5.channel.k8s.io") && !stderr(&o).contains("fallback"),
+                "{}",
+                stderr(&o)
+            );
+        }
 
         // Megabytes both ways.
         let big: Vec<u8> = (0..3_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
@@ -653,12 +665,23 @@ fn port_forward_pod_deploy_svc() {
         ] {
             let local = free_port();
             let mapping = format!("{local}:{remote}");
-            let _pf = c.spawn_kubectl(bin, &["port-forward", what, &mapping]);
+            let mut pf = c.spawn_kubectl(bin, &["-v=4", "port-forward", what, &mapping]);
             for _ in 0..2 {
                 assert_eq!(
                     talk(local, "hello from pod\n"),
                     "hello from pod\nPING\n",
                     "{bin} {what}"
+                );
+            }
+            let _ = pf.0.kill();
+            let log = pf.0.wait_with_output_ref();
+            // 1.33 tunnels SPDY through a WebSocket, without falling back.
+            if bin == NEWEST {
+                assert!(
+                    log.contains("WebSocket Upgrade")
+                        && log.contains("negotiated protocol: portforward.k8s.io")
+                        && !log.contains("fallback"),
+                    "{log}"
                 );
             }
         }
