@@ -402,3 +402,114 @@ fn concurrent_setups_get_distinct_addresses() {
     assert!(ping_from(&pods[0].netns_path, &pods[11].ip.to_string()));
     assert!(ping_from(&pods[11].netns_path, &pods[5].ip.to_string()));
 }
+
+// ---- through the real agent -------------------------------------------
+
+/// The test images (conformance/images/build.py; cached after the first run).
+fn web_image_archive() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("test-images");
+    let o = Command::new("python3")
+        .arg(root.join("conformance/images/build.py"))
+        .env("RK3S_TEST_IMAGES", &out)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "build.py: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out.join("archives/web_1.oci.tar")
+}
+
+const WEB_POD: &str = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"NAME"},
+ "spec":{"containers":[{"name":"web","image":"rk3s-test/web:1","imagePullPolicy":"Never"}]}}"#;
+
+/// Pods started by the agent get addresses from the node's podCIDR on the
+/// bridge, reach each other and are reachable from the node, get the
+/// kubelet's resolv.conf and hosts files, and lose their interface and
+/// address when deleted.
+#[test]
+fn agent_pods_get_addresses_and_reach_each_other() {
+    let ns = TestNetns::create();
+    let s = Server::builder().netns(&ns).start();
+    let o = Command::new(common::RK3S)
+        .args(["image", "import", "--data-dir"])
+        .arg(&s.data_dir)
+        .arg(web_image_archive())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    for name in ["web-a", "web-b"] {
+        s.k_in(&WEB_POD.replace("NAME", name), &["apply", "-f", "-"]);
+    }
+    let mut ips = Vec::new();
+    for name in ["web-a", "web-b"] {
+        let mut pod = serde_json::Value::Null;
+        let ok = wait_until(Duration::from_secs(120), || {
+            pod = s.k_json(&["get", "pod", name]);
+            pod["status"]["phase"] == "Running" && pod["status"]["podIP"].is_string()
+        });
+        assert!(ok, "{name} not running with an IP: {:#}", pod["status"]);
+        ips.push(pod["status"]["podIP"].as_str().unwrap().to_string());
+    }
+    let node = s.k_json(&["get", "node", &ns.name]);
+    let cidr: rk3s::config::Cidr = node["spec"]["podCIDR"].as_str().unwrap().parse().unwrap();
+    for ip in &ips {
+        assert!(cidr.contains(ip.parse().unwrap()), "{ip} not in {cidr}");
+    }
+    assert_ne!(ips[0], ips[1]);
+
+    // From the node, and from pod to pod.
+    let page = ns.run(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        &format!("http://{}:8080/", ips[0]),
+    ]);
+    assert!(page.contains("on web-a"), "{page}");
+    let page = s.k(&[
+        "exec",
+        "web-b",
+        "--",
+        "wget",
+        "-qO-",
+        &format!("http://{}:8080/", ips[0]),
+    ]);
+    assert!(page.contains("on web-a"), "{page}");
+
+    // The resolver and hosts files.
+    let resolv = s.k(&["exec", "web-a", "--", "cat", "/etc/resolv.conf"]);
+    assert_eq!(
+        resolv,
+        "search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.43.0.10\noptions ndots:5\n"
+    );
+    let hosts = s.k(&["exec", "web-a", "--", "cat", "/etc/hosts"]);
+    assert!(
+        hosts.starts_with("# Kubernetes-managed hosts file.\n"),
+        "{hosts}"
+    );
+    assert!(hosts.contains(&format!("\n{}\tweb-a\n", ips[0])), "{hosts}");
+
+    // Deleting a pod removes its veth and frees its address.
+    let uid = s.k(&["get", "pod", "web-a", "-o", "jsonpath={.metadata.uid}"]);
+    let veth = podnet::host_veth_name(&uid);
+    assert!(ns.run(&["ip", "-o", "link"]).contains(&veth));
+    s.k(&["delete", "pod", "web-a", "--wait=true"]);
+    assert!(
+        wait_until(Duration::from_secs(60), || !ns
+            .run(&["ip", "-o", "link"])
+            .contains(&veth)),
+        "veth {veth} of a deleted pod is still there"
+    );
+    let ipam = s.data_dir.join("agent/net/ipam").join(&ips[0]);
+    assert!(
+        wait_until(Duration::from_secs(30), || !ipam.exists()),
+        "{ips:?}: the address of a deleted pod is still allocated"
+    );
+}
