@@ -294,6 +294,13 @@ async fn serve_resource(
             let status = reg.bind_pod(&def, ns, name, &binding, &opts).await?;
             Ok(json_response(StatusCode::CREATED, &status))
         }
+        (&Method::POST, Some(name)) if t.subresource.as_deref() == Some("eviction") => {
+            let bt = request::body_type(&parts.headers)?;
+            let eviction = request::decode_object(&read_body(body).await?, bt)?;
+            let dry_run = q.dry_run()?;
+            let status = crate::registry::eviction::evict(reg, &def, ns, name, &eviction, dry_run);
+            Ok(json_response(StatusCode::CREATED, &status.await?))
+        }
         (&Method::PUT, Some(name)) => {
             let bt = request::body_type(&parts.headers)?;
             if !matches!(bt, BodyType::Json | BodyType::Yaml | BodyType::Protobuf) {

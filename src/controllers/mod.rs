@@ -5,6 +5,7 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod events;
@@ -99,6 +100,7 @@ fn controllers() -> Vec<(&'static str, Runner)> {
             Box::pin(horizontalpodautoscaler::run(ctx))
         }),
         ("resourcequota", |ctx| Box::pin(resourcequota::run(ctx))),
+        ("disruption", |ctx| Box::pin(disruption::run(ctx))),
     ]
 }
 

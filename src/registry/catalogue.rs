@@ -37,7 +37,7 @@ struct D {
 #[rustfmt::skip]
 const BUILTINS: &[D] = &[
     // core/v1
-    D { group: "", version: "v1", kind: "Pod", plural: "pods", namespaced: true, short: &["po"], cats: &["all"], subs: &["status", "binding", "log", "exec", "attach", "portforward", "proxy"] },
+    D { group: "", version: "v1", kind: "Pod", plural: "pods", namespaced: true, short: &["po"], cats: &["all"], subs: &["status", "binding", "eviction", "log", "exec", "attach", "portforward", "proxy"] },
     D { group: "", version: "v1", kind: "Service", plural: "services", namespaced: true, short: &["svc"], cats: &["all"], subs: &["status", "proxy"] },
     D { group: "", version: "v1", kind: "Endpoints", plural: "endpoints", namespaced: true, short: &["ep"], cats: &[], subs: &[] },
     D { group: "", version: "v1", kind: "ConfigMap", plural: "configmaps", namespaced: true, short: &["cm"], cats: &[], subs: &[] },
