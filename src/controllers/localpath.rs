@@ -180,7 +180,7 @@ pub async fn run(ctx: Arc<Context>) {
         .map(|ev| match ev {
             Ok(watcher::Event::Apply(p))
             | Ok(watcher::Event::InitApply(p))
-            | Ok(watcher::Event::Delete(p)) => vec![claim_key(&p)],
+            | Ok(watcher::Event::Delete(p)) => claim_keys(&p),
             Ok(_) => vec![],
             Err(e) => {
                 debug!("local-path claim watch: {e}");
@@ -199,6 +199,20 @@ pub async fn run(ctx: Arc<Context>) {
                 vec![]
             }
         });
+    // As upstream's PV controller, look at waiting claims again now and
+    // then (a volume may have been freed without an event for them).
+    let resync = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                tick.tick().await;
+                if let Err(e) = queue_pending_claims(&state).await {
+                    debug!("local-path resync: {e}");
+                }
+            }
+        })
+    };
     let mut keys = futures::stream::select(claims.boxed(), volumes.boxed());
     while let Some(batch) = keys.next().await {
         for k in batch {
@@ -207,6 +221,7 @@ pub async fn run(ctx: Arc<Context>) {
     }
     warn!("local-path watches ended");
     worker.abort();
+    resync.abort();
 }
 
 fn claim_key(pvc: &PersistentVolumeClaim) -> Key {
@@ -214,6 +229,21 @@ fn claim_key(pvc: &PersistentVolumeClaim) -> Key {
         pvc.metadata.namespace.clone().unwrap_or_default(),
         pvc.metadata.name.clone().unwrap_or_default(),
     )
+}
+
+/// A claim event concerns the claim and the volume it is bound to (whose
+/// phase follows the claim's existence).
+fn claim_keys(pvc: &PersistentVolumeClaim) -> Vec<Key> {
+    let mut keys = vec![claim_key(pvc)];
+    if let Some(v) = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .filter(|v| !v.is_empty())
+    {
+        keys.push(Key::Volume(v));
+    }
+    keys
 }
 
 /// A PV event concerns the PV and the claim it names.
@@ -638,6 +668,18 @@ async fn set_claim_phase(
     .map(|_| ())
 }
 
+/// Queue every Pending claim (a volume they may bind to appeared).
+async fn queue_pending_claims(state: &State) -> Result<(), kube::Error> {
+    let pvcs: Api<PersistentVolumeClaim> = Api::all(state.client.clone());
+    for pvc in pvcs.list(&Default::default()).await?.items {
+        let phase = pvc.status.as_ref().and_then(|s| s.phase.as_deref());
+        if phase == Some("Pending") {
+            state.queue.add(claim_key(&pvc));
+        }
+    }
+    Ok(())
+}
+
 async fn sync_volume(state: &State, name: &str) -> Result<(), kube::Error> {
     let pvs: Api<PersistentVolume> = Api::all(state.client.clone());
     let Some(pv) = pvs.get_opt(name).await? else {
@@ -655,6 +697,8 @@ async fn sync_volume(state: &State, name: &str) -> Result<(), kube::Error> {
     let Some(claim) = spec.claim_ref.clone() else {
         if phase != "Available" {
             set_volume_phase(&pvs, name, "Available").await?;
+            // A volume became available: waiting claims may take it.
+            queue_pending_claims(state).await?;
         }
         return Ok(());
     };
