@@ -195,7 +195,7 @@ pub fn cpu_quantity(nanocores: u64) -> String {
         return "0".into();
     }
     for (div, suffix) in [(1_000_000_000, ""), (1_000_000, "m"), (1_000, "u")] {
-        if nanocores % div == 0 {
+        if nanocores.is_multiple_of(div) {
             return format!("{}{suffix}", nanocores / div);
         }
     }
@@ -215,7 +215,7 @@ pub fn memory_quantity(bytes: u64) -> String {
         (20, "Mi"),
         (10, "Ki"),
     ] {
-        if bytes % (1u64 << shift) == 0 {
+        if bytes.is_multiple_of(1u64 << shift) {
             return format!("{}{suffix}", bytes >> shift);
         }
     }
@@ -225,7 +225,7 @@ pub fn memory_quantity(bytes: u64) -> String {
 /// A window as a Go duration string, as metrics-server writes it ("15s", "10.5s").
 pub fn window_text(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         let s = format!("{:.3}", d.as_secs_f64());

@@ -405,7 +405,7 @@ mod tests {
         // From 1, at most 4 at once.
         let n = h.normalize(t(0), w, 1, 10, 1, 10);
         assert_eq!(n.replicas, 4);
-        assert_eq!(n.scaling_limited.0, true);
+        assert!(n.scaling_limited.0);
         assert_eq!(n.scaling_limited.1, "ScaleUpLimit");
         // From 4, at most 8; max 5 binds first.
         let n = h.normalize(t(1), w, 4, 10, 1, 5);
