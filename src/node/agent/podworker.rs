@@ -825,6 +825,8 @@ impl Worker {
                 c.reason = Some("StartError".into());
                 c.message = Some(msg.clone());
                 c.finished_at = c.finished_at.or(Some(*at));
+                // Never started: containerd reports the epoch.
+                c.started_at = c.started_at.or(Some(SystemTime::UNIX_EPOCH));
             }
         }
         list
