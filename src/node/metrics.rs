@@ -189,6 +189,41 @@ impl CpuRate {
     }
 }
 
+/// The kubelet's `/stats/summary` (stats/v1alpha1 Summary) for one node's
+/// sample, the CPU and memory parts metrics-server reads: what a node
+/// agent answers on `nodes/NAME/proxy/stats/summary`.
+pub fn summary(sample: &NodeSample) -> serde_json::Value {
+    use serde_json::json;
+    let at = |t: Timestamp| t.round(jiff::Unit::Second).unwrap_or(t).to_string();
+    let cpu = |u: Usage, t: Timestamp| json!({"time": at(t), "usageNanoCores": u.cpu_nanocores});
+    let mem = |u: Usage, t: Timestamp| json!({"time": at(t), "workingSetBytes": u.memory_bytes, "usageBytes": u.memory_bytes});
+    let pods: Vec<serde_json::Value> = sample
+        .pods
+        .iter()
+        .map(|p| {
+            let containers: Vec<serde_json::Value> = p
+                .containers
+                .iter()
+                .map(|c| json!({"name": c.name, "cpu": cpu(c.usage, p.timestamp), "memory": mem(c.usage, p.timestamp)}))
+                .collect();
+            json!({
+                "podRef": {"name": p.name, "namespace": p.namespace},
+                "containers": containers,
+                "cpu": cpu(p.total(), p.timestamp),
+                "memory": mem(p.total(), p.timestamp),
+            })
+        })
+        .collect();
+    json!({
+        "node": {
+            "nodeName": sample.node,
+            "cpu": cpu(sample.usage, sample.timestamp),
+            "memory": mem(sample.usage, sample.timestamp),
+        },
+        "pods": pods,
+    })
+}
+
 /// CPU nanocores as a canonical decimal quantity ("250m", "1", "12345n").
 pub fn cpu_quantity(nanocores: u64) -> String {
     if nanocores == 0 {
@@ -308,6 +343,22 @@ mod tests {
         assert!(r.nodes().is_empty());
         published.publish(sample("n", 3));
         assert_eq!(r.node("n").map(|n| n.usage.cpu_nanocores), Some(3));
+    }
+
+    #[test]
+    fn summary_has_node_and_pod_figures() {
+        let s = summary(&sample("n1", 7));
+        assert_eq!(s["node"]["nodeName"], "n1");
+        assert_eq!(s["node"]["cpu"]["usageNanoCores"], 7);
+        assert_eq!(s["node"]["memory"]["workingSetBytes"], 1 << 20);
+        assert_eq!(s["pods"][0]["podRef"]["name"], "n1-pod");
+        assert_eq!(s["pods"][0]["cpu"]["usageNanoCores"], 6);
+        assert_eq!(s["pods"][0]["containers"][1]["name"], "b");
+        assert_eq!(
+            s["pods"][0]["containers"][1]["memory"]["workingSetBytes"],
+            1
+        );
+        assert_eq!(s["node"]["cpu"]["time"], "1970-01-01T00:00:00Z");
     }
 
     #[test]
