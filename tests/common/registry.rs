@@ -24,7 +24,7 @@ pub fn test_images() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/images/build.py");
-        let out = run(&mut Command::new("python3").arg(&script), None, TIMEOUT);
+        let out = run(Command::new("python3").arg(&script), None, TIMEOUT);
         assert!(
             out.status.success(),
             "building test images failed:\n{}{}",
