@@ -195,6 +195,29 @@ fn kubectl_top_reads_nodes_and_pods() {
         s.k(&["top", "pod", "web"])
     );
 
+    // An older kubectl (its own discovery path) reads the same.
+    let old = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
+    if std::path::Path::new(old).exists() {
+        let out = common::run(
+            std::process::Command::new(old)
+                .env_remove("KUBECONFIG")
+                .env("HOME", s.root.join("home"))
+                .arg("--kubeconfig")
+                .arg(&s.kubeconfig)
+                .arg("--cache-dir")
+                .arg(s.root.join("kube-cache-1.27"))
+                .args(["top", "pods", "db", "--no-headers"]),
+            None,
+            Duration::from_secs(60),
+        );
+        assert_eq!(
+            rows(&common::stdout(&out)),
+            ["db 300m 48Mi"],
+            "{}",
+            common::stderr(&out)
+        );
+    }
+
     // Objects without metrics are 404s in metrics-server's words.
     let err = s.k_err(&["top", "pod", "nope"]);
     assert!(
