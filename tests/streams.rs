@@ -10,6 +10,8 @@
 //! tested where the agent's tests live.
 
 mod common;
+#[path = "common/registry.rs"]
+mod registry;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -1025,4 +1027,195 @@ fn discovery_lists_stream_subresources() {
             "{p}"
         );
     }
+}
+
+// ---- real pods through the node agent ---------------------------------------
+
+/// The walkthrough's steps 8-13 against a real container run by the node
+/// agent inside a test network namespace, with kubectl 1.33 and 1.27:
+/// logs (--tail, --timestamps, -f), exec (env, stdin, exit code, tty with
+/// its size), kubectl cp, port-forward and `kubectl proxy` to the pod's page.
+#[test]
+fn real_pod_logs_exec_port_forward_proxy() {
+    let ns = common::netns::TestNetns::create();
+    let s = common::Server::builder().netns(&ns).start();
+    let o = Command::new(common::RK3S)
+        .args(["image", "import", "--data-dir"])
+        .arg(&s.data_dir)
+        .arg(registry::archive("web_1", "docker"))
+        .output()
+        .expect("rk3s image import");
+    assert!(
+        o.status.success(),
+        "import: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let pod = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web, labels: {app: web}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: rk3s-test/web:1
+    command: ["sh", "-c", "echo first line; echo second line; exec /bin/serve"]
+    ports: [{containerPort: 8080}]
+"#;
+    s.k_in(pod, &["apply", "-f", "-"]);
+    assert!(
+        wait_until(Duration::from_secs(120), || {
+            s.k(&["get", "pod", "web", "-o", "jsonpath={.status.phase}"]) == "Running"
+        }),
+        "pod never ran: {}",
+        s.log_tail(30)
+    );
+    let kubectl = |bin: &str, args: &[&str], stdin: Option<&[u8]>| {
+        let mut cmd = ns.cmd(bin);
+        cmd.env("HOME", s.root.join("home"))
+            .arg("--kubeconfig")
+            .arg(&s.kubeconfig)
+            .args(args);
+        run(&mut cmd, stdin, TIMEOUT)
+    };
+    // Step 8: logs.
+    assert!(
+        wait_until(Duration::from_secs(20), || stdout(&kubectl(
+            NEWEST,
+            &["logs", "web"],
+            None
+        )) == "first line\nsecond line\n"),
+        "{}",
+        stderr(&kubectl(NEWEST, &["logs", "web"], None))
+    );
+    assert_eq!(
+        stdout(&kubectl(NEWEST, &["logs", "web", "--tail=1"], None)),
+        "second line\n"
+    );
+    let ts = stdout(&kubectl(NEWEST, &["logs", "web", "--timestamps"], None));
+    assert!(ts.lines().all(|l| l.contains("Z ")), "{ts}");
+    for bin in [NEWEST, OLDEST] {
+        // Step 9: exec -- env.
+        let o = kubectl(bin, &["exec", "web", "--", "env"], None);
+        assert!(o.status.success(), "{bin}: {}", stderr(&o));
+        assert!(
+            stdout(&o).lines().any(|l| l == "HOSTNAME=web"),
+            "{bin}: {}",
+            stdout(&o)
+        );
+        // Step 10: exec -i with stdin.
+        let o = kubectl(
+            bin,
+            &["exec", "-i", "web", "--", "cat"],
+            Some(b"rk3s-stdin\n"),
+        );
+        assert_eq!(stdout(&o), "rk3s-stdin\n", "{bin}: {}", stderr(&o));
+        // Step 11: exit code.
+        let o = kubectl(bin, &["exec", "web", "--", "sh", "-c", "exit 7"], None);
+        assert_eq!(o.status.code(), Some(7), "{bin}: {}", stderr(&o));
+        // Step 13: port-forward.
+        let local = free_port();
+        let mut cmd = ns.cmd(bin);
+        cmd.env("HOME", s.root.join("home"))
+            .arg("--kubeconfig")
+            .arg(&s.kubeconfig)
+            .args(["port-forward", "pod/web", &format!("{local}:8080")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let _pf = KillOnDrop(cmd.spawn().expect("port-forward"));
+        let url = format!("http://127.0.0.1:{local}/");
+        assert!(
+            wait_until(Duration::from_secs(30), || {
+                ns.output(&["curl", "-sf", "-m", "5", &url])
+                    .status
+                    .success()
+            }),
+            "{bin}: port-forward never answered"
+        );
+        assert!(
+            ns.run(&["curl", "-sf", "-m", "5", &url]).contains("on web"),
+            "{bin}"
+        );
+    }
+    // A terminal in the container, sized by kubectl's; and kubectl cp.
+    for bin in [NEWEST, OLDEST] {
+        let inner = format!(
+            "stty rows 33 cols 77; {bin} --kubeconfig {} exec -it web -- sh -c 'sleep 1; tty; stty size'",
+            s.kubeconfig.display()
+        );
+        let o = run(
+            ns.cmd("script")
+                .args(["-qec", &inner, "/dev/null"])
+                .env("HOME", s.root.join("home")),
+            None,
+            TIMEOUT,
+        );
+        let out = stdout(&o);
+        assert!(
+            out.contains("/dev/pts/") && out.contains("33 77"),
+            "{bin}: {out:?} {}",
+            stderr(&o)
+        );
+        let local = s.root.join(format!("index-{}.html", bin.len()));
+        let o = kubectl(
+            bin,
+            &[
+                "cp",
+                "web:/tmp/www/index.html",
+                &local.display().to_string(),
+            ],
+            None,
+        );
+        assert!(o.status.success(), "{bin}: {}", stderr(&o));
+        let copied = std::fs::read_to_string(&local).unwrap_or_default();
+        assert!(
+            copied.contains("rk3s-test web v1 on web"),
+            "{bin}: {copied:?}"
+        );
+    }
+    // Step 12: kubectl proxy to the pod's page.
+    let port = free_port();
+    let mut cmd = ns.cmd(NEWEST);
+    cmd.env("HOME", s.root.join("home"))
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .args(["proxy", &format!("--port={port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _proxy = KillOnDrop(cmd.spawn().expect("kubectl proxy"));
+    let url = format!("http://127.0.0.1:{port}/api/v1/namespaces/default/pods/web:8080/proxy/");
+    let mut page = String::new();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let o = ns.output(&["curl", "-sf", "-m", "5", &url]);
+            page = stdout(&o);
+            o.status.success()
+        }),
+        "kubectl proxy never answered"
+    );
+    assert!(page.contains("rk3s-test web v1 on web"), "{page}");
+    // logs -f ends when the container does.
+    let mut cmd = ns.cmd(NEWEST);
+    cmd.env("HOME", s.root.join("home"))
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .args(["logs", "-f", "web"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut follow = KillOnDrop(cmd.spawn().expect("logs -f"));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        follow.0.try_wait().ok().flatten().is_none(),
+        "logs -f ended early"
+    );
+    s.k(&["delete", "pod", "web", "--wait=false"]);
+    assert!(
+        wait_until(Duration::from_secs(60), || follow
+            .0
+            .try_wait()
+            .ok()
+            .flatten()
+            .is_some()),
+        "logs -f kept going after the container ended"
+    );
 }
