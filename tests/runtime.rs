@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const APPLETS: &[&str] = &[
     "sh", "cat", "echo", "sleep", "id", "ls", "ps", "pwd", "hostname", "dd", "touch", "grep",
-    "true", "false", "env", "wc", "chown", "stty", "tty", "head", "tr", "kill",
+    "true", "false", "env", "wc", "chown", "stty", "tty", "head", "tr", "kill", "unshare",
 ];
 
 /// One test's world: a busybox layer, an agent dir, a netns; cleaned by
@@ -659,4 +659,107 @@ async fn shims_survive_the_agent_and_killall_cleans_up() {
     }
     assert!(!f.agent_dir().join("sandboxes").join(&sb).exists());
     // Drop checks mounts and cgroups.
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_process_namespace_and_sysctls() {
+    let f = Fixture::new();
+    let rt = f.runtime();
+    let mut sc = f.sandbox("p");
+    sc.share_process_namespace = true;
+    sc.sysctls = BTreeMap::from([("kernel.shm_rmid_forced".to_string(), "1".to_string())]);
+    let sb = rt.run_sandbox(&sc).await.unwrap();
+    let a = rt
+        .create_container(&sb, &f.container("a", &["sleep", "1000"]))
+        .await
+        .unwrap();
+    rt.start_container(&a).await.unwrap();
+    let b = f.container("b", &["sh", "-c", "cat /proc/1/comm; ps -o args | grep -c '^sleep 1000'; cat /proc/sys/kernel/shm_rmid_forced"]);
+    let id = rt.create_container(&sb, &b).await.unwrap();
+    rt.start_container(&id).await.unwrap();
+    wait_exited(&rt, &id).await;
+    let log = std::fs::read_to_string(&b.log_path).unwrap();
+    // PID 1 is the sandbox's pause process; the other container is visible.
+    assert_eq!(content(&log), ["rk3s-pause", "1", "1"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seccomp_runtime_default_denies_unshare() {
+    let f = Fixture::new();
+    let rt = f.runtime();
+    // Creating a user namespace needs no capability: only seccomp stops it.
+    let cmd = ["sh", "-c", "unshare -U true && echo unshared"];
+    let mut c = f.container("unconfined", &cmd);
+    let (_, log) = f.run_to_end(&rt, c.clone()).await;
+    assert_eq!(content(&log), ["unshared"], "{log}");
+    c.name = "confined".into();
+    c.log_path = f.base.join("logs/confined/0.log");
+    c.security.seccomp = Seccomp::RuntimeDefault;
+    let (_, log) = f.run_to_end(&rt, c).await;
+    let text = content(&log).join("\n");
+    assert!(
+        !text.contains("unshared") && text.contains("Operation not permitted"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resources_reach_the_cgroups() {
+    let f = Fixture::new();
+    let rt = f.runtime();
+    let mut sc = f.sandbox("p");
+    sc.resources = LinuxResources {
+        memory_limit: Some(256 << 20),
+        cpu_shares: Some(512),
+        ..Default::default()
+    };
+    let sb = rt.run_sandbox(&sc).await.unwrap();
+    let mut c = f.container("app", &["sleep", "1000"]);
+    c.resources = LinuxResources {
+        cpu_shares: Some(256),
+        cpu_quota: Some(50_000),
+        cpu_period: Some(100_000),
+        memory_limit: Some(64 << 20),
+        pids_limit: Some(42),
+        oom_score_adj: Some(900),
+    };
+    let id = rt.create_container(&sb, &c).await.unwrap();
+    rt.start_container(&id).await.unwrap();
+    let pid = rt.container_status(&id).await.unwrap().pid.unwrap();
+    let read = |ctrl: &str, rel: &str| {
+        std::fs::read_to_string(Path::new("/sys/fs/cgroup").join(ctrl).join(rel))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let pod = f.cgroup_parent.clone();
+    let ctr = format!("{pod}/{id}");
+    assert_eq!(
+        read("memory", &format!("{pod}/memory.limit_in_bytes")),
+        (256u64 << 20).to_string()
+    );
+    assert_eq!(read("cpu", &format!("{pod}/cpu.shares")), "512");
+    assert_eq!(
+        read("memory", &format!("{ctr}/memory.limit_in_bytes")),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(read("cpu", &format!("{ctr}/cpu.shares")), "256");
+    assert_eq!(read("cpu", &format!("{ctr}/cpu.cfs_quota_us")), "50000");
+    assert_eq!(read("pids", &format!("{ctr}/pids.max")), "42");
+    assert!(
+        read("pids", &format!("{ctr}/cgroup.procs"))
+            .lines()
+            .any(|l| l == pid.to_string())
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+            .unwrap()
+            .trim(),
+        "900"
+    );
+    let stats = rt.container_stats(&id).await.unwrap();
+    assert!(
+        stats.memory_usage_bytes > 0 && stats.timestamp_unix_nanos > 0,
+        "{stats:?}"
+    );
 }

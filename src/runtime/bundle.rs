@@ -1008,4 +1008,27 @@ mod tests {
         );
         assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
     }
+
+    #[test]
+    fn host_namespaces_are_not_unshared() {
+        let sandbox = SandboxConfig {
+            host_ipc: true,
+            host_pid: true,
+            ..Default::default()
+        };
+        let ns = SandboxNamespaces::for_sandbox(&sandbox, Some(7), Some("/shm".into()));
+        assert_eq!(ns.network, NamespaceMode::Host);
+        assert_eq!(ns.uts, NamespaceMode::Host);
+        assert_eq!(ns.ipc, NamespaceMode::Host);
+        assert_eq!(ns.pid, NamespaceMode::Host);
+        assert!(ns.shm.is_none());
+        let shared = SandboxConfig {
+            netns_path: Some("/run/netns/n".into()),
+            share_process_namespace: true,
+            ..Default::default()
+        };
+        let ns = SandboxNamespaces::for_sandbox(&shared, Some(7), None);
+        assert_eq!(ns.pid, NamespaceMode::Path("/proc/7/ns/pid".into()));
+        assert_eq!(ns.ipc, NamespaceMode::Path("/proc/7/ns/ipc".into()));
+    }
 }
