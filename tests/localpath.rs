@@ -80,6 +80,16 @@ spec:
 "#,
         &["apply", "-f", "-"],
     );
+    // As upstream's PreBind, the pod is bound to its node only once the
+    // claim is: the node never sees a pod whose volume does not exist yet.
+    assert!(wait_until(T, || !s
+        .k(&["get", "pod", "app", "-o", "jsonpath={.spec.nodeName}"])
+        .is_empty()));
+    assert_eq!(
+        phase(&s, "pvc", "data"),
+        "Bound",
+        "claim bound before the pod"
+    );
     assert!(
         wait_until(T, || phase(&s, "pvc", "data") == "Bound"),
         "claim never bound: {}\n{:#?}",
@@ -138,6 +148,22 @@ spec:
         &format!("ProvisioningSucceeded: Successfully provisioned volume {pv_name}"),
         T,
     );
+    // The order of writes proves it: the volume was provisioned before the
+    // pod was bound to the node (its Scheduled event).
+    s.wait_event("app", "Scheduled", T);
+    let rv_of = |name: &str, reason: &str| -> u64 {
+        let list = s.k_json(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name},reason={reason}"),
+        ]);
+        list["items"][0]["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {reason} event for {name}: {list}"))
+    };
+    assert!(rv_of("data", "ProvisioningSucceeded") < rv_of("app", "Scheduled"));
 
     // Deleting the claim (pod first) deletes the volume and its data.
     fs::write(path.join("file"), "data").unwrap();

@@ -496,7 +496,10 @@ async fn provision(
     let path = volume_path(&state.storage_dir, pvc);
     // World-writable as k3s's helper makes it, so non-root pods can write.
     if let Err(e) = make_volume_dir(&path) {
-        let msg = format!("failed to provision volume with StorageClass \"{CLASS_NAME}\": {e}");
+        let msg = format!(
+            "failed to provision volume with StorageClass \"{}\": {e}",
+            class.metadata.name.as_deref().unwrap_or("")
+        );
         state
             .recorder
             .publish(&obj, events::WARNING, "ProvisioningFailed", &msg)
@@ -548,7 +551,7 @@ async fn provision(
                     .clone()
                     .unwrap_or_else(|| "Delete".into()),
             ),
-            storage_class_name: Some(CLASS_NAME.into()),
+            storage_class_name: class.metadata.name.clone(),
             volume_mode: spec.volume_mode.clone(),
             ..Default::default()
         }),

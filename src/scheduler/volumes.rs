@@ -275,8 +275,47 @@ pub async fn prebind(
         pvcs.patch(claim, &PatchParams::default(), &Patch::Merge(patch))
             .await?;
     }
-    Ok(())
+    // ---- wait for the claims to bind (issue 5, local-path) ----
+    // As upstream's VolumeBinding PreBind: the pod is bound to the node only
+    // once its claims are (provisioned and) bound, so the node never sees a
+    // pod whose volumes cannot be mounted yet.
+    let waiting: Vec<&String> = state
+        .claims
+        .iter()
+        .filter_map(|c| match c {
+            ClaimState::WaitForConsumer { claim, .. } => Some(claim),
+            _ => None,
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + BIND_TIMEOUT;
+    loop {
+        let mut all_bound = true;
+        for claim in &waiting {
+            let pvc = pvcs.get(claim).await?;
+            let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+                && pvc
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.volume_name.as_deref())
+                    .is_some_and(|v| !v.is_empty());
+            all_bound &= bound;
+        }
+        if all_bound {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(kube::Error::Service(
+                "binding volumes: timed out waiting for the condition".into(),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // ---- end wait for the claims to bind ----
 }
+
+/// How long PreBind waits for claims to bind (upstream's bindTimeoutSeconds
+/// is 600; a local provisioner answers in well under a second).
+pub const BIND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 #[cfg(test)]
 mod tests {
