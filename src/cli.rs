@@ -134,6 +134,8 @@ struct Cli {
     command: CliCommand,
 }
 
+// Parsed once per process: the size difference between variants is moot.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum CliCommand {
     /// Run a single-node cluster: the API server on SQLite and (later) the

@@ -550,75 +550,6 @@ impl<'de> Visitor<'de> for Walk<'_, '_> {
     }
 }
 
-#[cfg(test)]
-mod tests;
-
-/// Remove the fields the schema does not know, as decoding into the typed
-/// object does upstream under fieldValidation=Warn or Ignore. Returns their
-/// paths (for Warning headers).
-pub fn prune_unknown(def: &ResourceDef, obj: &mut Value) -> Vec<String> {
-    let paths = unknown_fields(def, obj);
-    for p in &paths {
-        remove_path(obj, p);
-    }
-    paths
-}
-
-/// Remove `a.b[2].c` from `v`; a path that does not resolve is left alone.
-fn remove_path(v: &mut Value, path: &str) {
-    let mut steps: Vec<Result<String, usize>> = Vec::new();
-    for part in path.split('.') {
-        let (key, rest) = match part.find('[') {
-            Some(i) => (&part[..i], &part[i..]),
-            None => (part, ""),
-        };
-        if !key.is_empty() {
-            steps.push(Ok(key.to_string()));
-        }
-        for idx in rest.split('[').filter(|s| !s.is_empty()) {
-            match idx.trim_end_matches(']').parse::<usize>() {
-                Ok(i) => steps.push(Err(i)),
-                Err(_) => return,
-            }
-        }
-    }
-    let Some((last, parents)) = steps.split_last() else {
-        return;
-    };
-    let mut cur = v;
-    for s in parents {
-        let next = match s {
-            Ok(k) => cur.get_mut(k.as_str()),
-            Err(i) => cur.get_mut(*i),
-        };
-        match next {
-            Some(n) => cur = n,
-            None => return,
-        }
-    }
-    if let (Ok(k), Some(m)) = (last, cur.as_object_mut()) {
-        m.remove(k.as_str());
-    }
-}
-
-#[cfg(test)]
-mod prune_tests {
-    use super::remove_path;
-    use serde_json::json;
-
-    #[test]
-    fn removes_nested_paths_only() {
-        let mut v = json!({"spec": {"containers": [{"name": "a", "imagee": "x"}, {"name": "b"}]}, "foo": 1});
-        remove_path(&mut v, "spec.containers[0].imagee");
-        remove_path(&mut v, "foo");
-        remove_path(&mut v, "spec.nothing[3].x");
-        assert_eq!(
-            v,
-            json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]}})
-        );
-    }
-}
-
 /// Parse a JSON body into a Value, noting whether any object repeats a key
 /// (serde_json silently keeps the last). Warn-mode validation needs to know
 /// about duplicates on every write; noting them during the one parse a write
@@ -689,5 +620,74 @@ impl<'de> Visitor<'de> for NoteDuplicates<'_> {
             }
         }
         Ok(Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+/// Remove the fields the schema does not know, as decoding into the typed
+/// object does upstream under fieldValidation=Warn or Ignore. Returns their
+/// paths (for Warning headers).
+pub fn prune_unknown(def: &ResourceDef, obj: &mut Value) -> Vec<String> {
+    let paths = unknown_fields(def, obj);
+    for p in &paths {
+        remove_path(obj, p);
+    }
+    paths
+}
+
+/// Remove `a.b[2].c` from `v`; a path that does not resolve is left alone.
+fn remove_path(v: &mut Value, path: &str) {
+    let mut steps: Vec<Result<String, usize>> = Vec::new();
+    for part in path.split('.') {
+        let (key, rest) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            steps.push(Ok(key.to_string()));
+        }
+        for idx in rest.split('[').filter(|s| !s.is_empty()) {
+            match idx.trim_end_matches(']').parse::<usize>() {
+                Ok(i) => steps.push(Err(i)),
+                Err(_) => return,
+            }
+        }
+    }
+    let Some((last, parents)) = steps.split_last() else {
+        return;
+    };
+    let mut cur = v;
+    for s in parents {
+        let next = match s {
+            Ok(k) => cur.get_mut(k.as_str()),
+            Err(i) => cur.get_mut(*i),
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return,
+        }
+    }
+    if let (Ok(k), Some(m)) = (last, cur.as_object_mut()) {
+        m.remove(k.as_str());
+    }
+}
+
+#[cfg(test)]
+mod prune_tests {
+    use super::remove_path;
+    use serde_json::json;
+
+    #[test]
+    fn removes_nested_paths_only() {
+        let mut v = json!({"spec": {"containers": [{"name": "a", "imagee": "x"}, {"name": "b"}]}, "foo": 1});
+        remove_path(&mut v, "spec.containers[0].imagee");
+        remove_path(&mut v, "foo");
+        remove_path(&mut v, "spec.nothing[3].x");
+        assert_eq!(
+            v,
+            json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]}})
+        );
     }
 }
