@@ -763,3 +763,64 @@ async fn resources_reach_the_cgroups() {
         "{stats:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_limit_too_small_to_start_leaks_nothing() {
+    let f = Fixture::new();
+    let rt = f.runtime();
+    let sb = rt.run_sandbox(&f.sandbox("p")).await.unwrap();
+    let mut c = f.container("tiny", &["sh", "-c", "echo started"]);
+    c.resources.memory_limit = Some(256 << 10);
+    let id = rt.create_container(&sb, &c).await.unwrap();
+    let started = rt.start_container(&id).await;
+    let st = wait_exited(&rt, &id).await;
+    match started {
+        Err(RuntimeError::StartFailed(_)) => {
+            assert_eq!(
+                (st.exit_code, st.reason.as_deref()),
+                (Some(128), Some("StartError"))
+            )
+        }
+        Ok(()) => assert_eq!(
+            (st.exit_code, st.reason.as_deref()),
+            (Some(137), Some("OOMKilled")),
+            "{st:?}"
+        ),
+        Err(e) => panic!("{e:?}"),
+    }
+    // The sandbox carries on; removal leaves no cgroup behind.
+    rt.remove_container(&id).await.unwrap();
+    assert!(
+        !Path::new("/sys/fs/cgroup/memory")
+            .join(&f.cgroup_parent)
+            .join(&id)
+            .exists()
+    );
+    let ok = rt
+        .create_container(&sb, &f.container("ok", &["true"]))
+        .await
+        .unwrap();
+    rt.start_container(&ok).await.unwrap();
+    assert_eq!(wait_exited(&rt, &ok).await.exit_code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_rotate_by_size_and_count() {
+    let f = Fixture::new();
+    let rt = f.runtime().with_log_rotation(4096, 3);
+    let c = f.container(
+        "chatty",
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 400 ]; do echo line $i; i=$((i+1)); done",
+        ],
+    );
+    let (st, log) = f.run_to_end(&rt, c.clone()).await;
+    assert_eq!(st.exit_code, Some(0));
+    assert!(log.len() <= 4096, "{}", log.len());
+    assert_eq!(content(&log).last().map(String::as_str), Some("line 399"));
+    let dir = c.log_path.parent().unwrap();
+    let files = std::fs::read_dir(dir).unwrap().count();
+    assert_eq!(files, 3, "the live file and two rotated ones");
+}

@@ -37,6 +37,9 @@ pub struct LocalRuntime {
     owners: Mutex<HashMap<ContainerId, SandboxId>>,
     /// Sandboxes whose exit events are being forwarded.
     watched: Mutex<HashMap<SandboxId, tokio::task::JoinHandle<()>>>,
+    /// CRI log rotation (containerLogMaxSize, containerLogMaxFiles).
+    log_max_size: u64,
+    log_max_files: usize,
 }
 
 impl Drop for LocalRuntime {
@@ -191,6 +194,8 @@ impl LocalRuntime {
             events,
             owners: Mutex::new(HashMap::new()),
             watched: Mutex::new(HashMap::new()),
+            log_max_size: shim::logs::DEFAULT_MAX_SIZE,
+            log_max_files: shim::logs::DEFAULT_MAX_FILES,
         })
     }
 
@@ -198,6 +203,15 @@ impl LocalRuntime {
     /// and benchmarks, whose executable is not rk3s).
     pub fn with_shim_binary(mut self, path: PathBuf) -> Self {
         self.shim_binary = path;
+        self
+    }
+
+    /// Rotate container logs at `max_size` bytes, keeping `max_files`
+    /// files per container (the kubelet's containerLogMaxSize and
+    /// containerLogMaxFiles; 10 MiB and 5 by default).
+    pub fn with_log_rotation(mut self, max_size: u64, max_files: usize) -> Self {
+        self.log_max_size = max_size;
+        self.log_max_files = max_files;
         self
     }
 
@@ -556,7 +570,9 @@ impl ContainerRuntime for LocalRuntime {
         let id = new_id(16);
         let dir = self.sandboxes_dir().join(&id);
         std::fs::create_dir_all(&dir)?;
-        let spec = SandboxSpec::from_config(&id, config, shim::now_nanos());
+        let mut spec = SandboxSpec::from_config(&id, config, shim::now_nanos());
+        spec.log_max_size = self.log_max_size;
+        spec.log_max_files = self.log_max_files;
         std::fs::write(
             dir.join(SANDBOX_FILE),
             serde_json::to_vec_pretty(&spec).map_err(other)?,
