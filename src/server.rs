@@ -285,14 +285,37 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
             storage_dir: cfg.data_dir.join("storage"),
         },
     });
-    let _controllers = crate::controllers::start(ctx, &cfg.disable);
+    // ---- leader election: controllers and scheduler run only while leading ----
+    use crate::controllers::leaderelection::{self as le, ElectionConfig, Work};
+    let identity = le::identity(&cfg.server_dir());
+    let _controllers = {
+        let disabled = cfg.disable.clone();
+        let work: Work = Arc::new(move || {
+            let (ctx, disabled) = (ctx.clone(), disabled.clone());
+            Box::pin(async move {
+                let _running = crate::controllers::start(ctx, &disabled);
+                std::future::pending::<()>().await
+            })
+        });
+        let lease = ElectionConfig::new(le::CONTROLLER_MANAGER_LEASE, &identity);
+        le::spawn(cp.client(), lease, work)
+    };
     // ---- scheduler and simulated nodes (issue 4) ----
     let _scheduler = (!cfg.is_disabled("scheduler")).then(|| {
         let opts = crate::scheduler::SchedulerOptions {
             scoring: cfg.scheduler_scoring,
             ..Default::default()
         };
-        crate::scheduler::start(cp.client(), opts)
+        let client = cp.client();
+        let work: Work = Arc::new(move || {
+            let (client, opts) = (client.clone(), opts.clone());
+            Box::pin(async move {
+                let _running = crate::scheduler::start(client, opts);
+                std::future::pending::<()>().await
+            })
+        });
+        let lease = ElectionConfig::new(le::SCHEDULER_LEASE, &identity);
+        le::spawn(cp.client(), lease, work)
     });
     let _simulated_nodes = (cfg.simulate_nodes > 0).then(|| {
         let sim = crate::node::simulated::SimConfig::from_server(&cfg);

@@ -14,6 +14,7 @@ pub mod gc;
 pub mod history;
 pub mod horizontalpodautoscaler;
 pub mod job;
+pub mod leaderelection;
 pub mod localpath;
 pub mod namespace;
 pub mod nodelifecycle;
