@@ -2,7 +2,13 @@
 
 use rk3s::cli::{self, Command};
 
+// glibc malloc was a fifth of the API server's CPU under write load
+// (fragmentation, consolidation); mimalloc is faster and keeps RSS low.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
+    tune_allocator();
     let command = cli::parse();
     match command {
         Command::Server(cfg) => {
@@ -47,4 +53,26 @@ fn init_tracing(level: &str) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// mimalloc reads its options from the environment when the process starts,
+/// before `main`. By default it commits arena memory up front, which adds
+/// ~15 MB to the idle server's RSS; so start once more with lazy commit
+/// unless the environment already chose. Children (the per-pod shims)
+/// inherit the setting.
+fn tune_allocator() {
+    const OPTION: &str = "MIMALLOC_ARENA_EAGER_COMMIT";
+    if std::env::var_os(OPTION).is_some() {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| "rk3s".into());
+    let err = std::process::Command::new("/proc/self/exe")
+        .arg0(arg0)
+        .args(args)
+        .env(OPTION, "0")
+        .exec();
+    // Not fatal: run on with the default (only memory is at stake).
+    eprintln!("rk3s: re-exec to tune the allocator failed: {err}");
 }

@@ -274,8 +274,9 @@ async fn serve_resource(
                 ));
             }
             let raw = read_body(body).await?;
-            let mut obj = request::decode_object(&raw, bt)?;
-            let warnings = check_fields(&def, &raw, bt, &mut obj, q.field_validation()?)?;
+            let mode = q.field_validation()?;
+            let (mut obj, duplicates) = decode_checked(&raw, bt, mode)?;
+            let warnings = check_fields(&def, &raw, bt, &mut obj, mode, duplicates)?;
             let opts = WriteOptions {
                 dry_run: q.dry_run()?,
             };
@@ -313,8 +314,9 @@ async fn serve_resource(
                 ));
             }
             let raw = read_body(body).await?;
-            let mut obj = request::decode_object(&raw, bt)?;
-            let warnings = check_fields(&def, &raw, bt, &mut obj, q.field_validation()?)?;
+            let mode = q.field_validation()?;
+            let (mut obj, duplicates) = decode_checked(&raw, bt, mode)?;
+            let warnings = check_fields(&def, &raw, bt, &mut obj, mode, duplicates)?;
             let opts = WriteOptions {
                 dry_run: q.dry_run()?,
             };
@@ -410,6 +412,30 @@ async fn serve_resource(
     }
 }
 
+/// Decode a create/update body. In Warn mode a JSON body is parsed once,
+/// noting whether it repeats a key (`Some(found)`); otherwise `None`.
+fn decode_checked(
+    raw: &[u8],
+    bt: BodyType,
+    mode: FieldValidation,
+) -> Result<(Value, Option<bool>), ApiError> {
+    if mode != FieldValidation::Warn || bt != BodyType::Json {
+        return Ok((request::decode_object(raw, bt)?, None));
+    }
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("the body of the request was empty"));
+    }
+    let (v, duplicates) = fieldvalidation::parse_noting_duplicates(raw).map_err(|e| {
+        ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+    })?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "couldn't get version/kind; json parse error: the body must be an object",
+        ));
+    }
+    Ok((v, Some(duplicates)))
+}
+
 /// Field validation: Strict rejects unknown and duplicate fields; Warn and
 /// Ignore drop unknown fields (as decoding into the typed object does
 /// upstream), Warn also returning them for Warning headers.
@@ -419,6 +445,7 @@ fn check_fields(
     bt: BodyType,
     obj: &mut Value,
     mode: FieldValidation,
+    duplicates: Option<bool>,
 ) -> Result<Vec<String>, ApiError> {
     if mode == FieldValidation::Strict {
         let problems: Vec<String> = if bt == BodyType::Json {
@@ -445,7 +472,9 @@ fn check_fields(
         )));
     }
     let mut warnings: Vec<String> = Vec::new();
-    if mode == FieldValidation::Warn && bt == BodyType::Json {
+    // The paths of duplicates need a walk of the body; skip it when the
+    // parse already saw none.
+    if mode == FieldValidation::Warn && bt == BodyType::Json && duplicates != Some(false) {
         warnings.extend(
             fieldvalidation::duplicate_fields(raw)
                 .into_iter()
