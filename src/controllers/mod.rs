@@ -96,10 +96,10 @@ fn controllers() -> Vec<(&'static str, Runner)> {
         ("deployment", |ctx| Box::pin(deployment::run(ctx))),
         ("statefulset", |ctx| Box::pin(statefulset::run(ctx))),
         ("daemonset", |ctx| Box::pin(daemonset::run(ctx))),
-        ("local-path-provisioner", |ctx| Box::pin(localpath::run(ctx))),
         ("horizontal-pod-autoscaler", |ctx| {
             Box::pin(horizontalpodautoscaler::run(ctx))
         }),
+        ("local-path-provisioner", |ctx| Box::pin(localpath::run(ctx))),
         ("resourcequota", |ctx| Box::pin(resourcequota::run(ctx))),
         ("disruption", |ctx| Box::pin(disruption::run(ctx))),
     ]
