@@ -99,7 +99,9 @@ fn controllers() -> Vec<(&'static str, Runner)> {
         ("horizontal-pod-autoscaler", |ctx| {
             Box::pin(horizontalpodautoscaler::run(ctx))
         }),
-        ("local-path-provisioner", |ctx| Box::pin(localpath::run(ctx))),
+        ("local-path-provisioner", |ctx| {
+            Box::pin(localpath::run(ctx))
+        }),
         ("resourcequota", |ctx| Box::pin(resourcequota::run(ctx))),
         ("disruption", |ctx| Box::pin(disruption::run(ctx))),
     ]

@@ -1329,11 +1329,30 @@ mod tests {
         let cms = def("configmaps");
         let key = cms.key(Some("team-a"), "kube-root-ca.crt");
         let sel = |s: &str| FieldSelector::parse(s).expect("selector");
-        assert!(Registry::key_decides(&cms, &sel("metadata.name=kube-root-ca.crt")));
-        assert!(Registry::key_matches(&cms, &key, &sel("metadata.name=kube-root-ca.crt")));
-        assert!(!Registry::key_matches(&cms, &key, &sel("metadata.name=other")));
-        assert!(Registry::key_matches(&cms, &key, &sel("metadata.namespace=team-a")));
-        assert!(!Registry::key_matches(&cms, &key, &sel("metadata.namespace!=team-a")));
+        assert!(Registry::key_decides(
+            &cms,
+            &sel("metadata.name=kube-root-ca.crt")
+        ));
+        assert!(Registry::key_matches(
+            &cms,
+            &key,
+            &sel("metadata.name=kube-root-ca.crt")
+        ));
+        assert!(!Registry::key_matches(
+            &cms,
+            &key,
+            &sel("metadata.name=other")
+        ));
+        assert!(Registry::key_matches(
+            &cms,
+            &key,
+            &sel("metadata.namespace=team-a")
+        ));
+        assert!(!Registry::key_matches(
+            &cms,
+            &key,
+            &sel("metadata.namespace!=team-a")
+        ));
         assert!(Registry::key_matches(
             &cms,
             &key,
@@ -1341,7 +1360,11 @@ mod tests {
         ));
         // A name with a dot or a namespace-looking part is still split at the first slash.
         let nss = def("namespaces");
-        assert!(Registry::key_matches(&nss, &nss.key(None, "team-a"), &sel("metadata.name=team-a")));
+        assert!(Registry::key_matches(
+            &nss,
+            &nss.key(None, "team-a"),
+            &sel("metadata.name=team-a")
+        ));
         // Other fields need the object.
         let pods = def("pods");
         assert!(!Registry::key_decides(&pods, &sel("spec.nodeName=n1")));

@@ -256,13 +256,17 @@ fn checks_are_fast() {
 
 #[test]
 fn one_parse_notes_duplicates_and_builds_the_same_value() {
-    let body = br#"{"a":1,"b":{"c":[1,2.5,{"d":null,"e":"x"}],"f":true},"g":-3,"h":18446744073709551615}"#;
+    let body =
+        br#"{"a":1,"b":{"c":[1,2.5,{"d":null,"e":"x"}],"f":true},"g":-3,"h":18446744073709551615}"#;
     let (v, dup) = parse_noting_duplicates(body).expect("parses");
     assert!(!dup);
     assert_eq!(v, serde_json::from_slice::<Value>(body).expect("parses"));
     let (v, dup) = parse_noting_duplicates(br#"{"a":{"x":1,"x":2},"b":1}"#).expect("parses");
     assert!(dup);
-    assert_eq!(v["a"]["x"], 2, "the last duplicate wins, as serde_json's own parse");
+    assert_eq!(
+        v["a"]["x"], 2,
+        "the last duplicate wins, as serde_json's own parse"
+    );
     assert!(parse_noting_duplicates(br#"{"a":1} trailing"#).is_err());
     assert!(parse_noting_duplicates(br#"{"a":"#).is_err());
 }
