@@ -362,7 +362,7 @@ impl<'a> Syncer<'a> {
                         continue;
                     }
                     let refs = claim::with_owner(&refs, podcontrol::controller_ref(&self.d));
-                    match claim::set_owner_references(&api, &name, &rv, refs).await {
+                    match claim::set_owner_references(&api, &name, Some(&rv), refs).await {
                         Ok(adopted) => self.rs_list.push(adopted),
                         Err(e) if engine::is_not_found(&e) => {}
                         Err(e) => {
@@ -372,7 +372,7 @@ impl<'a> Syncer<'a> {
                 }
                 Claim::Release => {
                     let refs = claim::without_owner(&refs, &uid);
-                    match claim::set_owner_references(&api, &name, &rv, refs).await {
+                    match claim::set_owner_references(&api, &name, Some(&rv), refs).await {
                         Ok(_) => {}
                         Err(e) if engine::is_not_found(&e) => {}
                         Err(e) => {

@@ -298,9 +298,11 @@ impl<K: ReplicaKind> Shared<K> {
                     }
                     let refs =
                         claim::with_owner(&p.owner_references, podcontrol::controller_ref(owner));
-                    match claim::set_owner_references(&api, &p.name, &p.resource_version, refs)
-                        .await
-                    {
+                    // No resourceVersion precondition (upstream patches with
+                    // the pod's uid only): a node agent writes a starting
+                    // pod's status several times a second, and a stale
+                    // version would fail the claim again and again.
+                    match claim::set_owner_references(&api, &p.name, None, refs).await {
                         Ok(pod) => claimed.push(Arc::new(PodInfo::from_pod(&pod))),
                         Err(e) if is_not_found(&e) => {}
                         Err(e) => {
@@ -310,9 +312,7 @@ impl<K: ReplicaKind> Shared<K> {
                 }
                 Claim::Release => {
                     let refs = claim::without_owner(&p.owner_references, &uid);
-                    match claim::set_owner_references(&api, &p.name, &p.resource_version, refs)
-                        .await
-                    {
+                    match claim::set_owner_references(&api, &p.name, None, refs).await {
                         Ok(_) => {}
                         Err(e) if is_not_found(&e) => {}
                         Err(e) => {

@@ -66,7 +66,7 @@ pub fn without_owner(refs: &[OwnerReference], owner_uid: &str) -> Vec<OwnerRefer
 pub async fn set_owner_references<K>(
     api: &Api<K>,
     name: &str,
-    resource_version: &str,
+    resource_version: Option<&str>,
     refs: Vec<OwnerReference>,
 ) -> Result<K, kube::Error>
 where
@@ -77,7 +77,10 @@ where
     } else {
         json!(refs)
     };
-    let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": resource_version}});
+    let mut patch = json!({"metadata": {"ownerReferences": refs}});
+    if let Some(rv) = resource_version {
+        patch["metadata"]["resourceVersion"] = json!(rv);
+    }
     api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
         .await
 }
