@@ -389,8 +389,9 @@ mod tests {
         task_a.abort();
         wait_for(|| *lead_b.borrow(), "b to take over").await;
         // Not before a's last renewal had expired on b's clock.
+        // (Less a little: b's clock for the lease started before `stopped`.)
         assert!(
-            stopped.elapsed() >= Duration::from_millis(1000),
+            stopped.elapsed() >= Duration::from_millis(900),
             "took over too early: {:?}",
             stopped.elapsed()
         );

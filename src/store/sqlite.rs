@@ -24,9 +24,7 @@
 //!   (no second writer, no SQLITE_BUSY). Freed pages are reused by later
 //!   writes; free space beyond what one interval of churn reuses is given
 //!   back with incremental vacuum and a WAL checkpoint(TRUNCATE).
-//!   In between, a checkpointer thread with its own connection copies the
-//!   WAL back once it passes `wal_autocheckpoint_pages` (never inside a
-//!   commit, which would stall every writer), `journal_size_limit` trims it,
+//!   `wal_autocheckpoint` and `journal_size_limit` bound the WAL in between,
 //!   and an oversized WAL is truncated at the next compaction.
 
 use std::collections::BTreeMap;
@@ -98,10 +96,9 @@ pub struct SqliteOptions {
     /// rebalances (rewrites) the leaf pages around them; a commit of one
     /// small write also dirties less.
     pub page_size: u32,
-    /// WAL pages after which the checkpointer copies the WAL back into the
-    /// database (as SQLite's wal_autocheckpoint, but on a thread of its
-    /// own); 4 MiB with 1 KiB pages. A larger WAL coalesces more rewrites of
-    /// the same page before they reach the database file.
+    /// WAL pages after which a commit checkpoints (SQLite's
+    /// wal_autocheckpoint); 4 MiB with 1 KiB pages. A larger WAL coalesces
+    /// more rewrites of the same page before they reach the database file.
     pub wal_autocheckpoint_pages: u32,
     /// WAL size the file is truncated back to after a checkpoint (bytes).
     pub journal_size_limit: i64,
@@ -409,15 +406,6 @@ impl SqliteStore {
         }
         let conn = Connection::open(path).map_err(backend)?;
         configure(&conn, &opts)?;
-        // A checkpoint inside a commit copies the WAL into the database and
-        // fsyncs it while every writer waits (100+ ms stalls under load);
-        // the checkpointer thread does it beside the writer instead.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(backend)?;
-        let checkpointer = Checkpointer::start(
-            path,
-            u64::from(opts.wal_autocheckpoint_pages) * u64::from(opts.page_size),
-        )?;
         let loaded = load(&conn, opts.window.max_events).map_err(backend)?;
         tracing::info!(
             path = %path.display(),
@@ -453,7 +441,6 @@ impl SqliteStore {
             freed_prev: i64::MAX,
             last_tick: Instant::now(),
             tick_revision: loaded.current,
-            checkpointer: Some(checkpointer),
             opts,
         };
         let handle = std::thread::Builder::new()
@@ -938,65 +925,6 @@ struct Writer {
     /// The revision at the previous scheduled tick (upstream compacts to the
     /// revision seen one interval earlier).
     tick_revision: Revision,
-    checkpointer: Option<Checkpointer>,
-}
-
-/// Copies the WAL back into the database from a connection of its own, so
-/// commits never wait for a checkpoint. PASSIVE checkpoints run beside the
-/// writer (WAL allows one writer and one checkpointer at once); once one has
-/// copied every frame, the writer's next commit starts the WAL over, and
-/// journal_size_limit trims the file.
-struct Checkpointer {
-    nudge: Option<mpsc::SyncSender<()>>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Checkpointer {
-    fn start(path: &Path, threshold_bytes: u64) -> StoreResult<Checkpointer> {
-        let conn = Connection::open(path).map_err(backend)?;
-        // It only copies pages: a small cache will do.
-        conn.pragma_update(None, "cache_size", -64)
-            .map_err(backend)?;
-        let wal = wal_path(path);
-        let (nudge, rx) = mpsc::sync_channel::<()>(1);
-        let handle = std::thread::Builder::new()
-            .name("rk3s-store-checkpoint".into())
-            .spawn(move || {
-                while rx.recv().is_ok() {
-                    let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-                    if size < threshold_bytes {
-                        continue;
-                    }
-                    // Busy when the writer's own TRUNCATE checkpoint (after a
-                    // compaction) runs: the next nudge tries again.
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::debug!(error = %e, "checkpoint skipped");
-                    }
-                }
-            })
-            .map_err(backend)?;
-        Ok(Checkpointer {
-            nudge: Some(nudge),
-            handle: Some(handle),
-        })
-    }
-
-    /// After a commit: check the WAL's size (never blocks the writer).
-    fn nudge(&self) {
-        if let Some(n) = &self.nudge {
-            let _ = n.try_send(());
-        }
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        self.nudge.take();
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
 }
 
 impl Writer {
@@ -1183,9 +1111,6 @@ impl Writer {
                 .writes
                 .fetch_add(rows.len() as u64, Ordering::Relaxed);
             self.shared.batches.fetch_add(1, Ordering::Relaxed);
-            if let Some(c) = &self.checkpointer {
-                c.nudge();
-            }
         }
         for p in planned {
             let _ = p.reply.send(p.result);
@@ -1358,7 +1283,7 @@ impl Writer {
             let mut rows = stmt.query([])?;
             while rows.next()?.is_some() {}
         }
-        // Otherwise leave checkpoints to the checkpointer: an extra one
+        // Otherwise leave checkpoints to wal_autocheckpoint: an extra one
         // only splits the coalescing of pages rewritten by later commits,
         // and truncating makes the file system allocate the WAL again.
         let wal_bytes = std::fs::metadata(wal_path(&self.shared.path))
@@ -1376,8 +1301,6 @@ impl Writer {
     }
 
     fn finish(&mut self) {
-        // Its connection must be done before the last checkpoint.
-        drop(self.checkpointer.take());
         if let Err(e) = self.checkpoint_truncate() {
             tracing::debug!(error = %e, "final checkpoint skipped");
         }
@@ -1399,41 +1322,6 @@ mod tests {
             synchronous: Synchronous::Normal,
             ..Default::default()
         }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_checkpointer_bounds_the_wal_under_sustained_writes() {
-        // 64 KiB threshold, 256 KiB limit; ~6 MiB written in all. Without
-        // checkpoints (the writer's own are off) the WAL would hold it all.
-        let s = SqliteStore::open_temp(SqliteOptions {
-            wal_autocheckpoint_pages: 64,
-            journal_size_limit: 256 << 10,
-            ..quiet()
-        })
-        .unwrap();
-        let value = Bytes::from(vec![b'x'; 1500]);
-        let wal = wal_path(s.path());
-        let mut largest = 0;
-        for round in 0..40 {
-            let mut tasks = Vec::new();
-            for i in 0..100 {
-                let s = s.clone();
-                let v = value.clone();
-                tasks.push(tokio::spawn(async move {
-                    s.create(&format!("/r/{round}/{i}"), v).await
-                }));
-            }
-            for t in tasks {
-                t.await.unwrap().unwrap();
-            }
-            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
-        }
-        assert!(
-            largest < 3 << 20,
-            "the WAL grew to {largest} bytes: checkpoints are not keeping up"
-        );
-        // Every write is still there after the checkpoints.
-        assert_eq!(s.count("/r/").await.unwrap(), 4000);
     }
 
     #[tokio::test]
