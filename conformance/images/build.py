@@ -18,7 +18,8 @@ Images:
   rk3s-test/busybox:latest  busybox with its applets in /bin, /bin/sh,
                             /etc/passwd and /etc/group with root and nobody
   rk3s-test/web:1, :2       busybox + /bin/serve: busybox httpd on :8080 whose
-                            index says "rk3s-test web vN on <hostname>"
+                            index says "rk3s-test web vN on <hostname>"; it
+                            exits on SIGTERM, as nginx does
   rk3s-test/layers:1        two layers (gzip, zstd) exercising whiteouts,
                             opaque directories, hard links, xattrs, a fifo
   rk3s-test/multiarch:1     an image index: linux/arm64 first, linux/amd64
@@ -199,7 +200,12 @@ def web_layer(version):
         "# The test web server: answers every GET with its version and host name.\n"
         "mkdir -p /tmp/www\n"
         f'echo "rk3s-test web v{version} on $(hostname)" > /tmp/www/index.html\n'
-        "exec httpd -f -p 8080 -h /tmp/www\n"
+        # Like nginx, stop at once on SIGTERM: as PID 1 without a handler,
+        # httpd would ignore it and every deletion would wait out the grace
+        # period.
+        "httpd -f -p 8080 -h /tmp/www &\n"
+        "trap 'kill $!; exit 0' TERM INT\n"
+        "wait\n"
     )
     t.file("bin/serve", script.encode(), 0o755)
     return t.bytes()

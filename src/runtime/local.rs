@@ -625,7 +625,7 @@ impl ContainerRuntime for LocalRuntime {
             .is_ok();
         if asked && let Some(pid) = shim_pid {
             for _ in 0..500 {
-                if !Path::new(&format!("/proc/{pid}")).exists() {
+                if process_gone(pid) {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -915,5 +915,47 @@ impl ContainerRuntime for LocalRuntime {
 
     fn subscribe(&self) -> broadcast::Receiver<ContainerEvent> {
         self.events.subscribe()
+    }
+}
+
+/// Whether `pid` has exited. A zombie counts as gone: the shim is
+/// re-parented to init, which may reap it only much later (some container
+/// inits poll about once a second), and it holds nothing by then.
+fn process_gone(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // "pid (comm) S ...": the state follows the last ')', as comm may hold any byte.
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+        .is_none_or(|state| state == "Z" || state == "X")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_gone;
+
+    #[test]
+    fn a_zombie_is_gone_a_sleeper_is_not() {
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let quick = std::process::Command::new("true").spawn().unwrap();
+        assert!(!process_gone(sleeper.id() as i32));
+        // Not reaped: `true` stays a zombie until the wait below.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !process_gone(quick.id() as i32) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "zombie not seen as gone"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(std::path::Path::new(&format!("/proc/{}", quick.id())).exists());
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
+        let mut quick = quick;
+        quick.wait().unwrap();
     }
 }
