@@ -24,8 +24,13 @@
 //!   (no second writer, no SQLITE_BUSY). Freed pages are reused by later
 //!   writes; free space beyond what one interval of churn reuses is given
 //!   back with incremental vacuum and a WAL checkpoint(TRUNCATE).
-//!   `wal_autocheckpoint` and `journal_size_limit` bound the WAL in between,
-//!   and an oversized WAL is truncated at the next compaction.
+//! - WAL checkpoints never run inside a commit (SQLite's autocheckpoint
+//!   copies and fsyncs megabytes while every writer waits): a checkpointer
+//!   thread with its own connection copies the WAL back once it passes
+//!   `wal_autocheckpoint_pages`, beside the writer. Under writes that never
+//!   pause, the WAL can only start over after a checkpoint the writer itself
+//!   ran, so past `journal_size_limit` the writer checkpoints the (short)
+//!   rest itself. Compaction truncates an oversized WAL.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -96,11 +101,14 @@ pub struct SqliteOptions {
     /// rebalances (rewrites) the leaf pages around them; a commit of one
     /// small write also dirties less.
     pub page_size: u32,
-    /// WAL pages after which a commit checkpoints (SQLite's
-    /// wal_autocheckpoint); 4 MiB with 1 KiB pages. A larger WAL coalesces
-    /// more rewrites of the same page before they reach the database file.
+    /// WAL pages after which the checkpointer thread copies the WAL back
+    /// into the database (SQLite's wal_autocheckpoint, off the writer); 4 MiB
+    /// with 1 KiB pages. A larger WAL coalesces more rewrites of the same
+    /// page before they reach the database file.
     pub wal_autocheckpoint_pages: u32,
-    /// WAL size the file is truncated back to after a checkpoint (bytes).
+    /// WAL size the file is truncated back to after a checkpoint (bytes);
+    /// past it (or twice the checkpoint threshold, if larger) the writer
+    /// checkpoints itself, which bounds the WAL under sustained writes.
     pub journal_size_limit: i64,
     /// SQLite page cache per connection (KiB); the state cache is separate.
     pub cache_size_kib: i64,
@@ -406,6 +414,11 @@ impl SqliteStore {
         }
         let conn = Connection::open(path).map_err(backend)?;
         configure(&conn, &opts)?;
+        // Commits never checkpoint: the checkpointer thread does.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(backend)?;
+        let threshold = u64::from(opts.wal_autocheckpoint_pages) * u64::from(opts.page_size);
+        let checkpointer = Checkpointer::start(path, threshold)?;
         let loaded = load(&conn, opts.window.max_events).map_err(backend)?;
         tracing::info!(
             path = %path.display(),
@@ -441,6 +454,10 @@ impl SqliteStore {
             freed_prev: i64::MAX,
             last_tick: Instant::now(),
             tick_revision: loaded.current,
+            wal_cap: threshold
+                .saturating_mul(2)
+                .max(opts.journal_size_limit.max(0) as u64),
+            checkpointer: Some(checkpointer),
             opts,
         };
         let handle = std::thread::Builder::new()
@@ -925,6 +942,80 @@ struct Writer {
     /// The revision at the previous scheduled tick (upstream compacts to the
     /// revision seen one interval earlier).
     tick_revision: Revision,
+    /// WAL size past which the writer checkpoints itself.
+    wal_cap: u64,
+    checkpointer: Option<Checkpointer>,
+}
+
+/// Copies the WAL back into the database from a connection of its own, so
+/// commits do not wait for checkpoints. A PASSIVE checkpoint runs beside the
+/// writer (WAL mode allows one writer and one checkpointer at once). SQLite
+/// refuses a second concurrent checkpoint, so the writer's own checkpoints
+/// (compaction's TRUNCATE, the WAL cap) take `lock` first.
+struct Checkpointer {
+    lock: Arc<Mutex<()>>,
+    nudge: Option<mpsc::SyncSender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path, threshold_bytes: u64) -> StoreResult<Checkpointer> {
+        let conn = Connection::open(path).map_err(backend)?;
+        conn.busy_timeout(Duration::from_secs(30))
+            .map_err(backend)?;
+        // It only copies pages: a small cache will do.
+        conn.pragma_update(None, "cache_size", -64)
+            .map_err(backend)?;
+        let wal = wal_path(path);
+        let lock = Arc::new(Mutex::new(()));
+        let held = lock.clone();
+        let (nudge, rx) = mpsc::sync_channel::<()>(1);
+        let handle = std::thread::Builder::new()
+            .name("rk3s-store-checkpoint".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+                    if size < threshold_bytes {
+                        continue;
+                    }
+                    let _guard = held.lock();
+                    if let Err(e) = checkpoint(&conn, "PASSIVE") {
+                        tracing::debug!(error = %e, "checkpoint skipped");
+                    }
+                }
+            })
+            .map_err(backend)?;
+        Ok(Checkpointer {
+            lock,
+            nudge: Some(nudge),
+            handle: Some(handle),
+        })
+    }
+
+    /// After a commit: let the thread look at the WAL (never blocks).
+    fn nudge(&self) {
+        if let Some(n) = &self.nudge {
+            let _ = n.try_send(());
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.nudge.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Runs `PRAGMA wal_checkpoint(MODE)`; Ok(false) when SQLite could not
+/// finish it (a reader or another checkpoint in the way).
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<bool> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|busy| busy == 0)
 }
 
 impl Writer {
@@ -1111,9 +1202,30 @@ impl Writer {
                 .writes
                 .fetch_add(rows.len() as u64, Ordering::Relaxed);
             self.shared.batches.fetch_add(1, Ordering::Relaxed);
+            if let Some(c) = &self.checkpointer {
+                c.nudge();
+            }
         }
         for p in planned {
             let _ = p.reply.send(p.result);
+        }
+        self.bound_wal();
+    }
+
+    /// Under writes that never pause the background checkpoints can never
+    /// catch up with the last frame, and only then may the WAL start over:
+    /// past the cap, the writer copies the rest itself (little, as the
+    /// checkpointer copied the bulk), so its next commit restarts the WAL.
+    fn bound_wal(&mut self) {
+        let wal = std::fs::metadata(wal_path(&self.shared.path))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if wal <= self.wal_cap {
+            return;
+        }
+        let _guard = self.checkpointer.as_ref().map(|c| c.lock.lock());
+        if let Err(e) = checkpoint(&self.conn, "PASSIVE") {
+            tracing::debug!(error = %e, "checkpoint skipped");
         }
     }
 
@@ -1283,7 +1395,7 @@ impl Writer {
             let mut rows = stmt.query([])?;
             while rows.next()?.is_some() {}
         }
-        // Otherwise leave checkpoints to wal_autocheckpoint: an extra one
+        // Otherwise leave checkpoints to the checkpointer: an extra one
         // only splits the coalescing of pages rewritten by later commits,
         // and truncating makes the file system allocate the WAL again.
         let wal_bytes = std::fs::metadata(wal_path(&self.shared.path))
@@ -1296,11 +1408,17 @@ impl Writer {
     }
 
     fn checkpoint_truncate(&mut self) -> rusqlite::Result<()> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        let _guard = self.checkpointer.as_ref().map(|c| c.lock.lock());
+        if !checkpoint(&self.conn, "TRUNCATE")? {
+            // A long read holds frames back; the next compaction retries.
+            tracing::debug!("WAL not truncated: a reader still uses it");
+        }
+        Ok(())
     }
 
     fn finish(&mut self) {
+        // Its connection must be closed for the last checkpoint to truncate.
+        drop(self.checkpointer.take());
         if let Err(e) = self.checkpoint_truncate() {
             tracing::debug!(error = %e, "final checkpoint skipped");
         }
@@ -1322,6 +1440,40 @@ mod tests {
             synchronous: Synchronous::Normal,
             ..Default::default()
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_stays_bounded_under_sustained_writes() {
+        // 64 KiB checkpoint threshold, 256 KiB cap; ~6 MiB written in all.
+        // Commits never checkpoint, so without the checkpointer and the
+        // writer's cap the WAL would hold it all; the cap holds whatever the
+        // background thread's pace (one batch of ~200 KiB may pass it).
+        let s = SqliteStore::open_temp(SqliteOptions {
+            wal_autocheckpoint_pages: 64,
+            journal_size_limit: 256 << 10,
+            ..quiet()
+        })
+        .unwrap();
+        let value = Bytes::from(vec![b'x'; 1500]);
+        let wal = wal_path(s.path());
+        let mut largest = 0;
+        for round in 0..40 {
+            let mut tasks = Vec::new();
+            for i in 0..100 {
+                let s = s.clone();
+                let v = value.clone();
+                tasks.push(tokio::spawn(async move {
+                    s.create(&format!("/r/{round}/{i}"), v).await
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        }
+        assert!(largest < 1 << 20, "the WAL grew to {largest} bytes");
+        // Every write is still there after the checkpoints.
+        assert_eq!(s.count("/r/").await.unwrap(), 4000);
     }
 
     #[tokio::test]
