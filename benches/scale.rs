@@ -477,29 +477,46 @@ fn percentiles(v: &[Duration]) -> (f64, f64, f64) {
 }
 
 /// GET one pod and LIST one namespace's pods, back to back, until stopped.
+/// The prober has a thread and runtime of its own, so what it measures is
+/// the server's answer, not the wait for this process's load generators
+/// (32 churn clients and a watch over every pod share the main runtime).
 fn start_prober(
-    client: kube::Client,
+    kubeconfig: std::path::PathBuf,
     ns: String,
     pod: String,
     stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<Latencies> {
-    tokio::spawn(async move {
-        let mut lat = Latencies::default();
-        let api: Api<Pod> = Api::namespaced(client, &ns);
-        while !stop.load(Ordering::Relaxed) {
-            let t = Instant::now();
-            match api.get(&pod).await {
-                Ok(_) => lat.get.push(t.elapsed()),
-                Err(_) => lat.errors += 1,
+) -> std::thread::JoinHandle<Latencies> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("prober runtime");
+        rt.block_on(async move {
+            let mut lat = Latencies::default();
+            let kc = kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig");
+            let cfg = kube::Config::from_custom_kubeconfig(
+                kc,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .expect("kube config");
+            let client = kube::Client::try_from(cfg).expect("kube client");
+            let api: Api<Pod> = Api::namespaced(client, &ns);
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                match api.get(&pod).await {
+                    Ok(_) => lat.get.push(t.elapsed()),
+                    Err(_) => lat.errors += 1,
+                }
+                let t = Instant::now();
+                match api.list(&ListParams::default()).await {
+                    Ok(_) => lat.list.push(t.elapsed()),
+                    Err(_) => lat.errors += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            let t = Instant::now();
-            match api.list(&ListParams::default()).await {
-                Ok(_) => lat.list.push(t.elapsed()),
-                Err(_) => lat.errors += 1,
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        lat
+            lat
+        })
     })
 }
 
@@ -539,7 +556,7 @@ async fn density(nodes: usize, pods: usize) -> bool {
     let counter = RunningCounter::start(client.clone());
     let stop = Arc::new(AtomicBool::new(false));
     let prober = start_prober(
-        server.client().await,
+        server.kubeconfig.clone(),
         "scale-0".into(),
         "sentinel".into(),
         stop.clone(),
@@ -591,7 +608,9 @@ async fn density(nodes: usize, pods: usize) -> bool {
     .await;
     let churn_time = churn_started.elapsed();
     stop.store(true, Ordering::Relaxed);
-    let lat = prober.await.unwrap_or_default();
+    let lat = tokio::task::spawn_blocking(move || prober.join().unwrap_or_default())
+        .await
+        .unwrap_or_default();
     let (rss_end, peak) = rss_mb(server.pid());
 
     println!();
