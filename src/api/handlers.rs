@@ -235,9 +235,7 @@ async fn serve_resource(
             let bt = request::body_type(&parts.headers)?;
             let raw = read_body(body).await?;
             let scale = request::decode_object(&raw, bt)?;
-            let opts = WriteOptions {
-                dry_run: q.dry_run()?,
-            };
+            let opts = write_options(&q, &parts.headers)?;
             Ok(json_response(
                 StatusCode::OK,
                 &reg.update_scale(&def, ns, name, &scale, &opts).await?,
@@ -246,9 +244,7 @@ async fn serve_resource(
         (&Method::PATCH, Some(name)) if t.subresource.as_deref() == Some("scale") => {
             let bt = request::body_type(&parts.headers)?;
             let raw = read_body(body).await?;
-            let opts = WriteOptions {
-                dry_run: q.dry_run()?,
-            };
+            let opts = write_options(&q, &parts.headers)?;
             let obj = reg.get(&def, ns, name, ReadAt::Latest).await?;
             let scale = crate::registry::generic::Registry::scale_of(&def, &obj);
             let patched = crate::patch::apply(&scale, bt, &raw)
@@ -277,9 +273,7 @@ async fn serve_resource(
             let mode = q.field_validation()?;
             let (mut obj, duplicates) = decode_checked(&raw, bt, mode)?;
             let warnings = check_fields(&def, &raw, bt, &mut obj, mode, duplicates)?;
-            let opts = WriteOptions {
-                dry_run: q.dry_run()?,
-            };
+            let opts = write_options(&q, &parts.headers)?;
             let created = reg.create(&def, ns, obj, &opts).await?;
             let mut resp = render_object(&def, StatusCode::CREATED, created, out, &q)?;
             add_warnings(&mut resp, &warnings);
@@ -289,9 +283,7 @@ async fn serve_resource(
             let bt = request::body_type(&parts.headers)?;
             let raw = read_body(body).await?;
             let binding = request::decode_object(&raw, bt)?;
-            let opts = WriteOptions {
-                dry_run: q.dry_run()?,
-            };
+            let opts = write_options(&q, &parts.headers)?;
             let status = reg.bind_pod(&def, ns, name, &binding, &opts).await?;
             Ok(json_response(StatusCode::CREATED, &status))
         }
@@ -317,9 +309,7 @@ async fn serve_resource(
             let mode = q.field_validation()?;
             let (mut obj, duplicates) = decode_checked(&raw, bt, mode)?;
             let warnings = check_fields(&def, &raw, bt, &mut obj, mode, duplicates)?;
-            let opts = WriteOptions {
-                dry_run: q.dry_run()?,
-            };
+            let opts = write_options(&q, &parts.headers)?;
             let sub = t
                 .subresource
                 .as_deref()
@@ -336,9 +326,37 @@ async fn serve_resource(
         (&Method::PATCH, Some(name)) => {
             let bt = request::body_type(&parts.headers)?;
             let raw = read_body(body).await?;
-            let opts = WriteOptions {
-                dry_run: q.dry_run()?,
-            };
+            let opts = write_options(&q, &parts.headers)?;
+            let force = q.force(bt == BodyType::ApplyPatch)?;
+            if bt == BodyType::ApplyPatch {
+                // Server-side apply: kubectl names its manager; the user agent won't do.
+                let opts = WriteOptions {
+                    field_manager: q.get("fieldManager").map(str::to_string),
+                    ..opts
+                };
+                let mode = q.field_validation()?;
+                let mut config = request::decode_object(&raw, bt)?;
+                let warnings = check_fields(&def, &raw, bt, &mut config, mode, None)?;
+                let (obj, created) = crate::patch::apply::apply_patch(
+                    reg,
+                    &def,
+                    ns,
+                    name,
+                    t.subresource.as_deref(),
+                    config,
+                    force,
+                    &opts,
+                )
+                .await?;
+                let code = if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                let mut resp = render_object(&def, code, obj, out, &q)?;
+                add_warnings(&mut resp, &warnings);
+                return Ok(resp);
+            }
             let patched = crate::patch::apply_patch(
                 reg,
                 &def,
@@ -410,6 +428,15 @@ async fn serve_resource(
             def.plural
         ))),
     }
+}
+
+/// Options of a write: dry run and the field manager recorded in managedFields.
+fn write_options(q: &Query, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
+    Ok(WriteOptions {
+        dry_run: q.dry_run()?,
+        field_manager: Some(q.field_manager(headers)?),
+        managed_fields_set: false,
+    })
 }
 
 /// Decode a create/update body. In Warn mode a JSON body is parsed once,

@@ -70,6 +70,41 @@ impl Query {
             ))),
         }
     }
+    /// The manager of a write: `fieldManager`, else the user agent's program
+    /// name (upstream's rule). At most 128 printable characters.
+    pub fn field_manager(&self, headers: &HeaderMap) -> Result<String, ApiError> {
+        let given = self.get("fieldManager");
+        if let Some(m) = given {
+            if m.len() > 128 {
+                return Err(options_invalid(
+                    "fieldManager: Too long: may not be more than 128 bytes",
+                ));
+            }
+            if m.chars().any(char::is_control) {
+                return Err(options_invalid(&format!(
+                    "fieldManager: Invalid value: {m:?}: must only contain printable characters"
+                )));
+            }
+        }
+        let ua = headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok());
+        Ok(crate::patch::managedfields::manager_from(given, ua))
+    }
+
+    /// `force` of an apply patch; forbidden on other patches, as upstream.
+    pub fn force(&self, apply: bool) -> Result<bool, ApiError> {
+        match self.get("force") {
+            None | Some("") => Ok(false),
+            Some(_) if !apply => Err(crate::patch::patch_options_invalid(
+                "force: Forbidden: may not be specified for non-apply patch",
+            )),
+            Some(v) => v
+                .parse::<bool>()
+                .map_err(|_| ApiError::bad_request(format!("invalid value for force: \"{v}\""))),
+        }
+    }
+
     pub fn timeout_seconds(&self) -> Result<Option<u64>, ApiError> {
         self.int("timeoutSeconds")
     }
@@ -180,6 +215,11 @@ impl Query {
         }
         Ok(o)
     }
+}
+
+/// Invalid write options are 422 Invalid, as upstream validates them.
+fn options_invalid(detail: &str) -> ApiError {
+    crate::patch::patch_options_invalid(detail)
 }
 
 /// Invalid list options are 422 Invalid of kind ListOptions, as upstream.

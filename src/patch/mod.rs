@@ -2,6 +2,8 @@
 //! merge patch, applied to the current object and written through the
 //! generic update path (so defaulting, validation and concurrency apply).
 
+pub mod apply;
+pub mod managedfields;
 pub mod strategic;
 
 use serde_json::Value;
@@ -62,9 +64,10 @@ pub async fn apply_patch(
     match bt {
         BodyType::JsonPatch | BodyType::MergePatch | BodyType::StrategicMergePatch => {}
         BodyType::ApplyPatch => {
-            return Err(ApiError::unsupported_media_type(
-                "application/apply-patch+yaml",
-            ));
+            let config = crate::api::request::decode_object(raw, bt)?;
+            return apply::apply_patch(reg, def, ns, name, subresource, config, false, opts)
+                .await
+                .map(|(o, _)| o);
         }
         _ => return Err(ApiError::unsupported_media_type("application/json")),
     }
@@ -97,6 +100,17 @@ pub async fn apply_patch(
         name,
         "too many concurrent writers, please retry",
     ))
+}
+
+/// Invalid PatchOptions (or other write options): 422, as upstream.
+pub fn patch_options_invalid(detail: &str) -> ApiError {
+    let mut e = ApiError::new(
+        422,
+        "Invalid",
+        format!("PatchOptions.meta.k8s.io \"\" is invalid: {detail}"),
+    );
+    e.details = Some(serde_json::json!({"group": "meta.k8s.io", "kind": "PatchOptions"}));
+    e
 }
 
 fn is_builtin_group(g: &str) -> bool {

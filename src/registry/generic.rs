@@ -59,6 +59,10 @@ fn has_generation(def: &ResourceDef) -> bool {
 #[derive(Clone, Debug, Default)]
 pub struct WriteOptions {
     pub dry_run: bool,
+    /// The manager recorded in managedFields (`?fieldManager=` or the user agent).
+    pub field_manager: Option<String>,
+    /// The writer (server-side apply) has computed managedFields itself.
+    pub managed_fields_set: bool,
 }
 
 /// Delete options (metav1.DeleteOptions, the parts this layer honours).
@@ -591,6 +595,10 @@ impl Registry {
             }
         }
         def.strategy.prepare_create(&mut obj);
+        if !opts.managed_fields_set {
+            let manager = opts.field_manager.as_deref().unwrap_or("");
+            crate::patch::managedfields::track_update(def, None, &mut obj, manager, None);
+        }
         let mut errs = Self::validate_common(def, &obj);
         errs.extend(def.strategy.validate(&obj));
         if !errs.is_empty() {
@@ -750,6 +758,16 @@ impl Registry {
                 .and_then(Value::as_i64)
                 .unwrap_or(0);
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
+        }
+        if !opts.managed_fields_set {
+            let manager = opts.field_manager.as_deref().unwrap_or("");
+            crate::patch::managedfields::track_update(
+                def,
+                Some(&old),
+                &mut new,
+                manager,
+                subresource,
+            );
         }
         let mut errs = Self::validate_common(def, &new);
         errs.extend(def.strategy.validate(&new));
