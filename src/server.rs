@@ -274,6 +274,8 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
     let (tls, pki) = tls_setup(&cfg)?;
     let cp = ControlPlane::open(&cfg)?;
     cp.bootstrap(&cfg).await?;
+    // CRDs of earlier runs are served before the first request.
+    let _crds = crate::controllers::crd::start(cp.state.registry.clone()).await;
     write_kubeconfigs(&cfg, &pki)?;
     let ctx = Arc::new(crate::controllers::Context {
         client: cp.client(),

@@ -252,6 +252,10 @@ pub fn has_schema(group: &str, version: &str, kind: &str) -> bool {
 /// for upstream's document order. Kinds without a built-in schema (custom
 /// resources) report nothing.
 pub fn unknown_fields(def: &ResourceDef, obj: &Value) -> Vec<String> {
+    // Custom resources: what their structural schema would prune.
+    if let Some(cr) = def.strategy.custom_resource() {
+        return cr.unknown_fields(obj);
+    }
     unknown_fields_of_kind(&def.group, &def.version, &def.kind, obj)
 }
 
@@ -337,7 +341,19 @@ pub fn duplicate_fields(raw: &[u8]) -> Vec<String> {
 /// is reported, as upstream keeps those as raw bytes. Malformed JSON yields
 /// what was found before the error (the caller rejects the body anyway).
 pub fn strict_errors(def: &ResourceDef, raw: &[u8]) -> Vec<StrictError> {
-    strict_errors_of_kind(&def.group, &def.version, &def.kind, raw)
+    let mut errors = strict_errors_of_kind(&def.group, &def.version, &def.kind, raw);
+    // Custom resources: duplicates first, then what their schema would
+    // prune, as upstream's CRD decoder reports them.
+    if let Some(cr) = def.strategy.custom_resource()
+        && let Ok(obj) = serde_json::from_slice::<Value>(raw)
+    {
+        errors.extend(
+            cr.unknown_fields(&obj)
+                .into_iter()
+                .map(StrictError::Unknown),
+        );
+    }
+    errors
 }
 
 /// `strict_errors` for a body of another kind than the resource's own.

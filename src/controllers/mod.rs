@@ -2,6 +2,7 @@
 //! over the in-memory router), never side doors into the store. Each file is
 //! one controller with a `run(ctx)` entry; `start` spawns the enabled ones.
 
+pub mod crd;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;

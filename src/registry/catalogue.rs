@@ -141,7 +141,13 @@ pub fn builtin() -> Vec<ResourceDef> {
                 verbs: verbs.iter().map(|s| s.to_string()).collect(),
                 storage_prefix: storage_prefix(d.group, d.plural),
                 storage_version: conversion.is_none(),
-                strategy: for_kind(d.group, d.kind),
+                strategy: match (d.group, d.kind) {
+                    // CRDs' rules live with the CRD machinery.
+                    ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+                        Arc::new(super::crd::CrdStrategy)
+                    }
+                    _ => for_kind(d.group, d.kind),
+                },
                 conversion,
             }
         })

@@ -52,7 +52,7 @@ const GENERATION_KINDS: &[&str] = &[
 ];
 
 fn has_generation(def: &ResourceDef) -> bool {
-    GENERATION_KINDS.contains(&def.kind.as_str())
+    GENERATION_KINDS.contains(&def.kind.as_str()) || def.strategy.custom_resource().is_some()
 }
 
 /// Options common to every write.
@@ -898,6 +898,12 @@ impl Registry {
                     }
                 }
             }
+            if obj
+                .pointer("/metadata/deletionTimestamp")
+                .is_none_or(Value::is_null)
+            {
+                def.strategy.prepare_delete(&mut obj);
+            }
             let already = obj
                 .pointer("/metadata/deletionTimestamp")
                 .is_some_and(|v| !v.is_null());
@@ -1006,6 +1012,9 @@ impl Registry {
 
     /// The autoscaling/v1 Scale of a scalable object (the scale subresource).
     pub fn scale_of(def: &ResourceDef, obj: &Value) -> Value {
+        if let Some(cr) = def.strategy.custom_resource() {
+            return super::crd::scale_of(cr, obj);
+        }
         let selector = match obj.pointer("/spec/selector") {
             // ReplicationControllers select with a plain map.
             Some(Value::Object(m)) if def.kind == "ReplicationController" => {
@@ -1075,7 +1084,10 @@ impl Registry {
         {
             return Err(ApiError::stale(def.target(), name));
         }
-        obj["spec"]["replicas"] = json!(replicas);
+        match def.strategy.custom_resource() {
+            Some(cr) => super::crd::set_replicas(cr, &mut obj, replicas),
+            None => obj["spec"]["replicas"] = json!(replicas),
+        }
         let updated = self.update(def, ns, name, obj, None, opts).await?;
         Ok(Self::scale_of(def, &updated))
     }

@@ -5,6 +5,7 @@
 pub mod allocator;
 pub mod catalogue;
 pub mod conversion;
+pub mod crd;
 pub mod eviction;
 pub mod generic;
 pub mod names;

@@ -13,6 +13,7 @@
 //!   answers): `explain --output=plaintext-openapiv2` and the fallbacks taken
 //!   when v3 fails.
 
+mod custom;
 pub mod definitions;
 pub mod listmeta;
 mod paths;
@@ -65,7 +66,8 @@ fn gvks(defs: &[Arc<ResourceDef>]) -> Vec<(&str, &str, &str)> {
 /// The /openapi/v2 document.
 pub fn v2(catalogue: &Catalogue) -> Value {
     let defs = catalogue.all();
-    let generated = definitions::generate(&gvks(&defs));
+    let mut generated = definitions::generate(&gvks(&defs));
+    custom::merge(&mut generated.definitions, &defs, true);
     let refs: Vec<&ResourceDef> = defs.iter().map(|d| d.as_ref()).collect();
     let mut paths = Map::new();
     for (group, versions) in catalogue.groups() {
@@ -111,7 +113,8 @@ pub fn v3_document(catalogue: &Catalogue, path: &str) -> Option<Value> {
     if defs.is_empty() {
         return None;
     }
-    let generated = definitions::generate(&gvks(&defs));
+    let mut generated = definitions::generate(&gvks(&defs));
+    custom::merge(&mut generated.definitions, &defs, false);
     let refs: Vec<&ResourceDef> = defs.iter().map(|d| d.as_ref()).collect();
     let mut paths = Map::new();
     let (p, item) = paths::resource_list_path(group, version, true);
@@ -208,6 +211,7 @@ fn fingerprint(catalogue: &Catalogue) -> u64 {
             d.namespaced,
             &d.subresources,
             &d.verbs,
+            d.strategy.custom_resource().map(|c| c.fingerprint),
         )
             .hash(&mut h);
     }

@@ -100,6 +100,16 @@ pub trait Strategy: Send + Sync + 'static {
     fn graceful_delete(&self, _obj: &Value, _requested: Option<i64>) -> Option<i64> {
         None
     }
+
+    /// Changes the first DELETE of an object makes before finalizers are
+    /// looked at (a CRD gains its cleanup finalizer).
+    fn prepare_delete(&self, _obj: &mut Value) {}
+
+    /// The custom resource served, for layers that follow its CRD: tables
+    /// (printer columns), OpenAPI (schema), scale paths, field validation.
+    fn custom_resource(&self) -> Option<&crate::registry::crd::CustomResource> {
+        None
+    }
 }
 
 /// A kind with no special behaviour.

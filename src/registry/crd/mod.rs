@@ -1,0 +1,834 @@
+//! CustomResourceDefinitions (apiextensions.k8s.io/v1): the CRD kind's own
+//! strategy (validation beyond the basics, the cleanup finalizer on delete)
+//! and, for every served version of an established CRD, a `ResourceDef`
+//! whose strategy is a `CustomResourceStrategy`: the same generic store and
+//! handlers as built-in kinds, with the CRD's structural schema for pruning,
+//! defaulting and validation. `controllers::crd` keeps the catalogue in step
+//! with the stored CRDs.
+
+pub mod jsonpath;
+pub mod schema;
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use crate::api::status::{ApiError, FieldError};
+use crate::registry::names;
+use crate::registry::strategy::kinds::other;
+use crate::registry::strategy::kinds::util::{invalid, required};
+use crate::registry::strategy::{Ctx, Strategy};
+use crate::registry::{Conversion, ResourceDef};
+use jsonpath::JsonPath;
+use schema::Schema;
+
+/// The finalizer that holds a CRD until its objects are gone.
+pub const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
+
+/// One additionalPrinterColumn.
+#[derive(Debug, Clone)]
+pub struct PrinterColumn {
+    pub name: String,
+    pub ty: String,
+    pub format: String,
+    pub description: String,
+    pub priority: i64,
+    pub path: JsonPath,
+}
+
+/// The scale subresource's paths, as field names (`["spec", "replicas"]`).
+#[derive(Debug, Clone)]
+pub struct ScaleSpec {
+    pub spec_replicas: Vec<String>,
+    pub status_replicas: Vec<String>,
+    pub label_selector: Option<Vec<String>>,
+}
+
+/// What the layers above the store need to know about one served version
+/// of a custom resource.
+#[derive(Debug)]
+pub struct CustomResource {
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    pub schema: Schema,
+    /// The openAPIV3Schema as written, for the OpenAPI documents.
+    pub raw_schema: Value,
+    pub status: bool,
+    pub scale: Option<ScaleSpec>,
+    /// Printer columns; upstream's default (Age) when the CRD names none.
+    pub columns: Vec<PrinterColumn>,
+    /// The CRD is being deleted: no new objects.
+    pub terminating: bool,
+    /// Identifies this state (schema, columns...) for cached documents.
+    pub fingerprint: u64,
+}
+
+impl CustomResource {
+    /// Fields of `obj` the schema would prune, as upstream's strict decoding
+    /// reports them (`spec.foo`).
+    pub fn unknown_fields(&self, obj: &Value) -> Vec<String> {
+        if self.schema.preserve_unknown {
+            return Vec::new();
+        }
+        let mut copy = obj.clone();
+        self.schema.prune(&mut copy, true)
+    }
+}
+
+fn strings(v: &Value, ptr: &str) -> Vec<String> {
+    v.pointer(ptr)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn st<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+fn fields_of(path: &str) -> Option<Vec<String>> {
+    JsonPath::parse(path)
+        .ok()?
+        .simple_fields()
+        .map(|f| f.into_iter().map(String::from).collect())
+}
+
+/// The default printer column of custom resources.
+fn age_column() -> PrinterColumn {
+    PrinterColumn {
+        name: "Age".into(),
+        ty: "date".into(),
+        format: String::new(),
+        description: "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata".into(),
+        priority: 0,
+        path: JsonPath::of_fields(&["metadata", "creationTimestamp"]),
+    }
+}
+
+impl CustomResource {
+    /// Builds the served form of `version` (an entry of spec.versions).
+    fn new(crd: &Value, version: &Value, terminating: bool) -> CustomResource {
+        let raw_schema = version
+            .pointer("/schema/openAPIV3Schema")
+            .cloned()
+            .unwrap_or_else(
+                || json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+            );
+        let mut ignored = Vec::new();
+        let schema = Schema::compile(&raw_schema, "", &mut ignored);
+        let mut columns: Vec<PrinterColumn> = version
+            .get("additionalPrinterColumns")
+            .and_then(Value::as_array)
+            .map(|cols| {
+                cols.iter()
+                    .filter_map(|c| {
+                        Some(PrinterColumn {
+                            name: st(c, "/name").to_string(),
+                            ty: st(c, "/type").to_string(),
+                            format: st(c, "/format").to_string(),
+                            description: st(c, "/description").to_string(),
+                            priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
+                            path: JsonPath::parse(st(c, "/jsonPath")).ok()?,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if columns.is_empty() {
+            columns.push(age_column());
+        }
+        let scale = version.pointer("/subresources/scale").map(|s| ScaleSpec {
+            spec_replicas: fields_of(st(s, "/specReplicasPath")).unwrap_or_default(),
+            status_replicas: fields_of(st(s, "/statusReplicasPath")).unwrap_or_default(),
+            label_selector: s
+                .get("labelSelectorPath")
+                .and_then(Value::as_str)
+                .and_then(fields_of),
+        });
+        let mut h = std::hash::DefaultHasher::new();
+        version.to_string().hash(&mut h);
+        terminating.hash(&mut h);
+        CustomResource {
+            group: st(crd, "/spec/group").to_string(),
+            version: st(version, "/name").to_string(),
+            kind: accepted(crd, "kind"),
+            schema,
+            raw_schema,
+            status: version.pointer("/subresources/status").is_some(),
+            scale,
+            columns,
+            terminating,
+            fingerprint: h.finish(),
+        }
+    }
+}
+
+/// A name from status.acceptedNames, else from spec.names.
+fn accepted(crd: &Value, field: &str) -> String {
+    let a = st(crd, &format!("/status/acceptedNames/{field}"));
+    if a.is_empty() {
+        st(crd, &format!("/spec/names/{field}")).to_string()
+    } else {
+        a.to_string()
+    }
+}
+
+fn accepted_list(crd: &Value, field: &str) -> Vec<String> {
+    if crd
+        .pointer(&format!("/status/acceptedNames/{field}"))
+        .is_some()
+    {
+        strings(crd, &format!("/status/acceptedNames/{field}"))
+    } else {
+        strings(crd, &format!("/spec/names/{field}"))
+    }
+}
+
+/// Rewrites apiVersion between a served version and the storage version:
+/// conversion strategy None.
+struct ApiVersionOnly {
+    storage: String,
+}
+
+impl Conversion for ApiVersionOnly {
+    fn to_storage(&self, mut obj: Value) -> Value {
+        obj["apiVersion"] = json!(self.storage);
+        obj
+    }
+    fn to_served(&self, obj: Value) -> Value {
+        // decode() sets the served apiVersion.
+        obj
+    }
+}
+
+/// Kubernetes' version priority: GA before beta before alpha, higher
+/// numbers first, then other names alphabetically.
+pub fn version_priority(v: &str) -> (u8, i64, i64, String) {
+    let parse = |s: &str| -> Option<(i64, u8, i64)> {
+        let rest = s.strip_prefix('v')?;
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let major: i64 = digits.parse().ok()?;
+        let tail = &rest[digits.len()..];
+        if tail.is_empty() {
+            return Some((major, 0, 0));
+        }
+        for (name, rank) in [("beta", 1u8), ("alpha", 2u8)] {
+            if let Some(n) = tail.strip_prefix(name) {
+                return Some((major, rank, n.parse().ok()?));
+            }
+        }
+        None
+    };
+    match parse(v) {
+        Some((major, rank, minor)) => (rank, -major, -minor, String::new()),
+        None => (3, 0, 0, v.to_string()),
+    }
+}
+
+/// The ResourceDefs of a CRD's served versions, best version first.
+pub fn resource_defs(crd: &Value) -> Vec<ResourceDef> {
+    let group = st(crd, "/spec/group").to_string();
+    let plural = accepted(crd, "plural");
+    let terminating = crd
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null());
+    let versions = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let storage = versions
+        .iter()
+        .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+        .map(|v| st(v, "/name").to_string())
+        .unwrap_or_default();
+    let mut served: Vec<&Value> = versions
+        .iter()
+        .filter(|v| v.get("served").and_then(Value::as_bool) == Some(true))
+        .collect();
+    served.sort_by_key(|v| version_priority(st(v, "/name")));
+    served
+        .into_iter()
+        .map(|v| {
+            let cr = CustomResource::new(crd, v, terminating);
+            let name = st(v, "/name").to_string();
+            let mut subresources = Vec::new();
+            if cr.status {
+                subresources.push("status".to_string());
+            }
+            if cr.scale.is_some() {
+                subresources.push("scale".to_string());
+            }
+            let conversion: Option<Arc<dyn Conversion>> = (name != storage).then(|| {
+                Arc::new(ApiVersionOnly {
+                    storage: format!("{group}/{storage}"),
+                }) as Arc<dyn Conversion>
+            });
+            ResourceDef {
+                group: group.clone(),
+                version: name.clone(),
+                kind: cr.kind.clone(),
+                plural: plural.clone(),
+                singular: {
+                    let s = accepted(crd, "singular");
+                    if s.is_empty() {
+                        cr.kind.to_lowercase()
+                    } else {
+                        s
+                    }
+                },
+                namespaced: st(crd, "/spec/scope") == "Namespaced",
+                short_names: accepted_list(crd, "shortNames"),
+                categories: accepted_list(crd, "categories"),
+                subresources,
+                verbs: [
+                    "delete",
+                    "deletecollection",
+                    "get",
+                    "list",
+                    "patch",
+                    "create",
+                    "update",
+                    "watch",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+                storage_prefix: format!("/registry/{group}/{plural}/"),
+                storage_version: name == storage,
+                strategy: Arc::new(CustomResourceStrategy { cr }),
+                conversion,
+            }
+        })
+        .collect()
+}
+
+/// Custom resources: the CRD version's schema decides.
+pub struct CustomResourceStrategy {
+    cr: CustomResource,
+}
+
+#[async_trait]
+impl Strategy for CustomResourceStrategy {
+    fn default(&self, obj: &mut Value) {
+        let s = &self.cr.schema;
+        if !s.preserve_unknown {
+            s.prune(obj, true);
+        }
+        s.drop_nulls(obj);
+        s.apply_defaults(obj);
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        self.cr.schema.validate(obj, "")
+    }
+
+    fn prepare_create(&self, obj: &mut Value) {
+        // With a status subresource, status is written only through it.
+        if self.cr.status
+            && let Some(m) = obj.as_object_mut()
+        {
+            m.remove("status");
+        }
+    }
+
+    async fn allocate(&self, _ctx: &Ctx<'_>, _obj: &mut Value) -> Result<(), ApiError> {
+        if self.cr.terminating {
+            return Err(ApiError::method_not_allowed(
+                "create not allowed while custom resource definition is terminating",
+            ));
+        }
+        Ok(())
+    }
+
+    fn custom_resource(&self) -> Option<&CustomResource> {
+        Some(&self.cr)
+    }
+}
+
+/// The autoscaling/v1 Scale of a custom resource, from the CRD's paths.
+pub fn scale_of(cr: &CustomResource, obj: &Value) -> Value {
+    let get = |fields: &[String]| -> Option<&Value> {
+        let mut cur = obj;
+        for f in fields {
+            cur = cur.get(f.as_str())?;
+        }
+        Some(cur)
+    };
+    let Some(spec) = &cr.scale else {
+        return Value::Null;
+    };
+    let meta = &obj["metadata"];
+    let mut status = json!({
+        "replicas": get(&spec.status_replicas).and_then(Value::as_i64).unwrap_or(0),
+    });
+    if let Some(sel) = spec
+        .label_selector
+        .as_ref()
+        .and_then(|p| get(p))
+        .and_then(Value::as_str)
+    {
+        status["selector"] = json!(sel);
+    }
+    json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+                     "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"]},
+        "spec": {"replicas": get(&spec.spec_replicas).and_then(Value::as_i64).unwrap_or(0)},
+        "status": status,
+    })
+}
+
+/// Sets the replicas a Scale write asks for at the CRD's specReplicasPath.
+pub fn set_replicas(cr: &CustomResource, obj: &mut Value, replicas: i64) {
+    let Some(spec) = &cr.scale else { return };
+    let Some((last, parents)) = spec.spec_replicas.split_last() else {
+        return;
+    };
+    let mut cur = obj;
+    for f in parents {
+        if !cur.get(f.as_str()).is_some_and(Value::is_object) {
+            cur[f.as_str()] = json!({});
+        }
+        cur = &mut cur[f.as_str()];
+    }
+    cur[last.as_str()] = json!(replicas);
+}
+
+/// The CRD kind: upstream's basics (in `other`) plus schemas, names,
+/// subresources and printer columns, and the cleanup finalizer on delete.
+pub struct CrdStrategy;
+
+const BASE: other::CrdStrategy = other::CrdStrategy;
+
+/// The versions' path in errors: `spec.versions[i]`.
+fn vpath(i: usize) -> String {
+    format!("spec.versions[{i}]")
+}
+
+#[async_trait]
+impl Strategy for CrdStrategy {
+    fn default(&self, obj: &mut Value) {
+        BASE.default(obj);
+        // Upstream's v1 defaults for printer columns and scope-less names.
+        if let Some(vs) = obj
+            .pointer_mut("/spec/versions")
+            .and_then(Value::as_array_mut)
+        {
+            for v in vs {
+                if let Some(cols) = v
+                    .get_mut("additionalPrinterColumns")
+                    .and_then(Value::as_array_mut)
+                {
+                    for c in cols {
+                        if c.get("priority").is_none() && c.is_object() {
+                            c["priority"] = json!(0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    fn check_typed(&self, obj: &Value) -> Result<(), FieldError> {
+        BASE.check_typed(obj)
+    }
+    fn prepare_create(&self, obj: &mut Value) {
+        BASE.prepare_create(obj);
+        if let Some(s) = obj.get_mut("status") {
+            s["conditions"] = json!([]);
+        }
+    }
+    fn prepare_update(&self, new: &mut Value, old: &Value) {
+        BASE.prepare_update(new, old);
+    }
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        let mut errs = BASE.validate(obj);
+        let kind = st(obj, "/spec/names/kind");
+        if !kind.is_empty() && !names::is_dns1035_label(&kind.to_lowercase()).is_empty() {
+            errs.push(FieldError::invalid(
+                "spec.names.kind",
+                kind,
+                "may have mixed case, but should otherwise match: [a-z]([-a-z0-9]*[a-z0-9])?",
+            ));
+        }
+        for f in ["singular", "listKind"] {
+            let v = st(obj, &format!("/spec/names/{f}"));
+            let check = if f == "listKind" {
+                v.to_lowercase()
+            } else {
+                v.to_string()
+            };
+            if !v.is_empty() && !names::is_dns1035_label(&check).is_empty() {
+                errs.push(FieldError::invalid(
+                    format!("spec.names.{f}"),
+                    v,
+                    "may have mixed case, but should otherwise match: [a-z]([-a-z0-9]*[a-z0-9])?",
+                ));
+            }
+        }
+        for (i, s) in strings(obj, "/spec/names/shortNames").iter().enumerate() {
+            for m in names::is_dns1035_label(s) {
+                errs.push(FieldError::invalid(
+                    format!("spec.names.shortNames[{i}]"),
+                    s,
+                    m,
+                ));
+            }
+        }
+        let versions = obj
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if !versions.is_empty()
+            && !versions
+                .iter()
+                .any(|v| v.get("served").and_then(Value::as_bool) == Some(true))
+        {
+            errs.push(invalid(
+                "spec.versions",
+                &Value::Array(versions.clone()),
+                "must have at least one version marked as served",
+            ));
+        }
+        for (i, v) in versions.iter().enumerate() {
+            let at = vpath(i);
+            match v.pointer("/schema/openAPIV3Schema") {
+                None => errs.push(required(
+                    format!("{at}.schema.openAPIV3Schema"),
+                    "schemas are required",
+                )),
+                Some(s) => {
+                    Schema::compile(s, &format!("{at}.schema.openAPIV3Schema"), &mut errs);
+                }
+            }
+            if let Some(scale) = v.pointer("/subresources/scale") {
+                for (field, prefix, needed) in [
+                    ("specReplicasPath", ".spec.", true),
+                    ("statusReplicasPath", ".status.", true),
+                    ("labelSelectorPath", "", false),
+                ] {
+                    let p = st(scale, &format!("/{field}"));
+                    let path = format!("{at}.subresources.scale.{field}");
+                    if p.is_empty() {
+                        if needed {
+                            errs.push(FieldError::required(path));
+                        }
+                        continue;
+                    }
+                    if fields_of(p).is_none() {
+                        errs.push(FieldError::invalid(path, p, "must be a simple json path"));
+                    } else if !p.starts_with(prefix) {
+                        errs.push(FieldError::invalid(
+                            path,
+                            p,
+                            format!(
+                                "should be a json path under {}",
+                                prefix.trim_end_matches('.')
+                            ),
+                        ));
+                    }
+                }
+            }
+            if let Some(cols) = v.get("additionalPrinterColumns").and_then(Value::as_array) {
+                for (j, c) in cols.iter().enumerate() {
+                    let cp = format!("{at}.additionalPrinterColumns[{j}]");
+                    if st(c, "/name").is_empty() {
+                        errs.push(FieldError::required(format!("{cp}.name")));
+                    }
+                    let ty = st(c, "/type");
+                    if ty.is_empty() {
+                        errs.push(FieldError::required(format!("{cp}.type")));
+                    } else if !["integer", "number", "string", "boolean", "date"].contains(&ty) {
+                        errs.push(FieldError::not_supported(
+                            format!("{cp}.type"),
+                            ty,
+                            &["integer", "number", "string", "boolean", "date"],
+                        ));
+                    }
+                    let jp = st(c, "/jsonPath");
+                    if jp.is_empty() {
+                        errs.push(FieldError::required(format!("{cp}.jsonPath")));
+                    } else if let Err(e) = JsonPath::parse(jp) {
+                        errs.push(FieldError::invalid(format!("{cp}.jsonPath"), jp, e));
+                    }
+                }
+            }
+        }
+        if let Some(conv) = obj
+            .pointer("/spec/conversion/strategy")
+            .and_then(Value::as_str)
+            && !["None", "Webhook"].contains(&conv)
+        {
+            errs.push(FieldError::not_supported(
+                "spec.conversion.strategy",
+                conv,
+                &["None", "Webhook"],
+            ));
+        }
+        errs
+    }
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
+        let mut errs = BASE.validate_update(new, old);
+        // Versions still holding objects cannot disappear.
+        let names: Vec<String> = new
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .map(|vs| vs.iter().map(|v| st(v, "/name").to_string()).collect())
+            .unwrap_or_default();
+        for sv in strings(new, "/status/storedVersions") {
+            if !names.contains(&sv) {
+                errs.push(invalid(
+                    "status.storedVersions",
+                    &json!(strings(new, "/status/storedVersions")),
+                    "must appear in spec.versions",
+                ));
+            }
+        }
+        errs
+    }
+    fn prepare_delete(&self, obj: &mut Value) {
+        // Upstream's CRD storage: the first DELETE adds the cleanup
+        // finalizer and reports the pending deletion.
+        let meta = &mut obj["metadata"];
+        let list = meta
+            .as_object_mut()
+            .map(|m| m.entry("finalizers").or_insert_with(|| json!([])));
+        if let Some(Value::Array(l)) = list
+            && !l.iter().any(|f| f == CLEANUP_FINALIZER)
+        {
+            l.push(json!(CLEANUP_FINALIZER));
+        }
+        set_condition(
+            obj,
+            "Terminating",
+            "True",
+            "InstanceDeletionPending",
+            "CustomResourceDefinition marked for deletion; CustomResource deletion will begin soon",
+        );
+    }
+}
+
+/// Sets a CRD status condition, keeping lastTransitionTime when the status
+/// does not change. Returns whether anything changed.
+pub fn set_condition(crd: &mut Value, ty: &str, status: &str, reason: &str, message: &str) -> bool {
+    if !crd.get("status").is_some_and(Value::is_object) {
+        crd["status"] = json!({});
+    }
+    if !crd["status"].get("conditions").is_some_and(Value::is_array) {
+        crd["status"]["conditions"] = json!([]);
+    }
+    let Some(conds) = crd["status"]["conditions"].as_array_mut() else {
+        return false;
+    };
+    let now = crate::registry::generic::now_rfc3339();
+    match conds.iter_mut().find(|c| c["type"] == ty) {
+        Some(c) => {
+            if c["status"] == status && c["reason"] == reason && c["message"] == message {
+                return false;
+            }
+            if c["status"] != status {
+                c["lastTransitionTime"] = json!(now);
+            }
+            c["status"] = json!(status);
+            c["reason"] = json!(reason);
+            c["message"] = json!(message);
+        }
+        None => conds.push(
+            json!({"type": ty, "status": status, "lastTransitionTime": now,
+                                  "reason": reason, "message": message}),
+        ),
+    }
+    true
+}
+
+/// Names a CRD asks for that another CRD of the same group already holds
+/// (plural, singular, short names, kind, list kind), as upstream's naming
+/// controller judges them; `others` are the other CRDs' accepted names.
+pub fn name_conflict(crd: &Value, others: &[&Value]) -> Option<String> {
+    let group = st(crd, "/spec/group");
+    let mine_resources: Vec<String> = [
+        st(crd, "/spec/names/plural"),
+        st(crd, "/spec/names/singular"),
+    ]
+    .into_iter()
+    .filter(|s| !s.is_empty())
+    .map(String::from)
+    .chain(strings(crd, "/spec/names/shortNames"))
+    .collect();
+    let mine_kinds = [st(crd, "/spec/names/kind"), st(crd, "/spec/names/listKind")];
+    for o in others {
+        if st(o, "/spec/group") != group {
+            continue;
+        }
+        let theirs: Vec<String> = [
+            st(o, "/status/acceptedNames/plural"),
+            st(o, "/status/acceptedNames/singular"),
+        ]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .chain(strings(o, "/status/acceptedNames/shortNames"))
+        .collect();
+        for r in &mine_resources {
+            if theirs.contains(r) {
+                return Some(format!("{r:?} is already in use"));
+            }
+        }
+        for k in mine_kinds.iter().filter(|k| !k.is_empty()) {
+            if [
+                st(o, "/status/acceptedNames/kind"),
+                st(o, "/status/acceptedNames/listKind"),
+            ]
+            .contains(k)
+            {
+                return Some(format!("{k:?} is already in use"));
+            }
+        }
+    }
+    None
+}
+
+/// The names a CRD gets in status.acceptedNames when there is no conflict.
+pub fn accepted_names(crd: &Value) -> Value {
+    let names = crd.pointer("/spec/names").cloned().unwrap_or(json!({}));
+    let mut out = json!({"plural": names["plural"], "singular": names["singular"],
+                         "kind": names["kind"], "listKind": names["listKind"]});
+    for f in ["shortNames", "categories"] {
+        if let Some(v) = names
+            .get(f)
+            .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+        {
+            out[f] = v.clone();
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crd() -> Value {
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList", "shortNames": ["wd"]},
+                "versions": [
+                    {"name": "v1beta1", "served": true, "storage": false,
+                     "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}},
+                    {"name": "v1", "served": true, "storage": true,
+                     "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "properties": {"replicas": {"type": "integer"}}}}}},
+                     "subresources": {"status": {}, "scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}}},
+                    {"name": "v2alpha1", "served": false, "storage": false,
+                     "schema": {"openAPIV3Schema": {"type": "object"}}},
+                ]}
+        })
+    }
+
+    #[test]
+    fn served_versions_become_resource_defs_best_first() {
+        let defs = resource_defs(&crd());
+        let vs: Vec<&str> = defs.iter().map(|d| d.version.as_str()).collect();
+        assert_eq!(vs, vec!["v1", "v1beta1"]);
+        assert!(defs[0].storage_version && defs[0].conversion.is_none());
+        assert!(!defs[1].storage_version && defs[1].conversion.is_some());
+        assert_eq!(defs[0].subresources, vec!["status", "scale"]);
+        assert_eq!(defs[0].storage_prefix, "/registry/example.com/widgets/");
+        assert_eq!(defs[0].short_names, vec!["wd"]);
+        let stored = defs[1]
+            .conversion
+            .as_ref()
+            .map(|c| c.to_storage(json!({"apiVersion": "example.com/v1beta1"})));
+        assert_eq!(stored, Some(json!({"apiVersion": "example.com/v1"})));
+    }
+
+    #[test]
+    fn crd_validation_requires_schemas_and_sane_columns() {
+        let mut c = crd();
+        c["spec"]["versions"][2]
+            .as_object_mut()
+            .map(|m| m.remove("schema"));
+        c["spec"]["versions"][1]["additionalPrinterColumns"] =
+            json!([{"name": "X", "type": "float", "jsonPath": "spec.x"}]);
+        CrdStrategy.default(&mut c);
+        let errs: Vec<String> = CrdStrategy
+            .validate(&c)
+            .iter()
+            .map(FieldError::display)
+            .collect();
+        assert!(
+            errs.contains(
+                &"spec.versions[2].schema.openAPIV3Schema: Required value: schemas are required"
+                    .to_string()
+            ),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.starts_with(
+                "spec.versions[1].additionalPrinterColumns[0].type: Unsupported value: \"float\""
+            )),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.starts_with(
+                "spec.versions[1].additionalPrinterColumns[0].jsonPath: Invalid value: \"spec.x\""
+            )),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn delete_adds_the_cleanup_finalizer() {
+        let mut c = crd();
+        CrdStrategy.prepare_delete(&mut c);
+        assert_eq!(c["metadata"]["finalizers"], json!([CLEANUP_FINALIZER]));
+        assert_eq!(c["status"]["conditions"][0]["type"], "Terminating");
+    }
+
+    #[test]
+    fn scale_follows_the_crd_paths() {
+        let defs = resource_defs(&crd());
+        let cr = defs[0].strategy.custom_resource().expect("custom resource");
+        let mut o =
+            json!({"metadata": {"name": "a"}, "spec": {"replicas": 3}, "status": {"replicas": 2}});
+        let s = scale_of(cr, &o);
+        assert_eq!(s["spec"]["replicas"], 3);
+        assert_eq!(s["status"]["replicas"], 2);
+        set_replicas(cr, &mut o, 5);
+        assert_eq!(o["spec"]["replicas"], 5);
+    }
+
+    #[test]
+    fn names_conflict_within_a_group() {
+        let a = crd();
+        let mut other = crd();
+        other["metadata"]["name"] = json!("gadgets.example.com");
+        other["status"]["acceptedNames"] = json!({"plural": "gadgets", "singular": "gadget", "kind": "Widget", "listKind": "GadgetList"});
+        assert_eq!(
+            name_conflict(&a, &[&other]).as_deref(),
+            Some("\"Widget\" is already in use")
+        );
+        other["spec"]["group"] = json!("other.com");
+        assert!(name_conflict(&a, &[&other]).is_none());
+    }
+
+    #[test]
+    fn versions_sort_by_kubernetes_priority() {
+        let mut vs = vec!["v1alpha1", "v2", "foo", "v1beta2", "v1", "v1beta1", "v10"];
+        vs.sort_by_key(|v| version_priority(v));
+        assert_eq!(
+            vs,
+            vec!["v10", "v2", "v1", "v1beta2", "v1beta1", "v1alpha1", "foo"]
+        );
+    }
+}

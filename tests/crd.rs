@@ -1,0 +1,727 @@
+//! CustomResourceDefinitions through stock kubectl: a cert-manager-style
+//! Certificate (status, printer columns, short names, categories), schema
+//! pruning, defaulting and validation, status and scale subresources,
+//! several versions, watch, deletion of a CRD with its objects, restart.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Server, json, lines, squeeze, wait_until};
+use serde_json::Value;
+
+/// Shaped like cert-manager's Certificate CRD (trimmed).
+const CERTIFICATE_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: certificates.certs.example.com
+spec:
+  group: certs.example.com
+  names:
+    kind: Certificate
+    listKind: CertificateList
+    plural: certificates
+    singular: certificate
+    shortNames: [cert, certs]
+    categories: [cert-manager]
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    additionalPrinterColumns:
+    - jsonPath: .status.conditions[?(@.type=="Ready")].status
+      name: Ready
+      type: string
+    - jsonPath: .spec.secretName
+      name: Secret
+      type: string
+    - jsonPath: .spec.issuerRef.name
+      name: Issuer
+      priority: 1
+      type: string
+    - jsonPath: .status.conditions[?(@.type=="Ready")].message
+      name: Status
+      priority: 1
+      type: string
+    - jsonPath: .metadata.creationTimestamp
+      name: Age
+      type: date
+    subresources:
+      status: {}
+    schema:
+      openAPIV3Schema:
+        description: A Certificate resource should be created to ensure an up to date and signed X.509 certificate is stored in the Kubernetes Secret resource named in `spec.secretName`.
+        type: object
+        required: [spec]
+        properties:
+          apiVersion: {type: string}
+          kind: {type: string}
+          metadata: {type: object}
+          spec:
+            description: Specification of the desired state of the Certificate resource.
+            type: object
+            required: [issuerRef, secretName]
+            properties:
+              commonName: {type: string, maxLength: 64}
+              dnsNames:
+                type: array
+                items: {type: string}
+              duration: {type: string, format: duration}
+              isCA: {type: boolean}
+              issuerRef:
+                type: object
+                required: [name]
+                properties:
+                  group: {type: string}
+                  kind: {type: string}
+                  name: {type: string}
+              privateKey:
+                type: object
+                properties:
+                  algorithm: {type: string, enum: [RSA, ECDSA, Ed25519]}
+                  size: {type: integer}
+                  rotationPolicy: {type: string, default: Always}
+              secretName:
+                description: Name of the Secret resource that will be automatically created and managed by this Certificate resource.
+                type: string
+          status:
+            type: object
+            properties:
+              conditions:
+                type: array
+                items:
+                  type: object
+                  required: [status, type]
+                  properties:
+                    lastTransitionTime: {type: string, format: date-time}
+                    message: {type: string}
+                    reason: {type: string}
+                    status: {type: string, enum: ["True", "False", Unknown]}
+                    type: {type: string}
+                x-kubernetes-list-map-keys: [type]
+                x-kubernetes-list-type: map
+              notAfter: {type: string, format: date-time}
+"#;
+
+const CERTIFICATE: &str = r#"
+apiVersion: certs.example.com/v1
+kind: Certificate
+metadata:
+  name: web-tls
+  namespace: default
+spec:
+  secretName: web-tls
+  dnsNames: [web.example.com]
+  duration: 2160h
+  issuerRef: {name: letsencrypt, kind: ClusterIssuer}
+  privateKey: {algorithm: ECDSA, size: 256}
+"#;
+
+/// A cluster-scoped, scalable CRD in the `all` category with two versions.
+const WIDGET_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.toys.example.com
+spec:
+  group: toys.example.com
+  names: {kind: Widget, plural: widgets, shortNames: [wd], categories: [all]}
+  scope: Namespaced
+  versions:
+  - name: v1beta1
+    served: true
+    storage: false
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            x-kubernetes-preserve-unknown-fields: true
+  - name: v1
+    served: true
+    storage: true
+    subresources:
+      status: {}
+      scale:
+        specReplicasPath: .spec.replicas
+        statusReplicasPath: .status.replicas
+        labelSelectorPath: .status.selector
+    additionalPrinterColumns:
+    - {name: Replicas, type: integer, jsonPath: .spec.replicas}
+    - {name: Color, type: string, jsonPath: .spec.color, priority: 1}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [color]
+            properties:
+              replicas: {type: integer, minimum: 0, maximum: 50, default: 1}
+              color: {type: string, enum: [red, green, blue]}
+              size: {x-kubernetes-int-or-string: true}
+              name: {type: string, pattern: '^[a-z]+$', maxLength: 8}
+              note: {type: string, nullable: true}
+              labels: {type: object, additionalProperties: {type: string}}
+              extra: {type: object, x-kubernetes-preserve-unknown-fields: true}
+              template:
+                type: object
+                x-kubernetes-embedded-resource: true
+                x-kubernetes-preserve-unknown-fields: true
+          status:
+            type: object
+            properties:
+              replicas: {type: integer}
+              selector: {type: string}
+"#;
+
+fn create_crd(s: &Server, yaml: &str, name: &str) {
+    s.k_in(yaml, &["apply", "-f", "-"]);
+    s.k(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "--timeout=30s",
+        &format!("crd/{name}"),
+    ]);
+}
+
+fn condition<'a>(obj: &'a Value, ty: &str) -> &'a Value {
+    obj["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == ty))
+        .unwrap_or(&Value::Null)
+}
+
+#[test]
+fn certificate_crd_is_served_with_names_columns_and_status() {
+    let s = Server::start();
+    create_crd(&s, CERTIFICATE_CRD, "certificates.certs.example.com");
+    let crd = s.k_json(&["get", "crd", "certificates.certs.example.com"]);
+    assert_eq!(condition(&crd, "NamesAccepted")["status"], "True");
+    assert_eq!(condition(&crd, "NamesAccepted")["reason"], "NoConflicts");
+    assert_eq!(condition(&crd, "Established")["status"], "True");
+    assert_eq!(crd["status"]["acceptedNames"]["kind"], "Certificate");
+    assert_eq!(
+        crd["status"]["acceptedNames"]["shortNames"],
+        serde_json::json!(["cert", "certs"])
+    );
+    assert_eq!(crd["status"]["storedVersions"], serde_json::json!(["v1"]));
+    assert!(crd["metadata"].get("finalizers").is_none());
+
+    // Discovery: api-resources lists it with its short names and category.
+    let res = s.k(&[
+        "api-resources",
+        "--api-group=certs.example.com",
+        "-o",
+        "wide",
+    ]);
+    let row = lines(&res)
+        .into_iter()
+        .map(|l| squeeze(&l))
+        .find(|l| l.starts_with("certificates "))
+        .unwrap_or_default();
+    assert!(
+        row.starts_with("certificates cert,certs certs.example.com/v1 true Certificate"),
+        "{res}"
+    );
+    assert!(row.contains("cert-manager"), "{row}");
+
+    s.k_in(CERTIFICATE, &["apply", "-f", "-"]);
+    // Printer columns; the condition-filtered ones are empty for now.
+    let out = s.k(&["get", "cert"]);
+    let rows = lines(&out);
+    assert_eq!(squeeze(&rows[0]), "NAME READY SECRET AGE", "{out}");
+    assert!(squeeze(&rows[1]).starts_with("web-tls web-tls "), "{out}");
+    let wide = s.k(&["get", "certificates.certs.example.com", "-o", "wide"]);
+    assert_eq!(
+        squeeze(&lines(&wide)[0]),
+        "NAME READY SECRET ISSUER STATUS AGE",
+        "{wide}"
+    );
+    assert!(
+        // Cells the paths find nothing for are null: kubectl leaves them blank.
+        squeeze(&lines(&wide)[1]).starts_with("web-tls web-tls letsencrypt "),
+        "{wide}"
+    );
+
+    // Defaulting from the schema; generation 1.
+    let c = s.k_json(&["get", "certificate", "web-tls"]);
+    assert_eq!(c["spec"]["privateKey"]["rotationPolicy"], "Always");
+    assert_eq!(c["metadata"]["generation"], 1);
+
+    // The status subresource: kubectl patch --subresource=status.
+    s.k(&[
+        "patch",
+        "certificate",
+        "web-tls",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"conditions":[{"type":"Ready","status":"True","message":"Certificate is up to date and has not expired"}]},"spec":{"secretName":"ignored"}}"#,
+    ]);
+    let out = s.k(&["get", "cert", "-o", "wide"]);
+    assert!(
+        squeeze(&lines(&out)[1]).starts_with(
+            "web-tls True web-tls letsencrypt Certificate is up to date and has not expired"
+        ),
+        "{out}"
+    );
+    let c = s.k_json(&["get", "certificate", "web-tls"]);
+    assert_eq!(
+        c["spec"]["secretName"], "web-tls",
+        "spec changed through /status"
+    );
+    assert_eq!(
+        c["metadata"]["generation"], 1,
+        "status writes keep the generation"
+    );
+
+    // Writes to the main resource keep status and bump generation on spec changes.
+    s.k(&[
+        "patch",
+        "certificate",
+        "web-tls",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"commonName":"web.example.com"},"status":{"conditions":[]}}"#,
+    ]);
+    let c = s.k_json(&["get", "certificate", "web-tls"]);
+    assert_eq!(c["spec"]["commonName"], "web.example.com");
+    assert_eq!(c["status"]["conditions"][0]["status"], "True");
+    assert_eq!(c["metadata"]["generation"], 2);
+    s.k(&["label", "certificate", "web-tls", "team=web"]);
+    let c = s.k_json(&["get", "certificate", "web-tls"]);
+    assert_eq!(c["metadata"]["generation"], 2, "labels are not spec");
+
+    // JSON patch works; strategic merge is 415 for custom resources.
+    s.k(&[
+        "patch",
+        "cert",
+        "web-tls",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/spec/dnsNames/-","value":"www.example.com"}]"#,
+    ]);
+    let c = s.k_json(&["get", "cert", "web-tls"]);
+    assert_eq!(
+        c["spec"]["dnsNames"],
+        serde_json::json!(["web.example.com", "www.example.com"])
+    );
+    let err = s.k_err(&[
+        "patch",
+        "cert",
+        "web-tls",
+        "--type=strategic",
+        "-p",
+        r#"{"spec":{"isCA":true}}"#,
+    ]);
+    assert!(
+        err.contains("application/strategic-merge-patch+json is not supported by certs.example.com/v1, Kind=Certificate"),
+        "{err}"
+    );
+
+    // Category and short-name lookups.
+    assert!(s.k(&["get", "cert-manager"]).contains("web-tls"));
+    assert!(s.k(&["get", "certs", "-A"]).contains("web-tls"));
+
+    // kubectl explain reads the schema from OpenAPI v3.
+    let explain = s.k(&["explain", "certificate.spec.secretName"]);
+    assert!(
+        explain.contains("Name of the Secret resource that will be automatically created"),
+        "{explain}"
+    );
+    let explain = s.k(&["explain", "certificates.spec"]);
+    assert!(
+        explain.contains("issuerRef") && explain.contains("-required-"),
+        "{explain}"
+    );
+
+    // kubectl edit (through EDITOR) writes with update.
+    s.k(&["delete", "certificate", "web-tls"]);
+    assert!(
+        s.k(&["get", "certificates", "-o", "name"])
+            .trim()
+            .is_empty()
+    );
+}
+
+#[test]
+fn schema_prunes_defaults_and_validates() {
+    let s = Server::start();
+    create_crd(&s, WIDGET_CRD, "widgets.toys.example.com");
+    // Strict field validation (kubectl's default) rejects unknown fields.
+    let body = r#"
+apiVersion: toys.example.com/v1
+kind: Widget
+metadata: {name: w1}
+spec:
+  color: red
+  bogus: 1
+  extra: {anything: [1, 2]}
+  template: {apiVersion: v1, kind: ConfigMap, metadata: {name: x}, data: {a: b}}
+unknownTop: true
+"#;
+    let err = s.k_in_err(body, &["create", "-f", "-"]);
+    assert!(
+        err.contains(r#"Widget in version "v1" cannot be handled as a Widget: strict decoding error: unknown field "spec.bogus", unknown field "unknownTop""#),
+        "{err}"
+    );
+    // Warn: created, pruned, with warnings.
+    let o = s.kubectl_stdin(body, &["create", "--validate=warn", "-f", "-"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let warn = common::stderr(&o);
+    assert!(warn.contains(r#"unknown field "spec.bogus""#), "{warn}");
+    let w = s.k_json(&["get", "widget", "w1"]);
+    assert!(w["spec"].get("bogus").is_none() && w.get("unknownTop").is_none());
+    assert_eq!(w["spec"]["extra"], serde_json::json!({"anything": [1, 2]}));
+    assert_eq!(w["spec"]["template"]["data"]["a"], "b");
+    assert_eq!(w["spec"]["replicas"], 1, "defaulted");
+    // Ignore: pruned silently.
+    let o = s.kubectl_stdin(
+        &body.replace("w1", "w2"),
+        &["create", "--validate=false", "-f", "-"],
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert!(
+        s.k_json(&["get", "widget", "w2"])["spec"]
+            .get("bogus")
+            .is_none()
+    );
+
+    // Validation: upstream-shaped 422 causes.
+    let bad = r#"
+apiVersion: toys.example.com/v1
+kind: Widget
+metadata: {name: bad}
+spec:
+  color: purple
+  replicas: 99
+  size: true
+  name: "Not-Valid-Name"
+  note: null
+  labels: {a: 1}
+  template: {kind: ConfigMap}
+"#;
+    let err = s.k_in_err(bad, &["create", "-f", "-"]);
+    for want in [
+        r#"The Widget "bad" is invalid"#,
+        r#"spec.color: Unsupported value: "purple": supported values: "red", "green", "blue""#,
+        "spec.replicas: Invalid value: 99: spec.replicas in body should be less than or equal to 50",
+        r#"spec.size: Invalid value: true: spec.size in body must be of type integer,string: "boolean""#,
+        "spec.name: Too long: may not be more than 8 bytes",
+        r#"spec.name: Invalid value: "Not-Valid-Name": spec.name in body should match '^[a-z]+$'"#,
+        r#"spec.labels.a: Invalid value: 1: spec.labels.a in body must be of type string: "integer""#,
+        "spec.template.apiVersion: Required value",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+    let err = s.k_in_err(
+        "apiVersion: toys.example.com/v1\nkind: Widget\nmetadata: {name: nocolor}\nspec: {}\n",
+        &["create", "-f", "-"],
+    );
+    assert!(err.contains("spec.color: Required value"), "{err}");
+    // int-or-string takes both; nullable takes null.
+    s.k_in(
+        "apiVersion: toys.example.com/v1\nkind: Widget\nmetadata: {name: ok}\nspec: {color: blue, size: 3, note: null}\n",
+        &["create", "-f", "-"],
+    );
+    s.k_in(
+        "apiVersion: toys.example.com/v1\nkind: Widget\nmetadata: {name: ok2}\nspec: {color: blue, size: large}\n",
+        &["create", "-f", "-"],
+    );
+    // Updates are validated too.
+    let err = s.k_err(&[
+        "patch",
+        "widget",
+        "ok",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":-1}}"#,
+    ]);
+    assert!(
+        err.contains("spec.replicas in body should be greater than or equal to 0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn scale_subresource_printer_columns_and_all_category() {
+    let s = Server::start();
+    create_crd(&s, WIDGET_CRD, "widgets.toys.example.com");
+    s.k_in(
+        "apiVersion: toys.example.com/v1\nkind: Widget\nmetadata: {name: w}\nspec: {color: green, replicas: 2}\n",
+        &["apply", "-f", "-"],
+    );
+    s.k(&["scale", "widget/w", "--replicas=5"]);
+    let w = s.k_json(&["get", "wd", "w"]);
+    assert_eq!(w["spec"]["replicas"], 5);
+    assert_eq!(w["metadata"]["generation"], 2);
+    // The Scale object follows the CRD's paths.
+    s.k(&[
+        "patch",
+        "widget",
+        "w",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":4,"selector":"app=w"}}"#,
+    ]);
+    let scale = json(&s.k(&[
+        "get",
+        "--raw",
+        "/apis/toys.example.com/v1/namespaces/default/widgets/w/scale",
+    ]));
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["apiVersion"], "autoscaling/v1");
+    assert_eq!(scale["spec"]["replicas"], 5);
+    assert_eq!(scale["status"]["replicas"], 4);
+    assert_eq!(scale["status"]["selector"], "app=w");
+    let err = s.k_err(&["scale", "widget/w", "--replicas=-1"]);
+    assert!(err.contains("replicas"), "{err}");
+    // Integer and priority-1 columns.
+    let out = s.k(&["get", "widgets"]);
+    assert_eq!(squeeze(&lines(&out)[0]), "NAME REPLICAS", "{out}");
+    assert_eq!(squeeze(&lines(&out)[1]), "w 5", "{out}");
+    let wide = s.k(&["get", "widgets", "-o", "wide"]);
+    assert_eq!(squeeze(&lines(&wide)[1]), "w 5 green", "{wide}");
+    // `kubectl get all` includes the `all` category.
+    let all = s.k(&["get", "all"]);
+    assert!(all.contains("widget.toys.example.com/w"), "{all}");
+}
+
+#[test]
+fn versions_convert_by_api_version_and_watch_sees_changes() {
+    let s = Server::start();
+    create_crd(&s, WIDGET_CRD, "widgets.toys.example.com");
+    // Both versions are served; v1 is preferred.
+    let group = json(&s.k(&["get", "--raw", "/apis/toys.example.com"]));
+    assert_eq!(group["preferredVersion"]["version"], "v1");
+    assert_eq!(group["versions"].as_array().map(Vec::len), Some(2));
+    s.k_in(
+        "apiVersion: toys.example.com/v1beta1\nkind: Widget\nmetadata: {name: old}\nspec: {color: red, anything: [1]}\n",
+        &["create", "-f", "-"],
+    );
+    let v1 = json(&s.k(&[
+        "get",
+        "--raw",
+        "/apis/toys.example.com/v1/namespaces/default/widgets/old",
+    ]));
+    assert_eq!(v1["apiVersion"], "toys.example.com/v1");
+    assert_eq!(
+        v1["spec"]["anything"],
+        serde_json::json!([1]),
+        "no conversion of content"
+    );
+    let v1beta1 = json(&s.k(&[
+        "get",
+        "widgets.v1beta1.toys.example.com",
+        "old",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(v1beta1["apiVersion"], "toys.example.com/v1beta1");
+
+    // Watch from a resourceVersion sees later writes.
+    let list = json(&s.k(&[
+        "get",
+        "--raw",
+        "/apis/toys.example.com/v1/namespaces/default/widgets",
+    ]));
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    s.k_in(
+        "apiVersion: toys.example.com/v1\nkind: Widget\nmetadata: {name: new}\nspec: {color: blue}\n",
+        &["create", "-f", "-"],
+    );
+    s.k(&["delete", "widget", "old"]);
+    let events = s.k(&[
+        "get",
+        "--raw",
+        &format!("/apis/toys.example.com/v1/namespaces/default/widgets?watch=true&resourceVersion={rv}&timeoutSeconds=2"),
+    ]);
+    let evs: Vec<(String, String)> = events
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let e = json(l);
+            (
+                e["type"].as_str().unwrap_or("").to_string(),
+                e["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        evs,
+        vec![
+            ("ADDED".into(), "new".into()),
+            ("DELETED".into(), "old".into())
+        ],
+        "{events}"
+    );
+}
+
+#[test]
+fn deleting_a_crd_deletes_its_objects_then_stops_serving() {
+    let s = Server::start();
+    create_crd(&s, WIDGET_CRD, "widgets.toys.example.com");
+    s.k(&["create", "namespace", "other"]);
+    for (name, ns) in [("a", "default"), ("b", "default"), ("c", "other")] {
+        s.k_in(
+            &format!("apiVersion: toys.example.com/v1\nkind: Widget\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{color: red}}\n"),
+            &["create", "-f", "-"],
+        );
+    }
+    // kubectl waits for the CRD to be gone.
+    let out = s.k(&["delete", "crd", "widgets.toys.example.com", "--timeout=30s"]);
+    assert!(out.contains("deleted"), "{out}");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            !s.k(&["api-resources"]).contains("toys.example.com")
+        }),
+        "still in discovery"
+    );
+    let raw = s.kubectl(&["get", "--raw", "/apis/toys.example.com/v1/widgets"]);
+    assert!(!raw.status.success());
+    assert!(
+        common::stderr(&raw).contains("NotFound") || common::stderr(&raw).contains("not found")
+    );
+    // A new CRD of the same name starts empty.
+    create_crd(&s, WIDGET_CRD, "widgets.toys.example.com");
+    assert!(
+        s.k(&["get", "widgets", "-A", "-o", "name"])
+            .trim()
+            .is_empty()
+    );
+}
+
+#[test]
+fn deleting_a_crd_waits_for_finalized_objects() {
+    let s = Server::start();
+    create_crd(&s, WIDGET_CRD, "widgets.toys.example.com");
+    s.k_in(
+        "apiVersion: toys.example.com/v1\nkind: Widget\nmetadata: {name: held, finalizers: [example.com/hold]}\nspec: {color: red}\n",
+        &["create", "-f", "-"],
+    );
+    s.k(&["delete", "crd", "widgets.toys.example.com", "--wait=false"]);
+    let crd = s.k_json(&["get", "crd", "widgets.toys.example.com"]);
+    assert_eq!(
+        crd["metadata"]["finalizers"],
+        serde_json::json!(["customresourcecleanup.apiextensions.k8s.io"])
+    );
+    assert_eq!(condition(&crd, "Terminating")["status"], "True");
+    // The object is being deleted and new ones are refused.
+    assert!(wait_until(Duration::from_secs(10), || {
+        s.k_json(&["get", "widget", "held"])["metadata"]["deletionTimestamp"].is_string()
+    }));
+    let err = s.k_in_err(
+        "apiVersion: toys.example.com/v1\nkind: Widget\nmetadata: {name: late}\nspec: {color: red}\n",
+        &["create", "-f", "-"],
+    );
+    assert!(
+        err.contains("create not allowed while custom resource definition is terminating"),
+        "{err}"
+    );
+    s.k(&[
+        "patch",
+        "widget",
+        "held",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            !s.kubectl(&["get", "crd", "widgets.toys.example.com"])
+                .status
+                .success()
+        }),
+        "the CRD stays after its objects are gone"
+    );
+}
+
+#[test]
+fn invalid_crds_are_rejected() {
+    let s = Server::start();
+    let err = s.k_in_err(
+        &CERTIFICATE_CRD.replace(
+            "name: certificates.certs.example.com",
+            "name: certs.certs.example.com",
+        ),
+        &["create", "-f", "-"],
+    );
+    assert!(
+        err.contains(r#"metadata.name: Invalid value: "certs.certs.example.com": must be spec.names.plural+"."+spec.group"#),
+        "{err}"
+    );
+    let no_schema = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: things.example.com}
+spec:
+  group: example.com
+  names: {kind: Thing, plural: things}
+  scope: Cluster
+  versions:
+  - {name: v1, served: true, storage: true}
+"#;
+    let err = s.k_in_err(no_schema, &["create", "-f", "-"]);
+    assert!(
+        err.contains(
+            "spec.versions[0].schema.openAPIV3Schema: Required value: schemas are required"
+        ),
+        "{err}"
+    );
+    let not_structural = no_schema.replace(
+        "storage: true}",
+        "storage: true, schema: {openAPIV3Schema: {type: object, properties: {spec: {properties: {a: {type: string}}}, size: {type: integer, default: big}}}}}",
+    );
+    let err = s.k_in_err(&not_structural, &["create", "-f", "-"]);
+    assert!(
+        err.contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Required value: must not be empty for specified object fields"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "spec.versions[0].schema.openAPIV3Schema.properties[size].default: Invalid value"
+        ),
+        "{err}"
+    );
+    let two_storage = no_schema.replace(
+        "  - {name: v1, served: true, storage: true}",
+        "  - {name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object}}}\n  - {name: v2, served: true, storage: true, schema: {openAPIV3Schema: {type: object}}}",
+    );
+    let err = s.k_in_err(&two_storage, &["create", "-f", "-"]);
+    assert!(
+        err.contains("must have exactly one version marked as storage version"),
+        "{err}"
+    );
+    // Nothing half-made is served.
+    assert!(!s.k(&["api-resources"]).contains("things"));
+}
+
+#[test]
+fn crds_and_their_objects_are_served_after_a_restart() {
+    let mut s = Server::start();
+    create_crd(&s, CERTIFICATE_CRD, "certificates.certs.example.com");
+    s.k_in(CERTIFICATE, &["apply", "-f", "-"]);
+    s.restart();
+    // Served from the first request on.
+    let c = s.k_json(&["get", "cert", "web-tls"]);
+    assert_eq!(c["spec"]["secretName"], "web-tls");
+    let out = s.k(&["get", "certificates"]);
+    assert_eq!(squeeze(&lines(&out)[0]), "NAME READY SECRET AGE");
+    s.k_in(
+        &CERTIFICATE.replace("name: web-tls\n  namespace", "name: api-tls\n  namespace"),
+        &["apply", "-f", "-"],
+    );
+    assert!(s.k(&["get", "certs"]).contains("api-tls"));
+}
