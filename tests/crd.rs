@@ -119,7 +119,7 @@ spec:
   privateKey: {algorithm: ECDSA, size: 256}
 "#;
 
-/// A cluster-scoped, scalable CRD in the `all` category with two versions.
+/// A namespaced, scalable CRD in the `all` category with two versions.
 const WIDGET_CRD: &str = r#"
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
@@ -724,4 +724,125 @@ fn crds_and_their_objects_are_served_after_a_restart() {
         &["apply", "-f", "-"],
     );
     assert!(s.k(&["get", "certs"]).contains("api-tls"));
+}
+
+/// A cluster-scoped CRD whose kind another CRD of the group already has.
+const GADGET_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: gadgets.toys.example.com
+spec:
+  group: toys.example.com
+  names: {kind: Gadget, plural: gadgets, shortNames: [gd]}
+  scope: Cluster
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {type: object, properties: {size: {type: integer}}}
+"#;
+
+#[test]
+fn cluster_scope_name_conflicts_edit_apply_and_garbage_collection() {
+    let s = Server::start();
+    create_crd(&s, GADGET_CRD, "gadgets.toys.example.com");
+    s.k_in(
+        "apiVersion: toys.example.com/v1\nkind: Gadget\nmetadata: {name: g1}\nspec: {size: 1}\n",
+        &["apply", "-f", "-"],
+    );
+    let g = s.k_json(&["get", "gd", "g1"]);
+    assert!(g["metadata"].get("namespace").is_none(), "cluster-scoped");
+    // Client-side apply again with a change: a merge patch with the
+    // last-applied annotation.
+    s.k_in(
+        "apiVersion: toys.example.com/v1\nkind: Gadget\nmetadata: {name: g1, labels: {a: b}}\nspec: {size: 2}\n",
+        &["apply", "-f", "-"],
+    );
+    let g = s.k_json(&["get", "gadget", "g1"]);
+    assert_eq!(g["spec"]["size"], 2);
+    assert_eq!(g["metadata"]["labels"]["a"], "b");
+    assert_eq!(g["metadata"]["generation"], 2);
+    // kubectl edit through an editor script.
+    let editor = s.root.join("editor.sh");
+    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/size: 2/size: 7/' \"$1\"\n").expect("editor");
+    std::process::Command::new("chmod")
+        .args(["+x", &editor.to_string_lossy()])
+        .status()
+        .expect("chmod");
+    let o = s.kubectl_env(
+        &[("KUBE_EDITOR", &editor.to_string_lossy())],
+        &["edit", "gadget", "g1"],
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert_eq!(s.k_json(&["get", "gadget", "g1"])["spec"]["size"], 7);
+
+    // A second CRD asking for the kind Gadget in the same group is not accepted.
+    let clash = GADGET_CRD
+        .replace("gadgets.toys.example.com", "gizmos.toys.example.com")
+        .replace("plural: gadgets, shortNames: [gd]", "plural: gizmos");
+    s.k_in(&clash, &["create", "-f", "-"]);
+    let mut crd = Value::Null;
+    assert!(wait_until(Duration::from_secs(10), || {
+        crd = s.k_json(&["get", "crd", "gizmos.toys.example.com"]);
+        condition(&crd, "NamesAccepted")["status"] == "False"
+    }));
+    assert_eq!(condition(&crd, "NamesAccepted")["reason"], "NameConflict");
+    assert_eq!(condition(&crd, "Established")["status"], "False");
+    assert!(!s.k(&["api-resources"]).contains("gizmos"));
+
+    // Custom resources take part in garbage collection.
+    s.k(&["create", "configmap", "owner"]);
+    let uid = s.k_json(&["get", "configmap", "owner"])["metadata"]["uid"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    create_crd(&s, WIDGET_CRD, "widgets.toys.example.com");
+    s.k_in(
+        &format!("apiVersion: toys.example.com/v1\nkind: Widget\nmetadata:\n  name: owned\n  ownerReferences: [{{apiVersion: v1, kind: ConfigMap, name: owner, uid: {uid}}}]\nspec: {{color: red}}\n"),
+        &["create", "-f", "-"],
+    );
+    s.k(&["delete", "configmap", "owner"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            !s.kubectl(&["get", "widget", "owned"]).status.success()
+        }),
+        "the owned widget outlived its owner"
+    );
+    // Deleting a namespace deletes its custom resources.
+    s.k(&["create", "namespace", "gone"]);
+    s.k_in(
+        "apiVersion: toys.example.com/v1\nkind: Widget\nmetadata: {name: w, namespace: gone}\nspec: {color: red}\n",
+        &["create", "-f", "-"],
+    );
+    s.k(&["delete", "namespace", "gone", "--timeout=60s"]);
+    assert!(
+        s.k(&["get", "widgets", "-A", "-o", "name"])
+            .trim()
+            .is_empty()
+    );
+}
+
+#[test]
+fn explain_through_openapi_v2_and_server_side_apply() {
+    let s = Server::start();
+    create_crd(&s, CERTIFICATE_CRD, "certificates.certs.example.com");
+    let v2 = s.k(&[
+        "explain",
+        "certificates.spec.issuerRef",
+        "--output=plaintext-openapiv2",
+    ]);
+    assert!(v2.contains("name"), "{v2}");
+    let o = s.kubectl_stdin(
+        CERTIFICATE,
+        &["apply", "--server-side", "--field-manager=certs", "-f", "-"],
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let c = s.k_json(&["get", "cert", "web-tls"]);
+    assert_eq!(c["spec"]["secretName"], "web-tls");
+    assert_eq!(c["spec"]["privateKey"]["rotationPolicy"], "Always");
 }

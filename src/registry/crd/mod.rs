@@ -257,7 +257,8 @@ pub fn resource_defs(crd: &Value) -> Vec<ResourceDef> {
     served.sort_by_key(|v| version_priority(st(v, "/name")));
     served
         .into_iter()
-        .map(|v| {
+        .enumerate()
+        .map(|(i, v)| {
             let cr = CustomResource::new(crd, v, terminating);
             let name = st(v, "/name").to_string();
             let mut subresources = Vec::new();
@@ -303,7 +304,10 @@ pub fn resource_defs(crd: &Value) -> Vec<ResourceDef> {
                 .map(|s| s.to_string())
                 .collect(),
                 storage_prefix: format!("/registry/{group}/{plural}/"),
-                storage_version: name == storage,
+                // "Preferred" for discovery and the one def per stored
+                // kind that controllers walk: the best served version, as
+                // upstream prefers it (the objects are stored as `storage`).
+                storage_version: i == 0,
                 strategy: Arc::new(CustomResourceStrategy { cr }),
                 conversion,
             }
