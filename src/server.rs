@@ -215,6 +215,14 @@ pub fn in_memory_client(router: Router) -> kube::Client {
         .map_request(|mut req: http::Request<kube::client::Body>| {
             req.extensions_mut()
                 .insert(Identity(Some(UserInfo::loopback())));
+            // managedFields name writers by user agent; upstream's controllers
+            // are kube-controller-manager.
+            if !req.headers().contains_key(http::header::USER_AGENT) {
+                req.headers_mut().insert(
+                    http::header::USER_AGENT,
+                    http::HeaderValue::from_static("kube-controller-manager/v1.33.0"),
+                );
+            }
             req.map(axum::body::Body::new)
         })
         .service(router);

@@ -75,26 +75,6 @@ fn server_side_apply_conflicts_force_and_pruning() {
         f["f:spec"].get("f:progressDeadlineSeconds").is_none(),
         "{f}"
     );
-    // Re-applying the same manifest is a no-op (same resourceVersion).
-    let rv = s.k(&[
-        "get",
-        "deploy",
-        "web",
-        "-o",
-        "jsonpath={.metadata.resourceVersion}",
-    ]);
-    s.k_in(
-        &deployment(2, "app: web, team: a", "web:1"),
-        &["apply", "--server-side", "-f", "-"],
-    );
-    let rv2 = s.k(&[
-        "get",
-        "deploy",
-        "web",
-        "-o",
-        "jsonpath={.metadata.resourceVersion}",
-    ]);
-    assert_eq!(rv, rv2);
 
     // Another manager changing replicas conflicts with kubectl.
     let err = s.k_in_err(
@@ -298,6 +278,7 @@ fn managed_fields_of_ordinary_writes() {
         || {
             managed(&s, &["get", "deploy", "web"]).iter().any(|e| {
                 e["subresource"] == "status"
+                    && e["manager"] == "kube-controller-manager"
                     && e["fieldsV1"].get("f:status").is_some()
                     && e["fieldsV1"].get("f:spec").is_none()
             })
@@ -348,6 +329,14 @@ fn apply_requests_over_https() {
         json!({"b": "2"}),
         "a was applied before, not now"
     );
+    // Applying the same configuration again writes nothing.
+    let rv = r.json()["metadata"]["resourceVersion"].clone();
+    let r = s.request(Req::new("PATCH", &format!("{path}?fieldManager=t")).body(
+        "application/apply-patch+yaml",
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"ac"},"data":{"b":"2"}}"#,
+    ));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["metadata"]["resourceVersion"], rv);
     // Wrong apiVersion, managedFields in the body, a name mismatch: 400.
     for (body, msg) in [
         (
