@@ -8,9 +8,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, LazyLock};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use super::forbidden;
 use super::quota::{self, Evaluator, ResourceList};
 use crate::api::status::ApiError;
 use crate::registry::ResourceDef;
@@ -35,21 +36,6 @@ pub fn namespace_lock(ns: &str) -> Arc<Mutex<()>> {
 /// How often a charge retries after losing a race on a quota's
 /// resourceVersion to another writer (a user editing the quota).
 const MAX_CONFLICT_RETRIES: usize = 8;
-
-fn forbidden(def: &ResourceDef, name: &str, msg: &str) -> ApiError {
-    let t = def.target();
-    let mut e = ApiError::forbidden(if name.is_empty() {
-        format!("{} is forbidden: {msg}", t.qualified())
-    } else {
-        format!("{} \"{name}\" is forbidden: {msg}", t.qualified())
-    });
-    let mut d = json!({"name": name, "kind": def.plural});
-    if !def.group.is_empty() {
-        d["group"] = json!(def.group);
-    }
-    e.details = Some(d);
-    e
-}
 
 async fn list_quotas(reg: &Registry, qdef: &ResourceDef, ns: &str) -> Result<Vec<Value>, ApiError> {
     Ok(reg.list(qdef, Some(ns), &ListQuery::default()).await?.items)

@@ -595,6 +595,9 @@ impl Registry {
             }
         }
         def.strategy.prepare_create(&mut obj);
+        // ---- admission: LimitRanger defaults (mutating) ----
+        let limits =
+            crate::admission::limitranger::mutate(self, def, ns, &mut obj, false, None).await?;
         if !opts.managed_fields_set {
             let manager = opts.field_manager.as_deref().unwrap_or("");
             crate::patch::managedfields::track_update(def, None, &mut obj, manager, None);
@@ -604,6 +607,7 @@ impl Registry {
         if !errs.is_empty() {
             return Err(ApiError::invalid(def.target(), &name, &errs));
         }
+        crate::admission::limitranger::validate(def, &obj, limits.as_ref())?;
         if def.namespaced {
             self.check_namespace(ns.unwrap_or("")).await?;
         }
@@ -759,6 +763,9 @@ impl Registry {
                 .unwrap_or(0);
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
         }
+        let limits =
+            crate::admission::limitranger::mutate(self, def, ns, &mut new, true, subresource)
+                .await?;
         if !opts.managed_fields_set {
             let manager = opts.field_manager.as_deref().unwrap_or("");
             crate::patch::managedfields::track_update(
@@ -775,6 +782,7 @@ impl Registry {
         if !errs.is_empty() {
             return Err(ApiError::invalid(def.target(), name, &errs));
         }
+        crate::admission::limitranger::validate(def, &new, limits.as_ref())?;
         if new == old {
             // A no-op update writes nothing and keeps the resourceVersion.
             return Ok(old);
