@@ -846,3 +846,87 @@ fn explain_through_openapi_v2_and_server_side_apply() {
     assert_eq!(c["spec"]["secretName"], "web-tls");
     assert_eq!(c["spec"]["privateKey"]["rotationPolicy"], "Always");
 }
+
+#[test]
+fn updating_a_crd_changes_what_is_served() {
+    let s = Server::start();
+    create_crd(&s, WIDGET_CRD, "widgets.toys.example.com");
+    let shaped = "apiVersion: toys.example.com/v1\nkind: Widget\nmetadata: {name: s}\nspec: {color: red, shape: round}\n";
+    let err = s.k_in_err(shaped, &["create", "-f", "-"]);
+    assert!(err.contains(r#"unknown field "spec.shape""#), "{err}");
+    // A new field in the schema, and v1beta1 deprecated.
+    let updated = WIDGET_CRD
+        .replace(
+            "              color: {type: string, enum: [red, green, blue]}\n",
+            "              color: {type: string, enum: [red, green, blue]}\n              shape:\n                type: string\n                description: The outline of the widget.\n",
+        )
+        .replace(
+            "  - name: v1beta1\n    served: true\n",
+            "  - name: v1beta1\n    served: true\n    deprecated: true\n",
+        );
+    s.k_in(&updated, &["apply", "-f", "-"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            s.kubectl_stdin(shaped, &["create", "-f", "-"])
+                .status
+                .success()
+        }),
+        "the new schema is not used"
+    );
+    assert_eq!(s.k_json(&["get", "widget", "s"])["spec"]["shape"], "round");
+    let explain = s.k(&["explain", "widgets.spec.shape"]);
+    assert!(explain.contains("The outline of the widget."), "{explain}");
+    let o = s.kubectl(&["get", "widgets.v1beta1.toys.example.com"]);
+    assert!(o.status.success());
+    assert!(
+        common::stderr(&o).contains(
+            "Warning: toys.example.com/v1beta1 Widget is deprecated; use toys.example.com/v1 Widget"
+        ),
+        "{}",
+        common::stderr(&o)
+    );
+    // A new storage version joins storedVersions.
+    s.k(&[
+        "patch",
+        "crd",
+        "widgets.toys.example.com",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/versions/0/storage","value":true},{"op":"replace","path":"/spec/versions/1/storage","value":false}]"#,
+    ]);
+    let crd = s.k_json(&["get", "crd", "widgets.toys.example.com"]);
+    assert_eq!(
+        crd["status"]["storedVersions"],
+        serde_json::json!(["v1", "v1beta1"])
+    );
+    // Objects written now are stored as v1beta1 and still read as v1.
+    s.k_in(
+        "apiVersion: toys.example.com/v1\nkind: Widget\nmetadata: {name: later}\nspec: {color: blue}\n",
+        &["create", "-f", "-"],
+    );
+    assert_eq!(
+        s.k_json(&["get", "widgets.v1.toys.example.com", "later"])["apiVersion"],
+        "toys.example.com/v1"
+    );
+    // No longer served: gone from discovery and 404.
+    s.k(&[
+        "patch",
+        "crd",
+        "widgets.toys.example.com",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/versions/0/served","value":false},{"op":"replace","path":"/spec/versions/0/storage","value":false},{"op":"replace","path":"/spec/versions/1/storage","value":true}]"#,
+    ]);
+    assert!(wait_until(Duration::from_secs(10), || {
+        !s.kubectl(&[
+            "get",
+            "--raw",
+            "/apis/toys.example.com/v1beta1/namespaces/default/widgets",
+        ])
+        .status
+        .success()
+    }));
+    let group = json(&s.k(&["get", "--raw", "/apis/toys.example.com"]));
+    assert_eq!(group["versions"].as_array().map(Vec::len), Some(1));
+    assert_eq!(s.k(&["get", "widgets", "-o", "name"]).lines().count(), 2);
+}

@@ -193,15 +193,19 @@ async fn serve(st: Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
     let deprecated = deprecation(&t.def);
     let mut resp = serve_resource(&st, t, parts, body, q, out).await?;
     if let Some(w) = deprecated {
-        add_warnings(&mut resp, &[w.to_string()]);
+        add_warnings(&mut resp, &[w]);
     }
     Ok(resp)
 }
 
 /// Upstream's deprecation warnings, sent on every use of the resource.
-fn deprecation(def: &ResourceDef) -> Option<&'static str> {
-    (def.group.is_empty() && def.plural == "endpoints")
-        .then_some("v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice")
+fn deprecation(def: &ResourceDef) -> Option<String> {
+    if let Some(cr) = def.strategy.custom_resource() {
+        return cr.deprecation_warning.clone();
+    }
+    (def.group.is_empty() && def.plural == "endpoints").then(|| {
+        "v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice".to_string()
+    })
 }
 
 async fn serve_resource(

@@ -142,6 +142,11 @@ impl CrdController {
                     .collect();
                 desired_status(&crds[i], &others)
             };
+            // Serve before Established is written: whoever sees the
+            // condition may use the resource at once.
+            if condition_true(&desired, "Established") {
+                self.serve(&name, &desired);
+            }
             if desired.get("status") != crds[i].get("status") {
                 match self
                     .registry
@@ -164,9 +169,6 @@ impl CrdController {
                 }
             }
             let crd = crds[i].clone();
-            if condition_true(&crd, "Established") {
-                self.serve(&name, &crd);
-            }
             if is_terminating(&crd) && !self.cleanup(&def, &name, &crd).await {
                 cleaning = true;
             }

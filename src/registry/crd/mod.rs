@@ -62,6 +62,8 @@ pub struct CustomResource {
     pub columns: Vec<PrinterColumn>,
     /// The CRD is being deleted: no new objects.
     pub terminating: bool,
+    /// The Warning sent on every use of a deprecated version.
+    pub deprecation_warning: Option<String>,
     /// Identifies this state (schema, columns...) for cached documents.
     pub fingerprint: u64,
 }
@@ -166,9 +168,40 @@ impl CustomResource {
             scale,
             columns,
             terminating,
+            deprecation_warning: deprecation_warning(crd, version),
             fingerprint: h.finish(),
         }
     }
+}
+
+/// A deprecated version's warning: its own text, or upstream's default
+/// naming the best served version that is not deprecated.
+fn deprecation_warning(crd: &Value, version: &Value) -> Option<String> {
+    if version.get("deprecated").and_then(Value::as_bool) != Some(true) {
+        return None;
+    }
+    if let Some(w) = version.get("deprecationWarning").and_then(Value::as_str) {
+        return Some(w.to_string());
+    }
+    let group = st(crd, "/spec/group");
+    let kind = st(crd, "/spec/names/kind");
+    let msg = format!("{group}/{} {kind} is deprecated", st(version, "/name"));
+    let mut better: Vec<&str> = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .map(|vs| {
+            vs.iter()
+                .filter(|v| v.get("served").and_then(Value::as_bool) == Some(true))
+                .filter(|v| v.get("deprecated").and_then(Value::as_bool) != Some(true))
+                .map(|v| st(v, "/name"))
+                .collect()
+        })
+        .unwrap_or_default();
+    better.sort_by_key(|v| version_priority(v));
+    Some(match better.first() {
+        Some(b) => format!("{msg}; use {group}/{b} {kind}"),
+        None => msg,
+    })
 }
 
 /// A name from status.acceptedNames, else from spec.names.
