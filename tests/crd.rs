@@ -340,7 +340,11 @@ fn certificate_crd_is_served_with_names_columns_and_status() {
         "{explain}"
     );
 
-    // kubectl edit (through EDITOR) writes with update.
+    let describe = s.k(&["describe", "certificate", "web-tls"]);
+    assert!(
+        describe.contains("Kind:         Certificate") && describe.contains("Secret Name:"),
+        "{describe}"
+    );
     s.k(&["delete", "certificate", "web-tls"]);
     assert!(
         s.k(&["get", "certificates", "-o", "name"])
@@ -370,6 +374,11 @@ unknownTop: true
         err.contains(r#"Widget in version "v1" cannot be handled as a Widget: strict decoding error: unknown field "spec.bogus", unknown field "unknownTop""#),
         "{err}"
     );
+    let err = s.k_in_err(
+        &body.replace("metadata: {name: w1}", "metadata: {name: w1, colour: red}"),
+        &["create", "-f", "-"],
+    );
+    assert!(err.contains(r#"unknown field "metadata.colour""#), "{err}");
     // Warn: created, pruned, with warnings.
     let o = s.kubectl_stdin(body, &["create", "--validate=warn", "-f", "-"]);
     assert!(o.status.success(), "{}", common::stderr(&o));

@@ -72,11 +72,21 @@ impl CustomResource {
     /// Fields of `obj` the schema would prune, as upstream's strict decoding
     /// reports them (`spec.foo`).
     pub fn unknown_fields(&self, obj: &Value) -> Vec<String> {
-        if self.schema.preserve_unknown {
-            return Vec::new();
+        // metadata is ObjectMeta whatever the schema says.
+        let mut out = match obj.get("metadata") {
+            Some(m) => crate::api::fieldvalidation::unknown_fields_of_kind(
+                "",
+                "v1",
+                "ConfigMap",
+                &json!({"metadata": m}),
+            ),
+            None => Vec::new(),
+        };
+        if !self.schema.preserve_unknown {
+            let mut copy = obj.clone();
+            out.extend(self.schema.prune(&mut copy, true));
         }
-        let mut copy = obj.clone();
-        self.schema.prune(&mut copy, true)
+        out
     }
 }
 
