@@ -754,6 +754,7 @@ spec:
         type: object
         properties:
           spec: {type: object, properties: {size: {type: integer}}}
+          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
 "#;
 
 #[test]
@@ -776,6 +777,18 @@ fn cluster_scope_name_conflicts_edit_apply_and_garbage_collection() {
     assert_eq!(g["spec"]["size"], 2);
     assert_eq!(g["metadata"]["labels"]["a"], "b");
     assert_eq!(g["metadata"]["generation"], 2);
+    // Without a status subresource, status is content: generation moves.
+    s.k(&[
+        "patch",
+        "gadget",
+        "g1",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"seen":true}}"#,
+    ]);
+    let g = s.k_json(&["get", "gadget", "g1"]);
+    assert_eq!(g["metadata"]["generation"], 3);
+    assert_eq!(g["status"]["seen"], true);
     // kubectl edit through an editor script.
     let editor = s.root.join("editor.sh");
     std::fs::write(&editor, "#!/bin/sh\nsed -i 's/size: 2/size: 7/' \"$1\"\n").expect("editor");

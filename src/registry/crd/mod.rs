@@ -387,6 +387,30 @@ impl Strategy for CustomResourceStrategy {
         }
     }
 
+    fn prepare_update(&self, new: &mut Value, old: &Value) {
+        // Without a status subresource status is content like spec: its
+        // changes bump the generation too (spec changes are the store's).
+        if self.cr.status || new.get("status") == old.get("status") {
+            return;
+        }
+        let rest = |o: &Value| {
+            let mut o = o.clone();
+            if let Some(m) = o.as_object_mut() {
+                for k in ["metadata", "status", "apiVersion", "kind"] {
+                    m.remove(k);
+                }
+            }
+            o
+        };
+        if rest(new) == rest(old) {
+            let g = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            new["metadata"]["generation"] = json!(g + 1);
+        }
+    }
+
     async fn allocate(&self, _ctx: &Ctx<'_>, _obj: &mut Value) -> Result<(), ApiError> {
         if self.cr.terminating {
             return Err(ApiError::method_not_allowed(
