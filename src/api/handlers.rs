@@ -191,10 +191,13 @@ async fn serve(st: Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
     }
     let out = request::negotiate(&parts.headers)?;
     let deprecated = deprecation(&t.def);
-    let mut resp = serve_resource(&st, t, parts, body, q, out).await?;
+    let (resp, admission) =
+        super::warning::collect(serve_resource(&st, t, parts, body, q, out)).await;
+    let mut resp = resp?;
     if let Some(w) = deprecated {
         add_warnings(&mut resp, &[w]);
     }
+    add_warnings(&mut resp, &admission);
     Ok(resp)
 }
 

@@ -13,6 +13,7 @@ pub mod selectors;
 pub mod status;
 pub mod streams;
 pub mod table;
+pub mod warning;
 pub mod watch;
 
 use std::sync::Arc;

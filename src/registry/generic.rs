@@ -608,6 +608,7 @@ impl Registry {
             return Err(ApiError::invalid(def.target(), &name, &errs));
         }
         crate::admission::limitranger::validate(def, &obj, limits.as_ref())?;
+        crate::admission::podsecurity::admit(self, def, ns, &obj, None, None).await?;
         if def.namespaced {
             self.check_namespace(ns.unwrap_or("")).await?;
         }
@@ -783,6 +784,7 @@ impl Registry {
             return Err(ApiError::invalid(def.target(), name, &errs));
         }
         crate::admission::limitranger::validate(def, &new, limits.as_ref())?;
+        crate::admission::podsecurity::admit(self, def, ns, &new, Some(&old), subresource).await?;
         if new == old {
             // A no-op update writes nothing and keeps the resourceVersion.
             return Ok(old);
