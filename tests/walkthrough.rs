@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-const STEPS: &str = "1 2 3 4 5 6 7 8 9 10 11 12 13 16 17 18 19 20 21 22 23 24";
+const STEPS: &str = "1 2 3 4 5 6 7 8 9 10 11 12 13 16 17 18 19 20 21 22 23 24 26 30";
 
 #[test]
 fn walkthrough_supported_steps() {
