@@ -634,6 +634,13 @@ impl Strategy for CrdStrategy {
                 }
             }
         }
+        if obj.pointer("/spec/preserveUnknownFields") == Some(&Value::Bool(true)) {
+            errs.push(invalid(
+                "spec.preserveUnknownFields",
+                &Value::Bool(true),
+                "cannot set to true, set x-kubernetes-preserve-unknown-fields to true in spec.versions[*].schema instead",
+            ));
+        }
         if let Some(conv) = obj
             .pointer("/spec/conversion/strategy")
             .and_then(Value::as_str)
@@ -853,6 +860,19 @@ mod tests {
         assert!(
             errs.iter().any(|e| e.starts_with(
                 "spec.versions[1].additionalPrinterColumns[0].jsonPath: Invalid value: \"spec.x\""
+            )),
+            "{errs:?}"
+        );
+        let mut c = crd();
+        c["spec"]["preserveUnknownFields"] = json!(true);
+        let errs: Vec<String> = CrdStrategy
+            .validate(&c)
+            .iter()
+            .map(FieldError::display)
+            .collect();
+        assert!(
+            errs.iter().any(|e| e.starts_with(
+                "spec.preserveUnknownFields: Invalid value: true: cannot set to true"
             )),
             "{errs:?}"
         );
