@@ -15,6 +15,7 @@ pub mod fdpass;
 pub mod logs;
 pub mod protocol;
 mod server;
+mod trim;
 
 pub use server::{now_nanos, read_record, unmount, write_record};
 

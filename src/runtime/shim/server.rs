@@ -24,6 +24,10 @@ use crate::runtime::bundle;
 
 /// The shim's own OOM score: the kernel should pick a container first.
 const SHIM_OOM_SCORE_ADJ: &str = "-998";
+/// How long after a request or an exit the shim gives back the pages that
+/// work touched (see [`super::trim`]): long enough that a burst of
+/// requests (create, start, status) does not fault them in again each time.
+const TRIM_AFTER: Duration = Duration::from_secs(1);
 
 static SIGCHLD_PIPE: AtomicI32 = AtomicI32::new(-1);
 
@@ -104,6 +108,8 @@ pub struct Shim {
     execs: HashMap<i32, Exec>,
     exec_seq: u64,
     exit_after: bool,
+    /// When to give back memory (set by work, cleared when done).
+    trim_at: Option<Instant>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +191,8 @@ impl Shim {
             execs: HashMap::new(),
             exec_seq: 0,
             exit_after: false,
+            // Setup itself (cgroups, the pause fork) touched code too.
+            trim_at: Some(Instant::now() + TRIM_AFTER),
         })
     }
 
@@ -212,12 +220,22 @@ impl Shim {
                     outputs.push((cid.clone(), i));
                 }
             }
+            // Trim right before blocking: code that runs after the trim
+            // faults back in (with the kernel's fault-around, 64 kB a
+            // fault), so as little as possible runs in between.
+            let trim = self.trim_at.is_some_and(|t| t <= Instant::now());
+            if trim {
+                self.trim_at = None;
+            }
             let timeout = self.next_deadline().map(|d| {
                 d.saturating_duration_since(Instant::now())
                     .as_millis()
                     .min(60_000) as i32
                     + 1
             });
+            if trim {
+                super::trim::release();
+            }
             // SAFETY: fds is a valid array of pollfd of the given length.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, timeout.unwrap_or(-1)) };
             if n < 0 {
@@ -259,7 +277,15 @@ impl Shim {
             .values()
             .filter_map(|c| c.kill_at)
             .chain(self.execs.values().filter_map(|e| e.kill_at))
+            .chain(self.trim_at)
             .min()
+    }
+
+    /// Give back memory once the current burst of work is over.
+    fn trim_soon(&mut self) {
+        if self.trim_at.is_none() {
+            self.trim_at = Some(Instant::now() + TRIM_AFTER);
+        }
     }
 
     fn deadlines(&mut self) {
@@ -367,6 +393,7 @@ impl Shim {
     }
 
     fn handle(&mut self, id: u64, req: Request) {
+        self.trim_soon();
         match req {
             Request::Ping => {
                 let resp = Response {
@@ -884,6 +911,7 @@ impl Shim {
                     Ok(s) => s,
                 };
             let Some(pid) = status.pid() else { continue };
+            self.trim_soon();
             let raw = pid.as_raw();
             if Some(raw) == self.pause_pid {
                 eprintln!("rk3s shim: the sandbox's pause process {raw} exited: {status:?}");
