@@ -73,7 +73,10 @@ for _ in $(seq 50); do
 done
 [[ -n $port ]] || { echo "walkthrough: no free port" >&2; exit 2; }
 
+# No disk eviction thresholds or image GC: this machine's disk shows little
+# space available to root, which would put the node under DiskPressure.
 env -u RK3S_DATA_DIR -u RK3S_HTTPS_PORT -u RK3S_WRITE_KUBECONFIG \
+  RK3S_EVICTION_HARD='memory.available<100Mi' RK3S_IMAGE_GC_HIGH_THRESHOLD=100 RK3S_IMAGE_GC_LOW_THRESHOLD=99 \
   nsenter --net="/run/netns/$ns" -- "$bin" server --data-dir "$work/data" --https-port "$port" --bind-address 127.0.0.1 \
   --write-kubeconfig "$work/kubeconfig.yaml" --node-name walkthrough >"$work/server.log" 2>&1 &
 pid=$!

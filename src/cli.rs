@@ -230,6 +230,15 @@ struct ServerFlags {
     /// The cluster's DNS domain [default: cluster.local]
     #[arg(long, value_name = "DOMAIN")]
     cluster_domain: Option<String>,
+    /// Hard eviction thresholds, e.g. memory.available<100Mi,nodefs.available<10% [default: memory.available<100Mi,nodefs.available<10%,imagefs.available<15%,nodefs.inodesFree<5%]
+    #[arg(long, value_name = "LIST")]
+    eviction_hard: Option<String>,
+    /// Disk use percent above which unused images are removed [default: 85]
+    #[arg(long, value_name = "PERCENT")]
+    image_gc_high_threshold: Option<String>,
+    /// Disk use percent image garbage collection frees down to [default: 80]
+    #[arg(long, value_name = "PERCENT")]
+    image_gc_low_threshold: Option<String>,
 }
 
 /// The settings a config file may hold for `server`, by flag name.
@@ -254,6 +263,9 @@ const SERVER_KEYS: &[&str] = &[
     "system-reserved",
     "cluster-dns",
     "cluster-domain",
+    "eviction-hard",
+    "image-gc-high-threshold",
+    "image-gc-low-threshold",
 ];
 
 /// Settings that take several values: repeated flags, comma-separated env
@@ -287,6 +299,9 @@ impl ServerFlags {
             ("system-reserved", &self.system_reserved),
             ("cluster-dns", &self.cluster_dns),
             ("cluster-domain", &self.cluster_domain),
+            ("eviction-hard", &self.eviction_hard),
+            ("image-gc-high-threshold", &self.image_gc_high_threshold),
+            ("image-gc-low-threshold", &self.image_gc_low_threshold),
         ];
         let mut given: BTreeMap<&'static str, Vec<String>> = singles
             .into_iter()
@@ -447,6 +462,18 @@ fn resolve_server(flags: &ServerFlags, host: &Host) -> Result<ServerConfig, Conf
             "cluster-cidr {cluster} and service-cidr {service} overlap; pods and Services need separate ranges"
         )));
     }
+    let image_gc_high_threshold = layers
+        .one("image-gc-high-threshold", config::parse_percent)?
+        .unwrap_or(config::DEFAULT_IMAGE_GC_HIGH_THRESHOLD);
+    let image_gc_low_threshold = layers
+        .one("image-gc-low-threshold", config::parse_percent)?
+        .unwrap_or(config::DEFAULT_IMAGE_GC_LOW_THRESHOLD);
+    // As the kubelet: the low mark must be below the high one.
+    if image_gc_low_threshold >= image_gc_high_threshold {
+        return Err(ConfigError::Conflict(format!(
+            "image-gc-low-threshold ({image_gc_low_threshold}) must be less than image-gc-high-threshold ({image_gc_high_threshold})"
+        )));
+    }
     let node_name = match layers.one("node-name", config::parse_node_name)? {
         Some(name) => name,
         None => config::parse_node_name(&host.hostname).map_err(|reason| {
@@ -507,6 +534,11 @@ fn resolve_server(flags: &ServerFlags, host: &Host) -> Result<ServerConfig, Conf
         cluster_domain: layers
             .one("cluster-domain", non_empty)?
             .unwrap_or_else(|| config::DEFAULT_CLUSTER_DOMAIN.into()),
+        eviction_hard: layers
+            .one("eviction-hard", config::parse_eviction_hard)?
+            .unwrap_or_else(|| config::DEFAULT_EVICTION_HARD.into()),
+        image_gc_high_threshold,
+        image_gc_low_threshold,
         // Last: these move what `layers` borrows.
         config_file: found.then_some(file_path),
         warnings,
@@ -616,10 +648,13 @@ struct ScalarTexts {
     system_reserved: Option<Text>,
     cluster_dns: Option<Text>,
     cluster_domain: Option<Text>,
+    eviction_hard: Option<Text>,
+    image_gc_high_threshold: Option<Text>,
+    image_gc_low_threshold: Option<Text>,
 }
 
 impl ScalarTexts {
-    fn into_pairs(self) -> [(&'static str, Option<Text>); 18] {
+    fn into_pairs(self) -> [(&'static str, Option<Text>); 21] {
         [
             ("data-dir", self.data_dir),
             ("bind-address", self.bind_address),
@@ -639,6 +674,9 @@ impl ScalarTexts {
             ("system-reserved", self.system_reserved),
             ("cluster-dns", self.cluster_dns),
             ("cluster-domain", self.cluster_domain),
+            ("eviction-hard", self.eviction_hard),
+            ("image-gc-high-threshold", self.image_gc_high_threshold),
+            ("image-gc-low-threshold", self.image_gc_low_threshold),
         ]
     }
 }

@@ -46,6 +46,13 @@ pub struct ServerConfig {
     pub cluster_dns: String,
     /// The cluster's DNS domain.
     pub cluster_domain: String,
+    /// Hard eviction thresholds, as the kubelet's `--eviction-hard`
+    /// (`memory.available<100Mi,nodefs.available<10%`); validated.
+    pub eviction_hard: String,
+    /// Disk use (percent) above which unused images are removed...
+    pub image_gc_high_threshold: u8,
+    /// ...down to this percent.
+    pub image_gc_low_threshold: u8,
 }
 
 /// The NodeResourcesFit scoring strategy (`--scheduler-scoring`).
@@ -94,6 +101,9 @@ impl ServerConfig {
             system_reserved: String::new(),
             cluster_dns: String::new(),
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
+            eviction_hard: DEFAULT_EVICTION_HARD.into(),
+            image_gc_high_threshold: DEFAULT_IMAGE_GC_HIGH_THRESHOLD,
+            image_gc_low_threshold: DEFAULT_IMAGE_GC_LOW_THRESHOLD,
         }
     }
 
@@ -190,6 +200,11 @@ pub const DEFAULT_SIMULATE_NODE_MEMORY: &str = "16Gi";
 pub const DEFAULT_SIMULATE_NODE_PODS: u32 = 110;
 pub const DEFAULT_NODE_MONITOR_GRACE_PERIOD: std::time::Duration =
     std::time::Duration::from_secs(40);
+/// The kubelet's default hard eviction thresholds.
+pub const DEFAULT_EVICTION_HARD: &str =
+    "memory.available<100Mi,nodefs.available<10%,imagefs.available<15%,nodefs.inodesFree<5%";
+pub const DEFAULT_IMAGE_GC_HIGH_THRESHOLD: u8 = 85;
+pub const DEFAULT_IMAGE_GC_LOW_THRESHOLD: u8 = 80;
 /// Upstream caps simulated fleets nowhere; we stop at a size the pod CIDR
 /// fallback range (100.64.0.0/10, 16,384 /24s) can address.
 pub const MAX_SIMULATE_NODES: u32 = 16_000;
@@ -405,6 +420,23 @@ pub fn parse_simulate_nodes(s: &str) -> Result<u32, String> {
 }
 
 /// A positive resource quantity such as `4`, `3500m` or `16Gi`, kept as written.
+/// `--eviction-hard`: a list of `signal<quantity|percent%` (see
+/// `node::agent::eviction::Thresholds`), kept as written once valid.
+pub fn parse_eviction_hard(s: &str) -> Result<String, String> {
+    crate::node::agent::eviction::Thresholds::parse(s)?;
+    Ok(s.trim().to_string())
+}
+
+/// An image GC threshold: a whole percent, 0 to 100.
+pub fn parse_percent(s: &str) -> Result<u8, String> {
+    s.trim()
+        .trim_end_matches('%')
+        .parse::<u8>()
+        .ok()
+        .filter(|p| *p <= 100)
+        .ok_or_else(|| "must be a whole percent from 0 to 100".to_string())
+}
+
 pub fn parse_positive_quantity(s: &str) -> Result<String, String> {
     let t = s.trim();
     match crate::registry::strategy::kinds::quantity::parse(t) {

@@ -338,7 +338,12 @@ pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
     let _agent = if cfg.is_disabled("agent") {
         None
     } else {
-        match crate::node::agent::start_in_server(&cfg, cp.client(), &cp.state.streams) {
+        match crate::node::agent::start_in_server(
+            &cfg,
+            cp.client(),
+            &cp.state.streams,
+            &cp.state.resource_metrics,
+        ) {
             Ok(agent) => Some(agent),
             Err(e) => {
                 tracing::error!("the node agent cannot start: {e}");

@@ -30,6 +30,9 @@ use super::events::{self, Recorder};
 pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
 pub const TAINT_UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
+pub const TAINT_MEMORY_PRESSURE: &str = "node.kubernetes.io/memory-pressure";
+pub const TAINT_DISK_PRESSURE: &str = "node.kubernetes.io/disk-pressure";
+pub const TAINT_PID_PRESSURE: &str = "node.kubernetes.io/pid-pressure";
 const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 /// The conditions the controller turns Unknown when the kubelet goes quiet.
 const KUBELET_CONDITIONS: &[&str] = &["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
@@ -159,6 +162,38 @@ pub fn desired_taints(
                 value: None,
                 time_added: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
             });
+        }
+    }
+    out
+}
+
+/// Upstream's TaintNodesByCondition: a node whose kubelet reports
+/// MemoryPressure, DiskPressure or PIDPressure True gets the matching
+/// NoSchedule taint, removed when the condition clears.
+pub fn pressure_taints(current: Vec<Taint>, node: &Node, now: jiff::Timestamp) -> Vec<Taint> {
+    let status = |t: &str| {
+        node.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == t))
+            .is_some_and(|c| c.status == "True")
+    };
+    let mut out = current;
+    for (condition, key) in [
+        ("MemoryPressure", TAINT_MEMORY_PRESSURE),
+        ("DiskPressure", TAINT_DISK_PRESSURE),
+        ("PIDPressure", TAINT_PID_PRESSURE),
+    ] {
+        let has = out.iter().any(|t| t.key == key && t.effect == "NoSchedule");
+        match (status(condition), has) {
+            (true, false) => out.push(Taint {
+                key: key.into(),
+                effect: "NoSchedule".into(),
+                value: None,
+                time_added: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
+            }),
+            (false, true) => out.retain(|t| !(t.key == key && t.effect == "NoSchedule")),
+            _ => {}
         }
     }
     out
@@ -307,6 +342,7 @@ impl Controller {
                 spec.unschedulable.unwrap_or(false),
                 jiff::Timestamp::now(),
             );
+            let want = pressure_taints(want, &node, jiff::Timestamp::now());
             if want != taints {
                 match self.set_taints(&node, &want).await {
                     Ok(n) => node = n,
@@ -570,6 +606,28 @@ mod tests {
 
     fn tol(v: serde_json::Value) -> Toleration {
         serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn pressure_conditions_taint_no_schedule() {
+        let now = jiff::Timestamp::now();
+        let node = |mem: &str, disk: &str| -> Node {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "n"}, "status": {"conditions": [
+                {"type": "MemoryPressure", "status": mem}, {"type": "DiskPressure", "status": disk}]}}))
+            .unwrap()
+        };
+        let user = taint("dedicated", "NoSchedule");
+        let t = pressure_taints(vec![user.clone()], &node("True", "False"), now);
+        let keys: Vec<&str> = t.iter().map(|t| t.key.as_str()).collect();
+        assert_eq!(keys, ["dedicated", TAINT_MEMORY_PRESSURE]);
+        assert_eq!(t[1].effect, "NoSchedule");
+        let t = pressure_taints(t, &node("False", "True"), now);
+        let keys: Vec<&str> = t.iter().map(|t| t.key.as_str()).collect();
+        assert_eq!(keys, ["dedicated", TAINT_DISK_PRESSURE]);
+        assert_eq!(
+            pressure_taints(t, &node("False", "Unknown"), now),
+            vec![user]
+        );
     }
 
     #[test]

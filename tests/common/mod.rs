@@ -522,6 +522,16 @@ impl Server {
             }
         }
         cmd.env("RUST_BACKTRACE", "1");
+        if self.builder.agent {
+            // The test machines' disks report little space available to
+            // root (reserved blocks): upstream's disk thresholds would put
+            // every test node under DiskPressure and garbage-collect the
+            // images tests import. Tests that want them pass the flags
+            // (flags win over env).
+            cmd.env("RK3S_EVICTION_HARD", "memory.available<100Mi");
+            cmd.env("RK3S_IMAGE_GC_HIGH_THRESHOLD", "100");
+            cmd.env("RK3S_IMAGE_GC_LOW_THRESHOLD", "99");
+        }
         for (k, v) in &self.builder.env {
             cmd.env(k, v);
         }
@@ -659,6 +669,13 @@ impl Server {
         if let Err(msg) = self.spawn_and_wait() {
             panic!("restart failed: {msg}");
         }
+    }
+
+    /// Pass `a` too from the next `start_again` on (a node restarted
+    /// with new settings, as upstream's e2e tests reconfigure kubelets).
+    #[allow(dead_code)]
+    pub fn push_arg(&mut self, a: impl Into<String>) {
+        self.builder.args.push(a.into());
     }
 
     /// SIGTERM, then start again on the same data dir.

@@ -18,6 +18,7 @@ pub mod qos;
 pub mod registration;
 pub mod security;
 pub mod services;
+pub mod stats;
 pub mod status;
 pub mod streams;
 #[cfg(test)]
@@ -57,6 +58,15 @@ pub struct AgentConfig {
     /// address when `None`.
     pub node_ip: Option<IpAddr>,
     pub max_pods: u32,
+    /// Hard eviction thresholds (`--eviction-hard`).
+    pub eviction_hard: eviction::Thresholds,
+    /// Image GC starts above this percent of disk use...
+    pub image_gc_high: u8,
+    /// ...and frees down to this one.
+    pub image_gc_low: u8,
+    /// How often usage is sampled and eviction decided (the kubelet's
+    /// housekeeping and eviction monitoring period, 10 s).
+    pub housekeeping_interval: Duration,
 }
 
 impl AgentConfig {
@@ -73,6 +83,11 @@ impl AgentConfig {
             status_interval: Duration::from_secs(60),
             node_ip: None,
             max_pods: 110,
+            eviction_hard: eviction::Thresholds::parse(crate::config::DEFAULT_EVICTION_HARD)
+                .unwrap_or_default(),
+            image_gc_high: crate::config::DEFAULT_IMAGE_GC_HIGH_THRESHOLD,
+            image_gc_low: crate::config::DEFAULT_IMAGE_GC_LOW_THRESHOLD,
+            housekeeping_interval: Duration::from_secs(10),
         }
     }
 
@@ -179,11 +194,32 @@ pub struct Services {
 pub struct NodeAgent {
     pub tasks: Vec<JoinHandle<()>>,
     pub workers: podworker::PodWorkers,
+    /// The latest usage sample (metrics API, stats/summary, eviction).
+    pub stats: Arc<stats::StatsCollector>,
+}
+
+/// What the agent publishes and garbage-collects besides running pods.
+#[derive(Clone, Default)]
+pub struct Housekeeping {
+    /// Where usage samples go for the metrics API.
+    pub published: Arc<crate::node::metrics::Published>,
+    /// The image store to prune under disk pressure, if any.
+    pub images: Option<Arc<dyn eviction::ImageGc>>,
 }
 
 impl NodeAgent {
     /// Register the node, start the heartbeat and the pod workers.
     pub fn start(client: kube::Client, config: AgentConfig, services: Services) -> NodeAgent {
+        Self::start_with(client, config, services, Housekeeping::default())
+    }
+
+    /// `start`, with usage published and images collected as `housekeeping` says.
+    pub fn start_with(
+        client: kube::Client,
+        config: AgentConfig,
+        services: Services,
+        housekeeping: Housekeeping,
+    ) -> NodeAgent {
         let config = Arc::new(config);
         let node = registration::NodeRegistration::new(client.clone(), config.clone());
         let workers = podworker::PodWorkers::new(
@@ -211,13 +247,36 @@ impl NodeAgent {
             }));
         }
         tasks.push(tokio::spawn(node.clone().status_loop()));
+        let stats = Arc::new(stats::StatsCollector::new(
+            config.node_name.clone(),
+            config.agent_dir.clone(),
+            services.runtime.clone(),
+            housekeeping.published.clone(),
+        ));
+        let evictions = eviction::EvictionManager {
+            client: client.clone(),
+            node: node.clone(),
+            runtime: services.runtime.clone(),
+            workers: workers.clone(),
+            stats: stats.clone(),
+            images: housekeeping.images,
+            thresholds: config.eviction_hard.clone(),
+            image_gc_high: config.image_gc_high,
+            image_gc_low: config.image_gc_low,
+            interval: config.housekeeping_interval,
+        };
+        tasks.push(tokio::spawn(evictions.run()));
         tasks.push(tokio::spawn(lease::heartbeat(
             client,
             config.node_name.clone(),
             config.lease_interval,
             node,
         )));
-        NodeAgent { tasks, workers }
+        NodeAgent {
+            tasks,
+            workers,
+            stats,
+        }
     }
 }
 
@@ -241,6 +300,7 @@ pub fn start_in_server(
     cfg: &crate::config::ServerConfig,
     client: kube::Client,
     streams: &crate::api::streams::NodeStreamsRegistry,
+    metrics: &crate::node::metrics::MetricsRegistry,
 ) -> Result<NodeAgent, AgentError> {
     crate::node::checkconfig::log_checks(&crate::node::checkconfig::checks());
     let agent_dir = cfg.agent_dir();
@@ -249,6 +309,10 @@ pub fn start_in_server(
     config.cluster_dns = cfg.cluster_dns_ip()?;
     config.cluster_domain = cfg.cluster_domain.clone();
     config.system_reserved = cfg.system_reserved.clone();
+    config.eviction_hard = eviction::Thresholds::parse(&cfg.eviction_hard)
+        .map_err(|reason| crate::config::invalid("eviction-hard", &cfg.eviction_hard, reason))?;
+    config.image_gc_high = cfg.image_gc_high_threshold;
+    config.image_gc_low = cfg.image_gc_low_threshold;
     let registries =
         crate::runtime::image::RegistriesConfig::load(std::path::Path::new(REGISTRIES_FILE))?;
     let images_dir = agent_dir.join("images");
@@ -267,6 +331,11 @@ pub fn start_in_server(
         cfg.node_name.clone(),
     ));
     volumes.spawn_resync(Duration::from_secs(60));
+    let housekeeping = Housekeeping {
+        published: Arc::new(crate::node::metrics::Published::default()),
+        images: Some(Arc::new(store.clone())),
+    };
+    metrics.register(&cfg.node_name, housekeeping.published.clone());
     let services = Services {
         runtime: runtime.clone(),
         images: Arc::new(services::LocalImages(store)),
@@ -277,10 +346,13 @@ pub fn start_in_server(
         )),
         volumes: Arc::new(services::LocalVolumes(volumes)),
     };
-    let agent = NodeAgent::start(client, config, services);
+    let agent = NodeAgent::start_with(client, config, services, housekeeping);
     streams.register(
         cfg.node_name.clone(),
-        Arc::new(streams::LocalStreams::new(runtime, agent.workers.clone())),
+        Arc::new(
+            streams::LocalStreams::new(runtime, agent.workers.clone())
+                .with_stats(agent.stats.clone()),
+        ),
     );
     Ok(agent)
 }

@@ -209,6 +209,8 @@ struct Shared {
     owners: Mutex<HashMap<SandboxId, String>>,
     /// Pod uid -> its network namespace, for port-forward.
     netns: Mutex<HashMap<String, PathBuf>>,
+    /// Pod uid -> the message of its eviction (the eviction manager's).
+    evictions: Mutex<HashMap<String, String>>,
 }
 
 struct WorkerHandle {
@@ -245,8 +247,24 @@ impl PodWorkers {
                 adopted: Mutex::new(HashMap::new()),
                 owners: Mutex::new(HashMap::new()),
                 netns: Mutex::new(HashMap::new()),
+                evictions: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Evict a pod: its worker kills its containers and reports it Failed
+    /// with reason Evicted and `message`. False if no worker runs it.
+    pub fn evict(&self, pod_uid: &str, message: &str) -> bool {
+        let workers = self.shared.workers.lock();
+        let Some(w) = workers.get(pod_uid) else {
+            return false;
+        };
+        self.shared
+            .evictions
+            .lock()
+            .insert(pod_uid.to_string(), message.to_string());
+        w.wake.notify_one();
+        true
     }
 
     /// The sandbox of a pod on this node, if it has one.
@@ -501,6 +519,7 @@ impl Worker {
             let delay = match next {
                 Next::Done => {
                     self.probes.clear();
+                    self.shared.evictions.lock().remove(&self.uid);
                     return;
                 }
                 Next::After(d) => d,
@@ -746,6 +765,13 @@ impl Worker {
             return Next::Done;
         }
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        let eviction = self.shared.evictions.lock().get(&self.uid).cloned();
+        if let Some(message) = eviction
+            && !matches!(phase, Some("Succeeded") | Some("Failed"))
+        {
+            self.evict(&pod, message).await;
+            return Next::After(RESYNC * 6);
+        }
         if matches!(phase, Some("Succeeded") | Some("Failed")) {
             if !self.finished {
                 self.finish(&pod).await;
@@ -1647,6 +1673,49 @@ impl Worker {
             last_state: Some(last_state.unwrap_or_default()),
             ..Default::default()
         }
+    }
+
+    /// Evicted under node pressure: kill every container at once (hard
+    /// thresholds allow no grace), report the pod Failed with reason
+    /// Evicted and the containers' final states, and release the pod's
+    /// network as for any finished pod.
+    async fn evict(&mut self, pod: &Pod, message: String) {
+        self.probes.clear();
+        if let Some(sb) = self.sandbox.clone() {
+            let rt = self.shared.services.runtime.clone();
+            let list = rt.list_containers(&sb).await.unwrap_or_default();
+            let stops = list
+                .into_iter()
+                .filter(|c| c.state == cri::ContainerState::Running)
+                .map(|c| {
+                    let rt = rt.clone();
+                    async move {
+                        if let Err(e) = rt
+                            .stop_container(&c.id, super::eviction::EVICTION_GRACE)
+                            .await
+                        {
+                            debug!(container = %c.id, "stop for eviction: {e}");
+                        }
+                    }
+                });
+            futures::future::join_all(stops).await;
+        }
+        let observed = match &self.sandbox {
+            Some(sb) => match self.shared.services.runtime.list_containers(sb).await {
+                Ok(list) => observe(self.normalize(list)),
+                Err(_) => HashMap::new(),
+            },
+            None => HashMap::new(),
+        };
+        let facts = PodFacts {
+            sandbox_ready: false,
+            pod_ip: self.pod_ip.clone(),
+            host_ip: self.shared.node.node_ip().map(|ip| ip.to_string()),
+            start_time: self.start_time.clone(),
+            terminal: Some(("Failed".into(), "Evicted".into(), message)),
+        };
+        self.report(pod, &observed, &facts).await;
+        self.finish(pod).await;
     }
 
     /// The pod reached Succeeded or Failed: stop what still runs, release

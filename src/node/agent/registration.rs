@@ -136,12 +136,13 @@ fn render(resource: &str, nano: i128) -> String {
 }
 
 /// Capacity and allocatable: allocatable is capacity minus
-/// `--system-reserved` and the hard eviction thresholds (memory 100Mi,
-/// ephemeral storage 10%), as the kubelet computes it.
+/// `--system-reserved` and the hard eviction thresholds of memory.available
+/// and nodefs.available, as the kubelet computes it.
 pub fn resources(
     m: &MachineInfo,
     reserved: &BTreeMap<String, i128>,
     max_pods: u32,
+    thresholds: &eviction::Thresholds,
 ) -> (Value, Value) {
     let cap: BTreeMap<&str, i128> = [
         ("cpu", m.cpus as i128 * NANO),
@@ -162,8 +163,16 @@ pub fn resources(
         capacity.insert(k.to_string(), json!(render(k, *v)));
         let mut a = *v - reserved.get(*k).copied().unwrap_or(0);
         match *k {
-            "memory" => a -= eviction::MEMORY_AVAILABLE_HARD as i128 * NANO,
-            "ephemeral-storage" => a -= *v / 10,
+            "memory" => {
+                a -= thresholds.reserve(eviction::Signal::MemoryAvailable, m.memory_bytes) as i128
+                    * NANO
+            }
+            "ephemeral-storage" => {
+                a -= thresholds
+                    .reserve(eviction::Signal::NodeFsAvailable, m.ephemeral_storage_bytes)
+                    as i128
+                    * NANO
+            }
             _ => {}
         }
         allocatable.insert(k.to_string(), json!(render(k, a)));
@@ -245,6 +254,17 @@ impl NodeRegistration {
         &self.config.node_name
     }
 
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// The pressure the configured thresholds see now.
+    fn observe(&self) -> Pressure {
+        self.config
+            .eviction_hard
+            .pressure(&eviction::Signals::read(&self.config.agent_dir))
+    }
+
     pub fn uid(&self) -> Option<String> {
         self.state.lock().uid.clone()
     }
@@ -269,7 +289,11 @@ impl NodeRegistration {
             - reserved.get("cpu").copied().unwrap_or(0) / 1_000_000;
         let mem = self.machine.memory_bytes as i128
             - reserved.get("memory").copied().unwrap_or(0) / NANO
-            - eviction::MEMORY_AVAILABLE_HARD as i128;
+            - self
+                .config
+                .eviction_hard
+                .reserve(eviction::Signal::MemoryAvailable, self.machine.memory_bytes)
+                as i128;
         (cpu, mem)
     }
 
@@ -429,8 +453,13 @@ impl NodeRegistration {
             warn!("ignoring --system-reserved: {e}");
             BTreeMap::new()
         });
-        let (capacity, allocatable) = resources(m, &reserved, self.config.max_pods);
-        let pressure = eviction::observe(&self.config.agent_dir);
+        let (capacity, allocatable) = resources(
+            m,
+            &reserved,
+            self.config.max_pods,
+            &self.config.eviction_hard,
+        );
+        let pressure = self.observe();
         self.state.lock().last_pressure = Some(pressure);
         let now = serde_json::to_value(Time(jiff::Timestamp::now())).unwrap_or(Value::Null);
         let mut addresses = Vec::new();
@@ -503,7 +532,7 @@ impl NodeRegistration {
             if !registered {
                 continue;
             }
-            let changed = old != Some(eviction::observe(&self.config.agent_dir));
+            let changed = old != Some(self.observe());
             if (due || changed)
                 && let Err(e) = self.post_status().await
             {
@@ -531,7 +560,9 @@ mod tests {
             ..Default::default()
         };
         let reserved = parse_reserved("cpu=100m, memory=256Mi").expect("parse");
-        let (cap, alloc) = resources(&m, &reserved, 110);
+        let thresholds =
+            eviction::Thresholds::parse(crate::config::DEFAULT_EVICTION_HARD).expect("defaults");
+        let (cap, alloc) = resources(&m, &reserved, 110, &thresholds);
         assert_eq!(cap["cpu"], "2");
         assert_eq!(cap["memory"], "4194304Ki");
         assert_eq!(cap["pods"], "110");

@@ -304,6 +304,15 @@ pub fn pod_status(
             now,
         ),
     ];
+    // An eviction by this node says so, as the kubelet does.
+    if let Some((_, reason, message)) = &facts.terminal
+        && reason == "Evicted"
+    {
+        let mut c = condition(old, "DisruptionTarget", true, None, None, now);
+        c.reason = Some("TerminationByKubelet".into());
+        c.message = Some(message.clone());
+        conditions.push(c);
+    }
     // Keep conditions other components own (PodScheduled, DisruptionTarget,
     // readiness gates).
     for c in old

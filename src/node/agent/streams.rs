@@ -2,7 +2,8 @@
 //! to the runtime; port-forward connects to localhost:PORT inside the
 //! pod's network namespace (as the kubelet's runtimes do, so servers bound
 //! to 127.0.0.1 in the pod are reachable); logs are read from the CRI log
-//! files by `crate::node::logs`.
+//! files by `crate::node::logs`; nodes/proxy answers the kubelet's
+//! `/stats/summary` and `/healthz` from the agent's latest usage sample.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -14,17 +15,29 @@ use futures::FutureExt;
 use futures::stream::BoxStream;
 
 use super::podworker::PodWorkers;
+use super::stats::StatsCollector;
 use crate::api::streams::backend::{DuplexStream, LogOptions, NodeStreams, PodRef, StreamError};
 use crate::runtime::cri::{self, ContainerRuntime, ExecRequest, ExecSession};
 
 pub struct LocalStreams {
     runtime: Arc<dyn ContainerRuntime>,
     workers: PodWorkers,
+    stats: Option<Arc<StatsCollector>>,
 }
 
 impl LocalStreams {
     pub fn new(runtime: Arc<dyn ContainerRuntime>, workers: PodWorkers) -> Self {
-        LocalStreams { runtime, workers }
+        LocalStreams {
+            runtime,
+            workers,
+            stats: None,
+        }
+    }
+
+    /// Serve `/stats/summary` from this collector.
+    pub fn with_stats(mut self, stats: Arc<StatsCollector>) -> Self {
+        self.stats = Some(stats);
+        self
     }
 
     /// The current (or, with `previous`, the one before) container of
@@ -183,5 +196,50 @@ impl NodeStreams for LocalStreams {
             None
         };
         Ok(crate::node::logs::stream(c.log_path.clone(), opts, exited))
+    }
+
+    async fn proxy(
+        &self,
+        request: http::Request<axum::body::Body>,
+    ) -> Result<http::Response<axum::body::Body>, StreamError> {
+        let text = |code: http::StatusCode, ct: &str, body: Vec<u8>| {
+            http::Response::builder()
+                .status(code)
+                .header(http::header::CONTENT_TYPE, ct)
+                .body(axum::body::Body::from(body))
+                .map_err(|e| StreamError::Internal(e.to_string()))
+        };
+        if request.method() != http::Method::GET && request.method() != http::Method::HEAD {
+            return text(
+                http::StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain; charset=utf-8",
+                b"405: Method Not Allowed".to_vec(),
+            );
+        }
+        match request.uri().path().trim_end_matches('/') {
+            "/healthz" => text(
+                http::StatusCode::OK,
+                "text/plain; charset=utf-8",
+                b"ok".to_vec(),
+            ),
+            "/stats/summary" => {
+                // Sample now if nothing was sampled yet (just started).
+                let snapshot = match self.stats.as_ref() {
+                    Some(s) => match s.latest() {
+                        Some(snap) => snap,
+                        None => s.collect().await,
+                    },
+                    None => return Err(StreamError::NotFound("no stats on this node".into())),
+                };
+                let body = serde_json::to_vec_pretty(&snapshot.summary())
+                    .map_err(|e| StreamError::Internal(e.to_string()))?;
+                text(http::StatusCode::OK, "application/json", body)
+            }
+            _ => text(
+                http::StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                b"404 page not found\n".to_vec(),
+            ),
+        }
     }
 }
