@@ -704,6 +704,15 @@ spec:
         ),
         "{err}"
     );
+    let bad_pattern = no_schema.replace(
+        "storage: true}",
+        "storage: true, schema: {openAPIV3Schema: {type: object, properties: {name: {type: string, pattern: '(unclosed'}}}}}",
+    );
+    let err = s.k_in_err(&bad_pattern, &["create", "-f", "-"]);
+    assert!(
+        err.contains("spec.versions[0].schema.openAPIV3Schema.properties[name].pattern: Invalid value: \"(unclosed\": must be a valid regular expression"),
+        "{err}"
+    );
     let two_storage = no_schema.replace(
         "  - {name: v1, served: true, storage: true}",
         "  - {name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object}}}\n  - {name: v2, served: true, storage: true, schema: {openAPIV3Schema: {type: object}}}",
