@@ -441,3 +441,63 @@ fn scale_subresource_uses_the_scale_kind() {
         "Deployment"
     );
 }
+
+#[test]
+fn custom_resource_schemas_are_published() {
+    let c = catalogue();
+    let crd = json!({
+        "metadata": {"name": "widgets.toys.example.com"},
+        "spec": {"group": "toys.example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "description": "A widget.", "properties": {
+                    "spec": {"type": "object", "properties": {
+                        "note": {"type": "string", "nullable": true, "description": "Free text."}}}}}}}]}
+    });
+    for d in crate::registry::crd::resource_defs(&crd) {
+        c.add(d);
+    }
+    let doc = v3_document(&c, "apis/toys.example.com/v1").unwrap();
+    let w = &doc["components"]["schemas"]["com.example.toys.v1.Widget"];
+    assert_eq!(w["description"], "A widget.");
+    assert_eq!(
+        w["properties"]["spec"]["properties"]["note"]["nullable"],
+        true
+    );
+    assert_eq!(
+        w["properties"]["metadata"]["allOf"][0]["$ref"],
+        "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+    );
+    assert_eq!(
+        w["x-kubernetes-group-version-kind"],
+        json!([{"group": "toys.example.com", "kind": "Widget", "version": "v1"}])
+    );
+    // Swagger 2.0 has no nullable.
+    let v2doc = v2(&c);
+    let w2 = &v2doc["definitions"]["com.example.toys.v1.Widget"];
+    assert_eq!(
+        w2["properties"]["spec"]["properties"]["note"]["description"],
+        "Free text."
+    );
+    assert!(
+        w2["properties"]["spec"]["properties"]["note"]
+            .get("nullable")
+            .is_none()
+    );
+    // A changed schema changes the served documents.
+    let api = OpenApi::new();
+    let before = api
+        .v3_document(&c, "apis/toys.example.com/v1")
+        .unwrap()
+        .etag;
+    let mut changed = crd.clone();
+    changed["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["description"] = json!("Changed.");
+    for d in crate::registry::crd::resource_defs(&changed) {
+        c.add(d);
+    }
+    let after = api
+        .v3_document(&c, "apis/toys.example.com/v1")
+        .unwrap()
+        .etag;
+    assert_ne!(before, after);
+}
