@@ -8,7 +8,9 @@
 //! cache holds anyway (the agent maps the same binary), so once the shim is
 //! idle it unmaps them from itself with `MADV_DONTNEED`: the page cache
 //! keeps them, nothing is written back, and code that runs again faults
-//! its pages back in (minor faults, microseconds each).
+//! its pages back in (minor faults, microseconds each). The kernel does the
+//! same to such pages under memory pressure, so nothing here can happen
+//! that could not happen without it.
 //!
 //! Only private file mappings that are not writable and hold no anonymous
 //! (copy-on-write) pages are dropped: for those `MADV_DONTNEED` is exactly
