@@ -239,6 +239,9 @@ struct ServerFlags {
     /// Disk use percent image garbage collection frees down to [default: 80]
     #[arg(long, value_name = "PERCENT")]
     image_gc_low_threshold: Option<String>,
+    /// Images used or imported more recently are not garbage-collected [default: 2m]
+    #[arg(long, value_name = "DURATION")]
+    image_minimum_gc_age: Option<String>,
 }
 
 /// The settings a config file may hold for `server`, by flag name.
@@ -266,6 +269,7 @@ const SERVER_KEYS: &[&str] = &[
     "eviction-hard",
     "image-gc-high-threshold",
     "image-gc-low-threshold",
+    "image-minimum-gc-age",
 ];
 
 /// Settings that take several values: repeated flags, comma-separated env
@@ -302,6 +306,7 @@ impl ServerFlags {
             ("eviction-hard", &self.eviction_hard),
             ("image-gc-high-threshold", &self.image_gc_high_threshold),
             ("image-gc-low-threshold", &self.image_gc_low_threshold),
+            ("image-minimum-gc-age", &self.image_minimum_gc_age),
         ];
         let mut given: BTreeMap<&'static str, Vec<String>> = singles
             .into_iter()
@@ -539,6 +544,9 @@ fn resolve_server(flags: &ServerFlags, host: &Host) -> Result<ServerConfig, Conf
             .unwrap_or_else(|| config::DEFAULT_EVICTION_HARD.into()),
         image_gc_high_threshold,
         image_gc_low_threshold,
+        image_minimum_gc_age: layers
+            .one("image-minimum-gc-age", config::parse_duration)?
+            .unwrap_or(config::DEFAULT_IMAGE_MINIMUM_GC_AGE),
         // Last: these move what `layers` borrows.
         config_file: found.then_some(file_path),
         warnings,
@@ -651,10 +659,11 @@ struct ScalarTexts {
     eviction_hard: Option<Text>,
     image_gc_high_threshold: Option<Text>,
     image_gc_low_threshold: Option<Text>,
+    image_minimum_gc_age: Option<Text>,
 }
 
 impl ScalarTexts {
-    fn into_pairs(self) -> [(&'static str, Option<Text>); 21] {
+    fn into_pairs(self) -> [(&'static str, Option<Text>); 22] {
         [
             ("data-dir", self.data_dir),
             ("bind-address", self.bind_address),
@@ -677,6 +686,7 @@ impl ScalarTexts {
             ("eviction-hard", self.eviction_hard),
             ("image-gc-high-threshold", self.image_gc_high_threshold),
             ("image-gc-low-threshold", self.image_gc_low_threshold),
+            ("image-minimum-gc-age", self.image_minimum_gc_age),
         ]
     }
 }

@@ -53,6 +53,8 @@ pub struct ServerConfig {
     pub image_gc_high_threshold: u8,
     /// ...down to this percent.
     pub image_gc_low_threshold: u8,
+    /// Images used or imported more recently than this are never collected.
+    pub image_minimum_gc_age: std::time::Duration,
 }
 
 /// The NodeResourcesFit scoring strategy (`--scheduler-scoring`).
@@ -104,6 +106,7 @@ impl ServerConfig {
             eviction_hard: DEFAULT_EVICTION_HARD.into(),
             image_gc_high_threshold: DEFAULT_IMAGE_GC_HIGH_THRESHOLD,
             image_gc_low_threshold: DEFAULT_IMAGE_GC_LOW_THRESHOLD,
+            image_minimum_gc_age: DEFAULT_IMAGE_MINIMUM_GC_AGE,
         }
     }
 
@@ -205,6 +208,7 @@ pub const DEFAULT_EVICTION_HARD: &str =
     "memory.available<100Mi,nodefs.available<10%,imagefs.available<15%,nodefs.inodesFree<5%";
 pub const DEFAULT_IMAGE_GC_HIGH_THRESHOLD: u8 = 85;
 pub const DEFAULT_IMAGE_GC_LOW_THRESHOLD: u8 = 80;
+pub const DEFAULT_IMAGE_MINIMUM_GC_AGE: std::time::Duration = std::time::Duration::from_secs(120);
 /// Upstream caps simulated fleets nowhere; we stop at a size the pod CIDR
 /// fallback range (100.64.0.0/10, 16,384 /24s) can address.
 pub const MAX_SIMULATE_NODES: u32 = 16_000;

@@ -240,6 +240,8 @@ spec:
 
     s.stop();
     s.push_arg("--eviction-hard=nodefs.available<1000Ti");
+    // web:2 was imported seconds ago: let it be collected anyway.
+    s.push_arg("--image-minimum-gc-age=0s");
     s.start_again();
 
     let n = wait_node(&s, &node, "DiskPressure and its taint", |n| {
@@ -279,8 +281,9 @@ spec:
 }
 
 /// Image garbage collection by disk use: above `--image-gc-high-threshold`
-/// the node removes unused images, never one its containers use, and says
-/// when it could not free enough; no pod is evicted for it.
+/// the node removes unused images older than `--image-minimum-gc-age`, never
+/// one its containers use, and says when it could not free enough; no pod
+/// is evicted for it.
 #[test]
 fn image_gc_above_the_high_threshold_keeps_images_in_use() {
     let ns = TestNetns::create();
@@ -302,10 +305,21 @@ spec:
     wait_phase(&s, "web", "Running");
     assert!(has_image(&images(&s), "web:2"));
 
-    // Any disk is more than 1% used.
+    // Any disk is more than 1% used; but web:2 is younger than the
+    // default minimum age (2 min): collection runs and spares it.
     s.stop();
     s.push_arg("--image-gc-high-threshold=1");
     s.push_arg("--image-gc-low-threshold=0");
+    s.start_again();
+    s.wait_event(
+        &node,
+        "FreeDiskSpaceFailed: Failed to garbage collect required amount of images. Attempted to free ",
+        WAIT,
+    );
+    assert!(has_image(&images(&s), "web:2"), "a young image was removed");
+
+    s.stop();
+    s.push_arg("--image-minimum-gc-age=0s");
     s.start_again();
 
     let mut list = Vec::new();
@@ -350,6 +364,7 @@ fn bad_eviction_settings_are_refused() {
             "must be less than image-gc-high-threshold",
         ),
         (vec!["--image-gc-high-threshold", "101"], "percent"),
+        (vec!["--image-minimum-gc-age", "soon"], "not a duration"),
     ] {
         let o = Command::new(common::RK3S)
             .arg("server")

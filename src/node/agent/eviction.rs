@@ -424,12 +424,19 @@ pub fn message(
 pub trait ImageGc: Send + Sync {
     /// Remove images `in_use` does not name, least recently used first,
     /// until `bytes` were freed; returns the bytes freed.
-    fn prune(&self, in_use: &HashSet<String>, bytes: u64) -> Result<u64, String>;
+    fn prune(&self, in_use: &HashSet<String>, bytes: u64, min_age: Duration)
+    -> Result<u64, String>;
 }
 
 impl ImageGc for crate::runtime::image::ImageStore {
-    fn prune(&self, in_use: &HashSet<String>, bytes: u64) -> Result<u64, String> {
-        self.prune_unused(in_use, bytes).map_err(|e| e.to_string())
+    fn prune(
+        &self,
+        in_use: &HashSet<String>,
+        bytes: u64,
+        min_age: Duration,
+    ) -> Result<u64, String> {
+        self.prune_unused_older_than(in_use, bytes, min_age)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -444,6 +451,8 @@ pub struct EvictionManager {
     pub thresholds: Thresholds,
     pub image_gc_high: u8,
     pub image_gc_low: u8,
+    /// Images younger than this are never removed.
+    pub image_min_age: Duration,
     pub interval: Duration,
 }
 
@@ -560,7 +569,8 @@ impl EvictionManager {
         let Some(in_use) = self.images_in_use().await else {
             return 0;
         };
-        match tokio::task::spawn_blocking(move || images.prune(&in_use, bytes)).await {
+        let min_age = self.image_min_age;
+        match tokio::task::spawn_blocking(move || images.prune(&in_use, bytes, min_age)).await {
             Ok(Ok(freed)) => freed,
             Ok(Err(e)) => {
                 warn!("image garbage collection: {e}");

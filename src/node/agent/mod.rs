@@ -64,6 +64,9 @@ pub struct AgentConfig {
     pub image_gc_high: u8,
     /// ...and frees down to this one.
     pub image_gc_low: u8,
+    /// Images used or imported more recently are not collected (the
+    /// kubelet's imageMinimumGCAge, 2 min).
+    pub image_minimum_gc_age: Duration,
     /// How often usage is sampled and eviction decided (the kubelet's
     /// housekeeping and eviction monitoring period, 10 s).
     pub housekeeping_interval: Duration,
@@ -87,6 +90,7 @@ impl AgentConfig {
                 .unwrap_or_default(),
             image_gc_high: crate::config::DEFAULT_IMAGE_GC_HIGH_THRESHOLD,
             image_gc_low: crate::config::DEFAULT_IMAGE_GC_LOW_THRESHOLD,
+            image_minimum_gc_age: crate::config::DEFAULT_IMAGE_MINIMUM_GC_AGE,
             housekeeping_interval: Duration::from_secs(10),
         }
     }
@@ -263,6 +267,7 @@ impl NodeAgent {
             thresholds: config.eviction_hard.clone(),
             image_gc_high: config.image_gc_high,
             image_gc_low: config.image_gc_low,
+            image_min_age: config.image_minimum_gc_age,
             interval: config.housekeeping_interval,
         };
         tasks.push(tokio::spawn(evictions.run()));
@@ -313,6 +318,7 @@ pub fn start_in_server(
         .map_err(|reason| crate::config::invalid("eviction-hard", &cfg.eviction_hard, reason))?;
     config.image_gc_high = cfg.image_gc_high_threshold;
     config.image_gc_low = cfg.image_gc_low_threshold;
+    config.image_minimum_gc_age = cfg.image_minimum_gc_age;
     let registries =
         crate::runtime::image::RegistriesConfig::load(std::path::Path::new(REGISTRIES_FILE))?;
     let images_dir = agent_dir.join("images");

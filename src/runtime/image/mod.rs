@@ -356,6 +356,20 @@ impl ImageStore {
         in_use: &HashSet<String>,
         bytes_to_free: u64,
     ) -> Result<u64, ImageError> {
+        self.prune_unused_older_than(in_use, bytes_to_free, Duration::ZERO)
+    }
+
+    /// `prune_unused`, sparing images used (or imported) less than
+    /// `min_age` ago, as the kubelet's image GC spares images younger than
+    /// its minimum GC age: an image just pulled or imported is about to be
+    /// used.
+    pub fn prune_unused_older_than(
+        &self,
+        in_use: &HashSet<String>,
+        bytes_to_free: u64,
+        min_age: Duration,
+    ) -> Result<u64, ImageError> {
+        let now = SystemTime::now();
         let in_use: HashSet<String> = in_use
             .iter()
             .map(|r| reference::normalize(r).unwrap_or_else(|_| r.clone()))
@@ -364,9 +378,12 @@ impl ImageStore {
         let mut records = self.records();
         records.sort_by_key(|(_, used)| *used);
         let mut freed = 0u64;
-        for (record, _) in records {
+        for (record, used) in records {
             if freed >= bytes_to_free {
                 break;
+            }
+            if now.duration_since(used).unwrap_or_default() < min_age {
+                continue;
             }
             if in_use.contains(&record.reference)
                 || in_use.contains(&record.repo_digest)
