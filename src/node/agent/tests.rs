@@ -328,6 +328,8 @@ async fn harness() -> Harness {
     let mut config = AgentConfig::new("n1", dir.join("agent"));
     config.log_root = dir.join("logs");
     config.node_ip = Some(IpAddr::from([100, 64, 0, 2]));
+    // This machine's disk is past upstream's thresholds: no evictions here.
+    config.eviction_hard = super::eviction::Thresholds::default();
     let services = Services {
         runtime: runtime.clone(),
         images: Arc::new(FakeImages),
@@ -801,6 +803,7 @@ async fn restart_readopts_running_sandboxes() {
     // sandbox instead of making another, and starts nothing new.
     let mut config = AgentConfig::new("n1", h.dir.join("agent"));
     config.log_root = h.dir.join("logs");
+    config.eviction_hard = super::eviction::Thresholds::default();
     let services = Services {
         runtime: h.runtime.clone(),
         images: Arc::new(FakeImages),
