@@ -7,7 +7,6 @@ mod common;
 mod registry;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::netns::TestNetns;
@@ -27,17 +26,7 @@ fn start(ns: &TestNetns, extra: &[&str]) -> Server {
 }
 
 fn import(s: &Server) {
-    let o = Command::new(common::RK3S)
-        .args(["image", "import", "--data-dir"])
-        .arg(&s.data_dir)
-        .arg(registry::archive("web_1", "docker"))
-        .output()
-        .expect("rk3s image import");
-    assert!(
-        o.status.success(),
-        "import: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    registry::import(&s.data_dir, "web_1");
 }
 
 fn pod(s: &Server, name: &str) -> Value {

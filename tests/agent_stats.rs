@@ -6,7 +6,6 @@ mod common;
 #[path = "common/registry.rs"]
 mod registry;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::netns::TestNetns;
@@ -16,17 +15,7 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(120);
 
 fn import(s: &Server, name: &str) {
-    let o = Command::new(common::RK3S)
-        .args(["image", "import", "--data-dir"])
-        .arg(&s.data_dir)
-        .arg(registry::archive(name, "docker"))
-        .output()
-        .expect("rk3s image import");
-    assert!(
-        o.status.success(),
-        "import: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    registry::import(&s.data_dir, name);
 }
 
 const PODS: &str = r#"

@@ -17,17 +17,7 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(120);
 
 fn import(s: &Server, name: &str) {
-    let o = Command::new(common::RK3S)
-        .args(["image", "import", "--data-dir"])
-        .arg(&s.data_dir)
-        .arg(registry::archive(name, "docker"))
-        .output()
-        .expect("rk3s image import");
-    assert!(
-        o.status.success(),
-        "import: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    registry::import(&s.data_dir, name);
 }
 
 /// `rk3s image ls` rows as "repository:tag".

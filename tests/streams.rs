@@ -1039,17 +1039,7 @@ fn discovery_lists_stream_subresources() {
 fn real_pod_logs_exec_port_forward_proxy() {
     let ns = common::netns::TestNetns::create();
     let s = common::Server::builder().netns(&ns).start();
-    let o = Command::new(common::RK3S)
-        .args(["image", "import", "--data-dir"])
-        .arg(&s.data_dir)
-        .arg(registry::archive("web_1", "docker"))
-        .output()
-        .expect("rk3s image import");
-    assert!(
-        o.status.success(),
-        "import: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    registry::import(&s.data_dir, "web_1");
     let pod = r#"
 apiVersion: v1
 kind: Pod

@@ -6,7 +6,6 @@ mod common;
 #[path = "common/registry.rs"]
 mod registry;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::netns::TestNetns;
@@ -17,17 +16,7 @@ const WAIT: Duration = Duration::from_secs(120);
 
 fn start(ns: &TestNetns) -> Server {
     let s = Server::builder().netns(ns).start();
-    let o = Command::new(common::RK3S)
-        .args(["image", "import", "--data-dir"])
-        .arg(&s.data_dir)
-        .arg(registry::archive("web_1", "docker"))
-        .output()
-        .expect("rk3s image import");
-    assert!(
-        o.status.success(),
-        "import: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    registry::import(&s.data_dir, "web_1");
     s
 }
 

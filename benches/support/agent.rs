@@ -12,14 +12,13 @@
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::json;
 
-use crate::common::{self, Server, netns::TestNetns};
+use crate::common::{Server, netns::TestNetns};
 use crate::registry;
 
 /// The image every bench pod runs (imported, so never pulled).
@@ -59,17 +58,7 @@ pub fn start_control_plane() -> Server {
 
 /// `rk3s image import` of the web image into the server's store.
 pub fn import(s: &Server) {
-    let o = Command::new(common::RK3S)
-        .args(["image", "import", "--data-dir"])
-        .arg(&s.data_dir)
-        .arg(registry::archive("web_1", "docker"))
-        .output()
-        .expect("rk3s image import");
-    assert!(
-        o.status.success(),
-        "image import: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    registry::import(&s.data_dir, "web_1");
 }
 
 /// A pod of the web image (a shell loop answering HTTP on :8080), with a

@@ -648,67 +648,42 @@ fn checks(level: Level, pod: &Value) -> Vec<(&'static str, Option<String>)> {
             .map(str::to_string)
     };
     let pod_seccomp = seccomp(psc.get("seccompProfile"));
-    if restricted {
-        let pod_ok = matches!(pod_seccomp.as_deref(), Some("RuntimeDefault" | "Localhost"));
-        let mut details = Vec::new();
-        if pod_seccomp.as_deref() == Some("Unconfined") {
-            details.push(
-                "pod must not set securityContext.seccompProfile.type to \"Unconfined\""
-                    .to_string(),
-            );
-        }
-        let unconfined: Vec<&str> = cs
+    // Unconfined is refused at both levels; restricted also requires a
+    // profile on the pod or on every container.
+    let mut details = Vec::new();
+    if pod_seccomp.as_deref() == Some("Unconfined") {
+        details.push(
+            "pod must not set securityContext.seccompProfile.type to \"Unconfined\"".to_string(),
+        );
+    }
+    let unconfined: Vec<&str> = cs
+        .all
+        .iter()
+        .filter(|c| seccomp(sc(c, "seccompProfile")).as_deref() == Some("Unconfined"))
+        .map(|c| name(c))
+        .collect();
+    if !unconfined.is_empty() {
+        details.push(format!(
+            "{} must not set securityContext.seccompProfile.type to \"Unconfined\"",
+            containers_phrase(&unconfined)
+        ));
+    }
+    if restricted && !matches!(pod_seccomp.as_deref(), Some("RuntimeDefault" | "Localhost")) {
+        let unset: Vec<&str> = cs
             .all
             .iter()
-            .filter(|c| seccomp(sc(c, "seccompProfile")).as_deref() == Some("Unconfined"))
+            .filter(|c| seccomp(sc(c, "seccompProfile")).is_none())
             .map(|c| name(c))
             .collect();
-        if !unconfined.is_empty() {
+        if !unset.is_empty() {
             details.push(format!(
-                "{} must not set securityContext.seccompProfile.type to \"Unconfined\"",
-                containers_phrase(&unconfined)
+                "pod or {} must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\"",
+                containers_phrase(&unset)
             ));
         }
-        if !pod_ok {
-            let unset: Vec<&str> = cs
-                .all
-                .iter()
-                .filter(|c| seccomp(sc(c, "seccompProfile")).is_none())
-                .map(|c| name(c))
-                .collect();
-            if !unset.is_empty() {
-                details.push(format!(
-                    "pod or {} must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\"",
-                    containers_phrase(&unset)
-                ));
-            }
-        }
-        if !details.is_empty() {
-            out.push(("seccompProfile", Some(details.join("; "))));
-        }
-    } else {
-        let mut details = Vec::new();
-        if pod_seccomp.as_deref() == Some("Unconfined") {
-            details.push(
-                "pod must not set securityContext.seccompProfile.type to \"Unconfined\""
-                    .to_string(),
-            );
-        }
-        let unconfined: Vec<&str> = cs
-            .all
-            .iter()
-            .filter(|c| seccomp(sc(c, "seccompProfile")).as_deref() == Some("Unconfined"))
-            .map(|c| name(c))
-            .collect();
-        if !unconfined.is_empty() {
-            details.push(format!(
-                "{} must not set securityContext.seccompProfile.type to \"Unconfined\"",
-                containers_phrase(&unconfined)
-            ));
-        }
-        if !details.is_empty() {
-            out.push(("seccompProfile", Some(details.join("; "))));
-        }
+    }
+    if !details.is_empty() {
+        out.push(("seccompProfile", Some(details.join("; "))));
     }
     // sysctls
     let bad_sysctls: Vec<String> = psc

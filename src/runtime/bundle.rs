@@ -355,9 +355,34 @@ fn process(input: &BundleInputs<'_>, user: &ResolvedUser) -> Result<Process> {
     process.set_oom_score_adj(
         c.resources
             .oom_score_adj
-            .or(input.sandbox.resources.oom_score_adj),
+            .or(input.sandbox.resources.oom_score_adj)
+            .map(restrict_oom_score_adj),
     );
     Ok(process)
+}
+
+/// As containerd's `restrict_oom_score_adj`: without CAP_SYS_RESOURCE (some
+/// VMs' and containers' bounding sets lack it, as do user namespaces) a
+/// process cannot go below its own score, and asking for -997 would fail
+/// the container's start; the score is clamped to ours instead.
+fn restrict_oom_score_adj(want: i32) -> i32 {
+    // CAP_SYS_RESOURCE is bit 24 of the effective set.
+    let privileged = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
+        })
+        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
+        .is_some_and(|caps| caps & (1 << 24) != 0);
+    if privileged {
+        return want;
+    }
+    let own = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .unwrap_or(0);
+    want.max(own)
 }
 
 fn environment(input: &BundleInputs<'_>) -> Vec<String> {
@@ -816,6 +841,19 @@ pub fn find_executable(rootfs: &Path, program: &str, env: &[String]) -> Result<P
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_oom_score_asked_for_is_one_this_process_may_set() {
+        let own = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+        assert_eq!(restrict_oom_score_adj(1000), 1000);
+        let low = restrict_oom_score_adj(-997);
+        assert!(low >= -997);
+        // On machines without CAP_SYS_RESOURCE -997 is clamped; whatever
+        // comes back, the kernel accepts it (a container start would not).
+        let set = std::fs::write("/proc/self/oom_score_adj", low.to_string());
+        let _ = std::fs::write("/proc/self/oom_score_adj", own.trim());
+        assert!(set.is_ok(), "{low}: {set:?}");
+    }
+
     use super::*;
     use crate::runtime::cri::SecurityConfig;
 

@@ -48,6 +48,21 @@ pub fn archive(name: &str, kind: &str) -> PathBuf {
         .join(format!("{name}.{kind}.tar"))
 }
 
+/// `rk3s image import` of a test image's docker archive (e.g. "web_1") into
+/// the image store under `data_dir`, as an air-gapped install does.
+#[allow(dead_code)]
+pub fn import(data_dir: &Path, name: &str) {
+    let out = run(
+        Command::new(crate::common::RK3S)
+            .args(["image", "import", "--data-dir"])
+            .arg(data_dir)
+            .arg(archive(name, "docker")),
+        None,
+        TIMEOUT,
+    );
+    assert!(out.status.success(), "rk3s image import: {}", stderr(&out));
+}
+
 pub struct Registry {
     pub port: u16,
     pub dir: PathBuf,

@@ -1138,11 +1138,7 @@ impl Worker {
         let mem = self.containers.entry(c.name.clone()).or_default();
         if mem.counted_exit.as_deref() != Some(exited.id.as_str()) {
             mem.counted_exit = Some(exited.id.clone());
-            let ran = match (exited.started_at, exited.finished_at) {
-                (Some(s), Some(f)) => f.duration_since(s).unwrap_or_default(),
-                _ => Duration::ZERO,
-            };
-            if ran > BACKOFF_RESET {
+            if ran_for(exited.started_at, exited.finished_at) > BACKOFF_RESET {
                 mem.restart = Backoff::default();
             }
             mem.restart.next(finished);
@@ -1850,6 +1846,16 @@ impl Worker {
     }
 }
 
+/// How long an exited container ran. One that never started (StartError,
+/// reported as started at the epoch) ran for nothing: counting from 1970
+/// would reset its back-off at every failure and restart it in a loop.
+fn ran_for(started: Option<SystemTime>, finished: Option<SystemTime>) -> Duration {
+    match (started, finished) {
+        (Some(s), Some(f)) if s > SystemTime::UNIX_EPOCH => f.duration_since(s).unwrap_or_default(),
+        _ => Duration::ZERO,
+    }
+}
+
 fn spec_grace(pod: &Pod) -> i64 {
     pod.spec
         .as_ref()
@@ -1880,6 +1886,19 @@ pub fn humantime(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_container_that_never_started_ran_for_nothing() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(
+            ran_for(Some(SystemTime::UNIX_EPOCH), Some(at)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            ran_for(Some(at - Duration::from_secs(700)), Some(at)),
+            Duration::from_secs(700)
+        );
+    }
 
     #[test]
     fn backoff_doubles_from_ten_seconds() {
