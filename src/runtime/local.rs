@@ -272,25 +272,33 @@ impl LocalRuntime {
     }
 
     /// Forward the shim's exit events to subscribers.
-    fn watch(&self, sandbox: &str) {
-        let mut watched = self.watched.lock();
-        if watched.get(sandbox).is_some_and(|t| !t.is_finished()) {
+    /// Follows a sandbox's container events. The subscription is made
+    /// before this returns: made later, under load, a container could
+    /// start and exit before it, and its exit would never be reported.
+    async fn watch(&self, sandbox: &str) {
+        if self
+            .watched
+            .lock()
+            .get(sandbox)
+            .is_some_and(|t| !t.is_finished())
+        {
             return;
         }
         let Ok(dir) = self.sandbox_dir(sandbox) else {
             return;
         };
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        let Ok(Ok(reply)) =
+            tokio::task::spawn_blocking(move || call_blocking(&dir, &Request::Events, None)).await
+        else {
             return;
         };
+        let mut watched = self.watched.lock();
+        if watched.get(sandbox).is_some_and(|t| !t.is_finished()) {
+            // Another caller subscribed meanwhile; one follower is enough.
+            return;
+        }
         let events = self.events.clone();
-        let task = handle.spawn(async move {
-            let Ok(Ok(reply)) =
-                tokio::task::spawn_blocking(move || call_blocking(&dir, &Request::Events, None))
-                    .await
-            else {
-                return;
-            };
+        let task = tokio::spawn(async move {
             let Reply {
                 stream, mut rest, ..
             } = reply;
@@ -598,7 +606,7 @@ impl ContainerRuntime for LocalRuntime {
                 "failed to start the pod sandbox: {reason}"
             )));
         }
-        self.watch(&id);
+        self.watch(&id).await;
         Ok(id)
     }
 
@@ -662,7 +670,7 @@ impl ContainerRuntime for LocalRuntime {
         let mut out = Vec::new();
         for (spec, ready) in found {
             if ready {
-                self.watch(&spec.id);
+                self.watch(&spec.id).await;
             }
             out.push(SandboxStatus {
                 id: spec.id.clone(),
