@@ -276,6 +276,15 @@ impl<'a> Containers<'a> {
             .collect();
         Containers { all }
     }
+
+    /// The names of the containers for which `pred` holds.
+    fn named_where(&self, pred: impl Fn(&Value) -> bool) -> Vec<&'a str> {
+        self.all
+            .iter()
+            .filter(|c| pred(c))
+            .map(|c| name(c))
+            .collect()
+    }
 }
 
 fn name(c: &Value) -> &str {
@@ -369,12 +378,8 @@ fn checks(level: Level, pod: &Value) -> Vec<(&'static str, Option<String>)> {
 
     // allowPrivilegeEscalation (restricted)
     if restricted {
-        let bad: Vec<&str> = cs
-            .all
-            .iter()
-            .filter(|c| sc(c, "allowPrivilegeEscalation") != Some(&json!(false)))
-            .map(|c| name(c))
-            .collect();
+        let bad: Vec<&str> =
+            cs.named_where(|c| sc(c, "allowPrivilegeEscalation") != Some(&json!(false)));
         if !bad.is_empty() {
             out.push((
                 "allowPrivilegeEscalation != false",
@@ -388,17 +393,12 @@ fn checks(level: Level, pod: &Value) -> Vec<(&'static str, Option<String>)> {
     // capabilities_baseline / capabilities_restricted
     if restricted {
         let mut details = Vec::new();
-        let no_drop: Vec<&str> = cs
-            .all
-            .iter()
-            .filter(|c| {
-                !sc(c, "capabilities")
-                    .and_then(|k| k.get("drop"))
-                    .and_then(Value::as_array)
-                    .is_some_and(|d| d.iter().any(|x| x == "ALL"))
-            })
-            .map(|c| name(c))
-            .collect();
+        let no_drop: Vec<&str> = cs.named_where(|c| {
+            !sc(c, "capabilities")
+                .and_then(|k| k.get("drop"))
+                .and_then(Value::as_array)
+                .is_some_and(|d| d.iter().any(|x| x == "ALL"))
+        });
         if !no_drop.is_empty() {
             details.push(format!(
                 "{} must set securityContext.capabilities.drop=[\"ALL\"]",
@@ -497,12 +497,7 @@ fn checks(level: Level, pod: &Value) -> Vec<(&'static str, Option<String>)> {
         out.push(("hostPort", Some(port_details.join("; "))));
     }
     // privileged
-    let privileged: Vec<&str> = cs
-        .all
-        .iter()
-        .filter(|c| sc(c, "privileged") == Some(&json!(true)))
-        .map(|c| name(c))
-        .collect();
+    let privileged: Vec<&str> = cs.named_where(|c| sc(c, "privileged") == Some(&json!(true)));
     if !privileged.is_empty() {
         out.push((
             "privileged",
@@ -513,16 +508,11 @@ fn checks(level: Level, pod: &Value) -> Vec<(&'static str, Option<String>)> {
         ));
     }
     // procMount
-    let unmasked: Vec<&str> = cs
-        .all
-        .iter()
-        .filter(|c| {
-            sc(c, "procMount")
-                .and_then(Value::as_str)
-                .is_some_and(|m| m != "Default")
-        })
-        .map(|c| name(c))
-        .collect();
+    let unmasked: Vec<&str> = cs.named_where(|c| {
+        sc(c, "procMount")
+            .and_then(Value::as_str)
+            .is_some_and(|m| m != "Default")
+    });
     if !unmasked.is_empty() {
         out.push((
             "procMount",
@@ -558,12 +548,8 @@ fn checks(level: Level, pod: &Value) -> Vec<(&'static str, Option<String>)> {
         if pod_says == Some(false) {
             details.push("pod must not set securityContext.runAsNonRoot=false".to_string());
         }
-        let explicit_false: Vec<&str> = cs
-            .all
-            .iter()
-            .filter(|c| sc(c, "runAsNonRoot") == Some(&json!(false)))
-            .map(|c| name(c))
-            .collect();
+        let explicit_false: Vec<&str> =
+            cs.named_where(|c| sc(c, "runAsNonRoot") == Some(&json!(false)));
         if !explicit_false.is_empty() {
             details.push(format!(
                 "{} must not set securityContext.runAsNonRoot=false",
@@ -571,12 +557,7 @@ fn checks(level: Level, pod: &Value) -> Vec<(&'static str, Option<String>)> {
             ));
         }
         if pod_says != Some(true) {
-            let unset: Vec<&str> = cs
-                .all
-                .iter()
-                .filter(|c| sc(c, "runAsNonRoot").is_none())
-                .map(|c| name(c))
-                .collect();
+            let unset: Vec<&str> = cs.named_where(|c| sc(c, "runAsNonRoot").is_none());
             if !unset.is_empty() {
                 details.push(format!(
                     "pod or {} must set securityContext.runAsNonRoot=true",
@@ -592,12 +573,7 @@ fn checks(level: Level, pod: &Value) -> Vec<(&'static str, Option<String>)> {
         if psc.get("runAsUser") == Some(&json!(0)) {
             details.push("pod must not set runAsUser=0".to_string());
         }
-        let root: Vec<&str> = cs
-            .all
-            .iter()
-            .filter(|c| sc(c, "runAsUser") == Some(&json!(0)))
-            .map(|c| name(c))
-            .collect();
+        let root: Vec<&str> = cs.named_where(|c| sc(c, "runAsUser") == Some(&json!(0)));
         if !root.is_empty() {
             details.push(format!(
                 "{} must not set runAsUser=0",
@@ -623,12 +599,7 @@ fn checks(level: Level, pod: &Value) -> Vec<(&'static str, Option<String>)> {
     if selinux_bad(psc.get("seLinuxOptions")) {
         se.push("pod".to_string());
     }
-    let se_cs: Vec<&str> = cs
-        .all
-        .iter()
-        .filter(|c| selinux_bad(sc(c, "seLinuxOptions")))
-        .map(|c| name(c))
-        .collect();
+    let se_cs: Vec<&str> = cs.named_where(|c| selinux_bad(sc(c, "seLinuxOptions")));
     if !se_cs.is_empty() {
         se.push(containers_phrase(&se_cs));
     }
@@ -656,12 +627,8 @@ fn checks(level: Level, pod: &Value) -> Vec<(&'static str, Option<String>)> {
             "pod must not set securityContext.seccompProfile.type to \"Unconfined\"".to_string(),
         );
     }
-    let unconfined: Vec<&str> = cs
-        .all
-        .iter()
-        .filter(|c| seccomp(sc(c, "seccompProfile")).as_deref() == Some("Unconfined"))
-        .map(|c| name(c))
-        .collect();
+    let unconfined: Vec<&str> =
+        cs.named_where(|c| seccomp(sc(c, "seccompProfile")).as_deref() == Some("Unconfined"));
     if !unconfined.is_empty() {
         details.push(format!(
             "{} must not set securityContext.seccompProfile.type to \"Unconfined\"",
@@ -669,12 +636,7 @@ fn checks(level: Level, pod: &Value) -> Vec<(&'static str, Option<String>)> {
         ));
     }
     if restricted && !matches!(pod_seccomp.as_deref(), Some("RuntimeDefault" | "Localhost")) {
-        let unset: Vec<&str> = cs
-            .all
-            .iter()
-            .filter(|c| seccomp(sc(c, "seccompProfile")).is_none())
-            .map(|c| name(c))
-            .collect();
+        let unset: Vec<&str> = cs.named_where(|c| seccomp(sc(c, "seccompProfile")).is_none());
         if !unset.is_empty() {
             details.push(format!(
                 "pod or {} must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\"",

@@ -728,34 +728,32 @@ pub fn set_condition(crd: &mut Value, ty: &str, status: &str, reason: &str, mess
     true
 }
 
+/// The plural, singular and short names under `base` (spec.names or
+/// status.acceptedNames).
+fn resource_names(crd: &Value, base: &str) -> Vec<String> {
+    [
+        st(crd, &format!("{base}/plural")),
+        st(crd, &format!("{base}/singular")),
+    ]
+    .into_iter()
+    .filter(|s| !s.is_empty())
+    .map(String::from)
+    .chain(strings(crd, &format!("{base}/shortNames")))
+    .collect()
+}
+
 /// Names a CRD asks for that another CRD of the same group already holds
 /// (plural, singular, short names, kind, list kind), as upstream's naming
 /// controller judges them; `others` are the other CRDs' accepted names.
 pub fn name_conflict(crd: &Value, others: &[&Value]) -> Option<String> {
     let group = st(crd, "/spec/group");
-    let mine_resources: Vec<String> = [
-        st(crd, "/spec/names/plural"),
-        st(crd, "/spec/names/singular"),
-    ]
-    .into_iter()
-    .filter(|s| !s.is_empty())
-    .map(String::from)
-    .chain(strings(crd, "/spec/names/shortNames"))
-    .collect();
+    let mine_resources = resource_names(crd, "/spec/names");
     let mine_kinds = [st(crd, "/spec/names/kind"), st(crd, "/spec/names/listKind")];
     for o in others {
         if st(o, "/spec/group") != group {
             continue;
         }
-        let theirs: Vec<String> = [
-            st(o, "/status/acceptedNames/plural"),
-            st(o, "/status/acceptedNames/singular"),
-        ]
-        .into_iter()
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .chain(strings(o, "/status/acceptedNames/shortNames"))
-        .collect();
+        let theirs = resource_names(o, "/status/acceptedNames");
         for r in &mine_resources {
             if theirs.contains(r) {
                 return Some(format!("{r:?} is already in use"));
