@@ -3,6 +3,7 @@
 pub mod admission;
 pub mod api;
 pub mod auth;
+pub mod cel;
 pub mod cli;
 pub mod config;
 pub mod controllers;
