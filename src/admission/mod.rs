@@ -5,6 +5,7 @@ pub mod limitranger;
 pub mod podsecurity;
 pub mod quota;
 pub mod resourcequota;
+pub mod webhook;
 
 pub use resourcequota::{QuotaGuard, admit as admit_quota};
 

@@ -242,7 +242,7 @@ async fn serve_resource(
             let bt = request::body_type(&parts.headers)?;
             let raw = read_body(body).await?;
             let scale = request::decode_object(&raw, bt)?;
-            let opts = write_options(&q, &parts.headers)?;
+            let opts = write_options(&q, &parts)?;
             Ok(json_response(
                 StatusCode::OK,
                 &reg.update_scale(&def, ns, name, &scale, &opts).await?,
@@ -251,7 +251,7 @@ async fn serve_resource(
         (&Method::PATCH, Some(name)) if t.subresource.as_deref() == Some("scale") => {
             let bt = request::body_type(&parts.headers)?;
             let raw = read_body(body).await?;
-            let opts = write_options(&q, &parts.headers)?;
+            let opts = write_options(&q, &parts)?;
             let obj = reg.get(&def, ns, name, ReadAt::Latest).await?;
             let scale = crate::registry::generic::Registry::scale_of(&def, &obj);
             let patched = crate::patch::apply(&scale, bt, &raw)
@@ -280,7 +280,7 @@ async fn serve_resource(
             let mode = q.field_validation()?;
             let (mut obj, duplicates) = decode_checked(&raw, bt, mode)?;
             let warnings = check_fields(&def, &raw, bt, &mut obj, mode, duplicates)?;
-            let opts = write_options(&q, &parts.headers)?;
+            let opts = write_options(&q, &parts)?;
             let created = reg.create(&def, ns, obj, &opts).await?;
             let mut resp = render_object(&def, StatusCode::CREATED, created, out, &q)?;
             add_warnings(&mut resp, &warnings);
@@ -290,7 +290,7 @@ async fn serve_resource(
             let bt = request::body_type(&parts.headers)?;
             let raw = read_body(body).await?;
             let binding = request::decode_object(&raw, bt)?;
-            let opts = write_options(&q, &parts.headers)?;
+            let opts = write_options(&q, &parts)?;
             let status = reg.bind_pod(&def, ns, name, &binding, &opts).await?;
             Ok(json_response(StatusCode::CREATED, &status))
         }
@@ -316,7 +316,7 @@ async fn serve_resource(
             let mode = q.field_validation()?;
             let (mut obj, duplicates) = decode_checked(&raw, bt, mode)?;
             let warnings = check_fields(&def, &raw, bt, &mut obj, mode, duplicates)?;
-            let opts = write_options(&q, &parts.headers)?;
+            let opts = write_options(&q, &parts)?;
             let sub = t
                 .subresource
                 .as_deref()
@@ -333,7 +333,7 @@ async fn serve_resource(
         (&Method::PATCH, Some(name)) => {
             let bt = request::body_type(&parts.headers)?;
             let raw = read_body(body).await?;
-            let opts = write_options(&q, &parts.headers)?;
+            let opts = write_options(&q, &parts)?;
             let force = q.force(bt == BodyType::ApplyPatch)?;
             if bt == BodyType::ApplyPatch {
                 // Server-side apply: kubectl names its manager; the user agent won't do.
@@ -384,7 +384,7 @@ async fn serve_resource(
             } else {
                 Some(request::decode_object(&raw, BodyType::Json)?)
             };
-            let opts = q.delete_options(body_opts.as_ref())?;
+            let opts = q.delete_options(body_opts.as_ref(), user_of(&parts))?;
             let (obj, gone) = reg.delete(&def, ns, name, &opts).await?;
             if gone
                 && !matches!(
@@ -414,7 +414,7 @@ async fn serve_resource(
             } else {
                 Some(request::decode_object(&raw, BodyType::Json)?)
             };
-            let opts = q.delete_options(body_opts.as_ref())?;
+            let opts = q.delete_options(body_opts.as_ref(), user_of(&parts))?;
             let lq = q.list_query()?;
             let deleted = reg.delete_collection(&def, ns, &lq, &opts).await?;
             let rev = st.registry.store.current_revision();
@@ -437,12 +437,23 @@ async fn serve_resource(
     }
 }
 
-/// Options of a write: dry run and the field manager recorded in managedFields.
-fn write_options(q: &Query, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
+/// The requesting user (admission webhooks are told who asked).
+fn user_of(parts: &axum::http::request::Parts) -> Option<crate::auth::UserInfo> {
+    parts
+        .extensions
+        .get::<super::Identity>()
+        .and_then(|i| i.0.clone())
+}
+
+/// Options of a write: dry run, the field manager recorded in managedFields
+/// and the requesting user.
+fn write_options(q: &Query, parts: &axum::http::request::Parts) -> Result<WriteOptions, ApiError> {
     Ok(WriteOptions {
         dry_run: q.dry_run()?,
-        field_manager: Some(q.field_manager(headers)?),
+        field_manager: Some(q.field_manager(&parts.headers)?),
         managed_fields_set: false,
+        user: user_of(parts),
+        webhooks_done: false,
     })
 }
 

@@ -168,9 +168,14 @@ impl Query {
     }
 
     /// DeleteOptions from the query and (if any) the body, body winning.
-    pub fn delete_options(&self, body: Option<&Value>) -> Result<DeleteOptions, ApiError> {
+    pub fn delete_options(
+        &self,
+        body: Option<&Value>,
+        user: Option<crate::auth::UserInfo>,
+    ) -> Result<DeleteOptions, ApiError> {
         let mut o = DeleteOptions {
             dry_run: self.dry_run()?,
+            user,
             grace_period_seconds: self.int("gracePeriodSeconds")?,
             propagation_policy: self.get("propagationPolicy").map(str::to_string),
             ..Default::default()

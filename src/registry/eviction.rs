@@ -44,6 +44,7 @@ fn delete_options(eviction: &Value, dry_run: bool) -> DeleteOptions {
             .and_then(Value::as_str)
             .map(String::from),
         grace_period_seconds: d.get("gracePeriodSeconds").and_then(Value::as_i64),
+        user: None,
         propagation_policy: d
             .get("propagationPolicy")
             .and_then(Value::as_str)

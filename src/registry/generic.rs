@@ -63,6 +63,10 @@ pub struct WriteOptions {
     pub field_manager: Option<String>,
     /// The writer (server-side apply) has computed managedFields itself.
     pub managed_fields_set: bool,
+    /// The requesting user, for admission webhooks' userInfo.
+    pub user: Option<crate::auth::UserInfo>,
+    /// Admission webhooks already saw this write (as a subresource's).
+    pub webhooks_done: bool,
 }
 
 /// Delete options (metav1.DeleteOptions, the parts this layer honours).
@@ -73,6 +77,8 @@ pub struct DeleteOptions {
     pub precondition_rv: Option<String>,
     pub grace_period_seconds: Option<i64>,
     pub propagation_policy: Option<String>,
+    /// The requesting user, for admission webhooks' userInfo.
+    pub user: Option<crate::auth::UserInfo>,
 }
 
 /// How a list or get picks its revision (resourceVersion + resourceVersionMatch).
@@ -119,6 +125,8 @@ pub struct Registry {
     pub store: Arc<dyn Store>,
     pub catalogue: Arc<Catalogue>,
     pub settings: Settings,
+    /// The admission webhook configurations, followed from the store.
+    pub webhooks: crate::admission::webhook::Cache,
 }
 
 fn store_err(def: &ResourceDef, name: &str, e: StoreError) -> ApiError {
@@ -222,6 +230,7 @@ impl Registry {
             store,
             catalogue,
             settings,
+            webhooks: Default::default(),
         }
     }
 
@@ -598,6 +607,8 @@ impl Registry {
         // ---- admission: LimitRanger defaults (mutating) ----
         let limits =
             crate::admission::limitranger::mutate(self, def, ns, &mut obj, false, None).await?;
+        let admit = crate::admission::webhook::Attributes::create(def, ns, &name, opts);
+        crate::admission::webhook::mutate(self, &admit, &mut obj).await?;
         if !opts.managed_fields_set {
             let manager = opts.field_manager.as_deref().unwrap_or("");
             crate::patch::managedfields::track_update(def, None, &mut obj, manager, None);
@@ -609,6 +620,7 @@ impl Registry {
         }
         crate::admission::limitranger::validate(def, &obj, limits.as_ref())?;
         crate::admission::podsecurity::admit(self, def, ns, &obj, None, None).await?;
+        crate::admission::webhook::validate(self, &admit, Some(&obj)).await?;
         if def.namespaced {
             self.check_namespace(ns.unwrap_or("")).await?;
         }
@@ -757,6 +769,13 @@ impl Registry {
         if subresource.is_none() {
             def.strategy.prepare_update(&mut new, &old);
         }
+        let limits =
+            crate::admission::limitranger::mutate(self, def, ns, &mut new, true, subresource)
+                .await?;
+        let admit =
+            crate::admission::webhook::Attributes::update(def, ns, name, subresource, &old, opts);
+        crate::admission::webhook::mutate(self, &admit, &mut new).await?;
+        // After mutating admission, so a webhook's spec change counts too.
         if has_generation(def) && spec_part(&new) != spec_part(&old) {
             let g = old
                 .pointer("/metadata/generation")
@@ -764,9 +783,6 @@ impl Registry {
                 .unwrap_or(0);
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
         }
-        let limits =
-            crate::admission::limitranger::mutate(self, def, ns, &mut new, true, subresource)
-                .await?;
         if !opts.managed_fields_set {
             let manager = opts.field_manager.as_deref().unwrap_or("");
             crate::patch::managedfields::track_update(
@@ -785,6 +801,7 @@ impl Registry {
         }
         crate::admission::limitranger::validate(def, &new, limits.as_ref())?;
         crate::admission::podsecurity::admit(self, def, ns, &new, Some(&old), subresource).await?;
+        crate::admission::webhook::validate(self, &admit, Some(&new)).await?;
         if new == old {
             // A no-op update writes nothing and keeps the resourceVersion.
             return Ok(old);
@@ -879,6 +896,8 @@ impl Registry {
                     ));
                 }
             }
+            let admit = crate::admission::webhook::Attributes::delete(def, ns, name, &obj, opts);
+            crate::admission::webhook::admit_delete(self, &admit).await?;
             let namespace_pending = def.kind == "Namespace"
                 && obj
                     .pointer("/spec/finalizers")
@@ -1094,11 +1113,18 @@ impl Registry {
         {
             return Err(ApiError::stale(def.target(), name));
         }
+        let replicas =
+            crate::admission::webhook::admit_scale(self, def, ns, name, &obj, replicas, opts)
+                .await?;
         match def.strategy.custom_resource() {
             Some(cr) => super::crd::set_replicas(cr, &mut obj, replicas),
             None => obj["spec"]["replicas"] = json!(replicas),
         }
-        let updated = self.update(def, ns, name, obj, None, opts).await?;
+        let opts = WriteOptions {
+            webhooks_done: true,
+            ..opts.clone()
+        };
+        let updated = self.update(def, ns, name, obj, None, &opts).await?;
         Ok(Self::scale_of(def, &updated))
     }
 

@@ -1366,6 +1366,12 @@ impl Strategy for WebhookConfigStrategy {
                     "exactly one of url or service is required",
                 ));
             }
+            if let Some(u) = get(wh, "/clientConfig/url").and_then(Value::as_str) {
+                errs.extend(crate::admission::webhook::config::validate_url(
+                    u,
+                    &join(&p, "clientConfig.url"),
+                ));
+            }
             util::check_enum(
                 &mut errs,
                 &join(&p, "failurePolicy"),

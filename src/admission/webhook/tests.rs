@@ -1,0 +1,1 @@
+//! Unit tests of matching and of the AdmissionReview checks.
