@@ -233,6 +233,18 @@ struct ServerFlags {
     /// Hard eviction thresholds, e.g. memory.available<100Mi,nodefs.available<10% [default: memory.available<100Mi,nodefs.available<10%,imagefs.available<15%,nodefs.inodesFree<5%]
     #[arg(long, value_name = "LIST")]
     eviction_hard: Option<String>,
+    /// Soft eviction thresholds, same syntax; each needs a grace period [default: none]
+    #[arg(long, value_name = "LIST")]
+    eviction_soft: Option<String>,
+    /// How long each soft threshold must hold before pods are evicted, e.g. memory.available=1m30s [default: none]
+    #[arg(long, value_name = "LIST")]
+    eviction_soft_grace_period: Option<String>,
+    /// The most seconds a pod evicted for a soft threshold gets to stop [default: 0]
+    #[arg(long, value_name = "SECONDS")]
+    eviction_max_pod_grace_period: Option<String>,
+    /// How long a node pressure condition stays after its signal clears [default: 5m]
+    #[arg(long, value_name = "DURATION")]
+    eviction_pressure_transition_period: Option<String>,
     /// Disk use percent above which unused images are removed [default: 85]
     #[arg(long, value_name = "PERCENT")]
     image_gc_high_threshold: Option<String>,
@@ -267,6 +279,10 @@ const SERVER_KEYS: &[&str] = &[
     "cluster-dns",
     "cluster-domain",
     "eviction-hard",
+    "eviction-soft",
+    "eviction-soft-grace-period",
+    "eviction-max-pod-grace-period",
+    "eviction-pressure-transition-period",
     "image-gc-high-threshold",
     "image-gc-low-threshold",
     "image-minimum-gc-age",
@@ -304,6 +320,19 @@ impl ServerFlags {
             ("cluster-dns", &self.cluster_dns),
             ("cluster-domain", &self.cluster_domain),
             ("eviction-hard", &self.eviction_hard),
+            ("eviction-soft", &self.eviction_soft),
+            (
+                "eviction-soft-grace-period",
+                &self.eviction_soft_grace_period,
+            ),
+            (
+                "eviction-max-pod-grace-period",
+                &self.eviction_max_pod_grace_period,
+            ),
+            (
+                "eviction-pressure-transition-period",
+                &self.eviction_pressure_transition_period,
+            ),
             ("image-gc-high-threshold", &self.image_gc_high_threshold),
             ("image-gc-low-threshold", &self.image_gc_low_threshold),
             ("image-minimum-gc-age", &self.image_minimum_gc_age),
@@ -479,6 +508,21 @@ fn resolve_server(flags: &ServerFlags, host: &Host) -> Result<ServerConfig, Conf
             "image-gc-low-threshold ({image_gc_low_threshold}) must be less than image-gc-high-threshold ({image_gc_high_threshold})"
         )));
     }
+    let eviction_soft = layers
+        .one("eviction-soft", config::parse_eviction_hard)?
+        .unwrap_or_default();
+    let eviction_soft_grace_period = layers
+        .one(
+            "eviction-soft-grace-period",
+            config::parse_eviction_grace_periods,
+        )?
+        .unwrap_or_default();
+    // As the kubelet: a soft threshold without a grace period is an error.
+    crate::node::agent::eviction::SoftThresholds::parse(
+        &eviction_soft,
+        &eviction_soft_grace_period,
+    )
+    .map_err(ConfigError::Conflict)?;
     let node_name = match layers.one("node-name", config::parse_node_name)? {
         Some(name) => name,
         None => config::parse_node_name(&host.hostname).map_err(|reason| {
@@ -542,6 +586,17 @@ fn resolve_server(flags: &ServerFlags, host: &Host) -> Result<ServerConfig, Conf
         eviction_hard: layers
             .one("eviction-hard", config::parse_eviction_hard)?
             .unwrap_or_else(|| config::DEFAULT_EVICTION_HARD.into()),
+        eviction_soft,
+        eviction_soft_grace_period,
+        eviction_max_pod_grace_period: layers
+            .one("eviction-max-pod-grace-period", config::parse_grace_seconds)?
+            .unwrap_or(0),
+        eviction_pressure_transition_period: layers
+            .one(
+                "eviction-pressure-transition-period",
+                config::parse_duration,
+            )?
+            .unwrap_or(config::DEFAULT_EVICTION_PRESSURE_TRANSITION_PERIOD),
         image_gc_high_threshold,
         image_gc_low_threshold,
         image_minimum_gc_age: layers
@@ -657,13 +712,17 @@ struct ScalarTexts {
     cluster_dns: Option<Text>,
     cluster_domain: Option<Text>,
     eviction_hard: Option<Text>,
+    eviction_soft: Option<Text>,
+    eviction_soft_grace_period: Option<Text>,
+    eviction_max_pod_grace_period: Option<Text>,
+    eviction_pressure_transition_period: Option<Text>,
     image_gc_high_threshold: Option<Text>,
     image_gc_low_threshold: Option<Text>,
     image_minimum_gc_age: Option<Text>,
 }
 
 impl ScalarTexts {
-    fn into_pairs(self) -> [(&'static str, Option<Text>); 22] {
+    fn into_pairs(self) -> [(&'static str, Option<Text>); 26] {
         [
             ("data-dir", self.data_dir),
             ("bind-address", self.bind_address),
@@ -684,6 +743,19 @@ impl ScalarTexts {
             ("cluster-dns", self.cluster_dns),
             ("cluster-domain", self.cluster_domain),
             ("eviction-hard", self.eviction_hard),
+            ("eviction-soft", self.eviction_soft),
+            (
+                "eviction-soft-grace-period",
+                self.eviction_soft_grace_period,
+            ),
+            (
+                "eviction-max-pod-grace-period",
+                self.eviction_max_pod_grace_period,
+            ),
+            (
+                "eviction-pressure-transition-period",
+                self.eviction_pressure_transition_period,
+            ),
             ("image-gc-high-threshold", self.image_gc_high_threshold),
             ("image-gc-low-threshold", self.image_gc_low_threshold),
             ("image-minimum-gc-age", self.image_minimum_gc_age),

@@ -49,6 +49,16 @@ pub struct ServerConfig {
     /// Hard eviction thresholds, as the kubelet's `--eviction-hard`
     /// (`memory.available<100Mi,nodefs.available<10%`); validated.
     pub eviction_hard: String,
+    /// Soft eviction thresholds (`--eviction-soft`), same syntax; validated
+    /// with their grace periods.
+    pub eviction_soft: String,
+    /// `memory.available=1m30s,...`: how long each soft threshold must
+    /// hold before pods are evicted for it.
+    pub eviction_soft_grace_period: String,
+    /// The most a pod evicted for a soft threshold gets to stop (seconds).
+    pub eviction_max_pod_grace_period: i64,
+    /// How long a pressure condition stays after its signal clears.
+    pub eviction_pressure_transition_period: std::time::Duration,
     /// Disk use (percent) above which unused images are removed...
     pub image_gc_high_threshold: u8,
     /// ...down to this percent.
@@ -104,6 +114,10 @@ impl ServerConfig {
             cluster_dns: String::new(),
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
             eviction_hard: DEFAULT_EVICTION_HARD.into(),
+            eviction_soft: String::new(),
+            eviction_soft_grace_period: String::new(),
+            eviction_max_pod_grace_period: 0,
+            eviction_pressure_transition_period: DEFAULT_EVICTION_PRESSURE_TRANSITION_PERIOD,
             image_gc_high_threshold: DEFAULT_IMAGE_GC_HIGH_THRESHOLD,
             image_gc_low_threshold: DEFAULT_IMAGE_GC_LOW_THRESHOLD,
             image_minimum_gc_age: DEFAULT_IMAGE_MINIMUM_GC_AGE,
@@ -206,6 +220,9 @@ pub const DEFAULT_NODE_MONITOR_GRACE_PERIOD: std::time::Duration =
 /// The kubelet's default hard eviction thresholds.
 pub const DEFAULT_EVICTION_HARD: &str =
     "memory.available<100Mi,nodefs.available<10%,imagefs.available<15%,nodefs.inodesFree<5%";
+/// The kubelet's default evictionPressureTransitionPeriod.
+pub const DEFAULT_EVICTION_PRESSURE_TRANSITION_PERIOD: std::time::Duration =
+    std::time::Duration::from_secs(300);
 pub const DEFAULT_IMAGE_GC_HIGH_THRESHOLD: u8 = 85;
 pub const DEFAULT_IMAGE_GC_LOW_THRESHOLD: u8 = 80;
 pub const DEFAULT_IMAGE_MINIMUM_GC_AGE: std::time::Duration = std::time::Duration::from_secs(120);
@@ -429,6 +446,22 @@ pub fn parse_simulate_nodes(s: &str) -> Result<u32, String> {
 pub fn parse_eviction_hard(s: &str) -> Result<String, String> {
     crate::node::agent::eviction::Thresholds::parse(s)?;
     Ok(s.trim().to_string())
+}
+
+/// `--eviction-soft-grace-period`: `signal=duration` pairs, kept as
+/// written once valid.
+pub fn parse_eviction_grace_periods(s: &str) -> Result<String, String> {
+    crate::node::agent::eviction::parse_grace_periods(s)?;
+    Ok(s.trim().to_string())
+}
+
+/// `--eviction-max-pod-grace-period`: whole seconds, not negative.
+pub fn parse_grace_seconds(s: &str) -> Result<i64, String> {
+    s.trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| "must be a whole number of seconds, 0 or more".to_string())
 }
 
 /// An image GC threshold: a whole percent, 0 to 100.

@@ -331,6 +331,272 @@ spec:
     wait_phase(&s, "again", "Running");
 }
 
+/// A tmpfs mounted over a server's agent directory, so a test controls
+/// its free space (the nodefs signals); unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// Stop `s`, move its agent directory onto a fresh tmpfs of `size`.
+    fn under(s: &mut Server, size: &str) -> SmallDisk {
+        s.stop();
+        let agent = s.data_dir.join("agent");
+        let aside = s.data_dir.join("agent.before");
+        std::fs::rename(&agent, &aside).expect("move agent dir aside");
+        std::fs::create_dir_all(&agent).expect("agent dir");
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "rk3s-test"])
+            .arg(&agent)
+            .status()
+            .expect("mount");
+        assert!(st.success(), "mount tmpfs");
+        let disk = SmallDisk(agent.clone());
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", aside.display()))
+            .arg(&agent)
+            .status()
+            .expect("cp");
+        assert!(st.success(), "copy agent dir");
+        disk
+    }
+
+    /// Take `mib` MiB of it (a file that `free` removes).
+    fn fill(&self, mib: u32) {
+        let st = Command::new("dd")
+            .arg("if=/dev/zero")
+            .arg(format!("of={}", self.0.join("filler").display()))
+            .args(["bs=1M", &format!("count={mib}")])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("dd");
+        assert!(st.success(), "fill the disk");
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("filler")).expect("remove filler");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A pod bound to the node directly (the pressure taints keep the
+/// scheduler away), as a DaemonSet's or a static pod's would be.
+fn bound_pod(name: &str, node: &str, extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: rk3s-test/web:1
+{extra}
+"#
+    )
+}
+
+/// A pressure condition stays True for --eviction-pressure-transition-period
+/// after its signal clears; while the node has DiskPressure a new pod is
+/// refused (Failed, reason Evicted, upstream's "Pod was rejected" message,
+/// an event), whatever its QoS class.
+#[test]
+fn disk_pressure_refuses_new_pods_and_outlives_its_signal() {
+    let ns = TestNetns::create();
+    let node = ns.name.clone();
+    let mut s = Server::builder().netns(&ns).start();
+    let disk = SmallDisk::under(&mut s, "256m");
+    s.push_arg("--eviction-hard=nodefs.available<120Mi");
+    s.push_arg("--eviction-pressure-transition-period=30s");
+    s.start_again();
+    let n = wait_node(&s, &node, "Ready", |n| {
+        condition(n, "Ready")["status"] == "True"
+    });
+    assert_eq!(condition(&n, "DiskPressure")["status"], "False", "{n:#}");
+
+    disk.fill(160);
+    wait_node(&s, &node, "DiskPressure", |n| {
+        condition(n, "DiskPressure")["status"] == "True"
+    });
+    s.k_in(
+        &bound_pod(
+            "refused",
+            &node,
+            "    resources: {requests: {cpu: 10m, memory: 16Mi}}",
+        ),
+        &["apply", "-f", "-"],
+    );
+    let p = wait_phase(&s, "refused", "Failed");
+    assert_eq!(p["status"]["reason"], "Evicted", "{:#}", p["status"]);
+    assert_eq!(
+        p["status"]["message"], "Pod was rejected: The node had condition: [DiskPressure]. ",
+        "{:#}",
+        p["status"]
+    );
+    // Refused, not evicted: it never ran.
+    assert!(
+        condition(&p, "DisruptionTarget").is_null(),
+        "{:#}",
+        p["status"]
+    );
+    s.wait_event(
+        "refused",
+        "Evicted: The node had condition: [DiskPressure]. ",
+        WAIT,
+    );
+    let out = s.k(&["get", "pod", "refused", "--no-headers"]);
+    assert_eq!(out.split_whitespace().nth(2), Some("Evicted"), "{out}");
+
+    // The signal clears; the condition holds for the transition period
+    // (30 s; the last observation was at most one 10 s housekeeping
+    // period before the file went).
+    disk.free();
+    let freed = std::time::Instant::now();
+    wait_node(&s, &node, "DiskPressure cleared", |n| {
+        condition(n, "DiskPressure")["status"] == "False"
+    });
+    let held = freed.elapsed();
+    assert!(
+        held >= Duration::from_secs(18),
+        "DiskPressure cleared {held:?} after the disk was freed"
+    );
+}
+
+/// Under MemoryPressure alone (a soft threshold the machine is past, with a
+/// grace period long enough that nobody is evicted), a new BestEffort pod
+/// is refused; a Burstable one and a BestEffort one tolerating the
+/// memory-pressure taint run.
+#[test]
+fn memory_pressure_refuses_new_best_effort_pods() {
+    let ns = TestNetns::create();
+    let node = ns.name.clone();
+    let s = Server::builder()
+        .netns(&ns)
+        .arg("--eviction-soft=memory.available<1000Ti")
+        .arg("--eviction-soft-grace-period=memory.available=1h")
+        .start();
+    import(&s, "web_1");
+    wait_node(&s, &node, "MemoryPressure", |n| {
+        condition(n, "MemoryPressure")["status"] == "True"
+            && has_taint(n, "node.kubernetes.io/memory-pressure")
+    });
+    s.k_in(&bound_pod("besteffort", &node, ""), &["apply", "-f", "-"]);
+    s.k_in(
+        &bound_pod(
+            "burstable",
+            &node,
+            "    resources: {requests: {cpu: 10m, memory: 16Mi}}",
+        ),
+        &["apply", "-f", "-"],
+    );
+    let tolerating = bound_pod("tolerating", &node, "").replace(
+        "  containers:",
+        "  tolerations:\n  - {key: node.kubernetes.io/memory-pressure, operator: Exists, effect: NoSchedule}\n  containers:",
+    );
+    s.k_in(&tolerating, &["apply", "-f", "-"]);
+    let p = wait_phase(&s, "besteffort", "Failed");
+    assert_eq!(p["status"]["reason"], "Evicted");
+    assert_eq!(
+        p["status"]["message"],
+        "Pod was rejected: The node had condition: [MemoryPressure]. "
+    );
+    // Nothing ran: no container statuses, `kubectl get` shows the reason.
+    assert!(
+        p["status"]["containerStatuses"].is_null(),
+        "{:#}",
+        p["status"]
+    );
+    let out = s.k(&["get", "pod", "besteffort", "--no-headers"]);
+    assert_eq!(out.split_whitespace().nth(2), Some("Evicted"), "{out}");
+    s.wait_event(
+        "besteffort",
+        "Evicted: The node had condition: [MemoryPressure]. ",
+        WAIT,
+    );
+    wait_phase(&s, "burstable", "Running");
+    wait_phase(&s, "tolerating", "Running");
+}
+
+/// A soft threshold evicts only once it has been met for its grace period,
+/// and the evicted pod gets its own grace period capped by
+/// --eviction-max-pod-grace-period (a SIGTERM-deaf pod asking for 30 s is
+/// killed after 3).
+#[test]
+fn soft_threshold_evicts_after_its_grace_period() {
+    let ns = TestNetns::create();
+    let node = ns.name.clone();
+    let s = Server::builder()
+        .netns(&ns)
+        .arg("--eviction-soft=memory.available<1000Ti")
+        .arg("--eviction-soft-grace-period=memory.available=25s")
+        .arg("--eviction-max-pod-grace-period=3")
+        .start();
+    import(&s, "web_1");
+    let n = wait_node(&s, &node, "MemoryPressure", |n| {
+        condition(n, "MemoryPressure")["status"] == "True"
+    });
+    let since = condition(&n, "MemoryPressure")["lastTransitionTime"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    s.k_in(
+        &bound_pod(
+            "victim",
+            &node,
+            "    command: [\"sh\", \"-c\", \"trap '' TERM; while :; do sleep 1; done\"]\n    resources: {requests: {cpu: 10m, memory: 1Mi}}",
+        )
+        .replace("terminationGracePeriodSeconds: 1", "terminationGracePeriodSeconds: 30"),
+        &["apply", "-f", "-"],
+    );
+    wait_phase(&s, "victim", "Running");
+    let p = wait_phase(&s, "victim", "Failed");
+    assert_eq!(p["status"]["reason"], "Evicted", "{:#}", p["status"]);
+    let msg = p["status"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.starts_with("The node was low on resource: memory. Threshold quantity: 1000Ti"),
+        "{msg}"
+    );
+    let secs = |t: &str| -> i64 {
+        let o = Command::new("date")
+            .args(["-d", t, "+%s"])
+            .output()
+            .expect("date");
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("time {t:?}"))
+    };
+    // Not before the grace period of the threshold.
+    let ev = s.k_json(&["get", "events"]);
+    let evicted_at = ev["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["involvedObject"]["name"] == "victim" && e["reason"] == "Evicted")
+        .and_then(|e| e["firstTimestamp"].as_str())
+        .unwrap_or_else(|| panic!("no Evicted event: {ev:#}"))
+        .to_string();
+    let waited = secs(&evicted_at) - secs(&since);
+    assert!(
+        waited >= 24,
+        "evicted {waited} s after MemoryPressure began"
+    );
+    // SIGTERM ignored: killed after the capped 3 s, not the pod's 30 s.
+    let term = &p["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(term["exitCode"], 137, "{:#}", p["status"]);
+    let stopped_after = secs(term["finishedAt"].as_str().unwrap_or("")) - secs(&evicted_at);
+    assert!(
+        (2..=10).contains(&stopped_after),
+        "killed {stopped_after} s after the eviction began"
+    );
+}
+
 /// A bad `--eviction-hard` or image GC setting stops the server with a
 /// message naming it.
 #[test]
@@ -355,6 +621,26 @@ fn bad_eviction_settings_are_refused() {
         ),
         (vec!["--image-gc-high-threshold", "101"], "percent"),
         (vec!["--image-minimum-gc-age", "soon"], "not a duration"),
+        (
+            vec!["--eviction-soft", "memory.available<1Gi"],
+            "grace period must be specified for the soft eviction threshold memory.available",
+        ),
+        (
+            vec!["--eviction-soft-grace-period", "memory.free=1m"],
+            "unsupported eviction signal",
+        ),
+        (
+            vec!["--eviction-soft-grace-period", "memory.available=soon"],
+            "not a duration",
+        ),
+        (
+            vec!["--eviction-max-pod-grace-period=-1"],
+            "whole number of seconds",
+        ),
+        (
+            vec!["--eviction-pressure-transition-period", "later"],
+            "not a duration",
+        ),
     ] {
         let o = Command::new(common::RK3S)
             .arg("server")

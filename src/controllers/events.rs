@@ -20,6 +20,8 @@ type EventKey = (String, String, String, String, String);
 pub struct Recorder {
     client: kube::Client,
     component: String,
+    /// The node a kubelet's events come from (source.host, reportingInstance).
+    host: Option<String>,
     /// (namespace, involved uid, type, reason, message) -> (event name, count)
     seen: Arc<Mutex<HashMap<EventKey, (String, i32)>>>,
 }
@@ -29,8 +31,15 @@ impl Recorder {
         Recorder {
             client,
             component: component.to_string(),
+            host: None,
             seen: Default::default(),
         }
+    }
+
+    /// Events from a node's agent name the node, as the kubelet's do.
+    pub fn with_host(mut self, host: &str) -> Self {
+        self.host = Some(host.to_string());
+        self
     }
 
     /// Record an event about `obj`. Failures are logged, never returned:
@@ -96,10 +105,10 @@ impl Recorder {
             event_time: None::<MicroTime>,
             source: Some(EventSource {
                 component: Some(self.component.clone()),
-                host: None,
+                host: self.host.clone(),
             }),
             reporting_component: Some(self.component.clone()),
-            reporting_instance: Some(self.component.clone()),
+            reporting_instance: Some(self.host.clone().unwrap_or_else(|| self.component.clone())),
             ..Default::default()
         };
         api.create(&PostParams::default(), &ev).await?;

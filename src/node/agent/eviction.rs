@@ -14,6 +14,13 @@
 //! then by how far usage exceeds requests (BestEffort pods request
 //! nothing, so they go first). The evicted pod is killed at once (hard
 //! thresholds allow no grace) and reported Failed with reason Evicted.
+//!
+//! Soft thresholds (`--eviction-soft`) evict only once met for their grace
+//! period (`--eviction-soft-grace-period`), the pod given its own grace
+//! period up to `--eviction-max-pod-grace-period`. A pressure condition
+//! stays True for `--eviction-pressure-transition-period` after its signal
+//! clears; while it is True new pods are admitted as upstream's eviction
+//! admission says (`admits`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -249,6 +256,155 @@ pub struct Pressure {
     pub pid: bool,
 }
 
+impl Pressure {
+    fn or(self, o: Pressure) -> Pressure {
+        Pressure {
+            memory: self.memory || o.memory,
+            disk: self.disk || o.disk,
+            pid: self.pid || o.pid,
+        }
+    }
+
+    /// The conditions under pressure, as upstream lists them in messages.
+    pub fn conditions(self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.memory {
+            out.push("MemoryPressure");
+        }
+        if self.disk {
+            out.push("DiskPressure");
+        }
+        if self.pid {
+            out.push("PIDPressure");
+        }
+        out
+    }
+}
+
+/// Soft thresholds (`--eviction-soft`), each with the time it must stay
+/// met before pods are evicted for it (`--eviction-soft-grace-period`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SoftThresholds {
+    pub thresholds: Thresholds,
+    pub grace: HashMap<Signal, Duration>,
+}
+
+impl SoftThresholds {
+    /// As the kubelet: every soft threshold needs a grace period; grace
+    /// periods name known signals.
+    pub fn parse(soft: &str, grace: &str) -> Result<SoftThresholds, String> {
+        let thresholds = Thresholds::parse(soft)?;
+        let grace = parse_grace_periods(grace)?;
+        for t in &thresholds.0 {
+            if !grace.contains_key(&t.signal) {
+                return Err(format!(
+                    "grace period must be specified for the soft eviction threshold {}",
+                    t.signal.name()
+                ));
+            }
+        }
+        Ok(SoftThresholds { thresholds, grace })
+    }
+
+    pub fn grace(&self, signal: Signal) -> Duration {
+        self.grace.get(&signal).copied().unwrap_or_default()
+    }
+}
+
+/// `memory.available=1m30s,nodefs.available=2m`.
+pub fn parse_grace_periods(text: &str) -> Result<HashMap<Signal, Duration>, String> {
+    let mut out = HashMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = part.split_once('=').ok_or_else(|| {
+            format!("{part:?}: a grace period is signal=duration, e.g. memory.available=1m30s")
+        })?;
+        let signal = Signal::parse(name.trim())
+            .ok_or_else(|| format!("unsupported eviction signal {:?}", name.trim()))?;
+        let d = crate::config::parse_duration(value).map_err(|e| format!("{part:?}: {e}"))?;
+        if out.insert(signal, d).is_some() {
+            return Err(format!("{} is given twice", signal.name()));
+        }
+    }
+    Ok(out)
+}
+
+/// Pressure as the node reports it: a condition stays True until its
+/// signal has been clear for the transition period
+/// (`--eviction-pressure-transition-period`), so it does not flap.
+#[derive(Clone, Debug, Default)]
+pub struct PressureTracker {
+    memory: Option<Instant>,
+    disk: Option<Instant>,
+    pid: Option<Instant>,
+}
+
+impl PressureTracker {
+    /// Record what is observed `now`; the pressure to report.
+    pub fn observe(&mut self, seen: Pressure, now: Instant, period: Duration) -> Pressure {
+        for (on, at) in [
+            (seen.memory, &mut self.memory),
+            (seen.disk, &mut self.disk),
+            (seen.pid, &mut self.pid),
+        ] {
+            if on {
+                *at = Some(now);
+            }
+        }
+        let recent =
+            |at: Option<Instant>| at.is_some_and(|t| now.saturating_duration_since(t) < period);
+        Pressure {
+            memory: seen.memory || recent(self.memory),
+            disk: seen.disk || recent(self.disk),
+            pid: seen.pid || recent(self.pid),
+        }
+    }
+}
+
+/// What the thresholds (hard and soft) see in `obs`: soft thresholds
+/// count at once for the conditions, as upstream's (their grace period
+/// only delays evictions).
+pub fn observed_pressure(hard: &Thresholds, soft: &SoftThresholds, obs: &Signals) -> Pressure {
+    hard.pressure(obs).or(soft.thresholds.pressure(obs))
+}
+
+/// The message of a pod refused under node pressure, as upstream's.
+pub fn admission_message(p: Pressure) -> String {
+    format!("The node had condition: [{}]. ", p.conditions().join(" "))
+}
+
+/// Whether a new pod may start under `p`, as upstream's eviction
+/// admission: critical pods always; under memory pressure alone, pods
+/// other than BestEffort, and BestEffort ones tolerating the
+/// memory-pressure taint; under any other pressure, none.
+pub fn admits(p: Pressure, pod: &Pod) -> bool {
+    if p == Pressure::default() || is_critical(pod) {
+        return true;
+    }
+    if p.memory && !p.disk && !p.pid {
+        if qos_class(pod) != QosClass::BestEffort {
+            return true;
+        }
+        return pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.tolerations.as_ref())
+            .is_some_and(|ts| {
+                ts.iter().any(|t| {
+                    let key_ok = match t.key.as_deref() {
+                        None | Some("") => t.operator.as_deref() == Some("Exists"),
+                        Some(k) => k == "node.kubernetes.io/memory-pressure",
+                    };
+                    let value_ok = t.operator.as_deref() == Some("Exists")
+                        || t.value.as_deref().unwrap_or("").is_empty();
+                    let effect_ok =
+                        matches!(t.effect.as_deref(), None | Some("") | Some("NoSchedule"));
+                    key_ok && value_ok && effect_ok
+                })
+            });
+    }
+    false
+}
+
 /// Measured signals (bytes, counts). Images live under the agent
 /// directory, so imagefs is nodefs here.
 #[derive(Clone, Copy, Debug, Default)]
@@ -449,11 +605,23 @@ pub struct EvictionManager {
     pub stats: Arc<StatsCollector>,
     pub images: Option<Arc<dyn ImageGc>>,
     pub thresholds: Thresholds,
+    pub soft: SoftThresholds,
+    /// The most a pod evicted for a soft threshold is given to stop
+    /// (`--eviction-max-pod-grace-period`, seconds).
+    pub max_pod_grace: i64,
     pub image_gc_high: u8,
     pub image_gc_low: u8,
     /// Images younger than this are never removed.
     pub image_min_age: Duration,
     pub interval: Duration,
+}
+
+/// A threshold to act on, with what was measured.
+struct Met {
+    threshold: Threshold,
+    available: u64,
+    capacity: u64,
+    soft: bool,
 }
 
 struct LoopState {
@@ -463,16 +631,20 @@ struct LoopState {
     /// is not picked again.
     evicted: HashSet<String>,
     pressure: Pressure,
+    /// When each soft threshold was first seen met (cleared when not).
+    soft_since: HashMap<Signal, Instant>,
 }
 
 impl EvictionManager {
     /// Sample and act every housekeeping interval until the process ends.
     pub async fn run(self) {
         let mut st = LoopState {
-            recorder: Recorder::new(self.client.clone(), "kubelet"),
+            recorder: Recorder::new(self.client.clone(), "kubelet")
+                .with_host(self.node.node_name()),
             last_image_gc: None,
             evicted: HashSet::new(),
             pressure: Pressure::default(),
+            soft_since: HashMap::new(),
         };
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -501,7 +673,7 @@ impl EvictionManager {
             self.image_gc_by_usage(&obs, st).await;
             obs = Signals::read(self.agent_dir());
         }
-        let pressure = self.thresholds.pressure(&obs);
+        let pressure = self.node.observe_pressure(&obs);
         if pressure != st.pressure {
             info!(?pressure, "node pressure changed");
             st.pressure = pressure;
@@ -510,27 +682,79 @@ impl EvictionManager {
                 warn!("node status update failed: {e}");
             }
         }
-        let mut met = self.thresholds.met(&obs);
+        let mut met = self.met(&obs, st);
         if met.is_empty() {
             return;
         }
         // Disk pressure: reclaim node-level resources first.
-        if met.iter().any(|(t, _, _)| t.signal.is_disk()) {
+        if met.iter().any(|m| m.threshold.signal.is_disk()) {
             let freed = self.prune_images(u64::MAX).await;
             if freed > 0 {
                 info!(freed, "removed unused images under disk pressure");
                 obs = Signals::read(self.agent_dir());
-                met = self.thresholds.met(&obs);
+                met = self.met(&obs, st);
                 if met.is_empty() {
                     return;
                 }
             }
         }
-        let Some((threshold, available, capacity)) = met.into_iter().next() else {
+        let Some(m) = met.into_iter().next() else {
             return;
         };
-        self.evict_one(&threshold, available, capacity, snapshot, st)
-            .await;
+        self.evict_one(&m, snapshot, st).await;
+    }
+
+    /// The thresholds to act on now, most urgent first: hard ones met,
+    /// and soft ones met for at least their grace period (a hard one
+    /// wins over a soft one of the same signal).
+    fn met(&self, obs: &Signals, st: &mut LoopState) -> Vec<Met> {
+        let now = Instant::now();
+        let soft_met = self.soft.thresholds.met(obs);
+        st.soft_since
+            .retain(|sig, _| soft_met.iter().any(|(t, _, _)| t.signal == *sig));
+        let mut out: Vec<Met> = self
+            .thresholds
+            .met(obs)
+            .into_iter()
+            .map(|(threshold, available, capacity)| Met {
+                threshold,
+                available,
+                capacity,
+                soft: false,
+            })
+            .collect();
+        for (threshold, available, capacity) in soft_met {
+            let since = *st.soft_since.entry(threshold.signal).or_insert(now);
+            let grace = self.soft.grace(threshold.signal);
+            if now.saturating_duration_since(since) < grace
+                || out.iter().any(|m| m.threshold.signal == threshold.signal)
+            {
+                continue;
+            }
+            out.push(Met {
+                threshold,
+                available,
+                capacity,
+                soft: true,
+            });
+        }
+        out.sort_by_key(|m| (m.threshold.signal.order(), m.soft));
+        out
+    }
+
+    /// How long a pod evicted for `m` is given to stop: nothing for a
+    /// hard threshold; for a soft one its own grace period, at most
+    /// `--eviction-max-pod-grace-period`.
+    fn pod_grace(&self, m: &Met, pod: &Pod) -> Duration {
+        if !m.soft {
+            return EVICTION_GRACE;
+        }
+        let own = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30);
+        Duration::from_secs(own.min(self.max_pod_grace).max(0) as u64)
     }
 
     /// The images the node must keep: those of its pods and containers.
@@ -650,14 +874,8 @@ impl EvictionManager {
         }
     }
 
-    async fn evict_one(
-        &self,
-        threshold: &Threshold,
-        available: u64,
-        capacity: u64,
-        snapshot: &Snapshot,
-        st: &mut LoopState,
-    ) {
+    async fn evict_one(&self, met: &Met, snapshot: &Snapshot, st: &mut LoopState) {
+        let (threshold, available, capacity) = (&met.threshold, met.available, met.capacity);
         let Some(pods) = self.active_pods().await else {
             return;
         };
@@ -701,7 +919,7 @@ impl EvictionManager {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             let usage = snapshot.container_memory(&uid);
             let msg = message(threshold, available, capacity, pod, &usage);
-            if !self.workers.evict(&uid, &msg) {
+            if !self.workers.evict(&uid, &msg, self.pod_grace(met, pod)) {
                 continue;
             }
             st.evicted.insert(uid);
@@ -721,29 +939,7 @@ impl EvictionManager {
 /// Bytes used by the files under `dir` (not following symlinks, not
 /// crossing into other filesystems such as mounted volumes).
 pub fn du(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(root) = std::fs::symlink_metadata(dir) else {
-        return 0;
-    };
-    let dev = root.dev();
-    let mut total = 0u64;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if m.dev() != dev {
-                continue;
-            }
-            total = total.saturating_add(m.blocks() * 512);
-            if m.is_dir() {
-                stack.push(e.path());
-            }
-        }
-    }
-    total
+    super::stats::dir_usage(dir).0
 }
 
 #[cfg(test)]
@@ -872,6 +1068,99 @@ mod tests {
             s.priority_class_name = Some("system-node-critical".into());
         }
         assert!(rank(vec![mk(&crit, 1 << 30)]).is_empty());
+    }
+
+    #[test]
+    fn soft_thresholds_need_grace_periods() {
+        let soft = SoftThresholds::parse(
+            "memory.available<1Gi,nodefs.available<20%",
+            "memory.available=1m30s,nodefs.available=2m",
+        )
+        .expect("soft");
+        assert_eq!(soft.grace(Signal::MemoryAvailable), Duration::from_secs(90));
+        assert_eq!(
+            soft.grace(Signal::NodeFsAvailable),
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            SoftThresholds::parse("memory.available<1Gi", "nodefs.available=1m"),
+            Err(
+                "grace period must be specified for the soft eviction threshold memory.available"
+                    .into()
+            )
+        );
+        assert!(parse_grace_periods("memory.available").is_err());
+        assert!(parse_grace_periods("memory.available=1m,memory.available=2m").is_err());
+        assert_eq!(SoftThresholds::parse("", ""), Ok(SoftThresholds::default()));
+        // A soft threshold met counts for the condition at once.
+        let p = observed_pressure(&Thresholds::default(), &soft, &obs(512 << 20, 500, 500));
+        assert!(p.memory && !p.disk);
+    }
+
+    #[test]
+    fn pressure_outlives_its_signal_for_the_transition_period() {
+        let mut t = PressureTracker::default();
+        let period = Duration::from_secs(300);
+        let t0 = Instant::now();
+        let on = Pressure {
+            disk: true,
+            ..Default::default()
+        };
+        assert_eq!(t.observe(on, t0, period), on);
+        assert_eq!(
+            t.observe(Pressure::default(), t0 + Duration::from_secs(299), period),
+            on
+        );
+        assert_eq!(
+            t.observe(Pressure::default(), t0 + Duration::from_secs(300), period),
+            Pressure::default()
+        );
+        // Seen again: held again from then.
+        assert_eq!(t.observe(on, t0 + Duration::from_secs(400), period), on);
+        assert_eq!(
+            t.observe(Pressure::default(), t0 + Duration::from_secs(500), period),
+            on
+        );
+    }
+
+    #[test]
+    fn admission_under_pressure_as_upstream() {
+        let mem = Pressure {
+            memory: true,
+            ..Default::default()
+        };
+        let disk = Pressure {
+            disk: true,
+            ..Default::default()
+        };
+        let be = pod("be", "2025-01-01T00:00:00Z", None, None);
+        let burstable = pod("b", "2025-01-01T00:00:00Z", Some("1Mi"), None);
+        assert!(admits(Pressure::default(), &be));
+        assert!(!admits(mem, &be));
+        assert!(admits(mem, &burstable));
+        assert!(!admits(disk, &burstable));
+        assert!(!admits(mem.or(disk), &burstable));
+        let mut tolerating = be.clone();
+        if let Some(s) = tolerating.spec.as_mut() {
+            s.tolerations = Some(vec![serde_json::from_value(json!({
+                "key": "node.kubernetes.io/memory-pressure", "operator": "Exists", "effect": "NoSchedule"
+            })).expect("toleration")]);
+        }
+        assert!(admits(mem, &tolerating));
+        assert!(!admits(disk, &tolerating));
+        let mut crit = be.clone();
+        if let Some(s) = crit.spec.as_mut() {
+            s.priority_class_name = Some("system-node-critical".into());
+        }
+        assert!(admits(mem.or(disk), &crit));
+        assert_eq!(
+            admission_message(mem),
+            "The node had condition: [MemoryPressure]. "
+        );
+        assert_eq!(
+            admission_message(mem.or(disk)),
+            "The node had condition: [MemoryPressure DiskPressure]. "
+        );
     }
 
     #[test]

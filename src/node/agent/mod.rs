@@ -60,6 +60,13 @@ pub struct AgentConfig {
     pub max_pods: u32,
     /// Hard eviction thresholds (`--eviction-hard`).
     pub eviction_hard: eviction::Thresholds,
+    /// Soft thresholds and their grace periods (`--eviction-soft`,
+    /// `--eviction-soft-grace-period`).
+    pub eviction_soft: eviction::SoftThresholds,
+    /// The most a pod evicted for a soft threshold gets to stop (seconds).
+    pub eviction_max_pod_grace: i64,
+    /// How long a pressure condition outlives its signal.
+    pub eviction_pressure_transition_period: Duration,
     /// Image GC starts above this percent of disk use...
     pub image_gc_high: u8,
     /// ...and frees down to this one.
@@ -88,6 +95,10 @@ impl AgentConfig {
             max_pods: 110,
             eviction_hard: eviction::Thresholds::parse(crate::config::DEFAULT_EVICTION_HARD)
                 .unwrap_or_default(),
+            eviction_soft: eviction::SoftThresholds::default(),
+            eviction_max_pod_grace: 0,
+            eviction_pressure_transition_period:
+                crate::config::DEFAULT_EVICTION_PRESSURE_TRANSITION_PERIOD,
             image_gc_high: crate::config::DEFAULT_IMAGE_GC_HIGH_THRESHOLD,
             image_gc_low: crate::config::DEFAULT_IMAGE_GC_LOW_THRESHOLD,
             image_minimum_gc_age: crate::config::DEFAULT_IMAGE_MINIMUM_GC_AGE,
@@ -224,6 +235,7 @@ impl NodeAgent {
         services: Services,
         housekeeping: Housekeeping,
     ) -> NodeAgent {
+        let client = as_kubelet(client);
         let config = Arc::new(config);
         let node = registration::NodeRegistration::new(client.clone(), config.clone());
         let workers = podworker::PodWorkers::new(
@@ -256,6 +268,7 @@ impl NodeAgent {
             config.agent_dir.clone(),
             services.runtime.clone(),
             housekeeping.published.clone(),
+            Some(workers.clone()),
         ));
         let evictions = eviction::EvictionManager {
             client: client.clone(),
@@ -265,6 +278,8 @@ impl NodeAgent {
             stats: stats.clone(),
             images: housekeeping.images,
             thresholds: config.eviction_hard.clone(),
+            soft: config.eviction_soft.clone(),
+            max_pod_grace: config.eviction_max_pod_grace,
             image_gc_high: config.image_gc_high,
             image_gc_low: config.image_gc_low,
             image_min_age: config.image_minimum_gc_age,
@@ -283,6 +298,28 @@ impl NodeAgent {
             stats,
         }
     }
+}
+
+/// The user agent the node agent writes with: managedFields name the
+/// program (`kubelet`), as upstream's kubelet's writes do.
+pub const USER_AGENT: &str = "kubelet/v1.33.0 (linux/amd64) kubernetes/rk3s";
+
+/// `client`, its requests carrying the kubelet's user agent (whatever
+/// the underlying client would send), so the API records the agent's
+/// writes under the field manager `kubelet`.
+pub fn as_kubelet(client: kube::Client) -> kube::Client {
+    let ns = client.default_namespace().to_string();
+    let svc = tower::service_fn(move |mut req: http::Request<kube::client::Body>| {
+        let client = client.clone();
+        async move {
+            req.headers_mut().insert(
+                http::header::USER_AGENT,
+                http::HeaderValue::from_static(USER_AGENT),
+            );
+            client.send(req).await
+        }
+    });
+    kube::Client::new(svc, ns)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -316,6 +353,13 @@ pub fn start_in_server(
     config.system_reserved = cfg.system_reserved.clone();
     config.eviction_hard = eviction::Thresholds::parse(&cfg.eviction_hard)
         .map_err(|reason| crate::config::invalid("eviction-hard", &cfg.eviction_hard, reason))?;
+    config.eviction_soft =
+        eviction::SoftThresholds::parse(&cfg.eviction_soft, &cfg.eviction_soft_grace_period)
+            .map_err(|reason| {
+                crate::config::invalid("eviction-soft", &cfg.eviction_soft, reason)
+            })?;
+    config.eviction_max_pod_grace = cfg.eviction_max_pod_grace_period;
+    config.eviction_pressure_transition_period = cfg.eviction_pressure_transition_period;
     config.image_gc_high = cfg.image_gc_high_threshold;
     config.image_gc_low = cfg.image_gc_low_threshold;
     config.image_minimum_gc_age = cfg.image_minimum_gc_age;

@@ -188,6 +188,15 @@ fn should_restart(c: &Container, init: bool, policy: &str, exit_code: i32) -> bo
     }
 }
 
+/// A volume mounted for a pod: its name, where it is on the host, and
+/// the claim it comes from (PersistentVolumeClaim volumes).
+#[derive(Clone, Debug)]
+pub struct PodVolume {
+    pub name: String,
+    pub path: PathBuf,
+    pub claim: Option<String>,
+}
+
 /// What one sync decided about the pod's future.
 enum Next {
     After(Duration),
@@ -209,8 +218,11 @@ struct Shared {
     owners: Mutex<HashMap<SandboxId, String>>,
     /// Pod uid -> its network namespace, for port-forward.
     netns: Mutex<HashMap<String, PathBuf>>,
-    /// Pod uid -> the message of its eviction (the eviction manager's).
-    evictions: Mutex<HashMap<String, String>>,
+    /// Pod uid -> its mounted volumes, for volume stats.
+    volumes: Mutex<HashMap<String, Vec<PodVolume>>>,
+    /// Pod uid -> the message of its eviction (the eviction manager's)
+    /// and the time its containers get to stop.
+    evictions: Mutex<HashMap<String, (String, Duration)>>,
 }
 
 struct WorkerHandle {
@@ -231,7 +243,7 @@ impl PodWorkers {
         services: Services,
         node: NodeRegistration,
     ) -> PodWorkers {
-        let recorder = Recorder::new(client.clone(), "kubelet");
+        let recorder = Recorder::new(client.clone(), "kubelet").with_host(&config.node_name);
         let prober = Prober::new(services.runtime.clone());
         let hooks = HookRunner::new(services.runtime.clone());
         PodWorkers {
@@ -248,13 +260,15 @@ impl PodWorkers {
                 owners: Mutex::new(HashMap::new()),
                 netns: Mutex::new(HashMap::new()),
                 evictions: Mutex::new(HashMap::new()),
+                volumes: Mutex::new(HashMap::new()),
             }),
         }
     }
 
-    /// Evict a pod: its worker kills its containers and reports it Failed
-    /// with reason Evicted and `message`. False if no worker runs it.
-    pub fn evict(&self, pod_uid: &str, message: &str) -> bool {
+    /// Evict a pod: its worker stops its containers (killed after
+    /// `grace`) and reports it Failed with reason Evicted and `message`.
+    /// False if no worker runs it.
+    pub fn evict(&self, pod_uid: &str, message: &str, grace: Duration) -> bool {
         let workers = self.shared.workers.lock();
         let Some(w) = workers.get(pod_uid) else {
             return false;
@@ -262,7 +276,7 @@ impl PodWorkers {
         self.shared
             .evictions
             .lock()
-            .insert(pod_uid.to_string(), message.to_string());
+            .insert(pod_uid.to_string(), (message.to_string(), grace));
         w.wake.notify_one();
         true
     }
@@ -275,6 +289,16 @@ impl PodWorkers {
             .iter()
             .find(|(_, uid)| *uid == pod_uid)
             .map(|(id, _)| id.clone())
+    }
+
+    /// The volumes mounted for a pod on this node.
+    pub fn pod_volumes(&self, pod_uid: &str) -> Vec<PodVolume> {
+        self.shared
+            .volumes
+            .lock()
+            .get(pod_uid)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The network namespace of a pod on this node (None for hostNetwork).
@@ -471,6 +495,8 @@ struct Worker {
     /// Readiness and startup results, by container id.
     ready: HashMap<ContainerId, bool>,
     started: HashMap<ContainerId, bool>,
+    /// Passed (or skipped) node-pressure admission.
+    admitted: bool,
 }
 
 impl Worker {
@@ -481,6 +507,7 @@ impl Worker {
             probe_tx,
             ready: HashMap::new(),
             started: HashMap::new(),
+            admitted: false,
             shared,
             uid,
             sandbox,
@@ -520,6 +547,7 @@ impl Worker {
                 Next::Done => {
                     self.probes.clear();
                     self.shared.evictions.lock().remove(&self.uid);
+                    self.shared.volumes.lock().remove(&self.uid);
                     return;
                 }
                 Next::After(d) => d,
@@ -766,10 +794,10 @@ impl Worker {
         }
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         let eviction = self.shared.evictions.lock().get(&self.uid).cloned();
-        if let Some(message) = eviction
+        if let Some((message, grace)) = eviction
             && !matches!(phase, Some("Succeeded") | Some("Failed"))
         {
-            self.evict(&pod, message).await;
+            self.evict(&pod, message, grace).await;
             return Next::After(RESYNC * 6);
         }
         if matches!(phase, Some("Succeeded") | Some("Failed")) {
@@ -777,6 +805,19 @@ impl Worker {
                 self.finish(&pod).await;
             }
             return Next::After(RESYNC * 6);
+        }
+        if !self.admitted {
+            // Only a pod nothing ran for yet is admitted (or refused): one
+            // found running after a restart was admitted before.
+            let new = self.sandbox.is_none()
+                && pod.status.as_ref().is_none_or(|s| s.start_time.is_none());
+            let pressure = self.shared.node.pressure();
+            if new && !super::eviction::admits(pressure, &pod) {
+                self.reject(&pod, super::eviction::admission_message(pressure))
+                    .await;
+                return Next::After(RESYNC * 6);
+            }
+            self.admitted = true;
         }
         let mut wake_in = RESYNC;
         let mut facts = PodFacts {
@@ -795,7 +836,27 @@ impl Worker {
         }
         if facts.sandbox_ready && self.volumes.is_none() {
             match self.shared.services.volumes.mount_pod_volumes(&pod).await {
-                Ok(v) => self.volumes = Some(v),
+                Ok(v) => {
+                    let claims: HashMap<&str, &str> = pod
+                        .spec
+                        .iter()
+                        .flat_map(|s| s.volumes.iter().flatten())
+                        .filter_map(|v| {
+                            let c = v.persistent_volume_claim.as_ref()?;
+                            Some((v.name.as_str(), c.claim_name.as_str()))
+                        })
+                        .collect();
+                    let list = v
+                        .iter()
+                        .map(|(name, path)| PodVolume {
+                            name: name.clone(),
+                            path: path.clone(),
+                            claim: claims.get(name.as_str()).map(|c| c.to_string()),
+                        })
+                        .collect();
+                    self.shared.volumes.lock().insert(self.uid.clone(), list);
+                    self.volumes = Some(v)
+                }
                 Err(msg) => {
                     self.event(&pod, None, WARNING, "FailedMount", &msg).await;
                     wake_in = wake_in.min(Duration::from_secs(2));
@@ -1014,7 +1075,13 @@ impl Worker {
             let sidecar = is_sidecar(c);
             match o.current.as_ref().map(|s| s.state) {
                 Some(cri::ContainerState::Running) => {
-                    if sidecar {
+                    // A sidecar lets the next container start once it has
+                    // started: its startupProbe succeeded, if it has one.
+                    if sidecar
+                        && o.current
+                            .as_ref()
+                            .is_some_and(|s| self.has_started(c, &s.id))
+                    {
                         continue;
                     }
                     return wake;
@@ -1061,7 +1128,9 @@ impl Worker {
                         .unwrap_or(0);
                     let d = self.start(pod, c, true, i, attempt, facts).await;
                     wake = wake.min(d);
-                    if !sidecar || !self.is_running(&c.name).await {
+                    // Its startup probe has not run yet: the next sync,
+                    // woken by the probe's result, goes on.
+                    if !sidecar || c.startup_probe.is_some() || !self.is_running(&c.name).await {
                         return wake;
                     }
                 }
@@ -1106,6 +1175,12 @@ impl Worker {
             }
         }
         wake
+    }
+
+    /// Whether a running container counts as started: without a startup
+    /// probe at once, with one when it has succeeded.
+    fn has_started(&self, c: &Container, id: &ContainerId) -> bool {
+        c.startup_probe.is_none() || self.started.get(id).copied().unwrap_or(false)
     }
 
     async fn is_running(&self, name: &str) -> bool {
@@ -1675,7 +1750,33 @@ impl Worker {
     /// thresholds allow no grace), report the pod Failed with reason
     /// Evicted and the containers' final states, and release the pod's
     /// network as for any finished pod.
-    async fn evict(&mut self, pod: &Pod, message: String) {
+    /// Refuse a pod at admission, as the kubelet's rejectPod: a warning
+    /// event, and the status Failed with the reason and message and
+    /// nothing else (no container ever ran).
+    async fn reject(&mut self, pod: &Pod, message: String) {
+        info!(pod = %Self::key(pod), "pod refused: {message}");
+        self.event(pod, None, WARNING, "Evicted", &message).await;
+        let api: Api<Pod> = Api::namespaced(
+            self.shared.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let status = serde_json::json!({"status": {
+            "phase": "Failed",
+            "reason": "Evicted",
+            "message": format!("Pod was rejected: {message}"),
+            "qosClass": super::qos::qos_class(pod).as_str(),
+        }});
+        if let Err(e) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+            .await
+        {
+            debug!(pod = %Self::key(pod), "status update failed: {e}");
+        }
+        self.finished = true;
+    }
+
+    async fn evict(&mut self, pod: &Pod, message: String, grace: Duration) {
         self.probes.clear();
         if let Some(sb) = self.sandbox.clone() {
             let rt = self.shared.services.runtime.clone();
@@ -1686,10 +1787,7 @@ impl Worker {
                 .map(|c| {
                     let rt = rt.clone();
                     async move {
-                        if let Err(e) = rt
-                            .stop_container(&c.id, super::eviction::EVICTION_GRACE)
-                            .await
-                        {
+                        if let Err(e) = rt.stop_container(&c.id, grace).await {
                             debug!(container = %c.id, "stop for eviction: {e}");
                         }
                     }

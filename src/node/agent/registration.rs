@@ -222,6 +222,7 @@ struct State {
     transitions: BTreeMap<String, (String, Time)>,
     last_posted: Option<Instant>,
     last_pressure: Option<Pressure>,
+    pressure_seen: eviction::PressureTracker,
 }
 
 /// This node's registration and status reporter; cheap to clone.
@@ -246,6 +247,7 @@ impl NodeRegistration {
                 transitions: BTreeMap::new(),
                 last_posted: None,
                 last_pressure: None,
+                pressure_seen: Default::default(),
             })),
         }
     }
@@ -258,11 +260,25 @@ impl NodeRegistration {
         &self.config
     }
 
-    /// The pressure the configured thresholds see now.
+    /// The pressure to report now (see `observe_pressure`).
     fn observe(&self) -> Pressure {
-        self.config
-            .eviction_hard
-            .pressure(&eviction::Signals::read(&self.config.agent_dir))
+        self.observe_pressure(&eviction::Signals::read(&self.config.agent_dir))
+    }
+
+    /// The pressure to report given `obs`: what the hard and soft
+    /// thresholds see, each condition held for the transition period
+    /// after its signal clears.
+    pub fn observe_pressure(&self, obs: &eviction::Signals) -> Pressure {
+        let seen = eviction::observed_pressure(
+            &self.config.eviction_hard,
+            &self.config.eviction_soft,
+            obs,
+        );
+        self.state.lock().pressure_seen.observe(
+            seen,
+            Instant::now(),
+            self.config.eviction_pressure_transition_period,
+        )
     }
 
     pub fn uid(&self) -> Option<String> {
