@@ -8,6 +8,7 @@
 
 pub mod jsonpath;
 pub mod schema;
+pub mod validations;
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub struct CustomResource {
     pub version: String,
     pub kind: String,
     pub schema: Schema,
+    /// The schema has x-kubernetes-validations rules somewhere.
+    pub rules: bool,
     /// The openAPIV3Schema as written, for the OpenAPI documents.
     pub raw_schema: Value,
     pub status: bool,
@@ -172,6 +175,7 @@ impl CustomResource {
             group: st(crd, "/spec/group").to_string(),
             version: st(version, "/name").to_string(),
             kind: accepted(crd, "kind"),
+            rules: validations::has_rules(&schema),
             schema,
             raw_schema,
             status: version.pointer("/subresources/status").is_some(),
@@ -363,6 +367,25 @@ pub struct CustomResourceStrategy {
     cr: CustomResource,
 }
 
+impl CustomResourceStrategy {
+    /// The x-kubernetes-validations rules, unless a value of the wrong type
+    /// keeps them from running (upstream's blocking errors).
+    fn run_rules(&self, obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
+        if !self.cr.rules {
+            return;
+        }
+        if errs.iter().any(|e| e.reason == "FieldValueTypeInvalid") {
+            errs.push(FieldError::invalid_raw(
+                "<nil>",
+                "\"object\"",
+                "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+            ));
+            return;
+        }
+        errs.extend(validations::validate(&self.cr.schema, obj, old));
+    }
+}
+
 #[async_trait]
 impl Strategy for CustomResourceStrategy {
     fn default(&self, obj: &mut Value) {
@@ -375,7 +398,25 @@ impl Strategy for CustomResourceStrategy {
     }
 
     fn validate(&self, obj: &Value) -> Vec<FieldError> {
-        self.cr.schema.validate(obj, "")
+        let mut errs = self.cr.schema.validate(obj, "");
+        // The store clears resourceVersion on create and sets it on update;
+        // an update runs the rules in validate_update, with the old object.
+        let create = obj
+            .pointer("/metadata/resourceVersion")
+            .is_none_or(Value::is_null);
+        if create {
+            self.run_rules(obj, None, &mut errs);
+        }
+        errs
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        // validate() has reported schema errors; they block the rules too.
+        if self.cr.schema.validate(new, "").is_empty() {
+            self.run_rules(new, Some(old), &mut errs);
+        }
+        errs
     }
 
     fn prepare_create(&self, obj: &mut Value) {

@@ -55,6 +55,8 @@ pub struct Schema {
     pub any_of: Vec<Schema>,
     pub one_of: Vec<Schema>,
     pub not: Option<Box<Schema>>,
+    /// Compiled x-kubernetes-validations (CEL rules).
+    pub validations: Vec<std::sync::Arc<super::validations::Rule>>,
 }
 
 /// Keywords a CRD schema may not use (upstream rejects them).
@@ -282,6 +284,7 @@ impl Schema {
                 errs,
             )));
         }
+        s.validations = super::validations::compile(m, &s, path, errs);
         if let Some(d) = &s.default
             && place != Place::Junctor
         {

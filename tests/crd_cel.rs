@@ -1,0 +1,343 @@
+//! CRD validation rules (`x-kubernetes-validations`, CEL) through stock
+//! kubectl: rules on objects, list items and map values, messages and
+//! messageExpression, reason and fieldPath, transition rules with oldSelf,
+//! status subresource writes, dry-run, and rules that do not compile.
+
+mod common;
+
+use common::Server;
+
+const SCALER_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: scalers.cel.example.com
+spec:
+  group: cel.example.com
+  names: {kind: Scaler, listKind: ScalerList, plural: scalers, singular: scaler}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources:
+      status: {}
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-validations:
+        - rule: "self.metadata.name.size() <= 10"
+          message: "name too long"
+        properties:
+          spec:
+            type: object
+            x-kubernetes-validations:
+            - rule: "self.minReplicas <= self.replicas"
+              message: "replicas must be greater than or equal to minReplicas"
+            - rule: "self.name.startsWith('x')"
+              messageExpression: "'name ' + self.name + ' must start with x'"
+            - rule: "!has(self.maxSurge) || self.maxSurge <= self.replicas"
+              reason: FieldValueForbidden
+              fieldPath: ".maxSurge"
+              message: "maxSurge may not exceed replicas"
+            properties:
+              replicas: {type: integer}
+              minReplicas: {type: integer}
+              maxSurge: {type: integer}
+              name: {type: string}
+              mode:
+                type: string
+                x-kubernetes-validations:
+                - rule: "self == oldSelf"
+                  message: "Value is immutable"
+              ports:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [name]
+                items:
+                  type: object
+                  required: [name]
+                  x-kubernetes-validations:
+                  - rule: "self.port > 0 && self.port < 65536"
+                    messageExpression: "'port ' + string(self.port) + ' is out of range'"
+                  properties:
+                    name: {type: string}
+                    port: {type: integer}
+              limits:
+                type: object
+                additionalProperties:
+                  type: string
+                  x-kubernetes-validations:
+                  - rule: "isQuantity(self) && quantity(self).isLessThan(quantity('10Gi'))"
+                    message: "must be a quantity below 10Gi"
+                    reason: FieldValueRequired
+          status:
+            type: object
+            x-kubernetes-validations:
+            - rule: "self.ready <= self.total"
+              message: "ready cannot exceed total"
+            properties:
+              ready: {type: integer}
+              total: {type: integer}
+"#;
+
+fn create_crd(s: &Server, yaml: &str, name: &str) {
+    s.k_in(yaml, &["apply", "-f", "-"]);
+    s.k(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "--timeout=30s",
+        &format!("crd/{name}"),
+    ]);
+}
+
+fn scaler(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: cel.example.com/v1\nkind: Scaler\nmetadata: {{name: {name}}}\nspec: {spec}\n"
+    )
+}
+
+#[test]
+fn rules_reject_invalid_custom_resources() {
+    let s = Server::start();
+    create_crd(&s, SCALER_CRD, "scalers.cel.example.com");
+    s.k_in(
+        &scaler(
+            "good",
+            "{replicas: 3, minReplicas: 1, maxSurge: 1, name: xy, mode: fast, ports: [{name: http, port: 80}], limits: {memory: 1Gi}}",
+        ),
+        &["create", "-f", "-"],
+    );
+
+    // Every failing rule is a cause, at its node, with its message.
+    let err = s.k_in_err(
+        &scaler(
+            "bad",
+            "{replicas: 1, minReplicas: 2, maxSurge: 5, name: yz, ports: [{name: http, port: 80}, {name: big, port: 70000}], limits: {memory: 20Gi, cpu: lots}}",
+        ),
+        &["create", "-f", "-"],
+    );
+    for want in [
+        r#"The Scaler "bad" is invalid: "#,
+        r#"spec: Invalid value: "object": replicas must be greater than or equal to minReplicas"#,
+        r#"spec: Invalid value: "object": name yz must start with x"#,
+        "spec.maxSurge: Forbidden: maxSurge may not exceed replicas",
+        "spec.limits[cpu]: Required value: must be a quantity below 10Gi",
+        "spec.limits[memory]: Required value: must be a quantity below 10Gi",
+        r#"spec.ports[1]: Invalid value: "object": port 70000 is out of range"#,
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+    assert!(!err.contains("spec.ports[0]"), "{err}");
+
+    // Rules see the object's metadata name.
+    let err = s.k_in_err(
+        &scaler("much-too-long", "{replicas: 1, minReplicas: 1, name: x}"),
+        &["create", "-f", "-"],
+    );
+    assert!(
+        err.contains(r#"The Scaler "much-too-long" is invalid: <nil>: Invalid value: "object": name too long"#),
+        "{err}"
+    );
+
+    // Dry-run runs the rules, and stores nothing either way.
+    let err = s.k_in_err(
+        &scaler("dry", "{replicas: 1, minReplicas: 5, name: x}"),
+        &["create", "--dry-run=server", "-f", "-"],
+    );
+    assert!(
+        err.contains("replicas must be greater than or equal to minReplicas"),
+        "{err}"
+    );
+    s.k_in(
+        &scaler("dry", "{replicas: 5, minReplicas: 1, name: x}"),
+        &["create", "--dry-run=server", "-f", "-"],
+    );
+    assert!(s.k_err(&["get", "scaler", "dry"]).contains("NotFound"));
+
+    // Updates run the rules on the new object.
+    let err = s.k_err(&[
+        "patch",
+        "scaler",
+        "good",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":0}}"#,
+    ]);
+    assert!(
+        err.contains(r#"spec: Invalid value: "object": replicas must be greater than or equal to minReplicas"#),
+        "{err}"
+    );
+}
+
+#[test]
+fn transition_rules_compare_with_the_old_object() {
+    let s = Server::start();
+    create_crd(&s, SCALER_CRD, "scalers.cel.example.com");
+    s.k_in(
+        &scaler("s1", "{replicas: 2, minReplicas: 1, name: xa, mode: fast}"),
+        &["create", "-f", "-"],
+    );
+    let err = s.k_err(&[
+        "patch",
+        "scaler",
+        "s1",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"mode":"slow"}}"#,
+    ]);
+    assert!(
+        err.contains(
+            r#"The Scaler "s1" is invalid: spec.mode: Invalid value: "string": Value is immutable"#
+        ),
+        "{err}"
+    );
+    // Other fields may change; the immutable one keeps its value.
+    s.k(&[
+        "patch",
+        "scaler",
+        "s1",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":4}}"#,
+    ]);
+    assert_eq!(
+        s.k(&[
+            "get",
+            "scaler",
+            "s1",
+            "-o",
+            "jsonpath={.spec.replicas}/{.spec.mode}"
+        ]),
+        "4/fast"
+    );
+    // A field first set on update has no old value to compare with.
+    s.k_in(
+        &scaler("s2", "{replicas: 2, minReplicas: 1, name: xa}"),
+        &["create", "-f", "-"],
+    );
+    s.k(&[
+        "patch",
+        "scaler",
+        "s2",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"mode":"slow"}}"#,
+    ]);
+}
+
+#[test]
+fn status_writes_run_status_rules() {
+    let s = Server::start();
+    create_crd(&s, SCALER_CRD, "scalers.cel.example.com");
+    s.k_in(
+        &scaler("st", "{replicas: 2, minReplicas: 1, name: xa}"),
+        &["create", "-f", "-"],
+    );
+    s.k(&[
+        "patch",
+        "scaler",
+        "st",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"ready":1,"total":2}}"#,
+    ]);
+    let err = s.k_err(&[
+        "patch",
+        "scaler",
+        "st",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"ready":3,"total":2}}"#,
+    ]);
+    assert!(
+        err.contains(r#"The Scaler "st" is invalid: status: Invalid value: "object": ready cannot exceed total"#),
+        "{err}"
+    );
+    assert_eq!(
+        s.k(&["get", "scaler", "st", "-o", "jsonpath={.status.ready}"]),
+        "1"
+    );
+}
+
+#[test]
+fn rules_that_do_not_compile_make_the_crd_invalid() {
+    let s = Server::start();
+    let crd = |rule: &str, extra: &str| {
+        format!(
+            r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: things.cel.example.com}}
+spec:
+  group: cel.example.com
+  names: {{kind: Thing, plural: things}}
+  scope: Cluster
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              a: {{type: integer}}
+            x-kubernetes-validations:
+            - rule: {rule:?}
+{extra}
+"#
+        )
+    };
+    let at = "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0]";
+    let err = s.k_in_err(&crd("self.a <", ""), &["create", "-f", "-"]);
+    assert!(
+        err.contains(&format!(
+            r#"{at}.rule: Invalid value: apiextensions.ValidationRule{{Rule:"self.a <", Message:"", MessageExpression:"""#
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("compilation failed: ERROR: <input>:1:"),
+        "{err}"
+    );
+    let err = s.k_in_err(&crd("other.a > 0", ""), &["create", "-f", "-"]);
+    assert!(
+        err.contains("compilation failed: ERROR: <input>:1:1: undeclared reference to 'other' (in container '')"),
+        "{err}"
+    );
+    let err = s.k_in_err(
+        &crd(
+            "self.a > 0",
+            "              reason: Wrong\n              fieldPath: .b",
+        ),
+        &["create", "-f", "-"],
+    );
+    assert!(
+        err.contains(&format!(r#"{at}.reason: Unsupported value: "Wrong": supported values: "FieldValueDuplicate", "FieldValueForbidden", "FieldValueInvalid", "FieldValueRequired""#)),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(r#"{at}.fieldPath: Invalid value: ".b": fieldPath must be a valid path: does not refer to a valid field"#)),
+        "{err}"
+    );
+    assert!(!s.k(&["get", "crd"]).contains("things.cel.example.com"));
+    // A CRD update is checked the same way.
+    create_crd(&s, &crd("self.a > 0", ""), "things.cel.example.com");
+    let err = s.k_in_err(&crd("self.a >", ""), &["apply", "-f", "-"]);
+    assert!(err.contains(&format!("{at}.rule: Invalid value")), "{err}");
+    // The served rule is still the old one.
+    let err = s.k_in_err(
+        "apiVersion: cel.example.com/v1\nkind: Thing\nmetadata: {name: t}\nspec: {a: 0}\n",
+        &["create", "-f", "-"],
+    );
+    assert!(
+        err.contains(r#"spec: Invalid value: "object": failed rule: self.a > 0"#),
+        "{err}"
+    );
+}
