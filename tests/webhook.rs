@@ -731,3 +731,54 @@ fn configurations_are_defaulted_and_validated() {
         "webhooks[0].clientConfig: Required value: exactly one of url or service is required",
     );
 }
+
+#[test]
+fn match_conditions_select_with_cel() {
+    let s = Server::start();
+    let wh = WebhookServer::start();
+    let cm = rules(&["CREATE"], &[""], &["configmaps"]);
+    let mut team = url_hook(&wh, "team.test.rk3s.io", "/deny", cm.clone(), "cel");
+    team["matchConditions"] = json!([
+        {"name": "team-a", "expression": "'team' in object.metadata.labels && object.metadata.labels.team == 'a'"},
+        {"name": "as-a-user", "expression": "request.userInfo.username != ''"},
+    ]);
+    let mut broken = url_hook(
+        &wh,
+        "broken.test.rk3s.io",
+        "/allow",
+        cm.clone(),
+        "cel-error",
+    );
+    broken["matchConditions"] =
+        json!([{"name": "no-spec", "expression": "object.spec.replicas == 1"}]);
+    let mut broken_ignored = broken.clone();
+    broken_ignored["name"] = json!("broken-ignored.test.rk3s.io");
+    broken_ignored["failurePolicy"] = json!("Ignore");
+    broken_ignored["objectSelector"] = json!({"matchLabels": {"case": "cel-ignored"}});
+    s.k_in(
+        &validating("cel", vec![team, broken, broken_ignored]),
+        &["create", "-f", "-"],
+    );
+    let labelled = |name: &str, case: &str, team: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": name, "labels": {"case": case, "team": team}}})
+        .to_string()
+    };
+    let err = create_until_refused(&s, &labelled("a1", "cel", "a"));
+    assert!(
+        err.contains("\"team.test.rk3s.io\" denied the request"),
+        "{err}"
+    );
+    // A condition that is false keeps the webhook out.
+    s.k_in(&labelled("b1", "cel", "b"), &["create", "-f", "-"]);
+    assert!(review_for(&wh, "/deny", "b1", "CREATE").is_none());
+    // One that cannot be evaluated fails the request (failurePolicy Fail)...
+    let err = s.k_in_err(&labelled("e1", "cel-error", "a"), &["create", "-f", "-"]);
+    assert!(
+        err.contains("Internal error occurred: failed calling webhook \"broken.test.rk3s.io\": failed to evaluate match conditions: expression 'no-spec' resulted in error"),
+        "{err}"
+    );
+    // ...or skips the webhook (Ignore).
+    s.k_in(&labelled("e2", "cel-ignored", "a"), &["create", "-f", "-"]);
+    assert!(review_for(&wh, "/allow", "e2", "CREATE").is_none());
+}

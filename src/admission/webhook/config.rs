@@ -54,7 +54,13 @@ pub struct Hook {
     pub client: ClientTarget,
     /// The TLS client trusting the webhook's caBundle, or why there is none.
     pub tls: Result<Arc<rustls::ClientConfig>, String>,
+    /// matchConditions: name and compiled CEL expression (or why it
+    /// does not compile).
+    pub match_conditions: Vec<(String, Result<crate::cel::Program, String>)>,
 }
+
+/// The variables a match condition may use (`authorizer` is not offered).
+pub const MATCH_CONDITION_VARIABLES: &[&str] = &["object", "oldObject", "request"];
 
 /// Every webhook, mutating and validating, in calling order.
 #[derive(Debug, Default)]
@@ -182,6 +188,18 @@ pub fn parse_hook(configuration: &str, wh: &Value) -> Option<Hook> {
         reinvoke_if_needed: str_of(wh, "reinvocationPolicy") == "IfNeeded",
         client,
         tls: tls_client(cc.get("caBundle").and_then(Value::as_str)),
+        match_conditions: wh
+            .get("matchConditions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let program =
+                    crate::cel::compile_with(str_of(c, "expression"), MATCH_CONDITION_VARIABLES)
+                        .map_err(|e| e.to_string());
+                (str_of(c, "name").to_string(), program)
+            })
+            .collect(),
     })
 }
 

@@ -63,3 +63,39 @@ pub fn object_selector_matches(hook: &Hook, obj: Option<&Value>, old: Option<&Va
         .flatten()
         .any(|o| hook.object_selector.matches(&labels_of(o)))
 }
+
+/// matchConditions, as upstream: any false skips the webhook; otherwise
+/// an evaluation error is an error (failurePolicy decides); all true calls.
+pub fn conditions_hold(
+    hook: &Hook,
+    a: &Attributes<'_>,
+    obj: Option<&Value>,
+) -> Result<bool, String> {
+    if hook.match_conditions.is_empty() {
+        return Ok(true);
+    }
+    let request = super::review::admission_request("", a, None);
+    let null = Value::Null;
+    let vars: [(&str, &Value); 3] = [
+        ("object", obj.unwrap_or(&null)),
+        ("oldObject", a.old.unwrap_or(&null)),
+        ("request", &request),
+    ];
+    let mut errors = Vec::new();
+    for (name, program) in &hook.match_conditions {
+        let result = match program {
+            Ok(p) => crate::cel::eval_bool(p, &vars).map_err(|e| e.to_string()),
+            Err(e) => Err(e.clone()),
+        };
+        match result {
+            Ok(false) => return Ok(false),
+            Ok(true) => {}
+            Err(e) => errors.push(format!("expression '{name}' resulted in error: {e}")),
+        }
+    }
+    match errors.len() {
+        0 => Ok(true),
+        1 => Err(errors.remove(0)),
+        _ => Err(format!("[{}]", errors.join(", "))),
+    }
+}

@@ -10,9 +10,9 @@
 //! - `review.rs`: the AdmissionReview request and the checks on its answer;
 //! - `client.rs`: the HTTPS call (rustls, the webhook's caBundle).
 //!
-//! CONNECT is never sent (rk3s's streams are not admitted); matchConditions
-//! (CEL) are not evaluated yet: a webhook with matchConditions is called as
-//! if they all held.
+//! CONNECT is never sent (rk3s's streams are not admitted). matchConditions
+//! are CEL (`crate::cel`) over `object`, `oldObject` and `request`; the
+//! `authorizer` variable is not offered.
 
 pub mod client;
 pub mod config;
@@ -231,36 +231,59 @@ impl NamespaceLabels<'_> {
     }
 }
 
-/// Whether `hook` is to be called for this request.
+/// Whether `hook` is to be called for this request; an error when its
+/// match conditions cannot be evaluated and failurePolicy is Fail.
 async fn should_call(
     hook: &Hook,
     a: &Attributes<'_>,
     obj: Option<&Value>,
     ns_labels: &mut NamespaceLabels<'_>,
-) -> bool {
+) -> Result<bool, ApiError> {
     if !matching::rules_match(hook, a) {
-        return false;
+        return Ok(false);
     }
     if !matching::object_selector_matches(hook, obj, a.old) {
-        return false;
+        return Ok(false);
     }
-    if hook.namespace_selector.is_empty() {
-        return true;
-    }
-    if a.def.group.is_empty() && a.def.plural == "namespaces" {
+    let ns_ok = if hook.namespace_selector.is_empty() {
+        true
+    } else if a.def.group.is_empty() && a.def.plural == "namespaces" {
         // A Namespace is matched on its own labels.
         let own = obj.or(a.old).map(crate::registry::generic::labels_of);
-        return own.is_some_and(|l| hook.namespace_selector.matches(&l));
-    }
-    match a.namespace.filter(|n| !n.is_empty()) {
-        // Cluster-scoped objects ignore namespaceSelector.
-        None => true,
-        Some(ns) => {
-            let empty = BTreeMap::new();
-            let labels = ns_labels.get(ns).await.unwrap_or(&empty);
-            hook.namespace_selector.matches(labels)
+        own.is_some_and(|l| hook.namespace_selector.matches(&l))
+    } else {
+        match a.namespace.filter(|n| !n.is_empty()) {
+            // Cluster-scoped objects ignore namespaceSelector.
+            None => true,
+            Some(ns) => {
+                let empty = BTreeMap::new();
+                let labels = ns_labels.get(ns).await.unwrap_or(&empty);
+                hook.namespace_selector.matches(labels)
+            }
         }
+    };
+    if !ns_ok {
+        return Ok(false);
     }
+    match matching::conditions_hold(hook, a, obj) {
+        Ok(holds) => Ok(holds),
+        Err(_) if hook.failure_policy_ignore => Ok(false),
+        Err(why) => Err(ApiError::internal(format!(
+            "failed calling webhook \"{}\": failed to evaluate match conditions: {why}",
+            hook.name
+        ))),
+    }
+}
+
+/// A dry run may only reach webhooks without side effects (v1 admits
+/// only None and NoneOnDryRun; older stored objects may say otherwise).
+fn dry_run_refusal(hook: &Hook, a: &Attributes<'_>) -> Option<ApiError> {
+    (a.dry_run && !matches!(hook.side_effects.as_str(), "None" | "NoneOnDryRun")).then(|| {
+        ApiError::bad_request(format!(
+            "admission webhook \"{}\" does not support dry run",
+            hook.name
+        ))
+    })
 }
 
 /// Call one webhook; a mutating one's patch comes back applied to `obj`.
@@ -272,11 +295,8 @@ async fn call(
     obj: Option<&mut Value>,
     mutating: bool,
 ) -> Result<bool, CallError> {
-    if a.dry_run && !matches!(hook.side_effects.as_str(), "None" | "NoneOnDryRun") {
-        return Err(CallError::Refused(ApiError::bad_request(format!(
-            "admission webhook \"{}\" does not support dry run",
-            hook.name
-        ))));
+    if let Some(e) = dry_run_refusal(hook, a) {
+        return Err(CallError::Refused(e));
     }
     let uid = uuid::Uuid::new_v4().to_string();
     let body = review::request(&uid, a, obj.as_deref());
@@ -366,7 +386,7 @@ pub async fn mutate(reg: &Registry, a: &Attributes<'_>, obj: &mut Value) -> Resu
     let mut invoked_reinvocable: BTreeSet<usize> = BTreeSet::new();
     let mut reinvoke: BTreeSet<usize> = BTreeSet::new();
     for (i, hook) in hooks.mutating.iter().enumerate() {
-        if !should_call(hook, a, Some(obj), &mut ns_labels).await {
+        if !should_call(hook, a, Some(obj), &mut ns_labels).await? {
             continue;
         }
         match call(reg, hook, a, Some(obj), true).await {
@@ -390,7 +410,7 @@ pub async fn mutate(reg: &Registry, a: &Attributes<'_>, obj: &mut Value) -> Resu
     // object a later webhook changed.
     for i in reinvoke {
         let hook = &hooks.mutating[i];
-        if !should_call(hook, a, Some(obj), &mut ns_labels).await {
+        if !should_call(hook, a, Some(obj), &mut ns_labels).await? {
             continue;
         }
         if let Err(e) = call(reg, hook, a, Some(obj), true).await
@@ -421,7 +441,7 @@ pub async fn validate(
     let mut ns_labels = NamespaceLabels { reg, cached: None };
     let mut selected: Vec<&Arc<Hook>> = Vec::new();
     for hook in &hooks.validating {
-        if should_call(hook, a, obj, &mut ns_labels).await {
+        if should_call(hook, a, obj, &mut ns_labels).await? {
             selected.push(hook);
         }
     }
@@ -461,7 +481,7 @@ pub async fn admit_delete(reg: &Registry, a: &Attributes<'_>) -> Result<(), ApiE
     if !hooks.mutating.is_empty() {
         let mut ns_labels = NamespaceLabels { reg, cached: None };
         for hook in &hooks.mutating {
-            if !should_call(hook, a, None, &mut ns_labels).await {
+            if !should_call(hook, a, None, &mut ns_labels).await? {
                 continue;
             }
             if let Err(e) = call(reg, hook, a, None, true).await

@@ -9,6 +9,17 @@ use crate::api::status::ApiError;
 
 /// The AdmissionReview request body for `a`, with id `uid`.
 pub fn request(uid: &str, a: &Attributes<'_>, obj: Option<&Value>) -> Vec<u8> {
+    let review = json!({
+        "kind": "AdmissionReview",
+        "apiVersion": "admission.k8s.io/v1",
+        "request": admission_request(uid, a, obj),
+    });
+    serde_json::to_vec(&review).unwrap_or_default()
+}
+
+/// The AdmissionRequest for `a` (also the `request` variable of match
+/// conditions).
+pub fn admission_request(uid: &str, a: &Attributes<'_>, obj: Option<&Value>) -> Value {
     let def = a.def;
     let (kgroup, kversion, kind) = a
         .object_kind
@@ -45,12 +56,7 @@ pub fn request(uid: &str, a: &Attributes<'_>, obj: Option<&Value>) -> Vec<u8> {
     if a.request_namespace().is_empty() {
         req.as_object_mut().map(|m| m.remove("namespace"));
     }
-    let review = json!({
-        "kind": "AdmissionReview",
-        "apiVersion": "admission.k8s.io/v1",
-        "request": req,
-    });
-    serde_json::to_vec(&review).unwrap_or_default()
+    req
 }
 
 /// A webhook's answer, checked.

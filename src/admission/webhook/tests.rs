@@ -1,1 +1,249 @@
-//! Unit tests of matching and of the AdmissionReview checks.
+//! Unit tests of matching, of the AdmissionReview checks and of the
+//! configuration checks.
+
+use serde_json::{Value, json};
+
+use super::config::{parse_hook, validate_url};
+use super::review::{denied, verify};
+use super::*;
+use crate::registry::catalogue;
+
+fn def(group: &str, plural: &str) -> ResourceDef {
+    catalogue::builtin()
+        .into_iter()
+        .find(|d| d.plural == plural && d.group == group)
+        .expect("built-in kind")
+}
+
+fn hook(rules: Value) -> Hook {
+    parse_hook(
+        "cfg",
+        &json!({"name": "h.test.rk3s.io", "clientConfig": {"url": "https://127.0.0.1/x"},
+                "rules": rules, "sideEffects": "None", "admissionReviewVersions": ["v1"]}),
+    )
+    .expect("hook")
+}
+
+fn rule(ops: &[&str], groups: &[&str], resources: &[&str], scope: &str) -> Value {
+    json!([{"operations": ops, "apiGroups": groups, "apiVersions": ["*"],
+            "resources": resources, "scope": scope}])
+}
+
+#[test]
+fn resources_match_with_their_subresources() {
+    let pods = def("", "pods");
+    let opts = WriteOptions::default();
+    let old = json!({});
+    let main = Attributes::update(&pods, Some("ns"), "p", None, &old, &opts);
+    let status = Attributes::update(&pods, Some("ns"), "p", Some("status"), &old, &opts);
+    let m = |r: &[&str], a: &Attributes<'_>| {
+        matching::rules_match(&hook(rule(&["*"], &[""], r, "*")), a)
+    };
+    assert!(m(&["pods"], &main));
+    assert!(!m(&["pods"], &status));
+    assert!(m(&["pods/status"], &status));
+    assert!(!m(&["pods/status"], &main));
+    assert!(m(&["*"], &main) && !m(&["*"], &status));
+    assert!(m(&["*/*"], &main) && m(&["*/*"], &status));
+    assert!(m(&["pods/*"], &status) && m(&["*/status"], &status));
+    assert!(!m(&["services"], &main));
+    // Operations and groups.
+    let h = hook(rule(&["CREATE"], &[""], &["pods"], "*"));
+    assert!(!matching::rules_match(&h, &main));
+    let h = hook(rule(&["UPDATE"], &["apps"], &["pods"], "*"));
+    assert!(!matching::rules_match(&h, &main));
+}
+
+#[test]
+fn scope_treats_namespaces_as_cluster_scoped() {
+    let opts = WriteOptions::default();
+    let nss = def("", "namespaces");
+    let nodes = def("", "nodes");
+    let cms = def("", "configmaps");
+    let ns = Attributes::create(&nss, None, "team-a", &opts);
+    let node = Attributes::create(&nodes, None, "n1", &opts);
+    let cm = Attributes::create(&cms, Some("team-a"), "c", &opts);
+    let m = |scope: &str, a: &Attributes<'_>| {
+        matching::rules_match(&hook(rule(&["*"], &["*"], &["*"], scope)), a)
+    };
+    assert!(m("Cluster", &ns) && m("Cluster", &node) && !m("Cluster", &cm));
+    assert!(!m("Namespaced", &ns) && !m("Namespaced", &node) && m("Namespaced", &cm));
+    assert!(m("*", &ns) && m("*", &node) && m("*", &cm));
+    // A Namespace's request names itself as the namespace, as upstream.
+    assert_eq!(ns.request_namespace(), "team-a");
+}
+
+#[test]
+fn object_selector_looks_at_old_and_new() {
+    let mut h = hook(rule(&["*"], &["*"], &["*"], "*"));
+    h.object_selector = crate::api::selectors::LabelSelector::parse("app=web").expect("selector");
+    let web = json!({"metadata": {"labels": {"app": "web"}}});
+    let db = json!({"metadata": {"labels": {"app": "db"}}});
+    assert!(matching::object_selector_matches(&h, Some(&web), None));
+    assert!(matching::object_selector_matches(&h, Some(&db), Some(&web)));
+    assert!(matching::object_selector_matches(&h, None, Some(&web)));
+    assert!(!matching::object_selector_matches(&h, Some(&db), None));
+}
+
+#[test]
+fn dry_runs_refuse_webhooks_with_side_effects() {
+    let cms = def("", "configmaps");
+    let opts = WriteOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let a = Attributes::create(&cms, Some("default"), "c", &opts);
+    let mut h = hook(rule(&["*"], &["*"], &["*"], "*"));
+    assert!(dry_run_refusal(&h, &a).is_none());
+    h.side_effects = "NoneOnDryRun".into();
+    assert!(dry_run_refusal(&h, &a).is_none());
+    h.side_effects = "Unknown".into();
+    let e = dry_run_refusal(&h, &a).expect("refused");
+    assert_eq!(e.code, 400);
+    assert_eq!(
+        e.message,
+        "admission webhook \"h.test.rk3s.io\" does not support dry run"
+    );
+    let real = WriteOptions::default();
+    assert!(dry_run_refusal(&h, &Attributes::create(&cms, Some("default"), "c", &real)).is_none());
+}
+
+fn answer(uid: &str, response: Value) -> Vec<u8> {
+    let mut r = response;
+    r["uid"] = json!(uid);
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": r})
+        .to_string()
+        .into_bytes()
+}
+
+#[test]
+fn answers_are_checked_as_upstream() {
+    let ok = verify("u1", false, &answer("u1", json!({"allowed": true}))).expect("ok");
+    assert!(ok.allowed && ok.patch.is_none());
+    let e = verify("u1", false, &answer("u2", json!({"allowed": true}))).unwrap_err();
+    assert_eq!(e, "expected response.uid=\"u1\", got \"u2\"");
+    let e = verify(
+        "u1",
+        false,
+        br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","response":{"uid":"u1","allowed":true}}"#,
+    )
+    .unwrap_err();
+    assert!(
+        e.starts_with("expected webhook response of admission.k8s.io/v1, Kind=AdmissionReview"),
+        "{e}"
+    );
+    let e = verify(
+        "u1",
+        false,
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
+    )
+    .unwrap_err();
+    assert_eq!(e, "webhook response was absent");
+    assert!(verify("u1", false, b"not json").is_err());
+    // "[]" in base64.
+    let patched = json!({"allowed": true, "patch": "W10=", "patchType": "JSONPatch"});
+    let e = verify("u1", false, &answer("u1", patched.clone())).unwrap_err();
+    assert_eq!(e, "validating webhook may not return response.patch");
+    let m = verify("u1", true, &answer("u1", patched)).expect("mutating patch");
+    assert_eq!(m.patch.as_deref(), Some(&b"[]"[..]));
+    let e = verify(
+        "u1",
+        true,
+        &answer("u1", json!({"allowed": true, "patch": "W10="})),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        "webhook returned response.patch but not response.patchType"
+    );
+    let w = verify(
+        "u1",
+        false,
+        &answer("u1", json!({"allowed": true, "warnings": ["a", "b"]})),
+    )
+    .expect("warnings");
+    assert_eq!(w.warnings, ["a", "b"]);
+}
+
+#[test]
+fn refusals_read_as_upstreams() {
+    let e = denied(
+        "h.test.rk3s.io",
+        Some(&json!({"message": "no", "code": 200})),
+    );
+    assert_eq!(e.code, 403);
+    assert_eq!(
+        e.message,
+        "admission webhook \"h.test.rk3s.io\" denied the request: no"
+    );
+    assert_eq!(e.reason, "");
+    let e = denied(
+        "h.test.rk3s.io",
+        Some(&json!({"reason": "Conflict", "code": 409})),
+    );
+    assert_eq!((e.code, e.reason), (409, "Conflict"));
+    assert_eq!(
+        e.message,
+        "admission webhook \"h.test.rk3s.io\" denied the request: Conflict"
+    );
+    let e = denied("h.test.rk3s.io", None);
+    assert_eq!(
+        e.message,
+        "admission webhook \"h.test.rk3s.io\" denied the request without explanation"
+    );
+}
+
+#[test]
+fn urls_must_be_plain_https() {
+    let f = "webhooks[0].clientConfig.url";
+    assert!(validate_url("https://example.com/path", f).is_empty());
+    let msgs =
+        |u: &str| -> Vec<String> { validate_url(u, f).into_iter().map(|e| e.message).collect() };
+    assert_eq!(
+        msgs("http://example.com"),
+        [
+            "Invalid value: \"http\": 'https' is the only allowed URL scheme; desired format: https://host[/path]"
+        ]
+    );
+    assert_eq!(
+        msgs("https://u:p@example.com"),
+        ["Invalid value: \"u:p\": user information is not permitted in the URL"]
+    );
+    assert_eq!(
+        msgs("https://example.com/x?a=b"),
+        ["Invalid value: \"a=b\": query parameters are not permitted in the URL"]
+    );
+    assert_eq!(
+        msgs("https://example.com/x#frag"),
+        ["Invalid value: \"frag\": fragments are not permitted in the URL"]
+    );
+    assert_eq!(msgs("wrong url pattern").len(), 2);
+}
+
+#[test]
+fn match_conditions_follow_upstreams_rules() {
+    let cms = def("", "configmaps");
+    let opts = WriteOptions::default();
+    let a = Attributes::create(&cms, Some("default"), "c", &opts);
+    let obj = json!({"metadata": {"name": "c", "labels": {"team": "a"}}});
+    let with = |conds: Value| {
+        parse_hook(
+            "cfg",
+            &json!({"name": "h.test.rk3s.io", "clientConfig": {"url": "https://127.0.0.1/x"},
+                    "rules": rule(&["*"], &["*"], &["*"], "*"), "sideEffects": "None",
+                    "matchConditions": conds}),
+        )
+        .expect("hook")
+    };
+    let t = json!({"name": "t", "expression": "object.metadata.labels.team == 'a'"});
+    let f = json!({"name": "f", "expression": "request.operation == 'DELETE'"});
+    let e = json!({"name": "e", "expression": "object.spec.x == 1"});
+    let holds = |c: Value| matching::conditions_hold(&with(c), &a, Some(&obj));
+    assert_eq!(holds(json!([t])), Ok(true));
+    assert_eq!(holds(json!([t, f])), Ok(false));
+    // A false condition wins over an error.
+    assert_eq!(holds(json!([e, f])), Ok(false));
+    assert!(holds(json!([t, e])).is_err_and(|m| m.contains("expression 'e' resulted in error")));
+    // `authorizer` is not offered: such a condition is an error, never a silent match.
+    assert!(holds(json!([{"name": "z", "expression": "authorizer.group('').resource('pods').check('get').allowed()"}])).is_err());
+}
