@@ -695,13 +695,11 @@ spec:
     );
     let err = s.k_in_err(&not_structural, &["create", "-f", "-"]);
     assert!(
-        err.contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Required value: must not be empty for specified object fields"),
+        err.contains("spec.validation.openAPIV3Schema.properties[spec].type: Required value: must not be empty for specified object fields"),
         "{err}"
     );
     assert!(
-        err.contains(
-            "spec.versions[0].schema.openAPIV3Schema.properties[size].default: Invalid value"
-        ),
+        err.contains("spec.validation.openAPIV3Schema.properties[size].default: Invalid value"),
         "{err}"
     );
     let bad_pattern = no_schema.replace(
@@ -710,7 +708,7 @@ spec:
     );
     let err = s.k_in_err(&bad_pattern, &["create", "-f", "-"]);
     assert!(
-        err.contains("spec.versions[0].schema.openAPIV3Schema.properties[name].pattern: Invalid value: \"(unclosed\": must be a valid regular expression"),
+        err.contains("spec.validation.openAPIV3Schema.properties[name].pattern: Invalid value: \"(unclosed\": must be a valid regular expression"),
         "{err}"
     );
     let two_storage = no_schema.replace(

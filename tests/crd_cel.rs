@@ -294,7 +294,7 @@ spec:
 "#
         )
     };
-    let at = "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0]";
+    let at = "spec.validation.openAPIV3Schema.properties[spec].x-kubernetes-validations[0]";
     let err = s.k_in_err(&crd("self.a <", ""), &["create", "-f", "-"]);
     assert!(
         err.contains(&format!(

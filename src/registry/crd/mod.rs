@@ -611,6 +611,20 @@ impl Strategy for CrdStrategy {
                 "must have at least one version marked as served",
             ));
         }
+        // Upstream validates its internal form, where schemas identical in
+        // every version (always so with one version) move to
+        // spec.validation: they are checked, and named, once.
+        let shared_schema = versions
+            .first()
+            .and_then(|v| v.pointer("/schema/openAPIV3Schema"))
+            .filter(|s0| {
+                versions
+                    .iter()
+                    .all(|v| v.pointer("/schema/openAPIV3Schema") == Some(*s0))
+            });
+        if let Some(s) = shared_schema {
+            Schema::compile(s, "spec.validation.openAPIV3Schema", &mut errs);
+        }
         for (i, v) in versions.iter().enumerate() {
             let at = vpath(i);
             match v.pointer("/schema/openAPIV3Schema") {
@@ -618,6 +632,7 @@ impl Strategy for CrdStrategy {
                     format!("{at}.schema.openAPIV3Schema"),
                     "schemas are required",
                 )),
+                Some(_) if shared_schema.is_some() => {}
                 Some(s) => {
                     Schema::compile(s, &format!("{at}.schema.openAPIV3Schema"), &mut errs);
                 }
