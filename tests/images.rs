@@ -165,6 +165,36 @@ async fn docker_io_short_names_go_through_a_mirror() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_rewrites_the_repository_path() {
+    let reg = Registry::start();
+    reg.push("rk3s-test/web:1", "mirror-ns/web:1");
+    let scratch = Scratch::new("rewrite");
+    let store = scratch.store(&format!(
+        "mirrors:\n  docker.io:\n    endpoint: [\"http://{}\"]\n    rewrite:\n      \"^library/(.*)\": \"mirror-ns/$1\"\n",
+        reg.host()
+    ));
+    let img = store
+        .ensure("docker.io/library/web:1", PullPolicy::IfNotPresent, &[])
+        .await
+        .expect("web through the rewriting mirror");
+    // Stored and reported under the name the pod asked for.
+    assert!(
+        img.spec
+            .image_id
+            .starts_with("docker.io/library/web@sha256:"),
+        "{}",
+        img.spec.image_id
+    );
+    assert!(store.get("docker.io/library/web:1").is_some());
+    assert!(
+        reg.gets("/v2/mirror-ns/web/manifests/1") >= 1,
+        "{}",
+        reg.log()
+    );
+    assert_eq!(reg.gets("/v2/library/web/"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pulls_over_tls_with_basic_auth_from_a_pull_secret() {
     let reg = Registry::start_tls_auth("puller", "s3cret");
     reg.push("rk3s-test/web:2", "private/web:2");

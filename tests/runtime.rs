@@ -93,6 +93,7 @@ impl Fixture {
                 reference: "busybox".into(),
                 image_id: "busybox@sha256:test".into(),
                 layers: vec![self.layer.clone()],
+                stop_signal: None,
             },
             args: args.iter().map(|s| s.to_string()).collect(),
             log_path: self.base.join("logs").join(name).join("0.log"),
@@ -823,4 +824,99 @@ async fn logs_rotate_by_size_and_count() {
     let dir = c.log_path.parent().unwrap();
     let files = std::fs::read_dir(dir).unwrap().count();
     assert_eq!(files, 3, "the live file and two rotated ones");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn privileged_containers_get_the_host_devices() {
+    let f = Fixture::new();
+    let rt = f.runtime();
+    // Host devices that are no runtime default, and a read of /dev/kmsg
+    // (the devices cgroup must allow it, not only the node exist).
+    let script =
+        "ls /dev; dd if=/dev/kmsg of=/dev/null bs=8192 count=1 2>/dev/null && echo kmsg-readable";
+    assert!(Path::new("/dev/kmsg").exists() && Path::new("/dev/loop-control").exists());
+    let mut c = f.container("priv", &["sh", "-c", script]);
+    c.security.privileged = true;
+    let (st, log) = f.run_to_end(&rt, c).await;
+    let text = content(&log);
+    assert_eq!(st.exit_code, Some(0), "{text:?}");
+    for dev in ["kmsg", "loop-control", "kmsg-readable"] {
+        assert!(text.iter().any(|l| l == dev), "{dev} in {text:?}");
+    }
+    // Its /dev is still its own tmpfs, not the host's: no console.
+    assert!(!text.iter().any(|l| l == "console"), "{text:?}");
+
+    let (_, log) = f
+        .run_to_end(&rt, f.container("plain", &["sh", "-c", script]))
+        .await;
+    let text = content(&log);
+    assert!(text.iter().any(|l| l == "null"), "{text:?}");
+    assert!(
+        !text.iter().any(|l| l == "kmsg" || l == "loop-control"),
+        "{text:?}"
+    );
+    assert!(!text.iter().any(|l| l == "kmsg-readable"), "{text:?}");
+
+    // Making the node itself (CAP_MKNOD is a default capability; /dev is
+    // a tmpfs without nodev) does not help: the devices cgroup denies all
+    // but the runtime's defaults.
+    let (_, log) = f
+        .run_to_end(
+            &rt,
+            f.container(
+                "mknod",
+                &[
+                    "sh",
+                    "-c",
+                    "mknod /dev/kmsg c 1 11 && echo made; dd if=/dev/kmsg of=/dev/null bs=8192 count=1 && echo kmsg-readable; echo x > /dev/null && echo null-ok",
+                ],
+            ),
+        )
+        .await;
+    let text = content(&log);
+    assert!(text.iter().any(|l| l == "made"), "{text:?}");
+    assert!(text.iter().any(|l| l == "null-ok"), "{text:?}");
+    assert!(!text.iter().any(|l| l == "kmsg-readable"), "{text:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_sends_the_image_stop_signal() {
+    let f = Fixture::new();
+    let rt = f.runtime();
+    let sb = rt.run_sandbox(&f.sandbox("p")).await.unwrap();
+    // Ignores SIGTERM, ends at once on SIGUSR1.
+    let script = "trap '' TERM; trap 'echo got-usr1; exit 0' USR1; while true; do sleep 0.1; done";
+    let mut c = f.container("usr1", &["sh", "-c", script]);
+    c.image.stop_signal = Some("SIGUSR1".into());
+    let id = rt.create_container(&sb, &c).await.unwrap();
+    rt.start_container(&id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    rt.stop_container(&id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let st = rt.container_status(&id).await.unwrap();
+    assert_eq!((st.state, st.exit_code), (ContainerState::Exited, Some(0)));
+    let log = std::fs::read_to_string(&c.log_path).unwrap();
+    assert!(content(&log).iter().any(|l| l == "got-usr1"), "{log}");
+
+    // The same script without a StopSignal waits out its grace period.
+    let mut c = f.container("term", &["sh", "-c", script]);
+    c.log_path = f.base.join("logs/term/0.log");
+    let id = rt.create_container(&sb, &c).await.unwrap();
+    rt.start_container(&id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    rt.stop_container(&id, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        t.elapsed()
+    );
+    let st = rt.container_status(&id).await.unwrap();
+    assert_eq!(st.exit_code, Some(137));
+    rt.remove_sandbox(&sb).await.unwrap();
 }

@@ -15,10 +15,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder,
-    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscallBuilder, Mount,
-    MountBuilder, PosixRlimitBuilder, PosixRlimitType, Process, RootBuilder, Spec, UserBuilder,
+    Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDevice, LinuxDeviceBuilder,
+    LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
+    LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompBuilder,
+    LinuxSyscallBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, Process,
+    RootBuilder, Spec, UserBuilder,
 };
 
 use crate::runtime::cri::{ContainerConfig, LinuxResources, SandboxConfig, Seccomp};
@@ -278,7 +280,12 @@ pub fn build_spec(input: &BundleInputs<'_>) -> Result<Spec> {
     let mut linux = oci_spec::runtime::Linux::default();
     linux.set_namespaces(Some(namespaces(input)));
     linux.set_cgroups_path(Some(PathBuf::from(&input.cgroup_path)));
-    linux.set_resources(Some(resources(&c.resources)?));
+    let mut resources = resources(&c.resources)?;
+    resources.set_devices(Some(vec![device_rule(sec.privileged)?]));
+    linux.set_resources(Some(resources));
+    if sec.privileged {
+        linux.set_devices(Some(host_devices(Path::new("/dev"))?));
+    }
     let sysctl: HashMap<String, String> = input.sandbox.sysctls.clone().into_iter().collect();
     linux.set_sysctl((!sysctl.is_empty()).then_some(sysctl));
     if sec.privileged || sec.unmasked_proc {
@@ -367,14 +374,7 @@ fn process(input: &BundleInputs<'_>, user: &ResolvedUser) -> Result<Process> {
 /// the container's start; the score is clamped to ours instead.
 fn restrict_oom_score_adj(want: i32) -> i32 {
     // CAP_SYS_RESOURCE is bit 24 of the effective set.
-    let privileged = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
-        })
-        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
-        .is_some_and(|caps| caps & (1 << 24) != 0);
+    let privileged = own_capabilities("CapEff:").is_some_and(|caps| caps & (1 << 24) != 0);
     if privileged {
         return want;
     }
@@ -418,14 +418,14 @@ pub fn capabilities(
 ) -> Result<oci_spec::runtime::Capabilities> {
     let norm = |c: &str| c.trim_start_matches("CAP_").to_ascii_uppercase();
     let mut set: BTreeSet<String> = if privileged {
-        ALL_CAPABILITIES.iter().map(|s| s.to_string()).collect()
+        all_capabilities().collect()
     } else {
         DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect()
     };
     if !privileged {
         for c in add {
             if norm(c) == "ALL" {
-                set.extend(ALL_CAPABILITIES.iter().map(|s| s.to_string()));
+                set.extend(all_capabilities());
             } else {
                 set.insert(norm(c));
             }
@@ -448,6 +448,26 @@ pub fn capabilities(
                 .map_err(|_| BundleError::Invalid(format!("unknown capability {name:?}")))
         })
         .collect()
+}
+
+/// "Every capability", as containerd's privileged containers get it: every
+/// one this process holds in its bounding set. Some VMs and containers
+/// lack one (CAP_SYS_RESOURCE here), and asking for it fails the start.
+fn all_capabilities() -> impl Iterator<Item = String> {
+    let bounding = own_capabilities("CapBnd:");
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(move |(bit, _)| bounding.is_none_or(|b| b & (1 << bit) != 0))
+        .map(|(_, name)| name.to_string())
+}
+
+/// A capability set of this process from /proc/self/status (`CapEff:`,
+/// `CapBnd:`), `None` when unreadable.
+fn own_capabilities(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix(field))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
 }
 
 fn namespaces(input: &BundleInputs<'_>) -> Vec<LinuxNamespace> {
@@ -501,6 +521,75 @@ fn resources(r: &LinuxResources) -> Result<oci_spec::runtime::LinuxResources> {
         b = b.pids(LinuxPidsBuilder::default().limit(p).build()?);
     }
     Ok(b.build()?)
+}
+
+/// The devices cgroup's first rule, as runc's: a privileged container may
+/// use every device; any other is denied all but the runtime's defaults
+/// (null, zero, full, random, urandom, tty, ptmx, pts, tun), which
+/// libcontainer allows after this rule.
+fn device_rule(privileged: bool) -> Result<LinuxDeviceCgroup> {
+    Ok(LinuxDeviceCgroupBuilder::default()
+        .allow(privileged)
+        .typ(LinuxDeviceType::A)
+        .access("rwm")
+        .build()?)
+}
+
+/// Every device node under the host's `dir` (recursively), for a
+/// privileged container's fresh /dev, as runc's host devices: not the
+/// pseudo-terminal, shm, fd and mqueue dirs (the container has its own),
+/// not /dev/console (a container's console is its own), no fifos.
+pub fn host_devices(dir: &Path) -> Result<Vec<LinuxDevice>> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BundleError::Io { path, source }
+    };
+    let mut out = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|e| e.ok())
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let name = entry.file_name();
+        // Entries come and go (udev): one that vanished is skipped.
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            let skip = ["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
+            if !skip.iter().any(|s| name == *s) {
+                out.extend(host_devices(&path)?);
+            }
+            continue;
+        }
+        let typ = if kind.is_char_device() {
+            LinuxDeviceType::C
+        } else if kind.is_block_device() {
+            LinuxDeviceType::B
+        } else {
+            continue;
+        };
+        if name == "console" {
+            continue;
+        }
+        let rdev = meta.rdev();
+        out.push(
+            LinuxDeviceBuilder::default()
+                .path(path)
+                .typ(typ)
+                .major(libc::major(rdev) as i64)
+                .minor(libc::minor(rdev) as i64)
+                .file_mode(meta.mode() & 0o7777)
+                .uid(meta.uid())
+                .gid(meta.gid())
+                .build()?,
+        );
+    }
+    Ok(out)
 }
 
 fn seccomp(profile: &Seccomp) -> Result<Option<LinuxSeccomp>> {
@@ -965,10 +1054,12 @@ mod tests {
         let caps = capabilities(false, &["NET_BIND_SERVICE".into()], &["ALL".into()]).unwrap();
         assert_eq!(caps.len(), 1);
         assert!(capabilities(false, &["BOGUS".into()], &[]).is_err());
-        assert_eq!(
-            capabilities(true, &[], &[]).unwrap().len(),
-            ALL_CAPABILITIES.len()
-        );
+        // Privileged: all this process may grant (its bounding set).
+        let bounding = own_capabilities("CapBnd:").unwrap();
+        let held = (0..ALL_CAPABILITIES.len())
+            .filter(|bit| bounding & (1 << bit) != 0)
+            .count();
+        assert_eq!(capabilities(true, &[], &[]).unwrap().len(), held);
     }
 
     #[test]
@@ -1068,5 +1159,102 @@ mod tests {
         let ns = SandboxNamespaces::for_sandbox(&shared, Some(7), None);
         assert_eq!(ns.pid, NamespaceMode::Path("/proc/7/ns/pid".into()));
         assert_eq!(ns.ipc, NamespaceMode::Path("/proc/7/ns/ipc".into()));
+    }
+
+    #[test]
+    fn host_devices_are_the_device_nodes_under_dev() {
+        use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+        let d = rootfs();
+        let dev = d.0.join("dev");
+        for sub in ["net", "pts", "shm"] {
+            std::fs::create_dir_all(dev.join(sub)).unwrap();
+        }
+        let node = |p: &str, kind: SFlag, mode: u32, major: u64, minor: u64| {
+            mknod(
+                &dev.join(p),
+                kind,
+                Mode::from_bits_truncate(mode),
+                makedev(major, minor),
+            )
+            .unwrap();
+            // Whatever the umask took away.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dev.join(p), std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        node("kmsg", SFlag::S_IFCHR, 0o640, 1, 11);
+        node("loop0", SFlag::S_IFBLK, 0o660, 7, 0);
+        node("net/tun", SFlag::S_IFCHR, 0o666, 10, 200);
+        node("pts/0", SFlag::S_IFCHR, 0o620, 136, 0);
+        node("console", SFlag::S_IFCHR, 0o600, 5, 1);
+        node("initctl", SFlag::S_IFIFO, 0o600, 0, 0);
+        std::fs::write(dev.join("plain"), "x").unwrap();
+        std::os::unix::fs::symlink("/proc/self/fd", dev.join("fd")).unwrap();
+
+        let found: Vec<(String, String, i64, i64, Option<u32>)> = host_devices(&dev)
+            .unwrap()
+            .iter()
+            .map(|x| {
+                (
+                    x.path().strip_prefix(&dev).unwrap().display().to_string(),
+                    x.typ().as_str().to_string(),
+                    x.major(),
+                    x.minor(),
+                    x.file_mode(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("kmsg".into(), "c".into(), 1, 11, Some(0o640)),
+                ("loop0".into(), "b".into(), 7, 0, Some(0o660)),
+                ("net/tun".into(), "c".into(), 10, 200, Some(0o666)),
+            ]
+        );
+    }
+
+    #[test]
+    fn privileged_gets_host_devices_and_every_device_allowed() {
+        let d = rootfs();
+        with_db(&d);
+        let sandbox = SandboxConfig::default();
+        let ns = SandboxNamespaces::for_sandbox(&sandbox, Some(42), None);
+        let spec_of = |privileged: bool| {
+            let c = container(
+                None,
+                SecurityConfig {
+                    privileged,
+                    ..Default::default()
+                },
+            );
+            let spec = build_spec(&BundleInputs {
+                sandbox: &sandbox,
+                container: &c,
+                namespaces: &ns,
+                rootfs: &d.0,
+                cgroup_path: "/kubepods/pod1/abc".into(),
+                cgroup_v2: false,
+            })
+            .unwrap();
+            serde_json::to_value(&spec).unwrap()
+        };
+        let v = spec_of(true);
+        assert_eq!(
+            v["linux"]["resources"]["devices"],
+            serde_json::json!([{"allow": true, "type": "a", "access": "rwm"}])
+        );
+        let devices = v["linux"]["devices"].as_array().unwrap();
+        assert!(
+            devices
+                .iter()
+                .any(|x| x["path"] == "/dev/null" && x["major"] == 1 && x["minor"] == 3),
+            "{devices:?}"
+        );
+        let v = spec_of(false);
+        assert_eq!(
+            v["linux"]["resources"]["devices"],
+            serde_json::json!([{"allow": false, "type": "a", "access": "rwm"}])
+        );
+        assert!(v["linux"]["devices"].is_null());
     }
 }

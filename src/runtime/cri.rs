@@ -104,6 +104,44 @@ pub struct ImageSpec {
     pub image_id: String,
     /// The unpacked layers, lowest first (overlayfs lowerdirs).
     pub layers: Vec<PathBuf>,
+    /// The image config's `StopSignal` as written there (`SIGINT`, `INT`,
+    /// `2`): what stopping the container sends instead of SIGTERM.
+    pub stop_signal: Option<String>,
+}
+
+/// A signal as image configs name it (`SIGUSR1`, `USR1`, `10`,
+/// `SIGRTMIN+3`, any case) -> its number; `None` for an unknown one.
+pub fn parse_signal(name: &str) -> Option<i32> {
+    let name = name.trim();
+    if let Ok(n) = name.parse::<i32>() {
+        return (1..=libc::SIGRTMAX()).contains(&n).then_some(n);
+    }
+    let upper = name.to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let realtime = |base: i32, offset: &str, sign: i32| {
+        let n = base + sign * offset.parse::<i32>().ok()?;
+        (libc::SIGRTMIN()..=libc::SIGRTMAX())
+            .contains(&n)
+            .then_some(n)
+    };
+    if let Some(rest) = bare.strip_prefix("RTMIN") {
+        return match rest.strip_prefix('+') {
+            Some(offset) => realtime(libc::SIGRTMIN(), offset, 1),
+            None if rest.is_empty() => Some(libc::SIGRTMIN()),
+            None => None,
+        };
+    }
+    if let Some(rest) = bare.strip_prefix("RTMAX") {
+        return match rest.strip_prefix('-') {
+            Some(offset) => realtime(libc::SIGRTMAX(), offset, -1),
+            None if rest.is_empty() => Some(libc::SIGRTMAX()),
+            None => None,
+        };
+    }
+    format!("SIG{bare}")
+        .parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -297,4 +335,22 @@ pub trait ContainerRuntime: Send + Sync {
 
     /// Exits and OOM kills as they happen.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ContainerEvent>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stop_signals_as_images_write_them() {
+        assert_eq!(parse_signal("SIGINT"), Some(libc::SIGINT));
+        assert_eq!(parse_signal("usr1"), Some(libc::SIGUSR1));
+        assert_eq!(parse_signal("SIGQUIT"), Some(libc::SIGQUIT));
+        assert_eq!(parse_signal("9"), Some(9));
+        assert_eq!(parse_signal("SIGRTMIN+3"), Some(libc::SIGRTMIN() + 3));
+        assert_eq!(parse_signal("RTMAX-1"), Some(libc::SIGRTMAX() - 1));
+        for bad in ["", "SIGNOPE", "0", "999", "RTMIN+99", "RTMINx"] {
+            assert_eq!(parse_signal(bad), None, "{bad}");
+        }
+    }
 }

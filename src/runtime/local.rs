@@ -751,6 +751,16 @@ impl ContainerRuntime for LocalRuntime {
                 stdin: config.stdin,
                 stdin_once: config.stdin_once,
                 cgroup_path,
+                stop_signal: config.image.stop_signal.as_deref().and_then(|name| {
+                    let number = parse_signal(name);
+                    if number.is_none() {
+                        tracing::warn!(
+                            signal = name,
+                            "unknown image StopSignal; stopping with SIGTERM"
+                        );
+                    }
+                    number
+                }),
             };
             shim::write_record(&d, &rec);
             Ok(rec)

@@ -242,6 +242,7 @@ impl ImageService for FakeImages {
                 reference: reference.into(),
                 image_id: format!("{reference}@sha256:00"),
                 layers: vec![],
+                stop_signal: None,
             },
             entrypoint: vec![],
             cmd: vec!["sleep".into(), "3600".into()],

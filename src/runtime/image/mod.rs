@@ -266,6 +266,7 @@ impl ImageStore {
                 reference: as_given.to_string(),
                 image_id: record.repo_digest.clone(),
                 layers,
+                stop_signal: record.config.stop_signal.clone(),
             },
             config: record.config.clone(),
             size: record.size,

@@ -128,7 +128,10 @@ fn at_endpoint(image: &Reference, endpoint: &Endpoint) -> Reference {
     if endpoint.host == image.registry() {
         return image.clone();
     }
-    let (registry, repo) = (endpoint.host.clone(), image.repository().to_string());
+    let (registry, repo) = (
+        endpoint.host.clone(),
+        endpoint.repository(image.repository()),
+    );
     match (image.tag(), image.digest()) {
         (Some(tag), Some(digest)) => {
             Reference::with_tag_and_digest(registry, repo, tag.into(), digest.into())

@@ -30,7 +30,10 @@ pub struct Mirror {
     /// `https://host[:port]` or `http://host[:port]` (plain HTTP); a path is ignored.
     #[serde(default)]
     pub endpoint: Vec<String>,
-    /// Accepted for compatibility with k3s files; repository rewrites are not applied.
+    /// Regular expression -> replacement (`$1` for groups) applied to the
+    /// repository path (`library/busybox`) when pulling through this
+    /// mirror's endpoints, never the registry's own endpoint (as k3s).
+    /// Patterns are tried in order; the first that changes the path wins.
     #[serde(default)]
     pub rewrite: BTreeMap<String, String>,
 }
@@ -89,6 +92,21 @@ pub(crate) struct Endpoint {
     pub plain_http: bool,
     pub tls: HostTls,
     pub auth: Option<RegistryCredential>,
+    /// The mirror's repository rewrites (empty for the registry itself).
+    pub rewrite: Vec<(regex::Regex, String)>,
+}
+
+impl Endpoint {
+    /// The repository path to ask this endpoint for.
+    pub(crate) fn repository(&self, repository: &str) -> String {
+        for (pattern, replacement) in &self.rewrite {
+            let rewritten = pattern.replace(repository, replacement.as_str());
+            if rewritten != repository {
+                return rewritten.into_owned();
+            }
+        }
+        repository.to_string()
+    }
 }
 
 impl RegistriesConfig {
@@ -114,6 +132,10 @@ impl RegistriesConfig {
                 parse_endpoint(endpoint)
                     .map_err(|e| format!("mirrors.{registry:?}.endpoint: {e}"))?;
             }
+            for pattern in mirror.rewrite.keys() {
+                regex::Regex::new(pattern)
+                    .map_err(|e| format!("mirrors.{registry:?}.rewrite: {pattern:?}: {e}"))?;
+            }
         }
         Ok(config)
     }
@@ -122,10 +144,20 @@ impl RegistriesConfig {
     /// mirrors first, then the registry itself unless a mirror already is.
     pub(crate) fn endpoints(&self, registry: &str) -> Vec<Endpoint> {
         let mirror = self.mirrors.get(registry).or_else(|| self.mirrors.get("*"));
+        let rewrite: Vec<(regex::Regex, String)> = mirror
+            .iter()
+            .flat_map(|m| &m.rewrite)
+            .filter_map(|(p, r)| Some((regex::Regex::new(p).ok()?, r.clone())))
+            .collect();
         let mut out: Vec<Endpoint> = Vec::new();
         for url in mirror.map(|m| m.endpoint.as_slice()).unwrap_or_default() {
             if let Ok((host, plain_http)) = parse_endpoint(url) {
-                out.push(self.endpoint(host, plain_http));
+                let mut endpoint = self.endpoint(host, plain_http);
+                // The registry's own endpoint is pulled from as named.
+                if endpoint.host != registry {
+                    endpoint.rewrite = rewrite.clone();
+                }
+                out.push(endpoint);
             }
         }
         if !out.iter().any(|e| e.host == registry) {
@@ -144,6 +176,7 @@ impl RegistriesConfig {
             auth,
             plain_http,
             host,
+            rewrite: Vec::new(),
         }
     }
 }
@@ -375,5 +408,30 @@ configs:
         assert!(RegistriesConfig::parse("mirrors: {x: {endpoint: [\"ftp://a\"]}}").is_err());
         assert!(RegistriesConfig::parse("nonsense: 1").is_err());
         assert!(RegistriesConfig::parse("").unwrap().mirrors.is_empty());
+    }
+
+    #[test]
+    fn rewrites_apply_to_mirror_endpoints_only() {
+        let config = RegistriesConfig::parse(
+            r#"
+mirrors:
+  docker.io:
+    endpoint: ["http://127.0.0.1:5000"]
+    rewrite:
+      "^library/(.*)": "mirror-ns/$1"
+      "^rancher/(.*)": "mirrored/rancher-$1"
+"#,
+        )
+        .unwrap();
+        let eps = config.endpoints("docker.io");
+        assert_eq!(eps[0].repository("library/web"), "mirror-ns/web");
+        assert_eq!(eps[0].repository("rancher/pause"), "mirrored/rancher-pause");
+        assert_eq!(eps[0].repository("other/web"), "other/web");
+        // The default endpoint (docker.io itself) is asked for the real name.
+        assert_eq!(eps[1].host, "docker.io");
+        assert_eq!(eps[1].repository("library/web"), "library/web");
+
+        let err = RegistriesConfig::parse("mirrors: {x: {rewrite: {\"(\": \"y\"}}}").unwrap_err();
+        assert!(err.contains("mirrors.\"x\".rewrite"), "{err}");
     }
 }

@@ -139,6 +139,9 @@ pub struct ContainerRecord {
     pub stdin_once: bool,
     /// The container's cgroup, relative to the hierarchy roots.
     pub cgroup_path: String,
+    /// The image's StopSignal, sent by a graceful stop that names none.
+    #[serde(default)]
+    pub stop_signal: Option<i32>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -581,6 +581,7 @@ impl Shim {
             kill_container(pid as i32, &c.rec.cgroup_path);
         } else {
             let sig = signal
+                .or(c.rec.stop_signal)
                 .and_then(|s| Signal::try_from(s).ok())
                 .unwrap_or(Signal::SIGTERM);
             let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), sig);
