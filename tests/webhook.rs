@@ -730,6 +730,21 @@ fn configurations_are_defaulted_and_validated() {
         &|b| b["clientConfig"]["service"] = json!({"namespace": "a", "name": "b"}),
         "webhooks[0].clientConfig: Required value: exactly one of url or service is required",
     );
+    bad(
+        &|b| b["matchConditions"] = json!([{"name": "c", "expression": "nosuch.field == 1"}]),
+        "webhooks[0].matchConditions[0].expression: Invalid value: \"nosuch.field == 1\": compilation failed: ERROR: <input>:1:1: undeclared reference to 'nosuch'",
+    );
+    bad(
+        &|b| {
+            b["matchConditions"] = json!([
+                {"name": "c", "expression": "true"}, {"name": "c", "expression": "true"}])
+        },
+        "webhooks[0].matchConditions[1].name: Duplicate value: \"c\"",
+    );
+    // A good condition is accepted.
+    let mut good = h.clone();
+    good["matchConditions"] = json!([{"name": "c", "expression": "object != null"}]);
+    s.k_in(&validating("good", vec![good]), &["create", "-f", "-"]);
 }
 
 #[test]

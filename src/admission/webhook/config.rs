@@ -463,3 +463,48 @@ pub fn validate_url(url: &str, field: &str) -> Vec<crate::api::status::FieldErro
     }
     errs
 }
+
+/// `matchConditions` checks of a webhook (`path` is `webhooks[i]`): names
+/// are unique qualified names, expressions compile against the variables
+/// webhooks offer; at most 64.
+pub fn validate_match_conditions(wh: &Value, path: &str) -> Vec<crate::api::status::FieldError> {
+    use crate::api::status::FieldError;
+    let mut errs = Vec::new();
+    let Some(conds) = wh.get("matchConditions").and_then(Value::as_array) else {
+        return errs;
+    };
+    let base = format!("{path}.matchConditions");
+    if conds.len() > 64 {
+        errs.push(FieldError::invalid_raw(
+            &base,
+            conds.len(),
+            "must have at most 64 items",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, c) in conds.iter().enumerate() {
+        let p = format!("{base}[{i}]");
+        let name = str_of(c, "name");
+        if name.is_empty() {
+            errs.push(FieldError::required(format!("{p}.name")));
+        } else {
+            for m in crate::api::selectors::qualified_name_errors(name) {
+                errs.push(FieldError::invalid(format!("{p}.name"), name, m));
+            }
+            if !seen.insert(name) {
+                errs.push(FieldError::duplicate(format!("{p}.name"), name));
+            }
+        }
+        let expr = str_of(c, "expression");
+        if expr.is_empty() {
+            errs.push(FieldError::required(format!("{p}.expression")));
+        } else if let Err(e) = crate::cel::compile_with(expr, MATCH_CONDITION_VARIABLES) {
+            errs.push(FieldError::invalid(
+                format!("{p}.expression"),
+                expr,
+                format!("compilation failed: {e}"),
+            ));
+        }
+    }
+    errs
+}

@@ -1372,6 +1372,7 @@ impl Strategy for WebhookConfigStrategy {
                     &join(&p, "clientConfig.url"),
                 ));
             }
+            errs.extend(crate::admission::webhook::config::validate_match_conditions(wh, &p));
             util::check_enum(
                 &mut errs,
                 &join(&p, "failurePolicy"),
