@@ -126,7 +126,9 @@ impl WatchHub {
                 match s.tx.try_send(event.clone()) {
                     Ok(()) => true,
                     Err(mpsc::error::TrySendError::Full(_)) => {
-                        tracing::debug!(prefix = %s.prefix, "watcher fell behind; ending its stream");
+                        // Info, not debug: the client re-lists, which costs memory
+                        // and CPU at scale, so operators should see it.
+                        tracing::info!(prefix = %s.prefix, "watcher fell behind; ending its stream");
                         false
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => false,
