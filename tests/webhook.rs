@@ -309,9 +309,35 @@ fn mutating_webhooks_patch_in_order_and_reinvoke() {
     .to_string();
     let err = create_until_refused(&s, &secret);
     assert!(
-        err.contains("The Secret \"s1\" is invalid: metadata.name: Invalid value: \"UPPER_case!\""),
+        err.contains(
+            "The Secret \"s1\" is invalid: metadata.labels: Invalid value: \"not valid!\""
+        ),
         "{err}"
     );
+    // Nor move it to another name.
+    let secrets = rules(&["CREATE"], &[""], &["secrets"]);
+    s.k_in(
+        &mutating(
+            "rename",
+            vec![url_hook(
+                &wh,
+                "rename.test.rk3s.io",
+                "/rename",
+                secrets,
+                "rename",
+            )],
+        ),
+        &["create", "-f", "-"],
+    );
+    let secret = json!({"apiVersion": "v1", "kind": "Secret",
+                        "metadata": {"name": "s2", "labels": {"case": "rename"}}})
+    .to_string();
+    let err = create_until_refused(&s, &secret);
+    assert!(
+        err.contains("Internal error occurred: admission webhook \"rename.test.rk3s.io\" attempted to change metadata.name, which is not supported"),
+        "{err}"
+    );
+    assert!(s.k_err(&["get", "secret", "renamed"]).contains("NotFound"));
 
     // Warnings come back to kubectl.
     let sas = rules(&["CREATE"], &[""], &["serviceaccounts"]);

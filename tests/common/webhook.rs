@@ -13,7 +13,8 @@
 //! - `/label`: allowed, with a JSONPatch adding label `webhook-added: "yes"`;
 //! - `/b-label`: as `/label` but adds `b: "yes"`;
 //! - `/a-sees-b`: adds annotation `a-saw-b: "true"` once label `b` is there;
-//! - `/bad-patch`: a patch making `metadata.name` a number;
+//! - `/bad-patch`: a patch adding label `bad` with an invalid value;
+//! - `/rename`: a patch changing `metadata.name`;
 //! - `/replicas`: sets `spec.replicas` to 3 (for Scales);
 //! - `/warn`: allowed, with warning "from the test webhook";
 //! - `/sleep`: answers (allowed) after 5 s;
@@ -123,7 +124,11 @@ async fn respond(path: &str, review: &Value) -> http::Response<Full<Bytes>> {
         }
         "/bad-patch" => json_resp(patch_response(
             &uid,
-            json!([{"op": "replace", "path": "/metadata/name", "value": "UPPER_case!"}]),
+            json!([{"op": "add", "path": "/metadata/labels/bad", "value": "not valid!"}]),
+        )),
+        "/rename" => json_resp(patch_response(
+            &uid,
+            json!([{"op": "replace", "path": "/metadata/name", "value": "renamed"}]),
         )),
         "/replicas" => json_resp(patch_response(
             &uid,

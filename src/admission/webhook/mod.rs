@@ -347,6 +347,23 @@ async fn call(
     let mut patched = obj.clone();
     json_patch::patch(&mut patched, &ops)
         .map_err(|e| CallError::Refused(ApiError::internal(e.to_string())))?;
+    // The object's identity is the request's: a webhook may not move it
+    // to another name, namespace or kind (it would be stored under a key
+    // that does not name it).
+    for field in [
+        "/metadata/name",
+        "/metadata/namespace",
+        "/apiVersion",
+        "/kind",
+    ] {
+        if patched.pointer(field) != obj.pointer(field) {
+            return Err(CallError::Refused(ApiError::internal(format!(
+                "admission webhook \"{}\" attempted to change {}, which is not supported",
+                hook.name,
+                field.trim_start_matches('/').replace('/', ".")
+            ))));
+        }
+    }
     // The patched object is decoded as a typed one would be: defaults apply.
     if a.object_kind.is_none() {
         a.def.strategy.default(&mut patched);
