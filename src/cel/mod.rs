@@ -99,11 +99,45 @@ const BUILTIN_IDENTS: &[&str] = &[
     "optional",
 ];
 
+/// The longest expression accepted (cel-go's code point limit).
+const MAX_SOURCE: usize = 100_000;
+/// The deepest expression tree accepted (cel-go's recursion limit): it
+/// bounds the recursion of evaluating it on a request thread's stack.
+const MAX_DEPTH: usize = 250;
+/// Parsing a long operator chain recurses once per operator: it runs on
+/// a thread of its own with room for the longest source accepted.
+const COMPILE_STACK: usize = 256 << 20;
+
 /// Compiles `source`. Identifiers are not checked: see [`compile_with`].
 pub fn compile(source: &str) -> Result<Program, CelError> {
-    let inner = env()?
+    if source.chars().count() > MAX_SOURCE {
+        return Err(CelError::Compile(format!(
+            "ERROR: <input>:-1:0: expression code point size exceeds limit: size: {}, limit {MAX_SOURCE}",
+            source.chars().count()
+        )));
+    }
+    let env = env()?;
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("cel-compile".into())
+            .stack_size(COMPILE_STACK)
+            .spawn_scoped(scope, || compile_here(&env, source))
+            .map_err(|e| CelError::Compile(format!("cannot compile: {e}")))?
+            .join()
+            .unwrap_or_else(|_| Err(CelError::Compile("the compiler failed".into())))
+    })
+}
+
+fn compile_here(env: &Env, source: &str) -> Result<Program, CelError> {
+    let inner = env
         .compile(source)
         .map_err(|e| CelError::Compile(e.to_string()))?;
+    if depth(inner.expression()) > MAX_DEPTH {
+        // Dropped here too: dropping a tree recurses as deep as it goes.
+        return Err(CelError::Compile(format!(
+            "ERROR: <input>:1:1: expression recursion limit exceeded: {MAX_DEPTH}"
+        )));
+    }
     let mut free = BTreeSet::new();
     free_idents(inner.expression(), &mut Vec::new(), &mut free);
     Ok(Program {
@@ -111,6 +145,53 @@ pub fn compile(source: &str) -> Result<Program, CelError> {
         inner,
         free,
     })
+}
+
+/// The depth of an expression tree.
+fn depth(e: &::cel::IdedExpr) -> usize {
+    use ::cel::common::ast::{EntryExpr, Expr};
+    let children = match &e.expr {
+        Expr::Select(s) => depth(&s.operand),
+        Expr::Call(c) => c
+            .target
+            .iter()
+            .map(|t| depth(t))
+            .chain(c.args.iter().map(depth))
+            .max()
+            .unwrap_or(0),
+        Expr::List(l) => l.elements.iter().map(depth).max().unwrap_or(0),
+        Expr::Map(m) => m
+            .entries
+            .iter()
+            .map(|en| match &en.expr {
+                EntryExpr::MapEntry(me) => depth(&me.key).max(depth(&me.value)),
+                EntryExpr::StructField(f) => depth(&f.value),
+            })
+            .max()
+            .unwrap_or(0),
+        Expr::Struct(st) => st
+            .entries
+            .iter()
+            .map(|en| match &en.expr {
+                EntryExpr::MapEntry(me) => depth(&me.key).max(depth(&me.value)),
+                EntryExpr::StructField(f) => depth(&f.value),
+            })
+            .max()
+            .unwrap_or(0),
+        Expr::Comprehension(c) => [
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ]
+        .into_iter()
+        .map(depth)
+        .max()
+        .unwrap_or(0),
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => 0,
+    };
+    children + 1
 }
 
 /// Compiles `source`, where only `declared` variables may be used: any
@@ -360,5 +441,45 @@ mod tests {
             eval_bool(&compile("1 + 1").unwrap(), &[]),
             Err(CelError::Type("expected a bool, got int".into()))
         );
+    }
+}
+
+#[cfg(test)]
+mod limits {
+    use super::*;
+
+    fn probe(src: String) -> String {
+        let r = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || match compile(&src) {
+                Ok(p) => format!("{:?}", eval(&p, &[]).map_err(|e| e.to_string())),
+                Err(e) => e.to_string().chars().take(100).collect(),
+            })
+            .map(|h| h.join());
+        format!("{r:?}")
+    }
+
+    #[test]
+    fn long_and_deep_expressions_are_errors_not_crashes() {
+        // Evaluated on a small stack, as a request thread would.
+        for n in [100usize, 5000, 20000] {
+            for src in [
+                vec!["1"; n].join(" + "),
+                vec!["true"; n].join(" && "),
+                format!("{}1", "-".repeat(n)),
+                format!("{}1{}", "[".repeat(n), "]".repeat(n)),
+                format!("{{'a': 1}}{}", ".a".repeat(n)),
+            ] {
+                let out = probe(src.clone());
+                assert!(out.starts_with("Ok(Ok("), "{n}: {out}");
+            }
+        }
+        assert!(
+            probe(vec!["1"; 5000].join(" + ")).contains("recursion limit exceeded"),
+            "a long chain is refused"
+        );
+        assert!(probe(vec!["1"; 100].join(" + ")).contains("Ok(Number(100))"));
+        let e = compile(&"1".repeat(100_001)).map(|_| ()).unwrap_err();
+        assert!(e.to_string().contains("exceeds limit"), "{e}");
     }
 }

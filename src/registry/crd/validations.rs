@@ -629,4 +629,32 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn optional_old_self_runs_without_an_old_value() {
+        let (s, errs) = schema(
+            json!({"type": "object", "properties": {"spec": {"type": "object",
+            "properties": {"name": {"type": "string", "x-kubernetes-validations": [{
+                "rule": "oldSelf.hasValue() ? self == oldSelf.value() : self.startsWith('a')",
+                "optionalOldSelf": true, "message": "starts with a, then immutable"}]}}}}}),
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        let obj = |n: &str| json!({"spec": {"name": n}});
+        assert!(validate(&s, &obj("ab"), None).is_empty());
+        assert_eq!(
+            shown(&validate(&s, &obj("b"), None)),
+            vec!["spec.name: Invalid value: \"string\": starts with a, then immutable"]
+        );
+        assert!(validate(&s, &obj("ab"), Some(&obj("ab"))).is_empty());
+        assert_eq!(validate(&s, &obj("ac"), Some(&obj("ab"))).len(), 1);
+        // optionalOldSelf only goes with rules that use oldSelf.
+        let (_, errs) = schema(json!({"type": "object", "x-kubernetes-validations": [
+            {"rule": "true", "optionalOldSelf": true}]}));
+        assert_eq!(
+            shown(&errs),
+            vec![
+                "spec.versions[0].schema.openAPIV3Schema.x-kubernetes-validations[0].optionalOldSelf: Invalid value: true: may not be set if oldSelf is not used in rule"
+            ]
+        );
+    }
 }
