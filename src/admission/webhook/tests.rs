@@ -247,3 +247,117 @@ fn match_conditions_follow_upstreams_rules() {
     // `authorizer` is not offered: such a condition is an error, never a silent match.
     assert!(holds(json!([{"name": "z", "expression": "authorizer.group('').resource('pods').check('get').allowed()"}])).is_err());
 }
+
+/// Store operations so far (the sum of the store latency histograms' counts).
+fn store_ops(metrics: &crate::api::metrics::Metrics) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .filter(|l| l.contains("store") && l.contains("_count"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// With no configuration a write's webhook checks touch no store and take
+/// next to nothing; the cache follows configurations as they are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_answers_none_without_the_store_and_follows_writes() {
+    use crate::registry::Catalogue;
+    use crate::registry::generic::Settings;
+    use crate::store::sqlite::{SqliteOptions, SqliteStore};
+    use std::sync::Arc;
+    let sqlite = SqliteStore::open_temp(SqliteOptions::default()).expect("store");
+    let metrics = Arc::new(crate::api::metrics::Metrics::default());
+    let store = Arc::new(crate::store::metered::MeteredStore::new(
+        sqlite,
+        metrics.clone(),
+    ));
+    let reg = Registry::new(
+        store,
+        Arc::new(Catalogue::new(catalogue::builtin())),
+        Settings::default(),
+    );
+    let cms = def("", "configmaps");
+    let opts = WriteOptions::default();
+    let dopts = DeleteOptions::default();
+    let mut obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                         "metadata": {"name": "c", "namespace": "default"}});
+    let old = obj.clone();
+    // The first use lists the configurations.
+    mutate(
+        &reg,
+        &Attributes::create(&cms, Some("default"), "c", &opts),
+        &mut obj,
+    )
+    .await
+    .expect("admitted");
+    let before = store_ops(&metrics);
+    assert!(before > 0, "the first use lists the configurations");
+    let n = 10_000;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        let a = Attributes::update(&cms, Some("default"), "c", None, &old, &opts);
+        mutate(&reg, &a, &mut obj).await.expect("admitted");
+        validate(&reg, &a, Some(&obj)).await.expect("admitted");
+        let d = Attributes::delete(&cms, Some("default"), "c", &old, &dopts);
+        admit_delete(&reg, &d).await.expect("admitted");
+    }
+    let per_write = t.elapsed() / n;
+    eprintln!("webhook checks with none configured: {per_write:?} per write");
+    assert_eq!(
+        store_ops(&metrics),
+        before,
+        "a check with no webhooks read the store"
+    );
+
+    // A configuration written through the registry reaches the cache.
+    let vdef = def(
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+    );
+    let cfg = json!({"apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration", "metadata": {"name": "v"},
+        "webhooks": [{"name": "h.test.rk3s.io", "clientConfig": {"url": "https://127.0.0.1:1/x"},
+                      "rules": rule(&["CREATE"], &[""], &["configmaps"], "*"),
+                      "sideEffects": "None", "admissionReviewVersions": ["v1"]}]});
+    reg.create(&vdef, None, cfg, &opts).await.expect("created");
+    let mut seen = None;
+    for _ in 0..200 {
+        if let Some(h) = reg.webhooks.current(&reg).await {
+            seen = Some(h);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let hooks = seen.expect("the cache saw the configuration");
+    assert_eq!(hooks.validating.len(), 1);
+    assert_eq!(hooks.validating[0].configuration, "v");
+    assert!(hooks.mutating.is_empty());
+    // Nothing listens on port 1: failurePolicy Fail refuses the create.
+    let e = validate(
+        &reg,
+        &Attributes::create(&cms, Some("default"), "c", &opts),
+        Some(&obj),
+    )
+    .await
+    .expect_err("refused");
+    assert_eq!(e.code, 500);
+    assert!(
+        e.message.starts_with(
+            "Internal error occurred: failed calling webhook \"h.test.rk3s.io\": failed to call webhook: Post \"https://127.0.0.1:1/x?timeout=10s\": dial tcp 127.0.0.1:1: connect: connection refused"
+        ),
+        "{}",
+        e.message
+    );
+    reg.delete(&vdef, None, "v", &dopts).await.expect("deleted");
+    let mut gone = false;
+    for _ in 0..200 {
+        if reg.webhooks.current(&reg).await.is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(gone, "the cache still holds a deleted configuration");
+}
