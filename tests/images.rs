@@ -280,6 +280,84 @@ async fn pulls_over_tls_with_basic_auth_from_a_pull_secret() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_with_a_tls_client_certificate() {
+    let reg = Registry::start_mtls();
+    reg.push("rk3s-test/web:2", "private/web:2");
+    let (cert, key) = reg.client_cert.clone().unwrap();
+    let ca = reg.ca_file.clone().unwrap();
+    let image = format!("{}/private/web:2", reg.host());
+
+    // Trusting the server is not enough: it wants our certificate.
+    let scratch = Scratch::new("mtls-none");
+    let store = scratch.store(&format!(
+        "configs:\n  \"{}\":\n    tls:\n      ca_file: {}\n",
+        reg.host(),
+        ca.display()
+    ));
+    let err = store
+        .ensure(&image, PullPolicy::IfNotPresent, &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kubelet_reason(), "ErrImagePull");
+    let text = err.to_string();
+    assert!(text.contains("failed to pull and unpack image"), "{text}");
+    // The registry's TLS alert (its log: "client didn't provide a certificate").
+    assert!(
+        text.contains("received fatal alert: BadCertificate"),
+        "{text}"
+    );
+
+    let scratch = Scratch::new("mtls");
+    let store = scratch.store(&format!(
+        "configs:\n  \"{}\":\n    tls:\n      ca_file: {}\n      cert_file: {}\n      key_file: {}\n",
+        reg.host(),
+        ca.display(),
+        cert.display(),
+        key.display()
+    ));
+    let img = store
+        .ensure(&image, PullPolicy::IfNotPresent, &[])
+        .await
+        .expect("pull with the client certificate");
+    assert!(img.pulled);
+    assert_eq!(img.spec.layers.len(), 2);
+    assert!(
+        img.spec
+            .image_id
+            .starts_with(&format!("{}/private/web@sha256:", reg.host())),
+        "{}",
+        img.spec.image_id
+    );
+    assert!(reg.gets("/v2/private/web/manifests/2") >= 1);
+
+    // The certificate with insecure_skip_verify instead of the CA; a key
+    // without its certificate is a configuration error.
+    let scratch = Scratch::new("mtls-insecure");
+    let store = scratch.store(&format!(
+        "configs:\n  \"{}\":\n    tls: {{insecure_skip_verify: true, cert_file: {}, key_file: {}}}\n",
+        reg.host(),
+        cert.display(),
+        key.display()
+    ));
+    store
+        .ensure(&image, PullPolicy::IfNotPresent, &[])
+        .await
+        .expect("pull with the client certificate, server unverified");
+    let scratch = Scratch::new("mtls-half");
+    let store = scratch.store(&format!(
+        "configs:\n  \"{}\":\n    tls: {{insecure_skip_verify: true, key_file: {}}}\n",
+        reg.host(),
+        key.display()
+    ));
+    let err = store
+        .ensure(&image, PullPolicy::IfNotPresent, &[])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cert_file and key_file go together"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_images_report_the_registry_message() {
     let reg = Registry::start();
     reg.push("rk3s-test/web:1", "rk3s-test/web:1");

@@ -69,6 +69,10 @@ pub struct Registry {
     /// PEM of the self-signed certificate (the CA to trust), when TLS.
     pub ca_file: Option<PathBuf>,
     pub creds: Option<(String, String)>,
+    /// The client certificate and key the registry asks for (mTLS), PEM.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// skopeo's `--dest-cert-dir` for it (client.cert, client.key, ca.crt).
+    cert_dir: Option<PathBuf>,
     log: PathBuf,
     child: Child,
 }
@@ -76,16 +80,22 @@ pub struct Registry {
 impl Registry {
     /// Plain HTTP, no auth.
     pub fn start() -> Self {
-        Self::launch(false, None)
+        Self::launch(false, None, false)
     }
 
     /// TLS with a self-signed certificate for 127.0.0.1, and htpasswd
     /// (bcrypt) basic auth for `user`/`password`.
     pub fn start_tls_auth(user: &str, password: &str) -> Self {
-        Self::launch(true, Some((user.to_string(), password.to_string())))
+        Self::launch(true, Some((user.to_string(), password.to_string())), false)
     }
 
-    fn launch(tls: bool, creds: Option<(String, String)>) -> Self {
+    /// TLS that requires a client certificate signed by a CA of its own
+    /// (`http.tls.clientcas`); `client_cert` holds one, no auth.
+    pub fn start_mtls() -> Self {
+        Self::launch(true, None, true)
+    }
+
+    fn launch(tls: bool, creds: Option<(String, String)>, mtls: bool) -> Self {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
             "registry-{}-{}",
@@ -102,6 +112,7 @@ impl Registry {
             dir.join("storage").display()
         );
         let mut ca_file = None;
+        let (mut client_cert, mut cert_dir) = (None, None);
         if tls {
             // A CA and a serving certificate for 127.0.0.1 signed by it
             // (rustls refuses a CA certificate as the server's own).
@@ -173,6 +184,79 @@ impl Registry {
                 cert.display(),
                 key.display()
             ));
+            if mtls {
+                let (cca, cca_key) = (dir.join("client-ca.pem"), dir.join("client-ca-key.pem"));
+                let (ccert, ckey, ccsr) = (
+                    dir.join("client.pem"),
+                    dir.join("client-key.pem"),
+                    dir.join("client.csr"),
+                );
+                let cext = dir.join("client-ext.cnf");
+                fs::write(
+                    &cext,
+                    "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
+                )
+                .expect("ext");
+                let steps: [Vec<String>; 3] = [
+                    vec![
+                        "req".into(),
+                        "-x509".into(),
+                        "-newkey".into(),
+                        "rsa:2048".into(),
+                        "-nodes".into(),
+                        "-days".into(),
+                        "2".into(),
+                        "-subj".into(),
+                        "/CN=rk3s test client CA".into(),
+                        "-keyout".into(),
+                        p(&cca_key),
+                        "-out".into(),
+                        p(&cca),
+                    ],
+                    vec![
+                        "req".into(),
+                        "-newkey".into(),
+                        "rsa:2048".into(),
+                        "-nodes".into(),
+                        "-subj".into(),
+                        "/CN=rk3s-node".into(),
+                        "-keyout".into(),
+                        p(&ckey),
+                        "-out".into(),
+                        p(&ccsr),
+                    ],
+                    vec![
+                        "x509".into(),
+                        "-req".into(),
+                        "-days".into(),
+                        "2".into(),
+                        "-set_serial".into(),
+                        "3".into(),
+                        "-in".into(),
+                        p(&ccsr),
+                        "-CA".into(),
+                        p(&cca),
+                        "-CAkey".into(),
+                        p(&cca_key),
+                        "-extfile".into(),
+                        p(&cext),
+                        "-out".into(),
+                        p(&ccert),
+                    ],
+                ];
+                for args in steps {
+                    let out = run(Command::new("openssl").args(&args), None, TIMEOUT);
+                    assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+                }
+                config.push_str(&format!("    clientcas:\n      - {}\n", cca.display()));
+                let certs = dir.join("client-certs");
+                fs::create_dir_all(&certs).expect("cert dir");
+                fs::copy(&ccert, certs.join("client.cert")).expect("copy");
+                fs::copy(&ckey, certs.join("client.key")).expect("copy");
+                fs::copy(&ca, certs.join("ca.crt")).expect("copy");
+                client_cert = Some((ccert, ckey));
+                cert_dir = Some(certs);
+            }
             ca_file = Some(ca);
         }
         if let Some((user, password)) = &creds {
@@ -206,6 +290,8 @@ impl Registry {
             dir,
             ca_file,
             creds,
+            client_cert,
+            cert_dir,
             log,
             child,
         };
@@ -233,6 +319,9 @@ impl Registry {
         ]);
         if let Some((u, p)) = &self.creds {
             cmd.arg(format!("--dest-creds={u}:{p}"));
+        }
+        if let Some(dir) = &self.cert_dir {
+            cmd.arg(format!("--dest-cert-dir={}", dir.display()));
         }
         cmd.arg(oci_ref(image))
             .arg(format!("docker://{}/{repo}", self.host()));

@@ -23,6 +23,7 @@
 
 mod archive;
 pub mod cli;
+pub(crate) mod distribution;
 mod error;
 mod manifest;
 mod pull;

@@ -13,6 +13,7 @@ use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
+use super::distribution;
 use super::manifest::{self, Manifest};
 use super::reference;
 use super::registries::Endpoint;
@@ -92,6 +93,103 @@ fn auth_options(
     out
 }
 
+/// How one endpoint is reached: oci-client, or our own small client when
+/// the endpoint wants a TLS client certificate (oci-client cannot present
+/// one).
+enum Fetcher {
+    Oci(Client),
+    ClientCert(distribution::Client),
+}
+
+impl Fetcher {
+    fn for_endpoint(endpoint: &Endpoint) -> Result<Self, ImageError> {
+        if endpoint.tls.cert_file.is_some() || endpoint.tls.key_file.is_some() {
+            if endpoint.tls.cert_file.is_none() || endpoint.tls.key_file.is_none() {
+                return Err(ImageError::Invalid(format!(
+                    "registries.yaml configs.{:?}.tls: cert_file and key_file go together",
+                    endpoint.host
+                )));
+            }
+            if !endpoint.plain_http {
+                return Ok(Fetcher::ClientCert(distribution::Client::new(endpoint)?));
+            }
+        }
+        client_for(endpoint).map(Fetcher::Oci)
+    }
+
+    async fn manifest(
+        &self,
+        remote: &Reference,
+        auth: &RegistryAuth,
+        normalized: &str,
+    ) -> Result<Vec<u8>, ImageError> {
+        match self {
+            Fetcher::Oci(client) => client
+                .pull_manifest_raw(remote, auth, manifest::ACCEPTED)
+                .await
+                .map(|(bytes, _)| bytes.to_vec())
+                .map_err(|e| classify(normalized, e)),
+            Fetcher::ClientCert(client) => client
+                .manifest(remote, auth, manifest::ACCEPTED)
+                .await
+                .map_err(|f| f.for_image(normalized)),
+        }
+    }
+
+    /// A blob into memory (configs).
+    async fn blob_bytes(
+        &self,
+        remote: &Reference,
+        digest: &str,
+        auth: &RegistryAuth,
+        normalized: &str,
+    ) -> Result<Vec<u8>, ImageError> {
+        let mut out = Vec::new();
+        match self {
+            Fetcher::Oci(client) => client
+                .pull_blob(remote, digest, &mut out)
+                .await
+                .map_err(|e| classify(normalized, e))?,
+            Fetcher::ClientCert(client) => client
+                .blob(remote, digest, auth, &mut out)
+                .await
+                .map_err(|f| f.for_image(normalized))?,
+        }
+        Ok(out)
+    }
+
+    /// A layer blob into `path`; both check its digest.
+    async fn blob_file(
+        &self,
+        remote: &Reference,
+        descriptor: &OciDescriptor,
+        auth: &RegistryAuth,
+        path: &std::path::Path,
+        normalized: &str,
+    ) -> Result<(), ImageError> {
+        match self {
+            Fetcher::Oci(client) => {
+                let file = tokio::fs::File::create(path)
+                    .await
+                    .map_err(|e| ImageError::io(path, e))?;
+                client
+                    .pull_blob(remote, descriptor, file)
+                    .await
+                    .map_err(|e| classify(normalized, e))
+            }
+            Fetcher::ClientCert(client) => {
+                let file = std::fs::File::create(path).map_err(|e| ImageError::io(path, e))?;
+                let mut out = std::io::BufWriter::new(file);
+                client
+                    .blob(remote, &descriptor.digest, auth, &mut out)
+                    .await
+                    .map_err(|f| f.for_image(normalized))?;
+                std::io::Write::flush(&mut out).map_err(|e| ImageError::io(path, e))
+            }
+        }
+    }
+}
+
 fn client_for(endpoint: &Endpoint) -> Result<Client, ImageError> {
     // reqwest is built without a crypto provider of its own: use ring, as
     // the rest of rk3s does (a no-op when the process already chose one).
@@ -103,9 +201,6 @@ fn client_for(endpoint: &Endpoint) -> Result<Client, ImageError> {
             encoding: CertificateEncoding::Pem,
             data,
         });
-    }
-    if endpoint.tls.cert_file.is_some() || endpoint.tls.key_file.is_some() {
-        tracing::warn!(host = %endpoint.host, "registries.yaml: client certificates are not supported; ignoring cert_file/key_file");
     }
     Ok(Client::new(ClientConfig {
         protocol: if endpoint.plain_http {
@@ -148,14 +243,10 @@ async fn pull_from(
     image: &Reference,
 ) -> Result<ImageRecord, ImageError> {
     let normalized = image.whole();
-    let fail = |e: OciDistributionError| classify(&normalized, e);
-    let client = client_for(endpoint)?;
+    let client = Fetcher::for_endpoint(endpoint)?;
     let remote = at_endpoint(image, endpoint);
 
-    let (top_bytes, _) = client
-        .pull_manifest_raw(&remote, auth, manifest::ACCEPTED)
-        .await
-        .map_err(fail)?;
+    let top_bytes = client.manifest(&remote, auth, &normalized).await?;
     let top_digest = manifest::sha256_digest(&top_bytes);
     if let Some(wanted) = image.digest() {
         manifest::verify(&format!("manifest of {normalized}"), &top_bytes, wanted)?;
@@ -166,14 +257,13 @@ async fn pull_from(
     if parsed.is_index() {
         let entry = manifest::select_platform(&parsed.manifests)?.clone();
         manifest::check_digest(&entry.digest)?;
-        let (bytes, _) = client
-            .pull_manifest_raw(
+        let bytes = client
+            .manifest(
                 &remote.clone_with_digest(entry.digest.clone()),
                 auth,
-                manifest::ACCEPTED,
+                &normalized,
             )
-            .await
-            .map_err(fail)?;
+            .await?;
         manifest::verify(&format!("manifest {}", entry.digest), &bytes, &entry.digest)?;
         manifest_bytes = bytes.to_vec();
         manifest_digest = entry.digest;
@@ -195,11 +285,9 @@ async fn pull_from(
             config_desc.size
         )));
     }
-    let mut config_bytes = Vec::new();
-    client
-        .pull_blob(&remote, config_desc.digest.as_str(), &mut config_bytes)
-        .await
-        .map_err(fail)?;
+    let config_bytes = client
+        .blob_bytes(&remote, &config_desc.digest, auth, &normalized)
+        .await?;
     manifest::verify("image config", &config_bytes, &config_desc.digest)?;
     let (config, diff_ids) = manifest::parse_config(&config_bytes)?;
     if diff_ids.len() != parsed.layers.len() {
@@ -219,9 +307,6 @@ async fn pull_from(
         manifest::check_digest(&layer.digest)?;
         let staging = store.tmp_dir()?;
         let blob = staging.0.join("layer");
-        let file = tokio::fs::File::create(&blob)
-            .await
-            .map_err(|e| ImageError::io(&blob, e))?;
         let descriptor = OciDescriptor {
             media_type: layer.media_type.clone().unwrap_or_default(),
             digest: layer.digest.clone(),
@@ -230,9 +315,8 @@ async fn pull_from(
         };
         // pull_blob verifies the digest of what it wrote.
         client
-            .pull_blob(&remote, &descriptor, file)
-            .await
-            .map_err(fail)?;
+            .blob_file(&remote, &descriptor, auth, &blob, &normalized)
+            .await?;
         let written = std::fs::metadata(&blob).map_err(|e| ImageError::io(&blob, e))?;
         if layer.size >= 0 && written.len() != layer.size as u64 {
             return Err(ImageError::Invalid(format!(
@@ -326,7 +410,7 @@ fn classify(reference: &str, e: OciDistributionError) -> ImageError {
 
 /// An error and its sources, as one line (reqwest hides the cause, e.g.
 /// "connection refused" or the TLS failure, in its sources).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
