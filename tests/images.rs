@@ -570,6 +570,8 @@ fn layers_unpack_as_overlay_lowerdirs() {
     assert_eq!(c.user.as_deref(), Some("1000:1000"));
     assert_eq!(c.working_dir.as_deref(), Some("/a"));
     assert_eq!(c.stop_signal.as_deref(), Some("SIGINT"));
+    // What the runtime sends on a graceful stop travels with the image.
+    assert_eq!(img.spec.stop_signal.as_deref(), Some("SIGINT"));
     let (lower, upper) = (&img.spec.layers[0], &img.spec.layers[1]);
 
     // Lower (gzip): ownership and modes kept.
