@@ -526,7 +526,7 @@ fn memory_pressure_refuses_new_best_effort_pods() {
 /// A soft threshold evicts only once it has been met for its grace period,
 /// and the evicted pod gets its own grace period capped by
 /// --eviction-max-pod-grace-period (a SIGTERM-deaf pod asking for 30 s is
-/// killed after 3).
+/// killed after 3), its preStop hook run first.
 #[test]
 fn soft_threshold_evicts_after_its_grace_period() {
     let ns = TestNetns::create();
@@ -538,6 +538,8 @@ fn soft_threshold_evicts_after_its_grace_period() {
         .arg("--eviction-max-pod-grace-period=3")
         .start();
     import(&s, "web_1");
+    let out = s.root.join("prestop-out");
+    std::fs::create_dir_all(&out).expect("hostPath dir");
     let n = wait_node(&s, &node, "MemoryPressure", |n| {
         condition(n, "MemoryPressure")["status"] == "True"
     });
@@ -545,15 +547,18 @@ fn soft_threshold_evicts_after_its_grace_period() {
         .as_str()
         .unwrap_or("")
         .to_string();
-    s.k_in(
-        &bound_pod(
+    let victim = bound_pod(
             "victim",
             &node,
             "    command: [\"sh\", \"-c\", \"trap '' TERM; while :; do sleep 1; done\"]\n    resources: {requests: {cpu: 10m, memory: 1Mi}}",
         )
-        .replace("terminationGracePeriodSeconds: 1", "terminationGracePeriodSeconds: 30"),
-        &["apply", "-f", "-"],
-    );
+        .replace("terminationGracePeriodSeconds: 1", "terminationGracePeriodSeconds: 30")
+        .replace(
+            "  containers:",
+            &format!("  volumes:\n  - {{name: out, hostPath: {{path: {}}}}}\n  containers:", out.display()),
+        )
+        + "    volumeMounts: [{name: out, mountPath: /out}]\n    lifecycle: {preStop: {exec: {command: [\"sh\", \"-c\", \"echo stopping > /out/prestop\"]}}}\n";
+    s.k_in(&victim, &["apply", "-f", "-"]);
     wait_phase(&s, "victim", "Running");
     let p = wait_phase(&s, "victim", "Failed");
     assert_eq!(p["status"]["reason"], "Evicted", "{:#}", p["status"]);
@@ -595,6 +600,8 @@ fn soft_threshold_evicts_after_its_grace_period() {
         (2..=10).contains(&stopped_after),
         "killed {stopped_after} s after the eviction began"
     );
+    let said = std::fs::read_to_string(out.join("prestop")).unwrap_or_default();
+    assert_eq!(said.trim(), "stopping", "preStop did not run");
 }
 
 /// A bad `--eviction-hard` or image GC setting stops the server with a

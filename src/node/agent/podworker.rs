@@ -1781,6 +1781,40 @@ impl Worker {
         if let Some(sb) = self.sandbox.clone() {
             let rt = self.shared.services.runtime.clone();
             let list = rt.list_containers(&sb).await.unwrap_or_default();
+            // A soft eviction gives the pod time to stop: preStop hooks run
+            // first, within it, as for any graceful kill.
+            let began = std::time::Instant::now();
+            if grace > super::eviction::EVICTION_GRACE {
+                let this: &Worker = self;
+                let hooks = list
+                    .iter()
+                    .filter(|c| c.state == cri::ContainerState::Running)
+                    .filter_map(|c| {
+                        let spec = this.spec_container(pod, &c.name)?;
+                        let pre = spec.lifecycle.as_ref()?.pre_stop.clone()?;
+                        Some(async move {
+                            this.run_hook(
+                                pod,
+                                &spec,
+                                HookKind::PreStop,
+                                &pre,
+                                &c.id,
+                                grace.as_secs() as i64,
+                            )
+                            .await
+                        })
+                    });
+                futures::future::join_all(hooks).await;
+            }
+            // The hooks' time comes out of the grace period; the kubelet
+            // leaves at least 2 s after them.
+            let grace = if grace > super::eviction::EVICTION_GRACE {
+                grace
+                    .saturating_sub(began.elapsed())
+                    .max(Duration::from_secs(2))
+            } else {
+                grace
+            };
             let stops = list
                 .into_iter()
                 .filter(|c| c.state == cri::ContainerState::Running)
