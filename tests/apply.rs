@@ -431,3 +431,38 @@ fn diff_server_side_and_dry_run() {
         stderr(&o)
     );
 }
+
+#[test]
+fn scale_writes_are_recorded_under_the_scale_subresource() {
+    let s = Server::start();
+    s.k_in(
+        &deployment(2, "app: web", "web:1"),
+        &["apply", "--server-side", "-f", "-"],
+    );
+    s.k(&["scale", "deploy/web", "--replicas=3"]);
+    let mf = managed(&s, &["get", "deploy", "web"]);
+    // Upstream records a /scale write as an Update of the parent with
+    // subresource "scale", owning spec.replicas.
+    let scale = mf
+        .iter()
+        .find(|e| e["operation"] == "Update" && e["subresource"] == "scale")
+        .unwrap_or_else(|| panic!("no Update entry with subresource scale: {mf:?}"));
+    assert!(
+        scale["fieldsV1"]["f:spec"]["f:replicas"].is_object(),
+        "{scale}"
+    );
+    let applied = entry(&mf, "kubectl", "Apply").expect("kubectl's Apply entry");
+    assert!(
+        applied["fieldsV1"]["f:spec"].get("f:replicas").is_none(),
+        "the scale took replicas from the applier: {applied}"
+    );
+    // Applying replicas again now conflicts with the scale's manager.
+    let err = s.k_in_err(
+        &deployment(2, "app: web", "web:1"),
+        &["apply", "--server-side", "-f", "-"],
+    );
+    assert!(
+        err.contains("with subresource \"scale\"") && err.contains(".spec.replicas"),
+        "{err}"
+    );
+}

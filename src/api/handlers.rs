@@ -453,7 +453,7 @@ fn write_options(q: &Query, parts: &axum::http::request::Parts) -> Result<WriteO
         field_manager: Some(q.field_manager(&parts.headers)?),
         managed_fields_set: false,
         user: user_of(parts),
-        webhooks_done: false,
+        ..Default::default()
     })
 }
 

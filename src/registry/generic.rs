@@ -67,6 +67,9 @@ pub struct WriteOptions {
     pub user: Option<crate::auth::UserInfo>,
     /// Admission webhooks already saw this write (as a subresource's).
     pub webhooks_done: bool,
+    /// The subresource managedFields records a main-resource write under
+    /// (`scale`: a /scale write lands as an update of the parent).
+    pub managed_subresource: Option<&'static str>,
 }
 
 /// Delete options (metav1.DeleteOptions, the parts this layer honours).
@@ -790,7 +793,7 @@ impl Registry {
                 Some(&old),
                 &mut new,
                 manager,
-                subresource,
+                subresource.or(opts.managed_subresource),
             );
         }
         let mut errs = Self::validate_common(def, &new);
@@ -1122,6 +1125,7 @@ impl Registry {
         }
         let opts = WriteOptions {
             webhooks_done: true,
+            managed_subresource: Some("scale"),
             ..opts.clone()
         };
         let updated = self.update(def, ns, name, obj, None, &opts).await?;
