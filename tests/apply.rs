@@ -466,3 +466,111 @@ fn scale_writes_are_recorded_under_the_scale_subresource() {
         "{err}"
     );
 }
+
+#[test]
+fn list_map_items_without_their_keys_are_refused() {
+    let mut s = Server::start();
+    // A container without a name: upstream's typed-conversion error.
+    let nameless = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: nameless\n  namespace: default\nspec:\n  selector: {matchLabels: {app: nl}}\n  template:\n    metadata: {labels: {app: nl}}\n    spec:\n      containers:\n      - image: web:1\n";
+    let err = s.k_in_err(nameless, &["apply", "--server-side", "-f", "-"]);
+    assert!(
+        err.contains("failed to create typed patch object (default/nameless; apps/v1, Kind=Deployment): .spec.template.spec.containers: element 0: associative list with keys has an element that omits key field \"name\" (and doesn't have default value)"),
+        "{err}"
+    );
+    assert!(
+        s.k_err(&["get", "deploy", "nameless"]).contains("NotFound"),
+        "nothing was created"
+    );
+    // A port without protocol is fine (it has a default); one without
+    // containerPort is not, and a duplicate item is reported too.
+    let dup = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: dup\n  namespace: default\nspec:\n  selector: {matchLabels: {app: nl}}\n  template:\n    metadata: {labels: {app: nl}}\n    spec:\n      containers:\n      - {name: a, image: web:1, ports: [{containerPort: 80}, {protocol: UDP}]}\n      - {name: a, image: web:2}\n";
+    let err = s.k_in_err(dup, &["apply", "--server-side", "-f", "-"]);
+    assert!(
+        err.contains("failed to create typed patch object (default/dup; apps/v1, Kind=Deployment): errors:\n  .spec.template.spec.containers[name=\"a\"].ports: element 1: associative list with keys has an element that omits key field \"containerPort\" (and doesn't have default value)\n  .spec.template.spec.containers: duplicate entries for key [name=\"a\"]"),
+        "{err}"
+    );
+    // The same over HTTPS on an existing object: 422, and the object stays.
+    let ok = nameless.replace("- image: web:1", "- {name: c, image: web:1}");
+    s.k_in(&ok, &["apply", "--server-side", "-f", "-"]);
+    let r = s.request(
+        Req::new(
+            "PATCH",
+            "/apis/apps/v1/namespaces/default/deployments/nameless?fieldManager=x",
+        )
+        .body("application/apply-patch+yaml", nameless),
+    );
+    let st = r.assert_status(422, "Invalid");
+    assert!(
+        st["message"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("element 0: associative list with keys has an element that omits key field \"name\" (and doesn't have default value)"),
+        "{st}"
+    );
+    assert_eq!(
+        s.k(&[
+            "get",
+            "deploy",
+            "nameless",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[*].name}"
+        ]),
+        "c"
+    );
+}
+
+#[test]
+fn update_managers_beyond_ten_merge_into_ancient_changes() {
+    let s = Server::start();
+    s.k(&["create", "configmap", "many", "--from-literal=k=v"]);
+    // Eleven more updaters: twelve Update managers in all.
+    for i in 1..=11 {
+        let m = format!("--field-manager=m{i:02}");
+        s.k(&["label", "configmap", "many", &format!("l{i:02}=x"), &m]);
+    }
+    let mf = managed(&s, &["get", "configmap", "many"]);
+    let updaters: Vec<&Value> = mf.iter().filter(|e| e["operation"] == "Update").collect();
+    assert_eq!(updaters.len(), 10, "{mf:#?}");
+    let ancient = entry(&mf, "ancient-changes", "Update").expect("the ancient-changes entry");
+    assert_eq!(ancient["apiVersion"], "v1");
+    // The oldest updater (the creator) went into it, with its fields.
+    assert!(entry(&mf, "kubectl-create", "Update").is_none(), "{mf:#?}");
+    assert!(
+        ancient["fieldsV1"]["f:data"]["f:k"].is_object(),
+        "{ancient}"
+    );
+    // Every label still has exactly one owner: its manager or the bucket.
+    for i in 1..=11 {
+        let label = format!("f:l{i:02}");
+        let owners: Vec<&str> = updaters
+            .iter()
+            .filter(|e| {
+                e["fieldsV1"]["f:metadata"]["f:labels"]
+                    .get(&label)
+                    .is_some()
+            })
+            .filter_map(|e| e["manager"].as_str())
+            .collect();
+        assert_eq!(owners.len(), 1, "{label}: {owners:?}");
+        assert!(
+            owners[0] == format!("m{i:02}") || owners[0] == "ancient-changes",
+            "{label}: {owners:?}"
+        );
+    }
+    // The newest updaters keep their own entries.
+    for i in 3..=11 {
+        assert!(
+            entry(&mf, &format!("m{i:02}"), "Update").is_some(),
+            "m{i:02}: {mf:#?}"
+        );
+    }
+    // A further updater keeps the count at ten.
+    s.k(&["label", "configmap", "many", "l12=x", "--field-manager=m12"]);
+    let mf = managed(&s, &["get", "configmap", "many"]);
+    assert_eq!(
+        mf.iter().filter(|e| e["operation"] == "Update").count(),
+        10,
+        "{mf:#?}"
+    );
+    assert!(entry(&mf, "m12", "Update").is_some());
+}

@@ -314,7 +314,88 @@ pub fn track_update(
             }),
         }
     }
+    cap_update_managers(&mut entries);
     encode(new, entries);
+}
+
+/// Upstream's cap on Update entries: beyond it the oldest are merged, per
+/// apiVersion, into one entry of this manager.
+pub const MAX_UPDATE_MANAGERS: usize = 10;
+pub const ANCIENT_CHANGES: &str = "ancient-changes";
+
+/// Keeps at most [`MAX_UPDATE_MANAGERS`] Update entries: taking them oldest
+/// first (by the second, then by name), the second and later entry of an
+/// apiVersion is merged into that version's `ancient-changes` entry (which
+/// the first one becomes) until few enough are left. Apply entries are
+/// never capped.
+fn cap_update_managers(entries: &mut Vec<Entry>) {
+    let mut updaters: Vec<usize> = (0..entries.len())
+        .filter(|&i| entries[i].operation == Operation::Update)
+        .collect();
+    if updaters.len() <= MAX_UPDATE_MANAGERS {
+        return;
+    }
+    let seconds = |e: &Entry| {
+        e.time
+            .as_deref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map_or(0, |t| t.as_second())
+    };
+    updaters.sort_by(|&a, &b| {
+        let (ea, eb) = (&entries[a], &entries[b]);
+        (seconds(ea), &ea.manager, &ea.api_version, &ea.subresource).cmp(&(
+            seconds(eb),
+            &eb.manager,
+            &eb.api_version,
+            &eb.subresource,
+        ))
+    });
+    let is_bucket = |e: &Entry, v: &str| {
+        e.manager == ANCIENT_CHANGES
+            && e.operation == Operation::Update
+            && e.subresource.is_empty()
+            && e.api_version == v
+    };
+    let mut first_of_version: Vec<(String, usize)> = Vec::new();
+    let mut merged_away = vec![false; entries.len()];
+    let mut left = updaters.len();
+    for &i in &updaters {
+        if left <= MAX_UPDATE_MANAGERS {
+            break;
+        }
+        let version = entries[i].api_version.clone();
+        let Some(&(_, first)) = first_of_version.iter().find(|(v, _)| *v == version) else {
+            first_of_version.push((version, i));
+            continue;
+        };
+        // The bucket: an existing one, else the first entry of the version
+        // becomes it.
+        let bucket = match (0..entries.len())
+            .find(|&j| !merged_away[j] && is_bucket(&entries[j], &version))
+        {
+            Some(j) => j,
+            None => {
+                entries[first].manager = ANCIENT_CHANGES.to_string();
+                entries[first].subresource = String::new();
+                first
+            }
+        };
+        if bucket == i {
+            continue;
+        }
+        let set = entries[i].set.clone();
+        let time = entries[i].time.clone();
+        entries[bucket].set.union_in_place(&set);
+        // The merged update is the more recent.
+        entries[bucket].time = time;
+        merged_away[i] = true;
+        left -= 1;
+    }
+    let mut i = 0;
+    entries.retain(|_| {
+        i += 1;
+        !merged_away[i - 1]
+    });
 }
 
 #[cfg(test)]
@@ -409,6 +490,63 @@ mod tests {
             fields(&created, 0)["fieldsV1"],
             json!({"f:spec": {"f:replicas": {}}})
         );
+    }
+
+    #[test]
+    fn update_managers_beyond_ten_merge_into_ancient_changes() {
+        let e = |m: &str, v: &str, t: &str, f: &str| Entry {
+            manager: m.into(),
+            operation: Operation::Update,
+            api_version: v.into(),
+            time: Some(t.into()),
+            subresource: String::new(),
+            set: Set::from_fields_v1(&json!({"f:data": {format!("f:{f}"): {}}})).unwrap(),
+        };
+        let mut entries: Vec<Entry> = (10..22)
+            .map(|i| {
+                let v = if i == 11 { "v2" } else { "v1" };
+                e(
+                    &format!("m{i}"),
+                    v,
+                    &format!("2026-01-01T00:00:{i}Z"),
+                    &format!("k{i}"),
+                )
+            })
+            .collect();
+        entries.push(Entry {
+            operation: Operation::Apply,
+            ..e("applier", "v1", "2026-01-01T00:00:00Z", "a")
+        });
+        cap_update_managers(&mut entries);
+        let names: Vec<&str> = entries.iter().map(|e| e.manager.as_str()).collect();
+        // 12 updaters: m10 (first of v1) becomes the bucket, m11 is the first
+        // of v2 and stays, m12 and m13 go into the bucket.
+        assert_eq!(
+            names,
+            [
+                "ancient-changes",
+                "m11",
+                "m14",
+                "m15",
+                "m16",
+                "m17",
+                "m18",
+                "m19",
+                "m20",
+                "m21",
+                "applier"
+            ]
+        );
+        assert_eq!(
+            entries[0].set.to_fields_v1(),
+            json!({"f:data": {"f:k10": {}, "f:k12": {}, "f:k13": {}}})
+        );
+        assert_eq!(entries[0].time.as_deref(), Some("2026-01-01T00:00:13Z"));
+        assert_eq!(entries[0].api_version, "v1");
+        // At the cap nothing changes.
+        let before = entries.clone();
+        cap_update_managers(&mut entries);
+        assert_eq!(entries, before);
     }
 
     #[test]

@@ -15,36 +15,104 @@ use crate::registry::generic::{ReadAt, Registry, WriteOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PatchError {
+    /// The patch document is malformed: 400.
     #[error("{0}")]
-    Invalid(String),
+    BadRequest(String),
+    /// The patch does not apply to the object (a JSON patch operation
+    /// fails, lists of lists): 422 with upstream's generic message.
+    #[error("{0}")]
+    Rejected(String),
+    /// More JSON patch operations than upstream allows: 413.
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+/// Upstream's cap on the operations of one JSON patch.
+const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
+
+impl PatchError {
+    /// The Status upstream answers with.
+    pub fn into_api(self) -> ApiError {
+        match self {
+            PatchError::BadRequest(m) => ApiError::bad_request(m),
+            PatchError::Rejected(m) => {
+                tracing::debug!("patch rejected: {m}");
+                let mut e = ApiError::new(
+                    422,
+                    "Invalid",
+                    "the server rejected our request due to an error in our request",
+                );
+                e.details = Some(serde_json::json!({}));
+                e
+            }
+            PatchError::TooLarge(m) => ApiError::new(
+                413,
+                "RequestEntityTooLarge",
+                format!("Request entity too large: {m}"),
+            ),
+        }
+    }
+}
+
+/// Decode a patch body; `want` is the Go type upstream decodes it into, named
+/// in the error when the JSON has another shape.
+fn decode(raw: &[u8], prefix: &str, want: &str) -> Result<Value, PatchError> {
+    let v: Value =
+        serde_json::from_slice(raw).map_err(|e| PatchError::BadRequest(format!("{prefix}{e}")))?;
+    let fits = match want {
+        "[]handlers.jsonPatchOp" => v.is_array() || v.is_null(),
+        _ => v.is_object() || v.is_null(),
+    };
+    if !fits {
+        return Err(PatchError::BadRequest(format!(
+            "{prefix}json: cannot unmarshal {} into Go value of type {want}",
+            strategic::json_kind(&v)
+        )));
+    }
+    Ok(v)
 }
 
 /// Apply a patch document of type `bt` to `current`.
 pub fn apply(current: &Value, bt: BodyType, raw: &[u8]) -> Result<Value, PatchError> {
+    const MAP: &str = "map[string]interface {}";
     match bt {
         BodyType::JsonPatch => {
-            let p: json_patch::Patch = serde_json::from_slice(raw)
-                .map_err(|e| PatchError::Invalid(format!("error decoding patch: {e}")))?;
+            let ops = decode(raw, "error decoding patch: ", "[]handlers.jsonPatchOp")?;
+            let ops = ops.as_array().cloned().unwrap_or_default();
+            if let Some(op) = ops.iter().find(|op| !op.is_object()) {
+                return Err(PatchError::BadRequest(format!(
+                    "error decoding patch: json: cannot unmarshal {} into Go value of type handlers.jsonPatchOp",
+                    strategic::json_kind(op)
+                )));
+            }
+            if ops.len() > MAX_JSON_PATCH_OPERATIONS {
+                return Err(PatchError::TooLarge(format!(
+                    "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {}",
+                    ops.len()
+                )));
+            }
+            // Upstream decodes any object as an operation and fails when
+            // applying it (an unknown op, a missing path): 422, not 400.
+            let p: json_patch::Patch = serde_json::from_value(Value::Array(ops))
+                .map_err(|e| PatchError::Rejected(e.to_string()))?;
             let mut doc = current.clone();
-            json_patch::patch(&mut doc, &p).map_err(|e| PatchError::Invalid(e.to_string()))?;
+            json_patch::patch(&mut doc, &p).map_err(|e| PatchError::Rejected(e.to_string()))?;
             Ok(doc)
         }
         BodyType::MergePatch => {
-            let p: Value = serde_json::from_slice(raw)
-                .map_err(|e| PatchError::Invalid(format!("error decoding patch: {e}")))?;
-            if !p.is_object() {
-                return Err(PatchError::Invalid("patch must be a JSON object".into()));
-            }
+            let p = decode(raw, "error decoding patch: ", MAP)?;
             let mut doc = current.clone();
             json_patch::merge(&mut doc, &p);
             Ok(doc)
         }
         BodyType::StrategicMergePatch => {
-            let p: Value = serde_json::from_slice(raw)
-                .map_err(|e| PatchError::Invalid(format!("error decoding patch: {e}")))?;
+            let p = decode(raw, "", MAP)?;
+            if p.is_null() {
+                return Ok(current.clone());
+            }
             strategic::merge(current, &p)
         }
-        _ => Err(PatchError::Invalid("unsupported patch type".into())),
+        _ => Err(PatchError::BadRequest("unsupported patch type".into())),
     }
 }
 
@@ -81,9 +149,7 @@ pub async fn apply_patch(
     }
     for _ in 0..8 {
         let current = reg.get(def, ns, name, ReadAt::Latest).await?;
-        let mut patched = apply(&current, bt, raw).map_err(|e| match e {
-            PatchError::Invalid(m) => ApiError::new(422, "Invalid", m),
-        })?;
+        let mut patched = apply(&current, bt, raw).map_err(PatchError::into_api)?;
         let pinned = patched.pointer("/metadata/resourceVersion")
             != current.pointer("/metadata/resourceVersion");
         if !pinned {

@@ -91,8 +91,12 @@ pub fn apply_to(
             set,
         });
     }
-    let mut applied =
-        typed::to_field_set(root, config).map_err(|e| ApplyError::Invalid(e.to_string()))?;
+    let mut applied = typed::to_field_set(root, config).map_err(|e| {
+        ApplyError::Invalid(format!(
+            "failed to create typed patch object ({}): {e}",
+            object_gvknn(req.def, config)
+        ))
+    })?;
     managedfields::strip(&mut applied, req.def, req.subresource);
 
     let mine = |e: &Entry| {
@@ -168,6 +172,26 @@ pub fn apply_to(
     }
     managedfields::encode(&mut merged, entries);
     Ok(merged)
+}
+
+/// How upstream names an object in apply errors: `ns/name; apps/v1, Kind=Deployment`.
+fn object_gvknn(def: &ResourceDef, obj: &Value) -> String {
+    let meta = |k: &str| {
+        obj.pointer(&format!("/metadata/{k}"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    };
+    let gv = if def.group.is_empty() {
+        format!("/{}", def.version)
+    } else {
+        format!("{}/{}", def.group, def.version)
+    };
+    format!(
+        "{}/{}; {gv}, Kind={}",
+        meta("namespace"),
+        meta("name"),
+        def.kind
+    )
 }
 
 fn last_applied(obj: &Value) -> Option<&str> {

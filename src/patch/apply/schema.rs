@@ -34,6 +34,8 @@ pub struct Field {
     /// Present (as an empty struct or null list) in the Go zero value of its
     /// parent, so a create never "adds" it: its own path is not recorded.
     pub zero_present: bool,
+    /// The schema's default: stands in for a list-map key an item omits.
+    pub default: Option<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -248,7 +250,15 @@ impl Compiler<'_> {
                     for (k, v) in props {
                         let ty = self.child(v, None);
                         let zero_present = self.zero_present(definition, k, v);
-                        fields.insert(k.as_str().into(), Field { ty, zero_present });
+                        let default = self.default(definition, k, v);
+                        fields.insert(
+                            k.as_str().into(),
+                            Field {
+                                ty,
+                                zero_present,
+                                default,
+                            },
+                        );
                     }
                     Type::Struct(fields)
                 } else if let Some(ap @ Value::Object(_)) = s.get("additionalProperties") {
@@ -262,6 +272,16 @@ impl Compiler<'_> {
             }
             Some(_) => Type::Atomic,
         }
+    }
+
+    /// A field's default. The built-in definitions carry none, but upstream's
+    /// do for `protocol` (TCP), the one defaulted list-map key of the
+    /// built-in kinds (container, service and endpoint ports).
+    fn default(&self, definition: Option<&str>, field: &str, schema: &Value) -> Option<Value> {
+        if let Some(d) = schema.get("default") {
+            return Some(d.clone());
+        }
+        (definition.is_some() && field == "protocol").then(|| Value::from("TCP"))
     }
 
     fn zero_present(&self, definition: Option<&str>, field: &str, schema: &Value) -> bool {

@@ -65,36 +65,97 @@ fn child_type(k: &Kind<'_>, key: &str) -> (TypeId, bool) {
     }
 }
 
-/// The `k:{...}` element of a list-map item, None when a key is missing.
-/// A missing `protocol` is upstream's default, TCP.
-pub fn item_key(item: &Value, keys: &[String]) -> Option<String> {
-    static TCP: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| Value::from("TCP"));
+/// The `k:{...}` element of a list-map item whose items have type `items`,
+/// None when a key is missing and its field has no default.
+pub fn item_key(s: &Schema, items: TypeId, item: &Value, keys: &[String]) -> Option<String> {
     let obj = item.as_object()?;
     let mut fields: Vec<(&str, &Value)> = Vec::with_capacity(keys.len());
     for k in keys {
         match obj.get(k) {
             Some(v) if !v.is_null() => fields.push((k, v)),
-            _ if k == "protocol" => fields.push((k, &TCP)),
-            _ => return None,
+            _ => fields.push((k, key_default(s, items, k)?)),
         }
     }
     Some(fieldpath::key(&fields))
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum TypedError {
-    #[error("{path}: associative list with keys has an element that omits key field {key:?}")]
-    MissingKey { path: String, key: String },
-    #[error("{path}: duplicate entries for key {key}")]
-    Duplicate { path: String, key: String },
+/// The schema default of the key field `key` of list items of type `items`.
+fn key_default<'a>(s: &'a Schema, items: TypeId, key: &str) -> Option<&'a Value> {
+    match s.get(items) {
+        Type::Struct(f) => f.get(key).and_then(|f| f.default.as_ref()),
+        _ => None,
+    }
+}
+
+/// Why a value does not fit its schema: (path, message) pairs, printed as
+/// upstream's structured-merge-diff prints its validation errors.
+#[derive(Debug)]
+pub struct TypedError(pub Vec<(String, String)>);
+
+impl std::fmt::Display for TypedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let one = |(p, m): &(String, String)| {
+            if p.is_empty() {
+                m.clone()
+            } else {
+                format!("{p}: {m}")
+            }
+        };
+        match self.0.as_slice() {
+            [e] => f.write_str(&one(e)),
+            errs => {
+                f.write_str("errors:")?;
+                for e in errs {
+                    write!(f, "\n  {}", one(e))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for TypedError {}
+
+/// Why a list-map item has no key, in upstream's words.
+fn missing_key_reason(s: &Schema, items: TypeId, item: &Value, keys: &[String]) -> String {
+    let Some(obj) = item.as_object() else {
+        return if item.is_null() {
+            "associative list with keys may not have a null element".into()
+        } else {
+            "associative list with keys may not have non-map elements".into()
+        };
+    };
+    let missing = keys
+        .iter()
+        .find(|k| {
+            obj.get(k.as_str()).is_none_or(Value::is_null) && key_default(s, items, k).is_none()
+        })
+        .map(String::as_str)
+        .unwrap_or_default();
+    format!(
+        "associative list with keys has an element that omits key field {missing:?} (and doesn't have default value)"
+    )
 }
 
 /// The fields an applied configuration sets: leaves, list-map items, set
-/// items, keys of granular maps, and empty or null values.
+/// items, keys of granular maps, and empty or null values. Items of a
+/// list-map without their keys, or twice the same item, are errors.
 pub fn to_field_set(root: Root<'_>, v: &Value) -> Result<Set, TypedError> {
     let mut out = Set::new();
-    fs_children(root.schema, root.id, v, &mut out, &mut Vec::new())?;
-    Ok(out)
+    let mut errs = Vec::new();
+    fs_children(
+        root.schema,
+        root.id,
+        v,
+        &mut out,
+        &mut Vec::new(),
+        &mut errs,
+    );
+    if errs.is_empty() {
+        Ok(out)
+    } else {
+        Err(TypedError(errs))
+    }
 }
 
 fn fs_children(
@@ -103,7 +164,8 @@ fn fs_children(
     v: &Value,
     out: &mut Set,
     path: &mut Vec<String>,
-) -> Result<(), TypedError> {
+    errs: &mut Vec<(String, String)>,
+) {
     let k = kind(s, ty, v);
     match (&k, v) {
         (Kind::Struct(_) | Kind::Map(_), Value::Object(m)) => {
@@ -119,7 +181,7 @@ fn fs_children(
                 if ck.is_container() && !empty_map {
                     path.push(pe.clone());
                     let mut c = Set::new();
-                    fs_children(s, cty, cv, &mut c, path)?;
+                    fs_children(s, cty, cv, &mut c, path, errs);
                     path.pop();
                     out.put_child(pe, c);
                 }
@@ -127,28 +189,27 @@ fn fs_children(
         }
         (Kind::ListMap(keys, items), Value::Array(list)) => {
             let mut seen = HashSet::new();
-            for item in list {
-                let Some(pe) = item_key(item, keys) else {
-                    let missing = keys
-                        .iter()
-                        .find(|k| item.get(k.as_str()).is_none_or(Value::is_null))
-                        .cloned()
-                        .unwrap_or_default();
-                    return Err(TypedError::MissingKey {
-                        path: fieldpath::display(path),
-                        key: missing,
-                    });
+            for (i, item) in list.iter().enumerate() {
+                let Some(pe) = item_key(s, *items, item, keys) else {
+                    let reason = missing_key_reason(s, *items, item, keys);
+                    errs.push((fieldpath::display(path), format!("element {i}: {reason}")));
+                    // Without a key nothing deeper can be reported: upstream
+                    // stops at the first such item of a list.
+                    return;
                 };
                 if !seen.insert(pe.clone()) {
-                    return Err(TypedError::Duplicate {
-                        path: fieldpath::display(path),
-                        key: pe[2..].to_string(),
-                    });
+                    errs.push((
+                        fieldpath::display(path),
+                        format!(
+                            "duplicate entries for key {}",
+                            fieldpath::display(std::slice::from_ref(&pe))
+                        ),
+                    ));
                 }
                 out.insert_member(&pe);
                 path.push(pe.clone());
                 let mut c = Set::new();
-                fs_children(s, *items, item, &mut c, path)?;
+                fs_children(s, *items, item, &mut c, path, errs);
                 path.pop();
                 out.put_child(pe, c);
             }
@@ -160,7 +221,6 @@ fn fs_children(
         }
         _ => {}
     }
-    Ok(())
 }
 
 /// What changed between two versions of an object.
@@ -225,13 +285,13 @@ fn cmp_children(
         (Kind::ListMap(keys, items), Value::Array(la), Value::Array(ra)) => {
             let mut lindex: HashMap<String, &Value> = HashMap::with_capacity(la.len());
             for item in la {
-                if let Some(k) = item_key(item, keys) {
+                if let Some(k) = item_key(s, *items, item, keys) {
                     lindex.entry(k).or_insert(item);
                 }
             }
             let mut rkeys = HashSet::with_capacity(ra.len());
             for item in ra {
-                if let Some(k) = item_key(item, keys)
+                if let Some(k) = item_key(s, *items, item, keys)
                     && rkeys.insert(k.clone())
                 {
                     let lv = lindex.get(&k).copied();
@@ -239,7 +299,7 @@ fn cmp_children(
                 }
             }
             for item in la {
-                if let Some(k) = item_key(item, keys)
+                if let Some(k) = item_key(s, *items, item, keys)
                     && !rkeys.contains(&k)
                     && rkeys.insert(k.clone())
                 {
@@ -349,7 +409,7 @@ fn merge_value(s: &Schema, ty: TypeId, l: Option<&Value>, r: &Value) -> Value {
             Value::Object(out)
         }
         (Kind::ListMap(keys, items), Some(Value::Array(la)), Value::Array(ra)) => {
-            let id = |v: &Value| item_key(v, keys);
+            let id = |v: &Value| item_key(s, *items, v, keys);
             let merged = merge_lists(la, ra, id, |lv, rv| match lv {
                 Some(lv) => merge_value(s, *items, Some(lv), rv),
                 None => rv.clone(),
@@ -467,10 +527,11 @@ fn remove_in(s: &Schema, ty: TypeId, v: &mut Value, rm: &Set, keep: Option<&Set>
         (Kind::ListMap(keys, items), Value::Array(list)) => {
             let keys = keys.to_vec();
             list.retain(|item| {
-                item_key(item, &keys).is_none_or(|pe| !rm.member(&pe) || keeps_inside(&pe))
+                item_key(s, items, item, &keys)
+                    .is_none_or(|pe| !rm.member(&pe) || keeps_inside(&pe))
             });
             for item in list.iter_mut() {
-                if let Some(pe) = item_key(item, &keys)
+                if let Some(pe) = item_key(s, items, item, &keys)
                     && let Some(c) = rm.child(&pe)
                 {
                     // A kept item keeps its keys.
@@ -542,16 +603,25 @@ mod tests {
             );
         }
         let missing = json!({"spec": {"template": {"spec": {"containers": [{"image": "i"}]}}}});
-        assert!(matches!(
-            to_field_set(deployment(), &missing),
-            Err(TypedError::MissingKey { .. })
-        ));
+        assert_eq!(
+            to_field_set(deployment(), &missing)
+                .unwrap_err()
+                .to_string(),
+            ".spec.template.spec.containers: element 0: associative list with keys has an element that omits key field \"name\" (and doesn't have default value)"
+        );
         let dup =
             json!({"spec": {"template": {"spec": {"containers": [{"name": "a"}, {"name": "a"}]}}}});
-        assert!(matches!(
-            to_field_set(deployment(), &dup),
-            Err(TypedError::Duplicate { .. })
-        ));
+        assert_eq!(
+            to_field_set(deployment(), &dup).unwrap_err().to_string(),
+            ".spec.template.spec.containers: duplicate entries for key [name=\"a\"]"
+        );
+        // Both at once, and a defaulted key (protocol) is no omission.
+        let both = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "a", "ports": [{"containerPort": 80}, {"protocol": "UDP"}]}, {"name": "a"}]}}}});
+        assert_eq!(
+            to_field_set(deployment(), &both).unwrap_err().to_string(),
+            "errors:\n  .spec.template.spec.containers[name=\"a\"].ports: element 1: associative list with keys has an element that omits key field \"containerPort\" (and doesn't have default value)\n  .spec.template.spec.containers: duplicate entries for key [name=\"a\"]"
+        );
     }
 
     #[test]
