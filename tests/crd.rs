@@ -959,3 +959,163 @@ fn updating_a_crd_changes_what_is_served() {
     assert_eq!(group["versions"].as_array().map(Vec::len), Some(1));
     assert_eq!(s.k(&["get", "widgets", "-o", "name"]).lines().count(), 2);
 }
+
+/// Lists and maps of every server-side apply shape.
+const SHAPES_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: shapes.toys.example.com
+spec:
+  group: toys.example.com
+  names: {kind: Shape, plural: shapes, singular: shape}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              atomicMap:
+                type: object
+                x-kubernetes-map-type: atomic
+                additionalProperties: {type: string}
+              granularMap:
+                type: object
+                x-kubernetes-map-type: granular
+                additionalProperties: {type: string}
+              ref:
+                type: object
+                x-kubernetes-map-type: atomic
+                properties:
+                  name: {type: string}
+                  kind: {type: string}
+              tags:
+                type: array
+                x-kubernetes-list-type: set
+                items: {type: string}
+              hosts:
+                type: array
+                x-kubernetes-list-type: atomic
+                items: {type: string}
+              ports:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [port, protocol]
+                items:
+                  type: object
+                  required: [port]
+                  properties:
+                    port: {type: integer}
+                    protocol: {type: string, default: TCP}
+                    name: {type: string}
+"#;
+
+fn shape(spec: &str) -> String {
+    format!("apiVersion: toys.example.com/v1\nkind: Shape\nmetadata: {{name: s}}\nspec: {spec}\n")
+}
+
+fn apply_as(s: &Server, manager: &str, spec: &str, force: bool) -> Result<String, String> {
+    let m = format!("--field-manager={manager}");
+    let mut args = vec!["apply", "--server-side", m.as_str(), "-f", "-"];
+    if force {
+        args.push("--force-conflicts");
+    }
+    let o = s.kubectl_stdin(&shape(spec), &args);
+    if o.status.success() {
+        Ok(common::stdout(&o))
+    } else {
+        Err(common::stderr(&o))
+    }
+}
+
+fn owned_by(s: &Server, manager: &str) -> Value {
+    let obj = s.k_json(&["get", "shape", "s", "--show-managed-fields"]);
+    obj["metadata"]["managedFields"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["manager"] == manager))
+        .map(|e| e["fieldsV1"]["f:spec"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn server_side_apply_follows_custom_list_and_map_types() {
+    let s = Server::start();
+    create_crd(&s, SHAPES_CRD, "shapes.toys.example.com");
+    let a = "{atomicMap: {x: '1', q: '2'}, granularMap: {x: '1'}, ref: {name: a, kind: K}, tags: [t1], hosts: [h1], ports: [{port: 80, name: http}]}";
+    apply_as(&s, "a", a, false).expect("first apply");
+    let mine = owned_by(&s, "a");
+    // Atomic maps and structs are owned whole; granular ones key by key;
+    // sets item by item; keys default (protocol) into the item's key.
+    assert_eq!(mine["f:atomicMap"], serde_json::json!({}), "{mine}");
+    assert_eq!(mine["f:ref"], serde_json::json!({}), "{mine}");
+    assert_eq!(mine["f:hosts"], serde_json::json!({}), "{mine}");
+    assert!(mine["f:granularMap"]["f:x"].is_object(), "{mine}");
+    assert!(mine["f:tags"]["v:\"t1\""].is_object(), "{mine}");
+    assert!(
+        mine["f:ports"]["k:{\"port\":80,\"protocol\":\"TCP\"}"]["f:name"].is_object(),
+        "{mine}"
+    );
+
+    // Changing one key of an atomic map conflicts on the whole map.
+    let err = apply_as(&s, "b", "{atomicMap: {x: '1', q: '3'}}", false).unwrap_err();
+    assert!(
+        err.contains("Apply failed with 1 conflict: conflict with \"a\": .spec.atomicMap"),
+        "{err}"
+    );
+    let err = apply_as(&s, "b", "{ref: {name: b}}", false).unwrap_err();
+    assert!(err.contains("conflict with \"a\": .spec.ref"), "{err}");
+    // A different key of a granular map, another set item, another port:
+    // no conflict, merged, each owned by its applier.
+    apply_as(
+        &s,
+        "b",
+        "{granularMap: {z: '9'}, tags: [t2], ports: [{port: 81, protocol: UDP}]}",
+        false,
+    )
+    .expect("granular apply");
+    let obj = s.k_json(&["get", "shape", "s"]);
+    assert_eq!(
+        obj["spec"]["granularMap"],
+        serde_json::json!({"x": "1", "z": "9"})
+    );
+    assert_eq!(obj["spec"]["tags"], serde_json::json!(["t1", "t2"]));
+    assert_eq!(obj["spec"]["ports"].as_array().map(Vec::len), Some(2));
+    // Forced, b takes the atomic map whole: a's keys are replaced, not merged.
+    apply_as(
+        &s,
+        "b",
+        "{granularMap: {z: '9'}, tags: [t2], ports: [{port: 81, protocol: UDP}], atomicMap: {q: '3'}, hosts: [h2]}",
+        true,
+    )
+    .expect("forced apply");
+    let obj = s.k_json(&["get", "shape", "s"]);
+    assert_eq!(obj["spec"]["atomicMap"], serde_json::json!({"q": "3"}));
+    assert_eq!(obj["spec"]["hosts"], serde_json::json!(["h2"]));
+    let mine = owned_by(&s, "a");
+    assert!(mine.get("f:atomicMap").is_none(), "{mine}");
+    assert!(mine.get("f:hosts").is_none(), "{mine}");
+    assert_eq!(owned_by(&s, "b")["f:atomicMap"], serde_json::json!({}));
+    // a stops applying its tag and map key: they go; b's stay.
+    apply_as(
+        &s,
+        "a",
+        "{ref: {name: a, kind: K}, ports: [{port: 80, name: http}]}",
+        false,
+    )
+    .expect("a re-applies less");
+    let obj = s.k_json(&["get", "shape", "s"]);
+    assert_eq!(obj["spec"]["tags"], serde_json::json!(["t2"]));
+    assert_eq!(obj["spec"]["granularMap"], serde_json::json!({"z": "9"}));
+    // An item of the list-map without its required key (no default): refused.
+    let err = apply_as(&s, "c", "{ports: [{name: nameless}]}", false).unwrap_err();
+    assert!(
+        err.contains("failed to create typed patch object (default/s; toys.example.com/v1, Kind=Shape): .spec.ports: element 0: associative list with keys has an element that omits key field \"port\" (and doesn't have default value)"),
+        "{err}"
+    );
+}
