@@ -2,6 +2,7 @@
 //! validation, before storage. Called from the generic REST store.
 
 pub mod limitranger;
+pub mod namespacelifecycle;
 pub mod podsecurity;
 pub mod quota;
 pub mod resourcequota;

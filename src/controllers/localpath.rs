@@ -123,7 +123,14 @@ pub async fn admit_default_class(
                     .unwrap_or("")
                     .to_string()
             };
-            ts(a).cmp(&ts(b))
+            // Upstream: the newest wins; at equal times the name first in order.
+            let name = |v: &serde_json::Value| {
+                v.pointer("/metadata/name")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            ts(a).cmp(&ts(b)).then_with(|| name(b).cmp(&name(a)))
         });
     if let (Some(sc), Some(spec)) = (newest, obj.get_mut("spec").and_then(|s| s.as_object_mut()))
         && let Some(name) = sc

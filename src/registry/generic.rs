@@ -861,6 +861,7 @@ impl Registry {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<(Value, bool), ApiError> {
+        crate::admission::namespacelifecycle::admit_delete(def, name)?;
         let key = def.key(ns, name);
         loop {
             let cur = self
@@ -1086,6 +1087,13 @@ impl Registry {
             resource: "scale",
             kind: "Scale",
         };
+        // As for any update, the body names the object on the URL.
+        let body_name = name_of(scale);
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
         let Some(replicas) = scale.pointer("/spec/replicas").and_then(Value::as_i64) else {
             return Err(ApiError::invalid(
                 scale_target,
