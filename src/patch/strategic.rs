@@ -327,6 +327,13 @@ fn merge_map(
             continue;
         };
         let merged = match (ov, pv) {
+            (Value::Object(_), Value::Object(p))
+                if p.get(DIRECTIVE).and_then(Value::as_str) == Some("delete") =>
+            {
+                // Upstream empties the map, which its typed round trip then
+                // omits (or defaults): the field goes.
+                None
+            }
             (Value::Object(o), Value::Object(p)) => {
                 let meta = at.field(&field);
                 if meta.strategy == "replace" {
