@@ -156,3 +156,33 @@ fn claims_are_bounded_by_their_storage_request() {
         "{err}"
     );
 }
+
+#[test]
+fn max_limit_request_ratio_bounds_how_far_limits_exceed_requests() {
+    let s = Server::start();
+    s.k(&["create", "namespace", "ratio"]);
+    s.k_in(
+        "apiVersion: v1\nkind: LimitRange\nmetadata: {name: r}\nspec:\n  limits:\n  - type: Container\n    maxLimitRequestRatio: {memory: \"2\"}\n",
+        &["-n", "ratio", "apply", "-f", "-"],
+    );
+    let err = s.k_in_err(
+        &pod(
+            "wide",
+            "    resources: {requests: {memory: 100Mi}, limits: {memory: 300Mi}}",
+        ),
+        &["-n", "ratio", "create", "-f", "-"],
+    );
+    assert!(
+        err.contains(
+            "pods \"wide\" is forbidden: memory max limit to request ratio per Container is 2, but provided ratio is 3.000000"
+        ),
+        "{err}"
+    );
+    s.k_in(
+        &pod(
+            "narrow",
+            "    resources: {requests: {memory: 100Mi}, limits: {memory: 200Mi}}",
+        ),
+        &["-n", "ratio", "create", "-f", "-"],
+    );
+}

@@ -126,6 +126,47 @@ fn warn_answers_with_warnings_and_admits() {
 }
 
 #[test]
+fn audit_admits_silently_and_records_the_violation() {
+    let s = Server::start();
+    s.k(&["create", "namespace", "audited"]);
+    s.k(&[
+        "label",
+        "namespace",
+        "audited",
+        "pod-security.kubernetes.io/audit=baseline",
+    ]);
+    let out = s.kubectl_stdin(
+        &pod("hostnet", "  hostNetwork: true\n", ""),
+        &["-n", "audited", "create", "-f", "-"],
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        !stderr_of(&out).contains("PodSecurity"),
+        "audit mode does not warn: {}",
+        stderr_of(&out)
+    );
+    let recorded = wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&s.log).is_ok_and(|l| {
+            l.lines().any(|line| {
+                line.contains("rk3s::audit")
+                    && line.contains("name=\"hostnet\"")
+                    && line.contains(
+                        "pod-security.kubernetes.io/audit-violations: would violate PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true)",
+                    )
+            })
+        })
+    });
+    assert!(recorded, "{}", s.log_tail(10));
+    // Within the level: nothing recorded.
+    s.k_in(
+        &pod("fine", "", ""),
+        &["-n", "audited", "create", "-f", "-"],
+    );
+    let log = std::fs::read_to_string(&s.log).unwrap_or_default();
+    assert!(!log.contains("name=\"fine\""), "{log}");
+}
+
+#[test]
 fn a_stricter_label_warns_about_existing_pods_and_bad_labels_are_refused() {
     let s = Server::start();
     s.k(&["create", "namespace", "legacy"]);

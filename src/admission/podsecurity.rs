@@ -5,7 +5,9 @@
 //! - enforce: pods that violate the level are refused (403 Forbidden);
 //! - warn: writes of pods and of workloads with pod templates that would
 //!   violate it answer with warnings (`kubectl` prints them);
-//! - audit: recorded by upstream in the audit log, which rk3s does not keep.
+//! - audit: upstream annotates the request's audit event; rk3s keeps no
+//!   audit log and records the violation in the server log (target
+//!   `rk3s::audit`).
 //!
 //! Labelling a namespace with a stricter enforce level warns about the
 //! existing pods that violate it. Unlabelled namespaces are privileged, as
@@ -195,6 +197,23 @@ pub async fn admit(
                 p.label(),
                 violations.join(", ")
             ));
+        }
+    }
+    // Audit: upstream puts this annotation on the request's audit event.
+    // rk3s keeps no audit log, so the server log is where it is recorded.
+    let audit = policy(&namespace, "audit");
+    if audit.level > Level::Privileged {
+        let violations = evaluate(audit.level, pod);
+        if !violations.is_empty() {
+            tracing::warn!(
+                target: "rk3s::audit",
+                namespace = ns,
+                resource = %def.plural,
+                name = name_of(obj),
+                "pod-security.kubernetes.io/audit-violations: would violate PodSecurity \"{}\": {}",
+                audit.label(),
+                violations.join(", ")
+            );
         }
     }
     Ok(())
