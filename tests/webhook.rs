@@ -245,7 +245,8 @@ fn mutating_webhooks_patch_in_order_and_reinvoke() {
     let name = format!("m{n}");
     let yaml = s.k(&["get", "configmap", &name, "-o", "yaml"]);
     assert!(yaml.contains("webhook-added: \"yes\""), "{yaml}");
-    // The mutation belongs to the request's field manager.
+    // As upstream, the request's fields are recorded before mutating
+    // admission: the webhook's label is nobody's.
     let obj = s.k_json(&["get", "configmap", &name, "--show-managed-fields"]);
     let mf = obj["metadata"]["managedFields"]
         .as_array()
@@ -257,9 +258,15 @@ fn mutating_webhooks_patch_in_order_and_reinvoke() {
         .unwrap_or_else(|| panic!("no kubectl-create entry: {mf:?}"));
     assert!(
         create
-            .pointer("/fieldsV1/f:metadata/f:labels/f:webhook-added")
+            .pointer("/fieldsV1/f:metadata/f:labels/f:case")
             .is_some(),
         "{create}"
+    );
+    assert!(
+        mf.iter().all(|e| e
+            .pointer("/fieldsV1/f:metadata/f:labels/f:webhook-added")
+            .is_none()),
+        "{mf:?}"
     );
 
     // a-first runs before b-second; asked to be reinvoked if needed, it sees
@@ -822,4 +829,649 @@ fn match_conditions_select_with_cel() {
     // ...or skips the webhook (Ignore).
     s.k_in(&labelled("e2", "cel-ignored", "a"), &["create", "-f", "-"]);
     assert!(review_for(&wh, "/allow", "e2", "CREATE").is_none());
+}
+
+/// A webhook refusing ConfigMaps labelled `case=<case>`: added to a
+/// configuration so that `wait_for_configuration` can tell when the
+/// server's cache holds it.
+fn sentinel(wh: &WebhookServer, case: &str) -> Value {
+    url_hook(
+        wh,
+        &format!("{case}.sentinel.test.rk3s.io"),
+        "/deny",
+        rules(&["CREATE"], &[""], &["configmaps"]),
+        case,
+    )
+}
+
+/// Wait until the configuration holding `sentinel(wh, case)` is in force.
+fn wait_for_configuration(s: &Server, case: &str) {
+    create_until_refused(s, &configmap("sentinel", "default", case));
+}
+
+/// The AdmissionReview requests received on `path` for `resource` and
+/// subresource `sub`.
+fn reviews_of(wh: &WebhookServer, path: &str, resource: &str, sub: &str) -> Vec<Value> {
+    wh.received(path)
+        .into_iter()
+        .filter_map(|r| r.get("request").cloned())
+        .filter(|r| {
+            r["resource"]["resource"] == resource
+                && r.get("subResource").and_then(Value::as_str).unwrap_or("") == sub
+        })
+        .collect()
+}
+
+fn pod(name: &str) -> String {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+           "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+    .to_string()
+}
+
+#[test]
+fn bindings_and_evictions_are_reviewed_as_creates_of_their_kind() {
+    let mut s = Server::start();
+    let wh = WebhookServer::start();
+    let mut subs = url_hook(
+        &wh,
+        "subresources.test.rk3s.io",
+        "/allow",
+        rules(&["CREATE"], &[""], &["pods/binding", "pods/eviction"]),
+        "",
+    );
+    subs["objectSelector"] = json!({});
+    // A rule for `pods` does not see its subresources.
+    let mut pods_only = url_hook(
+        &wh,
+        "pods.test.rk3s.io",
+        "/warn",
+        rules(&["*"], &[""], &["pods"]),
+        "",
+    );
+    pods_only["objectSelector"] = json!({});
+    s.k_in(
+        &validating(
+            "subresources",
+            vec![subs, pods_only, sentinel(&wh, "sync-sub")],
+        ),
+        &["create", "-f", "-"],
+    );
+    wait_for_configuration(&s, "sync-sub");
+    s.k_in(&pod("p1"), &["create", "-f", "-"]);
+    s.k_in(&pod("p2"), &["create", "-f", "-"]);
+
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p1"},
+                         "target": {"kind": "Node", "name": "node-x"}});
+    let r = s.post_json("/api/v1/namespaces/default/pods/p1/binding", &binding);
+    assert_eq!(r.status, 201, "{}", r.snippet());
+    let reviews = reviews_of(&wh, "/allow", "pods", "binding");
+    assert_eq!(reviews.len(), 1, "{reviews:?}");
+    let req = &reviews[0];
+    assert_eq!(req["operation"], "CREATE");
+    assert_eq!(
+        req["kind"],
+        json!({"group": "", "version": "v1", "kind": "Binding"})
+    );
+    assert_eq!(req["requestKind"], req["kind"]);
+    assert_eq!(
+        req["resource"],
+        json!({"group": "", "version": "v1", "resource": "pods"})
+    );
+    assert_eq!(req["requestSubResource"], "binding");
+    assert_eq!(req["name"], "p1");
+    assert_eq!(req["namespace"], "default");
+    assert_eq!(req["object"]["kind"], "Binding");
+    assert_eq!(req["object"]["target"]["name"], "node-x");
+    assert_eq!(req["object"]["metadata"]["namespace"], "default");
+    assert!(req["oldObject"].is_null());
+    assert_eq!(req["options"]["kind"], "CreateOptions");
+    assert_eq!(
+        s.k(&["get", "pod", "p1", "-o", "jsonpath={.spec.nodeName}"]),
+        "node-x"
+    );
+
+    let eviction = json!({"apiVersion": "policy/v1", "kind": "Eviction",
+                          "metadata": {"name": "p1", "namespace": "default"}});
+    let r = s.post_json("/api/v1/namespaces/default/pods/p1/eviction", &eviction);
+    assert_eq!(r.status, 201, "{}", r.snippet());
+    let reviews = reviews_of(&wh, "/allow", "pods", "eviction");
+    assert_eq!(reviews.len(), 1, "{reviews:?}");
+    let req = &reviews[0];
+    assert_eq!(req["operation"], "CREATE");
+    assert_eq!(
+        req["kind"],
+        json!({"group": "policy", "version": "v1", "kind": "Eviction"})
+    );
+    assert_eq!(req["resource"]["resource"], "pods");
+    assert_eq!(req["subResource"], "eviction");
+    assert_eq!(req["name"], "p1");
+    assert_eq!(req["object"]["apiVersion"], "policy/v1");
+    // The `pods` rule saw the pods' creates (and the eviction's delete) only.
+    assert!(
+        reviews_of(&wh, "/warn", "pods", "binding").is_empty()
+            && reviews_of(&wh, "/warn", "pods", "eviction").is_empty()
+    );
+    assert!(!reviews_of(&wh, "/warn", "pods", "").is_empty());
+
+    // A refusal stops them.
+    let mut deny = url_hook(
+        &wh,
+        "deny-subresources.test.rk3s.io",
+        "/deny",
+        rules(&["CREATE"], &[""], &["*/binding", "pods/eviction"]),
+        "",
+    );
+    deny["objectSelector"] = json!({});
+    s.k_in(
+        &validating("deny-subresources", vec![deny, sentinel(&wh, "sync-deny")]),
+        &["create", "-f", "-"],
+    );
+    wait_for_configuration(&s, "sync-deny");
+    let mut binding = binding;
+    binding["metadata"]["name"] = json!("p2");
+    let r = s.post_json("/api/v1/namespaces/default/pods/p2/binding", &binding);
+    let st = r.assert_status(403, "");
+    assert_eq!(
+        st["message"],
+        "admission webhook \"deny-subresources.test.rk3s.io\" denied the request: the test says no"
+    );
+    assert_eq!(
+        s.k(&["get", "pod", "p2", "-o", "jsonpath={.spec.nodeName}"]),
+        ""
+    );
+    let mut eviction = eviction;
+    eviction["metadata"]["name"] = json!("p2");
+    let r = s.post_json("/api/v1/namespaces/default/pods/p2/eviction", &eviction);
+    let st = r.assert_status(403, "");
+    assert!(
+        st["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("deny-subresources.test.rk3s.io")),
+        "{st}"
+    );
+    s.k(&["get", "pod", "p2"]);
+}
+
+#[test]
+fn connect_requests_are_reviewed_before_the_stream_opens() {
+    let mut s = Server::start();
+    let wh = WebhookServer::start();
+    s.k_in(&pod("p"), &["create", "-f", "-"]);
+    // Without webhooks the pod's missing node is the answer.
+    let err = s.k_err(&["exec", "p", "--", "echo", "hi"]);
+    assert!(err.contains("does not have a host assigned"), "{err}");
+
+    let mut connect = url_hook(
+        &wh,
+        "connect.test.rk3s.io",
+        "/deny",
+        rules(
+            &["CONNECT"],
+            &[""],
+            &[
+                "pods/exec",
+                "pods/attach",
+                "pods/portforward",
+                "pods/proxy",
+                "services/proxy",
+            ],
+        ),
+        "",
+    );
+    connect["objectSelector"] = json!({});
+    // A selector on labels never matches a CONNECT's options (upstream
+    // skips objects without metadata).
+    let mut selected = url_hook(
+        &wh,
+        "selected.test.rk3s.io",
+        "/deny-quiet",
+        rules(&["CONNECT"], &[""], &["pods/exec"]),
+        "",
+    );
+    selected["objectSelector"] =
+        json!({"matchExpressions": [{"key": "x", "operator": "DoesNotExist"}]});
+    s.k_in(
+        &validating(
+            "connect",
+            vec![connect, selected, sentinel(&wh, "sync-connect")],
+        ),
+        &["create", "-f", "-"],
+    );
+    wait_for_configuration(&s, "sync-connect");
+
+    let err = s.k_err(&["exec", "p", "-c", "c", "--", "echo", "hi"]);
+    assert!(
+        err.contains(
+            "admission webhook \"connect.test.rk3s.io\" denied the request: the test says no"
+        ),
+        "{err}"
+    );
+    let reviews = reviews_of(&wh, "/deny", "pods", "exec");
+    let req = reviews.last().expect("an exec review");
+    assert_eq!(req["operation"], "CONNECT");
+    assert_eq!(
+        req["kind"],
+        json!({"group": "", "version": "v1", "kind": "PodExecOptions"})
+    );
+    assert_eq!(
+        req["resource"],
+        json!({"group": "", "version": "v1", "resource": "pods"})
+    );
+    assert_eq!(req["name"], "p");
+    assert_eq!(req["namespace"], "default");
+    assert!(req["options"].is_null(), "{req}");
+    assert!(req["oldObject"].is_null(), "{req}");
+    assert_eq!(req["dryRun"], false);
+    let o = &req["object"];
+    assert_eq!(o["kind"], "PodExecOptions");
+    assert_eq!(o["apiVersion"], "v1");
+    assert_eq!(o["command"], json!(["echo", "hi"]));
+    assert_eq!(o["container"], "c");
+    assert_eq!(o["stdout"], true);
+    assert!(o.get("stdin").is_none() && o.get("tty").is_none(), "{o}");
+    assert!(wh.received("/deny-quiet").is_empty());
+
+    // attach, port-forward and proxy, raw: refused before any upgrade.
+    let r = s.request(common::Req::new(
+        "POST",
+        "/api/v1/namespaces/default/pods/p/attach?stdout=true&stdin=true&container=c",
+    ));
+    let st = r.assert_status(403, "");
+    assert!(
+        st["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("connect.test.rk3s.io")),
+        "{st}"
+    );
+    let req = reviews_of(&wh, "/deny", "pods", "attach")
+        .pop()
+        .expect("an attach review");
+    assert_eq!(
+        req["object"],
+        json!({"kind": "PodAttachOptions", "apiVersion": "v1",
+               "stdin": true, "stdout": true, "container": "c"})
+    );
+    s.request(common::Req::new(
+        "GET",
+        "/api/v1/namespaces/default/pods/p/portforward?ports=8080&ports=9090",
+    ))
+    .assert_status(403, "");
+    let req = reviews_of(&wh, "/deny", "pods", "portforward")
+        .pop()
+        .expect("a portforward review");
+    assert_eq!(
+        req["object"],
+        json!({"kind": "PodPortForwardOptions", "apiVersion": "v1", "ports": [8080, 9090]})
+    );
+    s.request(common::Req::new(
+        "GET",
+        "/api/v1/namespaces/default/pods/p:80/proxy/healthz",
+    ))
+    .assert_status(403, "");
+    let req = reviews_of(&wh, "/deny", "pods", "proxy")
+        .pop()
+        .expect("a proxy review");
+    assert_eq!(req["name"], "p:80");
+    assert_eq!(
+        req["object"],
+        json!({"kind": "PodProxyOptions", "apiVersion": "v1", "path": "/healthz"})
+    );
+    // Logs are not CONNECT.
+    let logs = s.kubectl(&["logs", "p"]);
+    assert!(!stderr(&logs).contains("connect.test.rk3s.io"), "{logs:?}");
+}
+
+#[test]
+fn writes_send_upstreams_operation_options() {
+    let s = Server::start();
+    let wh = WebhookServer::start();
+    s.k_in(
+        &validating(
+            "options",
+            vec![
+                url_hook(
+                    &wh,
+                    "options.test.rk3s.io",
+                    "/allow",
+                    rules(&["CREATE", "UPDATE"], &[""], &["configmaps"]),
+                    "opts",
+                ),
+                sentinel(&wh, "sync-opts"),
+            ],
+        ),
+        &["create", "-f", "-"],
+    );
+    wait_for_configuration(&s, "sync-opts");
+    let options = |name: &str, op: &str| -> Vec<Value> {
+        wh.received("/allow")
+            .into_iter()
+            .filter_map(|r| r.get("request").cloned())
+            .filter(|r| r["name"] == name && r["operation"] == op)
+            .map(|r| r["options"].clone())
+            .collect()
+    };
+    s.k_in(&configmap("o1", "default", "opts"), &["create", "-f", "-"]);
+    let o = options("o1", "CREATE").pop().expect("create options");
+    assert_eq!(o["kind"], "CreateOptions");
+    assert_eq!(o["apiVersion"], "meta.k8s.io/v1");
+    assert_eq!(o["fieldManager"], "kubectl-create");
+    assert_eq!(o["fieldValidation"], "Strict");
+    assert!(o.get("dryRun").is_none(), "{o}");
+
+    // Every patch type is an UPDATE with UpdateOptions (upstream turns the
+    // PatchOptions into those), naming kubectl's field manager.
+    for (ty, patch) in [
+        ("merge", r#"{"data":{"m":"1"}}"#),
+        ("strategic", r#"{"data":{"s":"1"}}"#),
+        ("json", r#"[{"op":"add","path":"/data/j","value":"1"}]"#),
+    ] {
+        wh.clear();
+        s.k(&["patch", "configmap", "o1", "--type", ty, "-p", patch]);
+        let o = options("o1", "UPDATE").pop().expect("patch options");
+        assert_eq!(o["kind"], "UpdateOptions", "{ty}: {o}");
+        assert_eq!(o["fieldManager"], "kubectl-patch", "{ty}: {o}");
+        assert!(o.get("force").is_none(), "{o}");
+    }
+    wh.clear();
+    let mut cm: Value = serde_json::from_str(&s.k(&["get", "configmap", "o1", "-o", "json"]))
+        .expect("configmap json");
+    cm["data"]["r"] = json!("1");
+    s.k_in(&cm.to_string(), &["replace", "-f", "-"]);
+    let o = options("o1", "UPDATE").pop().expect("replace options");
+    assert_eq!(o["kind"], "UpdateOptions");
+    assert_eq!(o["fieldManager"], "kubectl-replace");
+
+    // Server-side apply: a create when the object is new, then updates.
+    wh.clear();
+    s.k_in(
+        &configmap("o2", "default", "opts"),
+        &["apply", "--server-side", "-f", "-"],
+    );
+    let o = options("o2", "CREATE").pop().expect("apply-create options");
+    assert_eq!(o["kind"], "CreateOptions");
+    assert_eq!(o["fieldManager"], "kubectl");
+    assert!(o.get("force").is_none(), "{o}");
+    let mut changed: Value =
+        serde_json::from_str(&configmap("o2", "default", "opts")).expect("configmap json");
+    changed["data"]["k"] = json!("w");
+    s.k_in(
+        &changed.to_string(),
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+    );
+    let o = options("o2", "UPDATE").pop().expect("apply-update options");
+    assert_eq!(o["kind"], "UpdateOptions");
+    assert_eq!(o["fieldManager"], "kubectl");
+    // Dry runs say so.
+    wh.clear();
+    s.k(&[
+        "patch",
+        "configmap",
+        "o2",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"d":"1"}}"#,
+        "--dry-run=server",
+    ]);
+    let o = options("o2", "UPDATE").pop().expect("dry-run options");
+    assert_eq!(o["dryRun"], json!(["All"]));
+}
+
+#[test]
+fn creates_reach_mutating_webhooks_before_names_and_uids_and_unowned_in_managed_fields() {
+    let s = Server::start();
+    let wh = WebhookServer::start();
+    let cm = rules(&["CREATE", "UPDATE"], &[""], &["configmaps"]);
+    s.k_in(
+        &mutating(
+            "generate",
+            vec![url_hook(
+                &wh,
+                "label.test.rk3s.io",
+                "/label",
+                cm.clone(),
+                "gen",
+            )],
+        ),
+        &["create", "-f", "-"],
+    );
+    s.k_in(
+        &validating(
+            "generate",
+            vec![
+                url_hook(&wh, "see.test.rk3s.io", "/allow", cm, "gen"),
+                sentinel(&wh, "sync-gen"),
+            ],
+        ),
+        &["create", "-f", "-"],
+    );
+    wait_for_configuration(&s, "sync-gen");
+    // The mutating configuration is followed by the same watch; make sure
+    // it is in force too.
+    assert!(wait_until(WAIT, || {
+        let name = format!("probe-{}", wh.received("/label").len());
+        s.k_in(&configmap(&name, "default", "gen"), &["create", "-f", "-"]);
+        !wh.received("/label").is_empty()
+    }));
+    wh.clear();
+    let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                      "metadata": {"generateName": "gen-", "labels": {"case": "gen"}},
+                      "data": {"k": "v"}});
+    let out = s.k_in(&body.to_string(), &["create", "-f", "-", "-o", "json"]);
+    let created: Value = serde_json::from_str(&out).expect("created json");
+    let name = created["metadata"]["name"].as_str().unwrap_or_default();
+    assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
+
+    let m = wh
+        .received("/label")
+        .pop()
+        .and_then(|r| r.get("request").cloned())
+        .expect("a mutating review");
+    assert!(m.get("name").is_none(), "no name before generation: {m}");
+    let meta = &m["object"]["metadata"];
+    assert!(meta.get("name").is_none(), "{meta}");
+    assert_eq!(meta["generateName"], "gen-");
+    assert!(meta.get("uid").is_none(), "{meta}");
+    assert!(meta.get("creationTimestamp").is_none(), "{meta}");
+    assert!(meta.get("resourceVersion").is_none(), "{meta}");
+    // managedFields are recorded before mutating admission.
+    assert_eq!(meta["managedFields"][0]["manager"], "kubectl-create");
+
+    let v = wh
+        .received("/allow")
+        .pop()
+        .and_then(|r| r.get("request").cloned())
+        .expect("a validating review");
+    assert_eq!(v["name"], name);
+    let meta = &v["object"]["metadata"];
+    assert_eq!(meta["name"], name);
+    assert!(
+        meta["uid"].as_str().is_some_and(|u| u.len() == 36),
+        "{meta}"
+    );
+    assert!(meta["creationTimestamp"].is_string(), "{meta}");
+    assert_eq!(meta["labels"]["webhook-added"], "yes");
+
+    // The webhook's label is the object's but nobody's in managedFields:
+    // upstream records the request's fields before mutating admission.
+    let owned = |obj: &Value| -> Vec<(String, String)> {
+        obj["metadata"]["managedFields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (
+                    e["manager"].as_str().unwrap_or_default().to_string(),
+                    e["fieldsV1"].to_string(),
+                )
+            })
+            .collect()
+    };
+    let created = s.k_json(&["get", "configmap", name, "--show-managed-fields"]);
+    assert_eq!(created["metadata"]["labels"]["webhook-added"], "yes");
+    let entries = owned(&created);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(entries[0].1.contains("f:case"), "{entries:?}");
+    assert!(!entries[0].1.contains("webhook-added"), "{entries:?}");
+
+    // Server-side apply alike.
+    s.k_in(
+        &configmap("applied", "default", "gen"),
+        &["apply", "--server-side", "-f", "-"],
+    );
+    let applied = s.k_json(&["get", "configmap", "applied", "--show-managed-fields"]);
+    assert_eq!(applied["metadata"]["labels"]["webhook-added"], "yes");
+    let entries = owned(&applied);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(
+        entries[0].0 == "kubectl" && entries[0].1.contains("f:case"),
+        "{entries:?}"
+    );
+    assert!(!entries[0].1.contains("webhook-added"), "{entries:?}");
+    // Nor does an update credit the webhook's change to its writer.
+    s.k(&["label", "configmap", "applied", "more=1"]);
+    let labelled = s.k_json(&["get", "configmap", "applied", "--show-managed-fields"]);
+    assert!(
+        owned(&labelled)
+            .iter()
+            .all(|(_, f)| !f.contains("webhook-added")),
+        "{:?}",
+        owned(&labelled)
+    );
+}
+
+const GADGET_CRD: &str = r#"{
+  "apiVersion": "apiextensions.k8s.io/v1",
+  "kind": "CustomResourceDefinition",
+  "metadata": {"name": "gadgets.test.rk3s.io"},
+  "spec": {
+    "group": "test.rk3s.io",
+    "names": {"kind": "Gadget", "plural": "gadgets", "singular": "gadget", "listKind": "GadgetList"},
+    "scope": "Namespaced",
+    "versions": [
+      {"name": "v1beta1", "served": true, "storage": false,
+       "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+         "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}},
+      {"name": "v1", "served": true, "storage": true,
+       "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+         "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}
+    ]
+  }
+}"#;
+
+fn gadget(name: &str, version: &str) -> String {
+    json!({"apiVersion": format!("test.rk3s.io/{version}"), "kind": "Gadget",
+           "metadata": {"name": name, "namespace": "default", "labels": {"case": "mp"}},
+           "spec": {"size": 3}})
+    .to_string()
+}
+
+#[test]
+fn match_policy_equivalent_reaches_other_versions_converted() {
+    let s = Server::start();
+    let wh = WebhookServer::start();
+    s.k_in(GADGET_CRD, &["create", "-f", "-"]);
+    s.k(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "crd/gadgets.test.rk3s.io",
+        "--timeout=30s",
+    ]);
+    let v1beta1 = json!([{"operations": ["CREATE", "UPDATE"], "apiGroups": ["test.rk3s.io"],
+                          "apiVersions": ["v1beta1"], "resources": ["gadgets"]}]);
+    let mut equivalent = url_hook(
+        &wh,
+        "equivalent.test.rk3s.io",
+        "/allow",
+        v1beta1.clone(),
+        "mp",
+    );
+    equivalent["matchPolicy"] = json!("Equivalent");
+    let mut exact = url_hook(&wh, "exact.test.rk3s.io", "/warn", v1beta1.clone(), "mp");
+    exact["matchPolicy"] = json!("Exact");
+    // Mutating webhooks default to Equivalent too; the patch made to the
+    // v1beta1 form lands on the v1 object.
+    s.k_in(
+        &mutating(
+            "versions",
+            vec![url_hook(&wh, "label.test.rk3s.io", "/label", v1beta1, "mp")],
+        ),
+        &["create", "-f", "-"],
+    );
+    s.k_in(
+        &validating(
+            "versions",
+            vec![equivalent, exact, sentinel(&wh, "sync-mp")],
+        ),
+        &["create", "-f", "-"],
+    );
+    wait_for_configuration(&s, "sync-mp");
+    assert!(wait_until(WAIT, || {
+        let n = wh.received("/label").len();
+        s.k_in(&gadget(&format!("probe-{n}"), "v1"), &["create", "-f", "-"]);
+        !wh.received("/label").is_empty()
+    }));
+    wh.clear();
+
+    s.k_in(&gadget("g1", "v1"), &["create", "-f", "-"]);
+    let req = review_for(&wh, "/allow", "g1", "CREATE").expect("an Equivalent review");
+    let gvk = |v: &str| json!({"group": "test.rk3s.io", "version": v, "kind": "Gadget"});
+    let gvr = |v: &str| json!({"group": "test.rk3s.io", "version": v, "resource": "gadgets"});
+    assert_eq!(req["kind"], gvk("v1beta1"));
+    assert_eq!(req["resource"], gvr("v1beta1"));
+    assert_eq!(req["requestKind"], gvk("v1"));
+    assert_eq!(req["requestResource"], gvr("v1"));
+    assert_eq!(req["object"]["apiVersion"], "test.rk3s.io/v1beta1");
+    assert_eq!(req["object"]["metadata"]["labels"]["webhook-added"], "yes");
+    assert!(
+        review_for(&wh, "/warn", "g1", "CREATE").is_none(),
+        "matchPolicy Exact matched another version"
+    );
+    let m = review_for(&wh, "/label", "g1", "CREATE").expect("a mutating review");
+    assert_eq!(m["object"]["apiVersion"], "test.rk3s.io/v1beta1");
+    assert_eq!(m["kind"], gvk("v1beta1"));
+    let stored = s.k_json(&["get", "gadgets.v1.test.rk3s.io", "g1"]);
+    assert_eq!(stored["apiVersion"], "test.rk3s.io/v1");
+    assert_eq!(stored["metadata"]["labels"]["webhook-added"], "yes");
+
+    // Updates convert the old object too.
+    s.k(&["label", "gadgets.v1.test.rk3s.io", "g1", "more=1"]);
+    let upd = review_for(&wh, "/allow", "g1", "UPDATE").expect("an update review");
+    assert_eq!(upd["oldObject"]["apiVersion"], "test.rk3s.io/v1beta1");
+    assert_eq!(upd["requestKind"], gvk("v1"));
+
+    // A request to the rule's own version matches both exactly.
+    s.k_in(&gadget("g2", "v1beta1"), &["create", "-f", "-"]);
+    let req = review_for(&wh, "/warn", "g2", "CREATE").expect("an Exact review");
+    assert_eq!(req["kind"], gvk("v1beta1"));
+    assert_eq!(req["requestKind"], gvk("v1beta1"));
+}
+
+#[test]
+fn webhooks_without_ca_bundle_are_verified_against_system_roots() {
+    let s = Server::start();
+    let wh = WebhookServer::start();
+    let mut no_bundle = url_hook(
+        &wh,
+        "system-roots.test.rk3s.io",
+        "/allow",
+        rules(&["CREATE"], &[""], &["configmaps"]),
+        "tls",
+    );
+    no_bundle["clientConfig"]
+        .as_object_mut()
+        .map(|c| c.remove("caBundle"));
+    s.k_in(
+        &validating("tls", vec![no_bundle, sentinel(&wh, "sync-tls")]),
+        &["create", "-f", "-"],
+    );
+    wait_for_configuration(&s, "sync-tls");
+    // The test CA is in no system store: the call fails, failing closed.
+    let err = s.k_in_err(&configmap("t1", "default", "tls"), &["create", "-f", "-"]);
+    assert!(
+        err.contains("failed calling webhook \"system-roots.test.rk3s.io\"")
+            && err.contains("x509: certificate signed by unknown authority"),
+        "{err}"
+    );
+    assert!(wh.received("/allow").is_empty());
 }

@@ -291,6 +291,10 @@ async fn serve_resource(
             let raw = read_body(body).await?;
             let binding = request::decode_object(&raw, bt)?;
             let opts = write_options(&q, &parts)?;
+            let binding = crate::admission::webhook::connect::admit_create(
+                reg, &def, ns, name, "binding", binding, &opts,
+            )
+            .await?;
             let status = reg.bind_pod(&def, ns, name, &binding, &opts).await?;
             Ok(json_response(StatusCode::CREATED, &status))
         }
@@ -298,6 +302,16 @@ async fn serve_resource(
             let bt = request::body_type(&parts.headers)?;
             let eviction = request::decode_object(&read_body(body).await?, bt)?;
             let dry_run = q.dry_run()?;
+            let eviction = crate::admission::webhook::connect::admit_create(
+                reg,
+                &def,
+                ns,
+                name,
+                "eviction",
+                eviction,
+                &write_options(&q, &parts)?,
+            )
+            .await?;
             let status = crate::registry::eviction::evict(reg, &def, ns, name, &eviction, dry_run);
             Ok(json_response(StatusCode::CREATED, &status.await?))
         }
@@ -453,6 +467,10 @@ fn write_options(q: &Query, parts: &axum::http::request::Parts) -> Result<WriteO
         field_manager: Some(q.field_manager(&parts.headers)?),
         managed_fields_set: false,
         user: user_of(parts),
+        request_options: crate::admission::webhook::RequestOptions {
+            field_manager: q.get("fieldManager").map(str::to_string),
+            field_validation: q.get("fieldValidation").map(str::to_string),
+        },
         ..Default::default()
     })
 }

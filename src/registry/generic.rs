@@ -70,6 +70,8 @@ pub struct WriteOptions {
     /// The subresource managedFields records a main-resource write under
     /// (`scale`: a /scale write lands as an update of the parent).
     pub managed_subresource: Option<&'static str>,
+    /// The query options admission webhooks are told of.
+    pub request_options: crate::admission::webhook::RequestOptions,
 }
 
 /// Delete options (metav1.DeleteOptions, the parts this layer honours).
@@ -570,29 +572,54 @@ impl Registry {
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
         self.check_body(def, ns, &mut obj)?;
-        // generateName: upstream appends 5 random characters.
-        let name = name_of(&obj).to_string();
-        if name.is_empty() {
-            let generate = obj
-                .pointer("/metadata/generateName")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            if generate.is_empty() {
-                let mut e = FieldError::required("metadata.name");
-                e.message = "Required value: name or generateName is required".into();
-                return Err(ApiError::invalid(def.target(), "", &[e]));
+        let requested_name = name_of(&obj).to_string();
+        let generate = obj
+            .pointer("/metadata/generateName")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if requested_name.is_empty() && generate.is_empty() {
+            let mut e = FieldError::required("metadata.name");
+            e.message = "Required value: name or generateName is required".into();
+            return Err(ApiError::invalid(def.target(), "", &[e]));
+        }
+        if let Err(e) = def.strategy.check_typed(&obj) {
+            return Err(ApiError::invalid(def.target(), &requested_name, &[e]));
+        }
+        def.strategy.default(&mut obj);
+        {
+            // System fields are the server's (upstream wipes them on decode).
+            let meta = meta_mut(&mut obj);
+            for f in [
+                "uid",
+                "creationTimestamp",
+                "resourceVersion",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+            ] {
+                meta.remove(f);
             }
+        }
+        // As upstream: managedFields are recorded before mutating admission
+        // (whose changes nobody owns), and mutating admission sees the
+        // object as sent, defaulted: no name generated yet, no uid.
+        if !opts.managed_fields_set {
+            let manager = opts.field_manager.as_deref().unwrap_or("");
+            crate::patch::managedfields::track_update(def, None, &mut obj, manager, None);
+        }
+        // ---- admission: LimitRanger defaults (mutating) ----
+        let limits =
+            crate::admission::limitranger::mutate(self, def, ns, &mut obj, false, None).await?;
+        let admit = crate::admission::webhook::Attributes::create(def, ns, &requested_name, opts);
+        crate::admission::webhook::mutate(self, &admit, &mut obj).await?;
+        // generateName: upstream appends 5 random characters.
+        if requested_name.is_empty() {
             meta_mut(&mut obj).insert(
                 "name".into(),
                 json!(format!("{generate}{}", random_suffix(5))),
             );
         }
         let name = name_of(&obj).to_string();
-        if let Err(e) = def.strategy.check_typed(&obj) {
-            return Err(ApiError::invalid(def.target(), &name, &[e]));
-        }
-        def.strategy.default(&mut obj);
         {
             let meta = meta_mut(&mut obj);
             meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
@@ -607,15 +634,8 @@ impl Registry {
             }
         }
         def.strategy.prepare_create(&mut obj);
-        // ---- admission: LimitRanger defaults (mutating) ----
-        let limits =
-            crate::admission::limitranger::mutate(self, def, ns, &mut obj, false, None).await?;
+        // Validating webhooks see the generated name.
         let admit = crate::admission::webhook::Attributes::create(def, ns, &name, opts);
-        crate::admission::webhook::mutate(self, &admit, &mut obj).await?;
-        if !opts.managed_fields_set {
-            let manager = opts.field_manager.as_deref().unwrap_or("");
-            crate::patch::managedfields::track_update(def, None, &mut obj, manager, None);
-        }
         let mut errs = Self::validate_common(def, &obj);
         errs.extend(def.strategy.validate(&obj));
         if !errs.is_empty() {
@@ -772,6 +792,18 @@ impl Registry {
         if subresource.is_none() {
             def.strategy.prepare_update(&mut new, &old);
         }
+        // managedFields before mutating admission, whose changes nobody
+        // owns (upstream's order).
+        if !opts.managed_fields_set {
+            let manager = opts.field_manager.as_deref().unwrap_or("");
+            crate::patch::managedfields::track_update(
+                def,
+                Some(&old),
+                &mut new,
+                manager,
+                subresource.or(opts.managed_subresource),
+            );
+        }
         let limits =
             crate::admission::limitranger::mutate(self, def, ns, &mut new, true, subresource)
                 .await?;
@@ -785,16 +817,6 @@ impl Registry {
                 .and_then(Value::as_i64)
                 .unwrap_or(0);
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
-        }
-        if !opts.managed_fields_set {
-            let manager = opts.field_manager.as_deref().unwrap_or("");
-            crate::patch::managedfields::track_update(
-                def,
-                Some(&old),
-                &mut new,
-                manager,
-                subresource.or(opts.managed_subresource),
-            );
         }
         let mut errs = Self::validate_common(def, &new);
         errs.extend(def.strategy.validate(&new));

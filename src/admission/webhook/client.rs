@@ -193,6 +193,33 @@ fn io_text(e: &std::io::Error) -> String {
     }
 }
 
+/// A failed TLS handshake in Go's words where they are well known
+/// (clients and tests match on "unknown authority").
+fn tls_text(e: &std::io::Error) -> String {
+    use rustls::CertificateError as C;
+    let cert = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(|r| match r {
+            rustls::Error::InvalidCertificate(c) => Some(c),
+            _ => None,
+        });
+    match cert {
+        Some(C::UnknownIssuer) => {
+            "tls: failed to verify certificate: x509: certificate signed by unknown authority"
+                .into()
+        }
+        Some(C::Expired | C::ExpiredContext { .. }) => {
+            "tls: failed to verify certificate: x509: certificate has expired or is not yet valid"
+                .into()
+        }
+        Some(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            format!("tls: failed to verify certificate: x509: {e}")
+        }
+        _ => format!("tls: {e}"),
+    }
+}
+
 async fn exchange(
     ep: &Endpoint,
     tls: Arc<rustls::ClientConfig>,
@@ -214,7 +241,7 @@ async fn exchange(
     let stream = tokio_rustls::TlsConnector::from(tls)
         .connect(name, tcp)
         .await
-        .map_err(|e| format!("Post {url:?}: tls: {e}"))?;
+        .map_err(|e| format!("Post {url:?}: {}", tls_text(&e)))?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await

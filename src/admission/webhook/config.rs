@@ -100,13 +100,35 @@ fn str_of<'a>(v: &'a Value, field: &str) -> &'a str {
     v.get(field).and_then(Value::as_str).unwrap_or("")
 }
 
+/// The system's trust roots, read once (a webhook without caBundle is
+/// verified against them, as upstream's client falls back to the system
+/// pool). Certificates that do not parse are skipped.
+fn system_roots() -> Arc<rustls::RootCertStore> {
+    static ROOTS: std::sync::OnceLock<Arc<rustls::RootCertStore>> = std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::warn!("webhook client: system trust roots: {e}");
+            }
+            let mut roots = rustls::RootCertStore::empty();
+            let (_added, _skipped) = roots.add_parsable_certificates(found.certs);
+            Arc::new(roots)
+        })
+        .clone()
+}
+
 /// A rustls client trusting exactly the PEM certificates of `ca_bundle`
-/// (base64 of PEM in JSON, as the API's []byte fields are).
+/// (base64 of PEM in JSON, as the API's []byte fields are), or the system
+/// roots without one.
 pub fn tls_client(ca_bundle: Option<&str>) -> Result<Arc<rustls::ClientConfig>, String> {
     use base64::Engine;
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
+    if ca_bundle.is_none_or(str::is_empty) {
+        roots = (*system_roots()).clone();
+    }
     if let Some(b64) = ca_bundle.filter(|b| !b.is_empty()) {
         let pem = base64::engine::general_purpose::STANDARD
             .decode(b64)

@@ -2,16 +2,29 @@
 //! versions, resources with subresources, scope) and the object selector.
 //! The namespace selector needs the store and is in mod.rs.
 //!
-//! matchPolicy: every built-in kind is served under one group and version
-//! here, and each CRD version is its own resource, so a request has no
-//! equivalent under another version that a rule could name: Equivalent and
-//! Exact decide alike.
+//! matchPolicy Equivalent: a request also matches a rule naming another
+//! served version (or group) of the same stored resource (a CRD's other
+//! versions, autoscaling/v1 and v2 HorizontalPodAutoscalers, core and
+//! events.k8s.io Events); the webhook is then called as for that version.
+
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::Attributes;
 use super::config::{Hook, Rule};
 use crate::registry::generic::labels_of;
+use crate::registry::{Catalogue, ResourceDef};
+
+/// How a webhook's rules matched a request.
+#[derive(Debug)]
+pub enum Matched {
+    /// A rule names the request's own group, version and resource.
+    Exact,
+    /// Only a rule naming this equivalent resource matched (matchPolicy
+    /// Equivalent): the webhook sees the objects converted to it.
+    Equivalent(Arc<ResourceDef>),
+}
 
 fn any_or(list: &[String], want: &str) -> bool {
     list.iter().any(|x| x == "*" || x == want)
@@ -39,7 +52,11 @@ fn scope_matches(rule: &Rule, is_namespace: bool, namespace: &str) -> bool {
 }
 
 pub fn rule_matches(rule: &Rule, a: &Attributes<'_>) -> bool {
-    let def = a.def;
+    rule_matches_as(rule, a, a.def)
+}
+
+/// `rule` against the request as if made to `def`.
+fn rule_matches_as(rule: &Rule, a: &Attributes<'_>, def: &ResourceDef) -> bool {
     let is_namespace = def.group.is_empty() && def.plural == "namespaces";
     any_or(&rule.operations, a.operation.as_str())
         && any_or(&rule.api_groups, &def.group)
@@ -52,15 +69,69 @@ pub fn rules_match(hook: &Hook, a: &Attributes<'_>) -> bool {
     hook.rules.iter().any(|r| rule_matches(r, a))
 }
 
+/// The other served versions and groups of the request's resource (same
+/// storage), which carry the request's subresource. Requests whose object
+/// is another kind (Scale, Binding, options of CONNECT) have none: their
+/// object does not change with the resource's version.
+fn equivalents(a: &Attributes<'_>, catalogue: &Catalogue) -> Vec<Arc<ResourceDef>> {
+    if a.object_kind.is_some() {
+        return Vec::new();
+    }
+    let def = a.def;
+    catalogue
+        .all()
+        .into_iter()
+        .filter(|d| {
+            d.storage_prefix == def.storage_prefix
+                && (d.group != def.group || d.version != def.version)
+                && a.subresource.is_none_or(|s| d.has_subresource(s))
+        })
+        .collect()
+}
+
+/// Whether and how `hook` matches: exactly first; then, unless its
+/// matchPolicy is Exact, through the first equivalent resource a rule names.
+pub fn invocation(hook: &Hook, a: &Attributes<'_>, catalogue: &Catalogue) -> Option<Matched> {
+    if rules_match(hook, a) {
+        return Some(Matched::Exact);
+    }
+    if hook.match_policy_exact {
+        return None;
+    }
+    equivalents(a, catalogue)
+        .into_iter()
+        .find(|d| hook.rules.iter().any(|r| rule_matches_as(r, a, d)))
+        .map(Matched::Equivalent)
+}
+
+/// `obj` as the resource `to` serves it (through the stored form).
+pub fn convert(obj: &Value, from: &ResourceDef, to: &ResourceDef) -> Value {
+    let mut o = obj.clone();
+    if let Some(c) = &from.conversion {
+        o = c.to_storage(o);
+    }
+    if let Some(c) = &to.conversion {
+        o = c.to_served(o);
+    }
+    if let Some(m) = o.as_object_mut() {
+        m.insert("apiVersion".into(), Value::String(to.api_version()));
+        m.insert("kind".into(), Value::String(to.kind.clone()));
+    }
+    o
+}
+
 /// The object selector holds for the object or, failing that, the old one
 /// (a DELETE has only the old one).
 pub fn object_selector_matches(hook: &Hook, obj: Option<&Value>, old: Option<&Value>) -> bool {
     if hook.object_selector.is_empty() {
         return true;
     }
+    // Objects without metadata (a CONNECT's options) have no labels to
+    // select on: upstream skips the webhook rather than match empty labels.
     [obj, old]
         .into_iter()
         .flatten()
+        .filter(|o| o.get("metadata").is_some_and(Value::is_object))
         .any(|o| hook.object_selector.matches(&labels_of(o)))
 }
 
@@ -71,14 +142,26 @@ pub fn conditions_hold(
     a: &Attributes<'_>,
     obj: Option<&Value>,
 ) -> Result<bool, String> {
+    conditions_hold_as(hook, a, None, obj, a.old)
+}
+
+/// matchConditions over the objects as the webhook is sent them
+/// (`equivalent`: converted to that resource).
+pub fn conditions_hold_as(
+    hook: &Hook,
+    a: &Attributes<'_>,
+    equivalent: Option<&ResourceDef>,
+    obj: Option<&Value>,
+    old: Option<&Value>,
+) -> Result<bool, String> {
     if hook.match_conditions.is_empty() {
         return Ok(true);
     }
-    let request = super::review::admission_request("", a, None);
+    let request = super::review::admission_request("", a, equivalent, None, None);
     let null = Value::Null;
     let vars: [(&str, &Value); 3] = [
         ("object", obj.unwrap_or(&null)),
-        ("oldObject", a.old.unwrap_or(&null)),
+        ("oldObject", old.unwrap_or(&null)),
         ("request", &request),
     ];
     let mut errors = Vec::new();

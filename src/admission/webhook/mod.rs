@@ -10,12 +10,16 @@
 //! - `review.rs`: the AdmissionReview request and the checks on its answer;
 //! - `client.rs`: the HTTPS call (rustls, the webhook's caBundle).
 //!
-//! CONNECT is never sent (rk3s's streams are not admitted). matchConditions
-//! are CEL (`crate::cel`) over `object`, `oldObject` and `request`; the
-//! `authorizer` variable is not offered.
+//! As upstream, writes of subresources whose object is not the resource's
+//! own are sent with that object (pods/binding a Binding, pods/eviction an
+//! Eviction, /scale a Scale), and exec/attach/portforward/proxy are sent as
+//! CONNECT with their options object before the stream is opened.
+//! matchConditions are CEL (`crate::cel`) over `object`, `oldObject` and
+//! `request`; the `authorizer` variable is not offered.
 
 pub mod client;
 pub mod config;
+pub mod connect;
 pub mod matching;
 pub mod review;
 
@@ -27,18 +31,20 @@ use serde_json::{Value, json};
 
 pub use config::Cache;
 use config::Hook;
+use matching::Matched;
 
 use crate::api::status::ApiError;
 use crate::auth::UserInfo;
 use crate::registry::ResourceDef;
 use crate::registry::generic::{DeleteOptions, Registry, WriteOptions};
 
-/// The admission operation (CONNECT is not admitted by rk3s).
+/// The admission operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Operation {
     Create,
     Update,
     Delete,
+    Connect,
 }
 
 impl Operation {
@@ -47,6 +53,7 @@ impl Operation {
             Operation::Create => "CREATE",
             Operation::Update => "UPDATE",
             Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
         }
     }
 }
@@ -71,12 +78,24 @@ pub struct Attributes<'a> {
     pub skip: bool,
 }
 
+/// The query parameters upstream copies into the Create/UpdateOptions a
+/// webhook is sent (a PATCH's too: upstream turns its PatchOptions into
+/// those). The field manager is the parameter as given, not the
+/// user-agent fallback managedFields records.
+#[derive(Clone, Debug, Default)]
+pub struct RequestOptions {
+    pub field_manager: Option<String>,
+    pub field_validation: Option<String>,
+}
+
 /// The request's options, turned into JSON only when a webhook is called
 /// (every write builds Attributes).
 pub enum Options<'a> {
     Create(&'a WriteOptions),
     Update(&'a WriteOptions),
     Delete(&'a DeleteOptions),
+    /// CONNECT requests carry no options (upstream sends null).
+    None,
 }
 
 impl Options<'_> {
@@ -85,6 +104,7 @@ impl Options<'_> {
             Options::Create(o) => ("CreateOptions", o.dry_run),
             Options::Update(o) => ("UpdateOptions", o.dry_run),
             Options::Delete(o) => ("DeleteOptions", o.dry_run),
+            Options::None => return Value::Null,
         };
         let mut out = json!({"apiVersion": "meta.k8s.io/v1", "kind": kind});
         if dry_run {
@@ -92,8 +112,12 @@ impl Options<'_> {
         }
         match self {
             Options::Create(o) | Options::Update(o) => {
-                if let Some(m) = o.field_manager.as_deref().filter(|m| !m.is_empty()) {
+                let r = &o.request_options;
+                if let Some(m) = r.field_manager.as_deref().filter(|m| !m.is_empty()) {
                     out["fieldManager"] = json!(m);
+                }
+                if let Some(v) = r.field_validation.as_deref().filter(|v| !v.is_empty()) {
+                    out["fieldValidation"] = json!(v);
                 }
             }
             Options::Delete(o) => {
@@ -104,6 +128,7 @@ impl Options<'_> {
                     out["propagationPolicy"] = json!(p);
                 }
             }
+            Options::None => {}
         }
         out
     }
@@ -176,6 +201,48 @@ impl<'a> Attributes<'a> {
         }
     }
 
+    /// A create on a subresource whose object is another kind
+    /// (pods/binding: a v1 Binding; pods/eviction: a policy/v1 Eviction).
+    pub fn subresource_create(
+        def: &'a ResourceDef,
+        namespace: Option<&'a str>,
+        name: &'a str,
+        subresource: &'a str,
+        kind: (&'a str, &'a str, &'a str),
+        opts: &'a WriteOptions,
+    ) -> Self {
+        Attributes {
+            subresource: Some(subresource),
+            object_kind: Some(kind),
+            ..Attributes::create(def, namespace, name, opts)
+        }
+    }
+
+    /// CONNECT of a streaming subresource: the object is its options
+    /// (`v1 PodExecOptions`), and there are no operation options.
+    pub fn connect(
+        def: &'a ResourceDef,
+        namespace: Option<&'a str>,
+        name: &'a str,
+        subresource: &'a str,
+        kind: &'a str,
+        user: Option<&'a UserInfo>,
+    ) -> Self {
+        Attributes {
+            def,
+            namespace,
+            name,
+            subresource: Some(subresource),
+            operation: Operation::Connect,
+            old: None,
+            dry_run: false,
+            user,
+            options: Options::None,
+            object_kind: Some(("", "v1", kind)),
+            skip: false,
+        }
+    }
+
     /// The scale subresource: the objects are autoscaling/v1 Scales.
     pub fn scale(mut self) -> Self {
         self.subresource = Some("scale");
@@ -231,19 +298,19 @@ impl NamespaceLabels<'_> {
     }
 }
 
-/// Whether `hook` is to be called for this request; an error when its
-/// match conditions cannot be evaluated and failurePolicy is Fail.
+/// Whether and how `hook` is to be called for this request; an error when
+/// its match conditions cannot be evaluated and failurePolicy is Fail.
 async fn should_call(
     hook: &Hook,
     a: &Attributes<'_>,
     obj: Option<&Value>,
     ns_labels: &mut NamespaceLabels<'_>,
-) -> Result<bool, ApiError> {
-    if !matching::rules_match(hook, a) {
-        return Ok(false);
-    }
+) -> Result<Option<Matched>, ApiError> {
+    let Some(matched) = matching::invocation(hook, a, &ns_labels.reg.catalogue) else {
+        return Ok(None);
+    };
     if !matching::object_selector_matches(hook, obj, a.old) {
-        return Ok(false);
+        return Ok(None);
     }
     let ns_ok = if hook.namespace_selector.is_empty() {
         true
@@ -263,11 +330,21 @@ async fn should_call(
         }
     };
     if !ns_ok {
-        return Ok(false);
+        return Ok(None);
     }
-    match matching::conditions_hold(hook, a, obj) {
-        Ok(holds) => Ok(holds),
-        Err(_) if hook.failure_policy_ignore => Ok(false),
+    let held = match &matched {
+        Matched::Exact => matching::conditions_hold(hook, a, obj),
+        Matched::Equivalent(to) if !hook.match_conditions.is_empty() => {
+            let obj = obj.map(|o| matching::convert(o, a.def, to));
+            let old = a.old.map(|o| matching::convert(o, a.def, to));
+            matching::conditions_hold_as(hook, a, Some(to), obj.as_ref(), old.as_ref())
+        }
+        Matched::Equivalent(_) => Ok(true),
+    };
+    match held {
+        Ok(true) => Ok(Some(matched)),
+        Ok(false) => Ok(None),
+        Err(_) if hook.failure_policy_ignore => Ok(None),
         Err(why) => Err(ApiError::internal(format!(
             "failed calling webhook \"{}\": failed to evaluate match conditions: {why}",
             hook.name
@@ -292,14 +369,32 @@ async fn call(
     reg: &Registry,
     hook: &Hook,
     a: &Attributes<'_>,
+    matched: &Matched,
     obj: Option<&mut Value>,
     mutating: bool,
 ) -> Result<bool, CallError> {
     if let Some(e) = dry_run_refusal(hook, a) {
         return Err(CallError::Refused(e));
     }
+    let equivalent = match matched {
+        Matched::Exact => None,
+        Matched::Equivalent(to) => Some(to.as_ref()),
+    };
+    // Called for an equivalent resource, the webhook sees (and patches)
+    // the objects as that resource serves them.
+    let sent = match (equivalent, obj.as_deref()) {
+        (Some(to), Some(o)) => Some(matching::convert(o, a.def, to)),
+        _ => None,
+    };
+    let sent_old = equivalent.and_then(|to| a.old.map(|o| matching::convert(o, a.def, to)));
     let uid = uuid::Uuid::new_v4().to_string();
-    let body = review::request(&uid, a, obj.as_deref());
+    let body = review::request(
+        &uid,
+        a,
+        equivalent,
+        sent.as_ref().or(obj.as_deref()),
+        sent_old.as_ref().or(a.old),
+    );
     let endpoint = client::resolve(reg, &hook.client, hook.timeout)
         .await
         .map_err(|e| CallError::Calling(format!("failed to call webhook: {e}")))?;
@@ -344,7 +439,8 @@ async fn call(
             hook.name
         ))));
     };
-    let mut patched = obj.clone();
+    let before = sent.as_ref().unwrap_or(obj);
+    let mut patched = before.clone();
     json_patch::patch(&mut patched, &ops)
         .map_err(|e| CallError::Refused(ApiError::internal(e.to_string())))?;
     // The object's identity is the request's: a webhook may not move it
@@ -356,13 +452,16 @@ async fn call(
         "/apiVersion",
         "/kind",
     ] {
-        if patched.pointer(field) != obj.pointer(field) {
+        if patched.pointer(field) != before.pointer(field) {
             return Err(CallError::Refused(ApiError::internal(format!(
                 "admission webhook \"{}\" attempted to change {}, which is not supported",
                 hook.name,
                 field.trim_start_matches('/').replace('/', ".")
             ))));
         }
+    }
+    if let Some(to) = equivalent {
+        patched = matching::convert(&patched, to, a.def);
     }
     // The patched object is decoded as a typed one would be: defaults apply.
     if a.object_kind.is_none() {
@@ -403,10 +502,10 @@ pub async fn mutate(reg: &Registry, a: &Attributes<'_>, obj: &mut Value) -> Resu
     let mut invoked_reinvocable: BTreeSet<usize> = BTreeSet::new();
     let mut reinvoke: BTreeSet<usize> = BTreeSet::new();
     for (i, hook) in hooks.mutating.iter().enumerate() {
-        if !should_call(hook, a, Some(obj), &mut ns_labels).await? {
+        let Some(matched) = should_call(hook, a, Some(obj), &mut ns_labels).await? else {
             continue;
-        }
-        match call(reg, hook, a, Some(obj), true).await {
+        };
+        match call(reg, hook, a, &matched, Some(obj), true).await {
             Ok(changed) => {
                 if changed {
                     reinvoke.extend(invoked_reinvocable.iter().copied());
@@ -427,10 +526,10 @@ pub async fn mutate(reg: &Registry, a: &Attributes<'_>, obj: &mut Value) -> Resu
     // object a later webhook changed.
     for i in reinvoke {
         let hook = &hooks.mutating[i];
-        if !should_call(hook, a, Some(obj), &mut ns_labels).await? {
+        let Some(matched) = should_call(hook, a, Some(obj), &mut ns_labels).await? else {
             continue;
-        }
-        if let Err(e) = call(reg, hook, a, Some(obj), true).await
+        };
+        if let Err(e) = call(reg, hook, a, &matched, Some(obj), true).await
             && let Some(e) = fail(hook, e)
         {
             return Err(e);
@@ -456,15 +555,15 @@ pub async fn validate(
         return Ok(());
     }
     let mut ns_labels = NamespaceLabels { reg, cached: None };
-    let mut selected: Vec<&Arc<Hook>> = Vec::new();
+    let mut selected: Vec<(&Arc<Hook>, Matched)> = Vec::new();
     for hook in &hooks.validating {
-        if should_call(hook, a, obj, &mut ns_labels).await? {
-            selected.push(hook);
+        if let Some(m) = should_call(hook, a, obj, &mut ns_labels).await? {
+            selected.push((hook, m));
         }
     }
-    let calls = selected.iter().map(|hook| async move {
+    let calls = selected.iter().map(|(hook, matched)| async move {
         let mut copy = obj.cloned();
-        match call(reg, hook, a, copy.as_mut(), false).await {
+        match call(reg, hook, a, matched, copy.as_mut(), false).await {
             Ok(_) => None,
             Err(e) => {
                 let out = fail(hook, e);
@@ -498,10 +597,10 @@ pub async fn admit_delete(reg: &Registry, a: &Attributes<'_>) -> Result<(), ApiE
     if !hooks.mutating.is_empty() {
         let mut ns_labels = NamespaceLabels { reg, cached: None };
         for hook in &hooks.mutating {
-            if !should_call(hook, a, None, &mut ns_labels).await? {
+            let Some(matched) = should_call(hook, a, None, &mut ns_labels).await? else {
                 continue;
-            }
-            if let Err(e) = call(reg, hook, a, None, true).await
+            };
+            if let Err(e) = call(reg, hook, a, &matched, None, true).await
                 && let Some(e) = fail(hook, e)
             {
                 return Err(e);

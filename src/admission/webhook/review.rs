@@ -6,26 +6,49 @@ use serde_json::{Value, json};
 
 use super::Attributes;
 use crate::api::status::ApiError;
+use crate::registry::ResourceDef;
 
 /// The AdmissionReview request body for `a`, with id `uid`.
-pub fn request(uid: &str, a: &Attributes<'_>, obj: Option<&Value>) -> Vec<u8> {
+pub fn request(
+    uid: &str,
+    a: &Attributes<'_>,
+    equivalent: Option<&ResourceDef>,
+    obj: Option<&Value>,
+    old: Option<&Value>,
+) -> Vec<u8> {
     let review = json!({
         "kind": "AdmissionReview",
         "apiVersion": "admission.k8s.io/v1",
-        "request": admission_request(uid, a, obj),
+        "request": admission_request(uid, a, equivalent, obj, old),
     });
     serde_json::to_vec(&review).unwrap_or_default()
 }
 
 /// The AdmissionRequest for `a` (also the `request` variable of match
-/// conditions).
-pub fn admission_request(uid: &str, a: &Attributes<'_>, obj: Option<&Value>) -> Value {
-    let def = a.def;
-    let (kgroup, kversion, kind) = a
-        .object_kind
-        .unwrap_or((&def.group, &def.version, &def.kind));
-    let gvk = json!({"group": kgroup, "version": kversion, "kind": kind});
-    let gvr = json!({"group": def.group, "version": def.version, "resource": def.plural});
+/// conditions). Called for an `equivalent` resource (matchPolicy
+/// Equivalent), kind and resource are that one's while requestKind and
+/// requestResource stay the request's.
+pub fn admission_request(
+    uid: &str,
+    a: &Attributes<'_>,
+    equivalent: Option<&ResourceDef>,
+    obj: Option<&Value>,
+    old: Option<&Value>,
+) -> Value {
+    let gvk_gvr = |def: &ResourceDef| {
+        let (kgroup, kversion, kind) =
+            a.object_kind
+                .unwrap_or((&def.group, &def.version, &def.kind));
+        (
+            json!({"group": kgroup, "version": kversion, "kind": kind}),
+            json!({"group": def.group, "version": def.version, "resource": def.plural}),
+        )
+    };
+    let (request_gvk, request_gvr) = gvk_gvr(a.def);
+    let (gvk, gvr) = match equivalent {
+        Some(d) => gvk_gvr(d),
+        None => (request_gvk.clone(), request_gvr.clone()),
+    };
     let sub = a.subresource.unwrap_or("");
     let mut user = json!({"username": "", "groups": []});
     if let Some(u) = a.user {
@@ -35,14 +58,14 @@ pub fn admission_request(uid: &str, a: &Attributes<'_>, obj: Option<&Value>) -> 
         "uid": uid,
         "kind": gvk,
         "resource": gvr,
-        "requestKind": gvk,
-        "requestResource": gvr,
+        "requestKind": request_gvk,
+        "requestResource": request_gvr,
         "name": a.name,
         "namespace": a.request_namespace(),
         "operation": a.operation.as_str(),
         "userInfo": user,
         "object": obj,
-        "oldObject": a.old,
+        "oldObject": old,
         "dryRun": a.dry_run,
         "options": a.options.to_json(),
     });

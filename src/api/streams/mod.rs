@@ -69,6 +69,34 @@ pub(crate) async fn serve(st: Arc<ApiState>, t: Target, req: Request) -> Respons
     res.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// CONNECT admission (webhooks) of a streaming request, whose object is
+/// `options` (v1 PodExecOptions, ...), before anything is opened.
+pub(crate) fn admit_connect<'a>(
+    st: &'a ApiState,
+    t: &'a Target,
+    req: &Request,
+    options: Value,
+) -> impl Future<Output = Result<Value, ApiError>> + Send + 'a {
+    // The user is taken out now: a request body is not Sync, so the
+    // future may not hold the request.
+    let user = req
+        .extensions()
+        .get::<super::Identity>()
+        .and_then(|i| i.0.clone());
+    async move {
+        crate::admission::webhook::connect::admit(
+            &st.registry,
+            &t.def,
+            t.namespace.as_deref(),
+            t.name.as_deref().unwrap_or_default(),
+            t.subresource.as_deref().unwrap_or_default(),
+            options,
+            user.as_ref(),
+        )
+        .await
+    }
+}
+
 /// The query string as ordered pairs (exec repeats `command`).
 pub(crate) fn query_pairs(req: &Request) -> Result<Vec<(String, String)>, ApiError> {
     match req.uri().query() {

@@ -37,6 +37,8 @@ pub(super) async fn serve(
     mut req: Request,
 ) -> Result<Response, ApiError> {
     let name = t.name.clone().unwrap_or_default();
+    let forward = crate::admission::webhook::connect::port_forward_options(&query_pairs(&req)?);
+    super::admit_connect(st, t, &req, forward).await?;
     let pod = super::get_pod(st, t, &name).await?;
     let backend = super::node_backend(st, &pod, &name)?;
     let pod = super::pod_ref(&pod);

@@ -58,6 +58,8 @@ pub(super) async fn serve(st: &ApiState, t: &Target, req: Request) -> Result<Res
         }
         return Ok((StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, to)]).into_response());
     }
+    let proxy_options = crate::admission::webhook::connect::proxy_options(&t.def.kind, &rest);
+    super::admit_connect(st, t, &req, proxy_options).await?;
     let rest = if rest.is_empty() {
         "/".to_string()
     } else {

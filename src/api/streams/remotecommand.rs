@@ -94,6 +94,22 @@ pub(super) async fn serve(
 ) -> Result<Response, ApiError> {
     let name = t.name.clone().unwrap_or_default();
     let o = options(&req, attach)?;
+    super::admit_connect(
+        st,
+        t,
+        &req,
+        crate::admission::webhook::connect::exec_options(
+            &crate::admission::webhook::connect::Streams {
+                container: &o.container,
+                stdin: o.stdin,
+                stdout: o.stdout,
+                stderr: o.stderr,
+                tty: o.tty,
+            },
+            (!attach).then_some(o.command.as_slice()),
+        ),
+    )
+    .await?;
     let pod = super::get_pod(st, t, &name).await?;
     let container = super::pick_container(&pod, &name, &o.container)?;
     if let Some(phase @ ("Succeeded" | "Failed")) =
