@@ -1119,3 +1119,198 @@ fn server_side_apply_follows_custom_list_and_map_types() {
         "{err}"
     );
 }
+
+const PART_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: parts.toys.example.com
+spec:
+  group: toys.example.com
+  names: {kind: Part, plural: parts}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    selectableFields:
+    - jsonPath: .spec.color
+    - jsonPath: .spec.size
+    - jsonPath: .spec.round
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              color: {type: string, enum: [red, blue]}
+              size: {type: integer}
+              round: {type: boolean}
+              weight: {type: number}
+              parts: {type: array, items: {type: string}}
+"#;
+
+fn part(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: toys.example.com/v1\nkind: Part\nmetadata: {{name: {name}}}\nspec: {spec}\n"
+    )
+}
+
+#[test]
+fn selectable_fields_filter_lists_and_watches() {
+    let s = Server::start();
+    create_crd(&s, PART_CRD, "parts.toys.example.com");
+    for (n, spec) in [
+        ("a", "{color: blue, size: 3, round: true}"),
+        ("b", "{color: red, size: 3}"),
+        ("c", "{color: blue, size: 10, round: false}"),
+        ("d", "{}"),
+    ] {
+        s.k_in(&part(n, spec), &["create", "-f", "-"]);
+    }
+    let names = |sel: &str| {
+        s.k(&["get", "parts", "--field-selector", sel, "-o", "name"])
+            .lines()
+            .map(|l| l.trim_start_matches("part.toys.example.com/").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names("spec.color=blue"), ["a", "c"]);
+    assert_eq!(names("spec.color!=blue"), ["b", "d"]);
+    // Integers and booleans compare as text; absent fields as "".
+    assert_eq!(names("spec.size=3"), ["a", "b"]);
+    assert_eq!(names("spec.round=true"), ["a"]);
+    assert_eq!(names("spec.round=false"), ["c"]);
+    assert_eq!(names("spec.color=blue,spec.size=10"), ["c"]);
+    assert_eq!(names("spec.color=,metadata.name=d"), ["d"]);
+    // A field the CRD does not declare selectable: upstream's 400.
+    let err = s.k_err(&["get", "parts", "--field-selector", "spec.weight=1"]);
+    assert!(
+        err.contains("field label not supported: spec.weight"),
+        "{err}"
+    );
+    assert!(err.contains("(BadRequest)"), "{err}");
+
+    // OpenAPI names them on the kind and its list, as upstream.
+    let v3 = json(&s.k(&["get", "--raw", "/openapi/v3/apis/toys.example.com/v1"]));
+    let schemas = &v3["components"]["schemas"];
+    let want = serde_json::json!([{"fieldPath": "spec.color"}, {"fieldPath": "spec.size"}, {"fieldPath": "spec.round"}]);
+    assert_eq!(
+        schemas["com.example.toys.v1.Part"]["x-kubernetes-selectable-fields"],
+        want
+    );
+    assert_eq!(
+        schemas["com.example.toys.v1.PartList"]["x-kubernetes-selectable-fields"],
+        want
+    );
+    let v2 = json(&s.k(&["get", "--raw", "/openapi/v2"]));
+    assert_eq!(
+        v2["definitions"]["com.example.toys.v1.Part"]["x-kubernetes-selectable-fields"],
+        want
+    );
+
+    // Watches filter the same way.
+    let list = json(&s.k(&[
+        "get",
+        "--raw",
+        "/apis/toys.example.com/v1/namespaces/default/parts",
+    ]));
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    s.k_in(&part("e", "{color: blue}"), &["create", "-f", "-"]);
+    s.k_in(&part("f", "{color: red}"), &["create", "-f", "-"]);
+    s.k(&[
+        "patch",
+        "part",
+        "b",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"color":"blue"}}"#,
+    ]);
+    s.k(&[
+        "patch",
+        "part",
+        "a",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"color":"red"}}"#,
+    ]);
+    let events = s.k(&[
+        "get",
+        "--raw",
+        &format!("/apis/toys.example.com/v1/namespaces/default/parts?watch=true&resourceVersion={rv}&timeoutSeconds=2&fieldSelector=spec.color%3Dblue"),
+    ]);
+    let evs: Vec<(String, String)> = events
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let e = json(l);
+            (
+                e["type"].as_str().unwrap_or("").to_string(),
+                e["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    // b turns blue (ADDED to the selection), a stops being blue (DELETED).
+    let want: Vec<(String, String)> = [("ADDED", "e"), ("ADDED", "b"), ("DELETED", "a")]
+        .iter()
+        .map(|(t, n)| (t.to_string(), n.to_string()))
+        .collect();
+    assert_eq!(evs, want, "{events}");
+}
+
+#[test]
+fn invalid_selectable_fields_are_rejected() {
+    let s = Server::start();
+    let bad = PART_CRD
+        .replace(
+            "    - jsonPath: .spec.round\n",
+            "    - jsonPath: .spec.round\n    - jsonPath: .spec.weight\n    - jsonPath: .spec.nope\n    - jsonPath: .spec.parts\n    - jsonPath: .spec.color\n    - jsonPath: .metadata.name\n",
+        );
+    let err = s.k_in_err(&bad, &["create", "-f", "-"]);
+    for want in [
+        "The CustomResourceDefinition \"parts.toys.example.com\" is invalid",
+        "spec.selectableFields[3].jsonPath: Invalid value: \".spec.weight\": must point to a field of type string, boolean or integer. Enum string fields and strings with formats are allowed.",
+        "spec.selectableFields[4].jsonPath: Invalid value: \".spec.nope\": is an invalid path: does not refer to a valid field",
+        "spec.selectableFields[5].jsonPath: Invalid value: \".spec.parts\": must point to a field of type string, boolean or integer",
+        "spec.selectableFields[6].jsonPath: Duplicate value: \".spec.color\"",
+        "spec.selectableFields[7].jsonPath: Invalid value: \".metadata.name\": is an invalid path: does not refer to a valid field",
+    ] {
+        assert!(err.contains(want), "{want}\n--- in ---\n{err}");
+    }
+    // More than eight.
+    let many: String = (0..9)
+        .map(|i| format!("    - jsonPath: .spec.m{i}\n"))
+        .collect();
+    let props: String = (0..9)
+        .map(|i| format!("              m{i}: {{type: string}}\n"))
+        .collect();
+    let nine = PART_CRD
+        .replace(
+            "    - jsonPath: .spec.color\n    - jsonPath: .spec.size\n    - jsonPath: .spec.round\n",
+            &many,
+        )
+        .replace("              size: {type: integer}\n", &format!("              size: {{type: integer}}\n{props}"));
+    let err = s.k_in_err(&nine, &["create", "-f", "-"]);
+    assert!(
+        err.contains("spec.selectableFields: Too many: 9: must have at most 8 items"),
+        "{err}"
+    );
+    // Per version when versions differ.
+    let two = PART_CRD.replace(
+        "  versions:\n",
+        "  versions:\n  - name: v2\n    served: true\n    storage: false\n    selectableFields: [{jsonPath: .spec.shade}]\n    schema:\n      openAPIV3Schema: {type: object, properties: {spec: {type: object, properties: {shade: {type: string}}}}}\n",
+    );
+    let ok = s.kubectl_stdin(&two, &["create", "-f", "-"]);
+    assert!(ok.status.success(), "{}", common::stderr(&ok));
+    let crd = s.k_json(&["get", "crd", "parts.toys.example.com"]);
+    assert_eq!(
+        crd["spec"]["versions"][0]["selectableFields"][0]["jsonPath"],
+        ".spec.shade"
+    );
+}

@@ -402,7 +402,7 @@ impl Registry {
         for r in &fs.requirements {
             let generic =
                 r.field == "metadata.name" || (def.namespaced && r.field == "metadata.namespace");
-            if !generic && !def.strategy.selectable_fields().contains(&r.field.as_str()) {
+            if !generic && !def.strategy.supports_field(&r.field) {
                 return Err(ApiError::bad_request(format!(
                     "field label not supported: {}",
                     r.field

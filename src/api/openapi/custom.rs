@@ -51,6 +51,18 @@ pub fn merge(definitions: &mut Map<String, Value>, defs: &[Arc<ResourceDef>], v2
         {
             schema["x-kubernetes-group-version-kind"] = gvk.clone();
         }
+        // Upstream names the CRD's selectableFields on the kind and its list.
+        if !cr.selectable_fields.is_empty() {
+            let fields: Vec<Value> = cr
+                .selectable_fields
+                .iter()
+                .map(|f| json!({"fieldPath": f}))
+                .collect();
+            schema["x-kubernetes-selectable-fields"] = json!(fields);
+            if let Some(Value::Object(list)) = definitions.get_mut(&format!("{name}List")) {
+                list.insert("x-kubernetes-selectable-fields".into(), json!(fields));
+            }
+        }
         definitions.insert(name, schema);
     }
 }

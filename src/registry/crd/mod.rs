@@ -8,6 +8,7 @@
 
 pub mod jsonpath;
 pub mod schema;
+pub mod selectable;
 pub mod validations;
 
 use std::hash::{Hash, Hasher};
@@ -69,6 +70,8 @@ pub struct CustomResource {
     pub deprecation_warning: Option<String>,
     /// Identifies this state (schema, columns...) for cached documents.
     pub fingerprint: u64,
+    /// Field selector labels of the version's selectableFields (`spec.color`).
+    pub selectable_fields: Vec<String>,
 }
 
 impl CustomResource {
@@ -184,6 +187,7 @@ impl CustomResource {
             terminating,
             deprecation_warning: deprecation_warning(crd, version),
             fingerprint: h.finish(),
+            selectable_fields: selectable::labels(version),
         }
     }
 }
@@ -464,6 +468,15 @@ impl Strategy for CustomResourceStrategy {
     fn custom_resource(&self) -> Option<&CustomResource> {
         Some(&self.cr)
     }
+
+    fn supports_field(&self, field: &str) -> bool {
+        self.cr.selectable_fields.iter().any(|f| f == field)
+    }
+
+    fn field_value(&self, obj: &Value, field: &str) -> Option<String> {
+        self.supports_field(field)
+            .then(|| selectable::value(obj, field))
+    }
 }
 
 /// The autoscaling/v1 Scale of a custom resource, from the CRD's paths.
@@ -622,19 +635,58 @@ impl Strategy for CrdStrategy {
                     .iter()
                     .all(|v| v.pointer("/schema/openAPIV3Schema") == Some(*s0))
             });
-        if let Some(s) = shared_schema {
-            Schema::compile(s, "spec.validation.openAPIV3Schema", &mut errs);
+        let shared_compiled =
+            shared_schema.map(|s| Schema::compile(s, "spec.validation.openAPIV3Schema", &mut errs));
+        // selectableFields identical in every version move likewise, to
+        // spec.selectableFields, checked against the shared schema only.
+        let selectable_of = |v: &Value| {
+            v.get("selectableFields")
+                .and_then(Value::as_array)
+                .filter(|l| !l.is_empty())
+                .cloned()
+        };
+        let shared_selectable = versions
+            .first()
+            .map(selectable_of)
+            .filter(|first| versions.iter().all(|v| selectable_of(v) == *first));
+        if let Some(Some(list)) = &shared_selectable {
+            match &shared_compiled {
+                Some(s) => selectable::validate(list, s, "spec.selectableFields", &mut errs),
+                None => errs.push(FieldError::invalid(
+                    "spec.selectableFields",
+                    "",
+                    "may only be set when validations.schema is included",
+                )),
+            }
         }
         for (i, v) in versions.iter().enumerate() {
             let at = vpath(i);
-            match v.pointer("/schema/openAPIV3Schema") {
-                None => errs.push(required(
-                    format!("{at}.schema.openAPIV3Schema"),
-                    "schemas are required",
+            let compiled = match v.pointer("/schema/openAPIV3Schema") {
+                None => {
+                    errs.push(required(
+                        format!("{at}.schema.openAPIV3Schema"),
+                        "schemas are required",
+                    ));
+                    None
+                }
+                Some(_) if shared_schema.is_some() => None,
+                Some(s) => Some(Schema::compile(
+                    s,
+                    &format!("{at}.schema.openAPIV3Schema"),
+                    &mut errs,
                 )),
-                Some(_) if shared_schema.is_some() => {}
-                Some(s) => {
-                    Schema::compile(s, &format!("{at}.schema.openAPIV3Schema"), &mut errs);
+            };
+            if let (None, Some(list)) = (&shared_selectable, selectable_of(v)) {
+                let sat = format!("{at}.selectableFields");
+                match &compiled {
+                    Some(s) => selectable::validate(&list, s, &sat, &mut errs),
+                    // Upstream's wording, though it means "is included":
+                    // a schema shared by all versions is not this version's.
+                    None => errs.push(FieldError::invalid(
+                        sat,
+                        "",
+                        "may only be set when `version.schema.openAPIV3Schema` is not included",
+                    )),
                 }
             }
             if let Some(scale) = v.pointer("/subresources/scale") {

@@ -90,6 +90,12 @@ pub trait Strategy: Send + Sync + 'static {
         &[]
     }
 
+    /// Whether field selectors may name `field` (beyond the generic ones):
+    /// the static list, or what a custom resource's CRD declares.
+    fn supports_field(&self, field: &str) -> bool {
+        self.selectable_fields().contains(&field)
+    }
+
     fn name_rule(&self) -> NameRule {
         NameRule::Subdomain
     }
