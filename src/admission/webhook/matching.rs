@@ -95,7 +95,13 @@ pub fn invocation(hook: &Hook, a: &Attributes<'_>, catalogue: &Catalogue) -> Opt
     if rules_match(hook, a) {
         return Some(Matched::Exact);
     }
-    if hook.match_policy_exact {
+    // Most writes match no rule at all: only then is the catalogue read.
+    if hook.match_policy_exact
+        || !hook
+            .rules
+            .iter()
+            .any(|r| any_or(&r.operations, a.operation.as_str()))
+    {
         return None;
     }
     equivalents(a, catalogue)

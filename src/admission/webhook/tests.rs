@@ -361,3 +361,160 @@ async fn the_cache_answers_none_without_the_store_and_follows_writes() {
     }
     assert!(gone, "the cache still holds a deleted configuration");
 }
+
+fn def_at(group: &str, version: &str, plural: &str) -> ResourceDef {
+    catalogue::builtin()
+        .into_iter()
+        .find(|d| d.plural == plural && d.group == group && d.version == version)
+        .expect("built-in kind")
+}
+
+fn versioned_hook(group: &str, version: &str, plural: &str, policy: &str) -> Hook {
+    parse_hook(
+        "cfg",
+        &json!({"name": "h.test.rk3s.io", "clientConfig": {"url": "https://127.0.0.1/x"},
+                "rules": [{"operations": ["*"], "apiGroups": [group], "apiVersions": [version],
+                           "resources": [plural, format!("{plural}/status")]}],
+                "matchPolicy": policy,
+                "sideEffects": "None", "admissionReviewVersions": ["v1"]}),
+    )
+    .expect("hook")
+}
+
+#[test]
+fn match_policy_equivalent_finds_other_versions_of_the_stored_resource() {
+    let cat = crate::registry::Catalogue::new(catalogue::builtin());
+    let v2 = def_at("autoscaling", "v2", "horizontalpodautoscalers");
+    let opts = WriteOptions::default();
+    let a = Attributes::create(&v2, Some("ns"), "h", &opts);
+    let named = |m: Option<matching::Matched>| match m {
+        Some(matching::Matched::Equivalent(d)) => format!("{}/{}", d.group, d.version),
+        Some(matching::Matched::Exact) => "exact".into(),
+        None => "none".into(),
+    };
+    let hpa = "horizontalpodautoscalers";
+    let inv = |h: &Hook, a: &Attributes<'_>| named(matching::invocation(h, a, &cat));
+    assert_eq!(
+        inv(&versioned_hook("autoscaling", "v1", hpa, "Equivalent"), &a),
+        "autoscaling/v1"
+    );
+    assert_eq!(
+        inv(&versioned_hook("autoscaling", "v1", hpa, "Exact"), &a),
+        "none"
+    );
+    assert_eq!(
+        inv(&versioned_hook("autoscaling", "v2", hpa, "Exact"), &a),
+        "exact"
+    );
+    // Subresources carry over; an equivalent must serve them.
+    let old = json!({});
+    let st = Attributes::update(&v2, Some("ns"), "h", Some("status"), &old, &opts);
+    assert_eq!(
+        inv(&versioned_hook("autoscaling", "v1", hpa, "Equivalent"), &st),
+        "autoscaling/v1"
+    );
+    // Another group storing the same objects is equivalent too (events).
+    let core_events = def_at("", "v1", "events");
+    let ev = Attributes::create(&core_events, Some("ns"), "e", &opts);
+    assert_eq!(
+        inv(&versioned_hook("events.k8s.io", "v1", "events", ""), &ev),
+        "events.k8s.io/v1"
+    );
+    // Unrelated resources are not.
+    let cms = def("", "configmaps");
+    let cm = Attributes::create(&cms, Some("ns"), "c", &opts);
+    assert_eq!(
+        inv(&versioned_hook("", "v2", "configmaps", "Equivalent"), &cm),
+        "none"
+    );
+    // A Scale does not change with its parent's version.
+    let deploy = def("apps", "deployments");
+    let scale = Attributes::update(&deploy, Some("ns"), "d", None, &old, &opts).scale();
+    assert_eq!(
+        inv(
+            &versioned_hook("apps", "v1beta2", "deployments/scale", ""),
+            &scale
+        ),
+        "none"
+    );
+}
+
+#[test]
+fn equivalent_objects_are_converted_both_ways() {
+    let v2 = def_at("autoscaling", "v2", "horizontalpodautoscalers");
+    let v1 = def_at("autoscaling", "v1", "horizontalpodautoscalers");
+    let obj = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "h", "namespace": "ns"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                 "minReplicas": 1, "maxReplicas": 5,
+                 "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                     "target": {"type": "Utilization", "averageUtilization": 60}}}]}});
+    let old = matching::convert(&obj, &v2, &v1);
+    assert_eq!(old["apiVersion"], "autoscaling/v1");
+    assert_eq!(old["spec"]["targetCPUUtilizationPercentage"], 60);
+    assert!(old["spec"].get("metrics").is_none(), "{old}");
+    let back = matching::convert(&old, &v1, &v2);
+    assert_eq!(back["apiVersion"], "autoscaling/v2");
+    assert_eq!(back["spec"]["metrics"], obj["spec"]["metrics"]);
+}
+
+#[test]
+fn connect_options_are_upstreams_v1_objects() {
+    use super::connect::{Streams, exec_options, port_forward_options, proxy_options};
+    let s = Streams {
+        container: "c",
+        stdin: false,
+        stdout: true,
+        stderr: true,
+        tty: false,
+    };
+    let cmd = vec!["ls".to_string(), "-l".to_string()];
+    assert_eq!(
+        exec_options(&s, Some(&cmd)),
+        json!({"kind": "PodExecOptions", "apiVersion": "v1", "stdout": true, "stderr": true,
+               "container": "c", "command": ["ls", "-l"]})
+    );
+    let s = Streams {
+        container: "",
+        stdin: true,
+        stdout: true,
+        stderr: false,
+        tty: true,
+    };
+    assert_eq!(
+        exec_options(&s, None),
+        json!({"kind": "PodAttachOptions", "apiVersion": "v1", "stdin": true, "stdout": true,
+               "tty": true})
+    );
+    let q = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        port_forward_options(&q(&[("ports", "80"), ("ports", "443,8080")])),
+        json!({"kind": "PodPortForwardOptions", "apiVersion": "v1", "ports": [80, 443, 8080]})
+    );
+    assert_eq!(
+        port_forward_options(&q(&[])),
+        json!({"kind": "PodPortForwardOptions", "apiVersion": "v1"})
+    );
+    assert_eq!(
+        proxy_options("Service", "/metrics"),
+        json!({"kind": "ServiceProxyOptions", "apiVersion": "v1", "path": "/metrics"})
+    );
+    // Options carry no labels: an object selector never selects them.
+    let mut h = hook(rule(&["*"], &["*"], &["*"], "*"));
+    h.object_selector = crate::api::selectors::LabelSelector::parse("!app").expect("selector");
+    assert!(!matching::object_selector_matches(
+        &h,
+        Some(&proxy_options("Pod", "/")),
+        None
+    ));
+    assert!(matching::object_selector_matches(
+        &h,
+        Some(&json!({"metadata": {}})),
+        None
+    ));
+}
