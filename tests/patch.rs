@@ -633,3 +633,66 @@ fn malformed_bodies_missing_objects_and_dry_run() {
     assert_eq!(after["data"], json!({"a": "1"}));
     assert_eq!(rv(&after), rv(&cm));
 }
+
+#[test]
+fn unknown_fields_in_patched_objects() {
+    let mut s = Server::start();
+    s.k(&["create", "deployment", "x", "--image=nginx:1"]);
+    // kubectl patch sends no fieldValidation: upstream's default, Warn, drops
+    // unknown fields and says so.
+    let o = s.kubectl(&[
+        "patch",
+        "deployment",
+        "x",
+        "-p",
+        r#"{"spec":{"bogus":1,"template":{"spec":{"containers":[{"name":"nginx","zz":1}]}}}}"#,
+    ]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert_eq!(
+        common::stdout(&o).trim(),
+        "deployment.apps/x patched (no change)"
+    );
+    let err = common::stderr(&o);
+    assert!(
+        err.contains(r#"Warning: unknown field "spec.bogus""#),
+        "{err}"
+    );
+    assert!(
+        err.contains(r#"Warning: unknown field "spec.template.spec.containers[0].zz""#),
+        "{err}"
+    );
+    let d = s.k_json(&["get", "deployment", "x"]);
+    assert!(d["spec"]["bogus"].is_null(), "{d}");
+    assert!(container(&d, "nginx")["zz"].is_null(), "{d}");
+
+    // Strict: 422 naming the patch (a strategic patch shown as upstream's Go
+    // map, a merge patch's result as JSON); nothing is written.
+    let path = format!("{DEPLOY_PATH}/x?fieldValidation=Strict");
+    let r = patch(&mut s, &path, SMP, r#"{"spec":{"bogus":1}}"#);
+    let st = r.assert_status(422, "Invalid");
+    assert_eq!(
+        st["message"],
+        r#" "" is invalid: patch: Invalid value: "map[spec:map[bogus:1]]": strict decoding error: unknown field "spec.bogus""#
+    );
+    assert_eq!(st["details"]["causes"][0]["field"], "patch");
+    assert_eq!(st["details"]["causes"][0]["reason"], "FieldValueInvalid");
+    let r = patch(&mut s, &path, MERGE, r#"{"spec":{"bogus":1}}"#);
+    let st = r.assert_status(422, "Invalid");
+    let msg = st["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.starts_with(r#" "" is invalid: patch: Invalid value: "{"#)
+            && msg.ends_with(r#"": strict decoding error: unknown field "spec.bogus""#),
+        "{msg}"
+    );
+    // Ignore: dropped without a word.
+    let r = patch(
+        &mut s,
+        &format!("{DEPLOY_PATH}/x?fieldValidation=Ignore"),
+        MERGE,
+        r#"{"spec":{"bogus":1},"metadata":{"labels":{"k":"v"}}}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.snippet());
+    assert!(r.header("warning").is_none(), "{}", r.headers);
+    assert!(r.json()["spec"]["bogus"].is_null());
+    assert_eq!(r.json()["metadata"]["labels"]["k"], "v");
+}

@@ -378,7 +378,7 @@ async fn serve_resource(
                 add_warnings(&mut resp, &warnings);
                 return Ok(resp);
             }
-            let patched = crate::patch::apply_patch(
+            let (patched, warnings) = crate::patch::apply_patch_warned(
                 reg,
                 &def,
                 ns,
@@ -389,7 +389,9 @@ async fn serve_resource(
                 &opts,
             )
             .await?;
-            render_object(&def, StatusCode::OK, patched, out, &q)
+            let mut resp = render_object(&def, StatusCode::OK, patched, out, &q)?;
+            add_warnings(&mut resp, &warnings);
+            Ok(resp)
         }
         (&Method::DELETE, Some(name)) => {
             let raw = read_body(body).await?;

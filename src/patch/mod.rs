@@ -129,13 +129,31 @@ pub async fn apply_patch(
     raw: &[u8],
     opts: &WriteOptions,
 ) -> Result<Value, ApiError> {
+    apply_patch_warned(reg, def, ns, name, subresource, bt, raw, opts)
+        .await
+        .map(|(o, _)| o)
+}
+
+/// `apply_patch`, also returning the warnings for the response (unknown
+/// fields dropped under fieldValidation=Warn, the default).
+#[allow(clippy::too_many_arguments)]
+pub async fn apply_patch_warned(
+    reg: &Registry,
+    def: &ResourceDef,
+    ns: Option<&str>,
+    name: &str,
+    subresource: Option<&str>,
+    bt: BodyType,
+    raw: &[u8],
+    opts: &WriteOptions,
+) -> Result<(Value, Vec<String>), ApiError> {
     match bt {
         BodyType::JsonPatch | BodyType::MergePatch | BodyType::StrategicMergePatch => {}
         BodyType::ApplyPatch => {
             let config = crate::api::request::decode_object(raw, bt)?;
             return apply::apply_patch(reg, def, ns, name, subresource, config, false, opts)
                 .await
-                .map(|(o, _)| o);
+                .map(|(o, _)| (o, Vec::new()));
         }
         _ => return Err(ApiError::unsupported_media_type("application/json")),
     }
@@ -150,6 +168,7 @@ pub async fn apply_patch(
     for _ in 0..8 {
         let current = reg.get(def, ns, name, ReadAt::Latest).await?;
         let mut patched = apply(&current, bt, raw).map_err(PatchError::into_api)?;
+        let warnings = check_fields(def, bt, raw, &current, &mut patched, opts)?;
         let pinned = patched.pointer("/metadata/resourceVersion")
             != current.pointer("/metadata/resourceVersion");
         if !pinned {
@@ -158,7 +177,7 @@ pub async fn apply_patch(
         }
         match reg.update(def, ns, name, patched, subresource, opts).await {
             Err(e) if e.code == 409 && e.reason == "Conflict" && !pinned => continue,
-            other => return other,
+            other => return other.map(|o| (o, warnings)),
         }
     }
     Err(ApiError::conflict(
@@ -166,6 +185,66 @@ pub async fn apply_patch(
         name,
         "too many concurrent writers, please retry",
     ))
+}
+
+/// Fields the schema does not know, in the patched object: with
+/// fieldValidation=Strict a 422 naming the patch, as upstream's typed
+/// decoding of the result gives; otherwise they go (upstream drops them when
+/// decoding), with a warning each under Warn, the default.
+fn check_fields(
+    def: &ResourceDef,
+    bt: BodyType,
+    raw: &[u8],
+    current: &Value,
+    patched: &mut Value,
+    opts: &WriteOptions,
+) -> Result<Vec<String>, ApiError> {
+    use crate::api::fieldvalidation::{prune_unknown, unknown_fields};
+    match opts.request_options.field_validation.as_deref() {
+        Some("Strict") => {}
+        Some("Ignore") => {
+            prune_unknown(def, patched);
+            return Ok(Vec::new());
+        }
+        _ => {
+            return Ok(prune_unknown(def, patched)
+                .into_iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect());
+        }
+    }
+    // Only what the patch brought in: a stored object is not refused for
+    // what it already holds.
+    let before = unknown_fields(def, current);
+    let unknown: Vec<String> = unknown_fields(def, patched)
+        .into_iter()
+        .filter(|f| !before.contains(f))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(Vec::new());
+    }
+    let problems: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    // Upstream shows the patch (strategic: as a Go map) or the patched
+    // object (JSON and merge patches) as the invalid value.
+    let shown = if bt == BodyType::StrategicMergePatch {
+        let p: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
+        strategic::go_fmt(&p)
+    } else {
+        patched.to_string()
+    };
+    let cause = format!(
+        "Invalid value: {}: strict decoding error: {}",
+        Value::String(shown),
+        problems.join(", ")
+    );
+    let mut e = ApiError::new(422, "Invalid", format!(" \"\" is invalid: patch: {cause}"));
+    e.details = Some(serde_json::json!({
+        "causes": [{"reason": "FieldValueInvalid", "message": cause, "field": "patch"}]
+    }));
+    Err(e)
 }
 
 /// Invalid PatchOptions (or other write options): 422, as upstream.

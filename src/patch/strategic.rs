@@ -215,7 +215,7 @@ fn go_type(v: &Value) -> &'static str {
 }
 
 /// A value as Go's `%v` prints it, for upstream's error texts.
-fn go_fmt(v: &Value) -> String {
+pub(crate) fn go_fmt(v: &Value) -> String {
     match v {
         Value::Null => "<nil>".into(),
         Value::String(s) => s.clone(),
