@@ -1116,6 +1116,23 @@ fn connect_requests_are_reviewed_before_the_stream_opens() {
         req["object"],
         json!({"kind": "PodProxyOptions", "apiVersion": "v1", "path": "/healthz"})
     );
+    s.request(common::Req::new(
+        "GET",
+        "/api/v1/namespaces/default/services/web:http/proxy/metrics/",
+    ))
+    .assert_status(403, "");
+    let req = reviews_of(&wh, "/deny", "services", "proxy")
+        .pop()
+        .expect("a services/proxy review");
+    assert_eq!(
+        req["kind"],
+        json!({"group": "", "version": "v1", "kind": "ServiceProxyOptions"})
+    );
+    assert_eq!(req["object"]["path"], "/metrics/");
+    // nodes/proxy is not in the rules: the missing node is the answer.
+    s.request(common::Req::new("GET", "/api/v1/nodes/n1/proxy/stats"))
+        .assert_status(404, "NotFound");
+    assert!(reviews_of(&wh, "/deny", "nodes", "proxy").is_empty());
     // Logs are not CONNECT.
     let logs = s.kubectl(&["logs", "p"]);
     assert!(!stderr(&logs).contains("connect.test.rk3s.io"), "{logs:?}");
