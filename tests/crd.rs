@@ -1314,3 +1314,85 @@ fn invalid_selectable_fields_are_rejected() {
         ".spec.shade"
     );
 }
+
+const GIZMO_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: gizmos.toys.k8s.io
+  annotations: {APPROVAL}
+spec:
+  group: toys.k8s.io
+  names: {kind: Gizmo, plural: gizmos}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#;
+
+#[test]
+fn protected_groups_need_api_approval() {
+    let s = Server::start();
+    let with = |a: &str| GIZMO_CRD.replace("{APPROVAL}", a);
+    let err = s.k_in_err(&with("{}"), &["create", "-f", "-"]);
+    assert!(
+        err.contains("The CustomResourceDefinition \"gizmos.toys.k8s.io\" is invalid: metadata.annotations[api-approved.kubernetes.io]: Required value: protected groups must have approval annotation \"api-approved.kubernetes.io\", see https://github.com/kubernetes/enhancements/pull/1111"),
+        "{err}"
+    );
+    let err = s.k_in_err(
+        &with("{api-approved.kubernetes.io: maybe}"),
+        &["create", "-f", "-"],
+    );
+    assert!(
+        err.contains("metadata.annotations[api-approved.kubernetes.io]: Invalid value: \"maybe\": protected groups must have approval annotation \"api-approved.kubernetes.io\" with either a URL or a reason starting with \"unapproved\", see https://github.com/kubernetes/enhancements/pull/1111"),
+        "{err}"
+    );
+    // "unapproved, ..." is accepted, and the condition says so.
+    create_crd(
+        &s,
+        &with("{api-approved.kubernetes.io: 'unapproved, experimental'}"),
+        "gizmos.toys.k8s.io",
+    );
+    let crd = s.k_json(&["get", "crd", "gizmos.toys.k8s.io"]);
+    let c = condition(&crd, "KubernetesAPIApprovalPolicyConformant");
+    assert_eq!(c["status"], "False", "{crd}");
+    assert_eq!(c["reason"], "UnapprovedAnnotation");
+    assert_eq!(c["message"], "not approved: \"unapproved, experimental\"");
+    // Approved by a URL: the condition turns True.
+    let url = "https://github.com/kubernetes/enhancements/pull/1111";
+    s.k(&[
+        "annotate",
+        "--overwrite",
+        "crd",
+        "gizmos.toys.k8s.io",
+        &format!("api-approved.kubernetes.io={url}"),
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let crd = s.k_json(&["get", "crd", "gizmos.toys.k8s.io"]);
+            condition(&crd, "KubernetesAPIApprovalPolicyConformant")["status"] == "True"
+        }),
+        "the condition does not follow the annotation"
+    );
+    let crd = s.k_json(&["get", "crd", "gizmos.toys.k8s.io"]);
+    let c = condition(&crd, "KubernetesAPIApprovalPolicyConformant");
+    assert_eq!(c["reason"], "ApprovedAnnotation");
+    assert_eq!(c["message"], format!("approved in {url}"));
+    // Changing it to something invalid is refused; other updates are not.
+    let err = s.k_err(&[
+        "annotate",
+        "--overwrite",
+        "crd",
+        "gizmos.toys.k8s.io",
+        "api-approved.kubernetes.io=nope",
+    ]);
+    assert!(err.contains("Invalid value: \"nope\""), "{err}");
+    s.k(&["label", "crd", "gizmos.toys.k8s.io", "team=toys"]);
+    // Groups outside the community's need nothing.
+    create_crd(&s, WIDGET_CRD, "widgets.toys.example.com");
+    let crd = s.k_json(&["get", "crd", "widgets.toys.example.com"]);
+    assert!(condition(&crd, "KubernetesAPIApprovalPolicyConformant").is_null());
+}

@@ -350,6 +350,9 @@ fn desired_status(crd: &Value, others: &[&Value]) -> Value {
             "CustomResource deletion is in progress",
         );
     }
+    if let Some((status, reason, message)) = crd::approval::condition(crd) {
+        crd::set_condition(&mut d, crd::approval::CONDITION, status, reason, &message);
+    }
     if d.pointer("/status/storedVersions").is_none() {
         d["status"]["storedVersions"] = json!([]);
     }

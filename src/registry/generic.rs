@@ -638,6 +638,7 @@ impl Registry {
         let admit = crate::admission::webhook::Attributes::create(def, ns, &name, opts);
         let mut errs = Self::validate_common(def, &obj);
         errs.extend(def.strategy.validate(&obj));
+        errs.extend(def.strategy.validate_create(&obj));
         if !errs.is_empty() {
             return Err(ApiError::invalid(def.target(), &name, &errs));
         }

@@ -6,6 +6,7 @@
 //! defaulting and validation. `controllers::crd` keeps the catalogue in step
 //! with the stored CRDs.
 
+pub mod approval;
 pub mod jsonpath;
 pub mod schema;
 pub mod selectable;
@@ -402,16 +403,16 @@ impl Strategy for CustomResourceStrategy {
     }
 
     fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        self.cr.schema.validate(obj, "")
+    }
+
+    fn validate_create(&self, obj: &Value) -> Vec<FieldError> {
+        // validate() has reported schema errors; the rules need to know of
+        // them (a value of the wrong type blocks them) but not repeat them.
         let mut errs = self.cr.schema.validate(obj, "");
-        // The store clears resourceVersion on create and sets it on update;
-        // an update runs the rules in validate_update, with the old object.
-        let create = obj
-            .pointer("/metadata/resourceVersion")
-            .is_none_or(Value::is_null);
-        if create {
-            self.run_rules(obj, None, &mut errs);
-        }
-        errs
+        let reported = errs.len();
+        self.run_rules(obj, None, &mut errs);
+        errs.split_off(reported)
     }
 
     fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
@@ -762,8 +763,12 @@ impl Strategy for CrdStrategy {
         }
         errs
     }
+    fn validate_create(&self, obj: &Value) -> Vec<FieldError> {
+        approval::validate(obj, None)
+    }
     fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
         let mut errs = BASE.validate_update(new, old);
+        errs.extend(approval::validate(new, Some(old)));
         // Versions still holding objects cannot disappear.
         let names: Vec<String> = new
             .pointer("/spec/versions")

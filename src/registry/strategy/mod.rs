@@ -3,7 +3,7 @@
 //! k8s-openapi structs themselves.
 //!
 //! Order on create: decode -> `default` -> generic system fields ->
-//! `prepare_create` -> `allocate` -> `validate` -> store.
+//! `prepare_create` -> `allocate` -> `validate` -> `validate_create` -> store.
 //! Order on update: decode -> `default` -> `prepare_update` -> `validate_update`
 //! -> store.
 
@@ -48,6 +48,12 @@ pub trait Strategy: Send + Sync + 'static {
 
     /// Validate a new object (after defaulting). Name validation is generic.
     fn validate(&self, _obj: &Value) -> Vec<FieldError> {
+        Vec::new()
+    }
+
+    /// Checks only a create makes (after `validate`), as upstream's
+    /// strategies tell Validate from ValidateUpdate.
+    fn validate_create(&self, _obj: &Value) -> Vec<FieldError> {
         Vec::new()
     }
 
