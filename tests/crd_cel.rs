@@ -44,7 +44,7 @@ spec:
               replicas: {type: integer}
               minReplicas: {type: integer}
               maxSurge: {type: integer}
-              name: {type: string}
+              name: {type: string, maxLength: 20}
               mode:
                 type: string
                 x-kubernetes-validations:
@@ -59,14 +59,16 @@ spec:
                   required: [name]
                   x-kubernetes-validations:
                   - rule: "self.port > 0 && self.port < 65536"
-                    messageExpression: "'port ' + string(self.port) + ' is out of range'"
+                    messageExpression: "'port ' + self.name + ' is out of range'"
                   properties:
-                    name: {type: string}
+                    name: {type: string, maxLength: 15}
                     port: {type: integer}
               limits:
                 type: object
+                maxProperties: 10
                 additionalProperties:
                   type: string
+                  maxLength: 20
                   x-kubernetes-validations:
                   - rule: "isQuantity(self) && quantity(self).isLessThan(quantity('10Gi'))"
                     message: "must be a quantity below 10Gi"
@@ -125,7 +127,7 @@ fn rules_reject_invalid_custom_resources() {
         "spec.maxSurge: Forbidden: maxSurge may not exceed replicas",
         "spec.limits[cpu]: Required value: must be a quantity below 10Gi",
         "spec.limits[memory]: Required value: must be a quantity below 10Gi",
-        r#"spec.ports[1]: Invalid value: "object": port 70000 is out of range"#,
+        r#"spec.ports[1]: Invalid value: "object": port big is out of range"#,
     ] {
         assert!(err.contains(want), "missing {want:?} in\n{err}");
     }
@@ -338,6 +340,288 @@ spec:
     );
     assert!(
         err.contains(r#"spec: Invalid value: "object": failed rule: self.a > 0"#),
+        "{err}"
+    );
+}
+
+/// A one-version cluster-scoped CRD `widgets.cel.example.com` whose
+/// openAPIV3Schema's `spec` is `spec_yaml` (indented by 10).
+fn widget_crd(spec_yaml: &str) -> String {
+    format!(
+        r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: widgets.cel.example.com}}
+spec:
+  group: cel.example.com
+  names: {{kind: Widget, plural: widgets}}
+  scope: Cluster
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+{spec_yaml}
+"#
+    )
+}
+
+const WIDGET: &str = "spec.validation.openAPIV3Schema.properties[spec]";
+
+#[test]
+fn rules_are_type_checked_against_the_schema() {
+    let s = Server::start();
+    let spec = |rule: &str, extra: &str| {
+        widget_crd(&format!(
+            r#"            type: object
+            properties:
+              replicas: {{type: integer}}
+              name: {{type: string}}
+              ratio: {{type: number}}
+              x-mode: {{type: string}}
+              tags: {{type: array, items: {{type: string}}}}
+              sub:
+                type: object
+                x-kubernetes-preserve-unknown-fields: true
+                properties:
+                  known: {{type: string}}
+            x-kubernetes-validations:
+            - rule: {rule:?}
+{extra}"#
+        ))
+    };
+    let at = format!("{WIDGET}.x-kubernetes-validations[0]");
+    // A field the schema does not declare, even under has() or
+    // x-kubernetes-preserve-unknown-fields, is a compile error.
+    for (rule, col, field) in [
+        ("self.foo == 1", 5, "foo"),
+        // A presence test is placed at its macro's parenthesis, as cel-go.
+        ("has(self.sub.other)", 4, "other"),
+        (
+            "self.tags.all(t, t.size() > 0) && self.sub.known.startsWith(self.nme)",
+            65,
+            "nme",
+        ),
+    ] {
+        let err = s.k_in_err(&spec(rule, ""), &["create", "-f", "-"]);
+        let want = format!(
+            "{at}.rule: Invalid value: apiextensions.ValidationRule{{Rule:{rule:?}, Message:\"\""
+        );
+        assert!(err.contains(&want), "missing {want:?} in\n{err}");
+        let want = format!(
+            "compilation failed: ERROR: <input>:1:{col}: undefined field '{field}'\n | {rule}\n | {}^",
+            ".".repeat(col - 1)
+        );
+        assert!(err.contains(&want), "missing {want:?} in\n{err}");
+    }
+    // Calls no overload of which takes the argument types.
+    let err = s.k_in_err(
+        &spec("self.replicas.startsWith('a')", ""),
+        &["create", "-f", "-"],
+    );
+    assert!(
+        err.contains("compilation failed: ERROR: <input>:1:25: found no matching overload for 'startsWith' applied to 'int.(string)'"),
+        "{err}"
+    );
+    let err = s.k_in_err(&spec("self.ratio == 1", ""), &["create", "-f", "-"]);
+    assert!(
+        err.contains("found no matching overload for '_==_' applied to '(double, int)'"),
+        "{err}"
+    );
+    // A rule must be a bool, a messageExpression a string.
+    let err = s.k_in_err(&spec("self.replicas + 1", ""), &["create", "-f", "-"]);
+    assert!(
+        err.contains(": cel expression must evaluate to a bool"),
+        "{err}"
+    );
+    let err = s.k_in_err(
+        &spec(
+            "self.replicas > 0",
+            "              messageExpression: self.replicas",
+        ),
+        &["create", "-f", "-"],
+    );
+    assert!(
+        err.contains(&format!("{at}.messageExpression: Invalid value: apiextensions.ValidationRule{{Rule:\"self.replicas > 0\"")),
+        "{err}"
+    );
+    assert!(
+        err.contains(": messageExpression must evaluate to a string"),
+        "{err}"
+    );
+    assert!(!s.k(&["get", "crd"]).contains("widgets.cel.example.com"));
+
+    // Well-typed rules are accepted, and property names that are not CEL
+    // identifiers are spelled escaped, as upstream.
+    create_crd(
+        &s,
+        &spec(
+            "self.replicas >= 0 && self.x__dash__mode != 'off' && self.tags.all(t, t.size() < 5)",
+            "",
+        ),
+        "widgets.cel.example.com",
+    );
+    s.k_in(
+        "apiVersion: cel.example.com/v1\nkind: Widget\nmetadata: {name: w}\nspec: {replicas: 1, x-mode: fast, tags: [a]}\n",
+        &["create", "-f", "-"],
+    );
+    let err = s.k_in_err(
+        "apiVersion: cel.example.com/v1\nkind: Widget\nmetadata: {name: w2}\nspec: {replicas: 1, x-mode: 'off'}\n",
+        &["create", "-f", "-"],
+    );
+    assert!(err.contains("failed rule: self.replicas >= 0"), "{err}");
+}
+
+#[test]
+fn rules_over_budget_make_the_crd_invalid() {
+    let s = Server::start();
+    let budget = "(try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)";
+    // Every pair of an unbounded list of unbounded strings.
+    let pairs = |bounds: &str| {
+        widget_crd(&format!(
+            r#"            type: object
+            properties:
+              names:
+                type: array
+                {bounds}
+                items: {{type: string, maxLength: 64}}
+                x-kubernetes-validations:
+                - rule: "self.all(a, self.exists_one(b, a == b))"
+                  message: names must be unique"#
+        ))
+    };
+    let err = s.k_in_err(&pairs(""), &["create", "-f", "-"]);
+    assert!(
+        err.contains(&format!(
+            "{WIDGET}.properties[names].x-kubernetes-validations[0].rule: Forbidden: estimated rule cost exceeds budget by factor of more than 100x {budget}"
+        )),
+        "{err}"
+    );
+    // Bounded, the same rule is cheap enough, and runs.
+    create_crd(&s, &pairs("maxItems: 100"), "widgets.cel.example.com");
+    let err = s.k_in_err(
+        "apiVersion: cel.example.com/v1\nkind: Widget\nmetadata: {name: w}\nspec: {names: [a, b, a]}\n",
+        &["create", "-f", "-"],
+    );
+    assert!(
+        err.contains("spec.names: Invalid value: \"array\": names must be unique"),
+        "{err}"
+    );
+    s.k(&["delete", "crd", "widgets.cel.example.com"]);
+
+    // Rules each within budget, together over the CRD's.
+    let rules: String = (0..20)
+        .map(|i| format!("                  - rule: \"self.matches('^[a-z]{{{i}}}')\"\n"))
+        .collect();
+    let many = widget_crd(&format!(
+        r#"            type: object
+            properties:
+              items:
+                type: array
+                maxItems: 5000
+                items:
+                  type: string
+                  maxLength: 1000
+                  x-kubernetes-validations:
+{rules}"#
+    ));
+    let err = s.k_in_err(&many, &["create", "-f", "-"]);
+    assert!(!err.contains("estimated rule cost exceeds"), "{err}");
+    let contributed = "Forbidden: contributed to estimated rule cost total exceeding cost limit for entire OpenAPIv3 schema";
+    // The four most expensive are named.
+    assert_eq!(err.matches(contributed).count(), 4, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{WIDGET}.properties[items].items.x-kubernetes-validations[0].rule: {contributed}"
+        )),
+        "{err}"
+    );
+    assert!(
+err.contains(
+            "spec.validation.openAPIV3Schema: Forbidden: x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of"
+        ),
+        "{err}"
+    );
+    assert!(!s.k(&["get", "crd"]).contains("widgets.cel.example.com"));
+}
+
+#[test]
+fn transition_rules_need_correlatable_old_values() {
+    let s = Server::start();
+    let crd = |list_type: &str| {
+        widget_crd(&format!(
+            r#"            type: object
+            properties:
+              ports:
+                type: array
+                x-kubernetes-list-type: {list_type}
+                {keys}
+                maxItems: 10
+                items:
+                  type: object
+                  required: [name]
+                  properties:
+                    name: {{type: string, maxLength: 10}}
+                    port:
+                      type: integer
+                      x-kubernetes-validations:
+                      - rule: self == oldSelf
+                        message: port is immutable
+              fixed:
+                type: object
+                x-kubernetes-map-type: atomic
+                properties:
+                  a:
+                    type: string
+                    maxLength: 10
+                    {fixed_rule}"#,
+            keys = if list_type == "map" {
+                "x-kubernetes-list-map-keys: [name]"
+            } else {
+                ""
+            },
+            fixed_rule = if list_type == "map" {
+                ""
+            } else {
+                "x-kubernetes-validations: [{rule: \"self == oldSelf\"}]"
+            },
+        ))
+    };
+    for list_type in ["atomic", "set"] {
+        let err = s.k_in_err(&crd(list_type), &["create", "-f", "-"]);
+        assert!(
+            err.contains(&format!(
+                r#"{WIDGET}.properties[ports].items.properties[port].x-kubernetes-validations[0].rule: Invalid value: "self == oldSelf": oldSelf cannot be used on the uncorrelatable portion of the schema within {WIDGET}.properties[ports]"#
+            )),
+            "{list_type}: {err}"
+        );
+        assert!(
+            err.contains(&format!(
+                r#"{WIDGET}.properties[fixed].properties[a].x-kubernetes-validations[0].rule: Invalid value: "self == oldSelf": oldSelf cannot be used on the uncorrelatable portion of the schema within {WIDGET}.properties[fixed]"#
+            )),
+            "{list_type}: {err}"
+        );
+    }
+    // Map lists correlate items by key: the rule is accepted and runs.
+    create_crd(&s, &crd("map"), "widgets.cel.example.com");
+    s.k_in(
+        "apiVersion: cel.example.com/v1\nkind: Widget\nmetadata: {name: w}\nspec: {ports: [{name: http, port: 80}]}\n",
+        &["create", "-f", "-"],
+    );
+    let err = s.k_err(&[
+        "patch",
+        "widget",
+        "w",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"ports":[{"name":"http","port":81}]}}"#,
+    ]);
+    assert!(
+        err.contains(r#"spec.ports[0].port: Invalid value: "integer": port is immutable"#),
         "{err}"
     );
 }

@@ -5,10 +5,12 @@
 //! and lists extensions; Kubernetes' own libraries (lists, regex, URLs,
 //! quantities) are added in [`library`].
 //!
-//! cel-rust does not type-check, so a compiled program is checked here only
-//! for syntax and for identifiers no caller declares; type errors surface
-//! when the program runs.
+//! cel-rust does not type-check: [`compile`] checks syntax and identifiers
+//! no caller declares, and callers that know their variables' types (CRD
+//! rules) run [`check`], a partial checker and cost estimator; other type
+//! errors surface when the program runs.
 
+pub mod check;
 pub mod library;
 
 use std::collections::{BTreeSet, HashMap};

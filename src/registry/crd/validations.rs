@@ -3,9 +3,16 @@
 //! schema (once per CRD version, when the CRD is registered); every node of
 //! an object that has rules evaluates them with `self` bound to the node's
 //! value and, for transition rules on update, `oldSelf` to the correlated
-//! old value. Cost estimation and budgets are not implemented.
+//! old value.
+//!
+//! When a CRD is written, [`check_crd`] does what needs the whole schema:
+//! type-checks every rule against the structural schema of its node (as
+//! upstream's DeclTypes expose it), estimates its cost against the
+//! per-rule and per-CRD budgets, and refuses transition rules where old
+//! values cannot be correlated. The per-call runtime cost limit is not
+//! enforced: cel-rust cannot count the cost of an evaluation.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use ::cel::objects::{Key, Map, OptionalValue};
@@ -13,6 +20,7 @@ use serde_json::{Map as JsonMap, Value};
 
 use super::schema::Schema;
 use crate::api::status::FieldError;
+use crate::cel::check::{self, Decl, DeclKind, Ty, Want, escape};
 use crate::cel::{self, CelError, Program};
 use crate::registry::strategy::kinds::util::go_repr;
 
@@ -30,6 +38,8 @@ const VARIABLES: &[&str] = &["self", "oldSelf"];
 /// One compiled rule.
 #[derive(Debug)]
 pub struct Rule {
+    /// The rule's index in its node's x-kubernetes-validations.
+    index: usize,
     rule: String,
     program: Program,
     message: String,
@@ -140,9 +150,9 @@ pub fn compile(
                 Ok(p) => Some(p),
                 Err(e) => {
                     ok = false;
-                    errs.push(FieldError::invalid(
+                    errs.push(FieldError::invalid_raw(
                         format!("{at}.messageExpression"),
-                        &expr,
+                        go_rule(r),
                         format!("messageExpression compilation failed: {e}"),
                     ));
                     None
@@ -187,6 +197,7 @@ pub fn compile(
         }
         if ok {
             out.push(Arc::new(Rule {
+                index: i,
                 rule,
                 program,
                 message: message.trim().to_string(),
@@ -482,7 +493,11 @@ fn typed(s: &Schema, v: &Value, resource: bool) -> ::cel::Value {
                     }
                     crate::cel::to_cel(&Value::Object(meta))
                 } else if let Some(ps) = s.properties.get(k) {
-                    typed(ps, child, ps.embedded)
+                    // Rules name properties escaped (`x__dash__y`); those
+                    // no name can spell are not visible.
+                    let Some(name) = escape(k) else { continue };
+                    map.insert(Key::String(Arc::new(name)), typed(ps, child, ps.embedded));
+                    continue;
                 } else if let Some(a) = &s.additional {
                     typed(a, child, a.embedded)
                 } else {
@@ -499,6 +514,378 @@ fn typed(s: &Schema, v: &Value, resource: bool) -> ::cel::Value {
             None => crate::cel::to_cel(v),
         },
         other => crate::cel::to_cel(other),
+    }
+}
+
+/// The largest request the API server accepts: unbounded lists, maps and
+/// strings are costed as if they filled one.
+const MAX_REQUEST_BYTES: u64 = 3 * 1024 * 1024;
+/// The largest estimated cost of one rule (upstream's
+/// StaticEstimatedCostLimit).
+const RULE_COST_LIMIT: u64 = 10_000_000;
+/// The largest estimated cost of all a CRD version's rules (upstream's
+/// StaticEstimatedCRDCostLimit).
+const CRD_COST_LIMIT: u64 = 100_000_000;
+
+/// The CEL type of schema node `s` as rules see it (upstream's
+/// SchemaDeclType): `None` for nodes rules cannot see (no type, or
+/// containing only such). `resource` adds apiVersion, kind and
+/// metadata.name/generateName, as at the root of a resource.
+pub fn decl_of(s: &Schema, resource: bool) -> Option<Arc<Decl>> {
+    let decl = |kind, max_elements, min_size| {
+        Some(Arc::new(Decl {
+            kind,
+            max_elements,
+            min_size,
+        }))
+    };
+    let unbounded_string = MAX_REQUEST_BYTES - 2;
+    if s.int_or_string {
+        let max = s
+            .max_length
+            .map_or(unbounded_string, |m| m.saturating_mul(4));
+        return decl(DeclKind::Dyn, max, 1);
+    }
+    match s.ty.as_str() {
+        "array" => {
+            let items = s.items.as_deref()?;
+            let it = decl_of(items, items.embedded)?;
+            let max = s
+                .max_items
+                .unwrap_or((MAX_REQUEST_BYTES - 2) / (it.min_size + 1));
+            decl(DeclKind::List(it), max, 2)
+        }
+        "object" => {
+            if let Some(a) = s.additional.as_deref() {
+                let v = decl_of(a, a.embedded)?;
+                let max = s
+                    .max_properties
+                    .unwrap_or((MAX_REQUEST_BYTES - 2) / (v.min_size + 6));
+                return decl(DeclKind::Map(v), max, 2);
+            }
+            let mut fields = BTreeMap::new();
+            let mut min_size = 2u64;
+            for (name, p) in &s.properties {
+                if resource && matches!(name.as_str(), "apiVersion" | "kind" | "metadata") {
+                    continue;
+                }
+                let Some(fd) = decl_of(p, p.embedded) else {
+                    continue;
+                };
+                if s.required.contains(name) && p.default.is_none() {
+                    min_size += name.len() as u64 + fd.min_size + 4;
+                }
+                if let Some(n) = escape(name) {
+                    fields.insert(n, fd);
+                }
+            }
+            if resource {
+                let string = |max| {
+                    Arc::new(Decl {
+                        kind: DeclKind::String,
+                        max_elements: max,
+                        min_size: 2,
+                    })
+                };
+                let meta_len = |f: &str, cap: u64| {
+                    s.properties
+                        .get("metadata")
+                        .and_then(|m| m.properties.get(f))
+                        .and_then(|p| p.max_length)
+                        .map_or(cap, |m| m.min(cap))
+                };
+                let mut meta = BTreeMap::new();
+                meta.insert("name".to_string(), string(meta_len("name", 253)));
+                meta.insert(
+                    "generateName".to_string(),
+                    string(meta_len("generateName", 252)),
+                );
+                fields.insert("apiVersion".into(), string(unbounded_string));
+                fields.insert("kind".into(), string(unbounded_string));
+                fields.insert(
+                    "metadata".into(),
+                    Arc::new(Decl {
+                        kind: DeclKind::Object(meta),
+                        max_elements: 0,
+                        min_size: 2,
+                    }),
+                );
+            }
+            decl(DeclKind::Object(fields), 0, min_size)
+        }
+        "string" => match s.format.as_str() {
+            "byte" => decl(DeclKind::Bytes, s.max_length.unwrap_or(unbounded_string), 2),
+            "duration" => decl(DeclKind::Duration, 32, 3),
+            "date" => decl(DeclKind::Timestamp, 12, 12),
+            "date-time" => decl(DeclKind::Timestamp, 32, 21),
+            _ => {
+                let max = match (&s.max_length, &s.enumeration) {
+                    (Some(m), _) => m.saturating_mul(4),
+                    (None, Some(e)) if !e.is_empty() => e
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(|v| v.len() as u64)
+                        .max()
+                        .unwrap_or(0),
+                    _ => unbounded_string,
+                };
+                decl(DeclKind::String, max, 2)
+            }
+        },
+        "boolean" => decl(DeclKind::Bool, 0, 4),
+        "number" => decl(DeclKind::Double, 0, 1),
+        "integer" => decl(DeclKind::Int, 0, 1),
+        _ => None,
+    }
+}
+
+/// What the check of one CRD version's rules carries down the schema.
+#[derive(Clone)]
+struct Scope {
+    /// How many times a node can occur in one object: the product of the
+    /// maxItems/maxProperties above it; `None` if some list or map above
+    /// is unbounded.
+    cardinality: Option<u64>,
+    /// The highest list or atomic map above whose items' old values
+    /// cannot be correlated (transition rules are refused below it).
+    uncorrelatable: Option<String>,
+}
+
+/// Upstream's figure for a rule cost total.
+fn cost_message(what: &str, cost: u64, limit: u64) -> String {
+    let f = cost as f64 / limit as f64;
+    let factor = if f > 100.0 {
+        "more than 100x".to_string()
+    } else if f < 1.5 {
+        format!("{f:.6}x")
+    } else {
+        format!("{f:.1}x")
+    };
+    format!(
+        "{what} exceeds budget by factor of {factor} (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)"
+    )
+}
+
+/// Checks the rules of a CRD version's schema `s` (compiled from `raw`,
+/// at `path`) as a whole: types, costs, and where oldSelf may be used.
+/// As upstream, only a schema otherwise valid is checked: `errs[first..]`
+/// are its errors so far.
+pub fn check_crd(s: &Schema, raw: &Value, path: &str, first: usize, errs: &mut Vec<FieldError>) {
+    let schema_errors = errs.get(first..).is_some_and(|e| {
+        e.iter()
+            .any(|e| !e.field.contains("x-kubernetes-validations"))
+    });
+    if schema_errors || !has_rules(s) {
+        return;
+    }
+    let mut costs: Vec<(String, u64)> = Vec::new();
+    let scope = Scope {
+        cardinality: Some(1),
+        uncorrelatable: None,
+    };
+    check_node(s, raw, path, true, &scope, &mut costs, errs);
+    let total = costs
+        .iter()
+        .fold(0u64, |acc, (_, c)| acc.saturating_add(*c));
+    if total > CRD_COST_LIMIT {
+        // The (up to) four most expensive rules of at least 1% of the
+        // limit are named, as upstream does.
+        let mut top: Vec<&(String, u64)> = costs
+            .iter()
+            .filter(|(_, c)| *c >= CRD_COST_LIMIT / 100)
+            .collect();
+        top.sort_by_key(|c| std::cmp::Reverse(c.1));
+        for (at, _) in top.into_iter().take(4) {
+            errs.push(FieldError::forbidden(
+                at,
+                "contributed to estimated rule cost total exceeding cost limit for entire OpenAPIv3 schema",
+            ));
+        }
+        errs.push(FieldError::forbidden(
+            path,
+            cost_message(
+                "x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema",
+                total,
+                CRD_COST_LIMIT,
+            ),
+        ));
+    }
+}
+
+fn check_node(
+    s: &Schema,
+    raw: &Value,
+    path: &str,
+    resource: bool,
+    scope: &Scope,
+    costs: &mut Vec<(String, u64)>,
+    errs: &mut Vec<FieldError>,
+) {
+    if !has_rules(s) {
+        return;
+    }
+    if !s.validations.is_empty() {
+        check_rules(s, raw, path, resource, scope, costs, errs);
+    }
+    // How many of each child one occurrence of this node holds.
+    let per = |bound: Option<u64>| -> Option<u64> {
+        scope
+            .cardinality
+            .zip(bound)
+            .map(|(c, b)| c.saturating_mul(b))
+    };
+    let atomic_map = raw.get("x-kubernetes-map-type").and_then(Value::as_str) == Some("atomic");
+    for (k, ps) in &s.properties {
+        let child_raw = raw.pointer(&format!(
+            "/properties/{}",
+            k.replace('~', "~0").replace('/', "~1")
+        ));
+        let child = Scope {
+            cardinality: scope.cardinality,
+            uncorrelatable: scope
+                .uncorrelatable
+                .clone()
+                .or_else(|| atomic_map.then(|| path.to_string())),
+        };
+        check_node(
+            ps,
+            child_raw.unwrap_or(&Value::Null),
+            &format!("{path}.properties[{k}]"),
+            ps.embedded,
+            &child,
+            costs,
+            errs,
+        );
+    }
+    if let Some(a) = s.additional.as_deref() {
+        let child = Scope {
+            cardinality: per(s.max_properties),
+            uncorrelatable: scope.uncorrelatable.clone(),
+        };
+        check_node(
+            a,
+            raw.get("additionalProperties").unwrap_or(&Value::Null),
+            &format!("{path}.additionalProperties"),
+            a.embedded,
+            &child,
+            costs,
+            errs,
+        );
+    }
+    if let Some(i) = s.items.as_deref() {
+        let child = Scope {
+            cardinality: per(s.max_items),
+            uncorrelatable: scope
+                .uncorrelatable
+                .clone()
+                .or_else(|| (s.list_type != "map").then(|| path.to_string())),
+        };
+        check_node(
+            i,
+            raw.get("items").unwrap_or(&Value::Null),
+            &format!("{path}.items"),
+            i.embedded,
+            &child,
+            costs,
+            errs,
+        );
+    }
+}
+
+fn check_rules(
+    s: &Schema,
+    raw: &Value,
+    path: &str,
+    resource: bool,
+    scope: &Scope,
+    costs: &mut Vec<(String, u64)>,
+    errs: &mut Vec<FieldError>,
+) {
+    let Some(decl) = decl_of(s, resource) else {
+        errs.push(FieldError {
+            reason: "InternalError",
+            field: format!("{path}.x-kubernetes-validations"),
+            message: "Internal error: internal error: failed to retrieve type information for x-kubernetes-validations".into(),
+        });
+        return;
+    };
+    // How many times the rule may run for one object: from the bounds
+    // above, else what fits in a request.
+    let cardinality = scope
+        .cardinality
+        .unwrap_or(MAX_REQUEST_BYTES / (decl.min_size + 1));
+    let this = Ty::Decl(decl);
+    for rule in &s.validations {
+        let at = format!("{path}.x-kubernetes-validations[{}]", rule.index);
+        let raw_rule = raw
+            .get("x-kubernetes-validations")
+            .and_then(|l| l.get(rule.index))
+            .and_then(Value::as_object);
+        let shown = raw_rule.map(go_rule).unwrap_or_default();
+        let old = if rule.optional_old_self {
+            Ty::Optional(Box::new(this.clone()))
+        } else {
+            this.clone()
+        };
+        let vars = [("self", this.clone()), ("oldSelf", old)];
+        match check::check(&rule.program, &vars, Some(Want::Bool)) {
+            Ok(c) => {
+                let cost = c.max_cost.saturating_mul(cardinality);
+                if cost > RULE_COST_LIMIT {
+                    errs.push(FieldError::forbidden(
+                        format!("{at}.rule"),
+                        cost_message("estimated rule cost", cost, RULE_COST_LIMIT),
+                    ));
+                }
+                costs.push((format!("{at}.rule"), cost));
+            }
+            Err(CelError::Type(e)) => {
+                errs.push(FieldError::invalid_raw(format!("{at}.rule"), &shown, e));
+            }
+            Err(e) => errs.push(FieldError::invalid_raw(
+                format!("{at}.rule"),
+                &shown,
+                format!("compilation failed: {e}"),
+            )),
+        }
+        if let Some(m) = &rule.message_expression {
+            match check::check(m, &vars, Some(Want::String)) {
+                Ok(c) => {
+                    if c.max_cost > RULE_COST_LIMIT {
+                        errs.push(FieldError::forbidden(
+                            format!("{at}.messageExpression"),
+                            cost_message(
+                                "estimated messageExpression cost",
+                                c.max_cost,
+                                RULE_COST_LIMIT,
+                            ),
+                        ));
+                    }
+                    costs.push((format!("{at}.messageExpression"), c.max_cost));
+                }
+                Err(CelError::Type(_)) => errs.push(FieldError::invalid_raw(
+                    format!("{at}.messageExpression"),
+                    &shown,
+                    "messageExpression must evaluate to a string",
+                )),
+                Err(e) => errs.push(FieldError::invalid_raw(
+                    format!("{at}.messageExpression"),
+                    &shown,
+                    format!("messageExpression compilation failed: {e}"),
+                )),
+            }
+        }
+        if rule.transition()
+            && let Some(within) = &scope.uncorrelatable
+        {
+            errs.push(FieldError::invalid_raw(
+                format!("{at}.rule"),
+                go_repr(&Value::String(rule.rule.clone())),
+                format!(
+                    "oldSelf cannot be used on the uncorrelatable portion of the schema within {within}"
+                ),
+            ));
+        }
     }
 }
 
@@ -605,7 +992,11 @@ mod tests {
                 "{at}[3].fieldPath: Invalid value: \".nope\": fieldPath must be a valid path: does not refer to a valid field"
             )
         );
-        assert!(e[4].starts_with(&format!("{at}[4].messageExpression: Invalid value: \"'a' +\": messageExpression compilation failed")), "{e:?}");
+        assert!(e[4].starts_with(&format!("{at}[4].messageExpression: Invalid value: apiextensions.ValidationRule{{Rule:\"self == oldSelf\"")), "{e:?}");
+        assert!(
+            e[4].contains(": messageExpression compilation failed: ERROR: <input>:1:"),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -656,5 +1047,98 @@ mod tests {
                 "spec.versions[0].schema.openAPIV3Schema.x-kubernetes-validations[0].optionalOldSelf: Invalid value: true: may not be set if oldSelf is not used in rule"
             ]
         );
+    }
+
+    /// The estimated cost of `rule` at a node of schema `v`.
+    fn cost(v: Value, rule: &str) -> u64 {
+        let (s, _) = schema(v);
+        let decl = decl_of(&s, false).expect("a typed schema");
+        let p = crate::cel::compile(rule).expect("a rule that parses");
+        check::check(&p, &[("self", Ty::Decl(decl))], Some(Want::Bool))
+            .expect("a rule that checks")
+            .max_cost
+    }
+
+    #[test]
+    fn costs_are_upstreams() {
+        // Upstream's TestCostEstimation figures, unbounded and bounded.
+        let list = |ty: &str, max: Option<u64>| {
+            let mut v = json!({"type": "array", "items": {"type": ty}});
+            if let Some(m) = max {
+                v["maxItems"] = json!(m);
+            }
+            v
+        };
+        let string = |max: Option<u64>| {
+            let mut v = json!({"type": "string"});
+            if let Some(m) = max {
+                v["maxLength"] = json!(m);
+            }
+            v
+        };
+        assert_eq!(cost(list("number", None), "self.all(x, true)"), 4718591);
+        assert_eq!(cost(list("number", Some(10)), "self.all(x, true)"), 32);
+        assert_eq!(cost(list("string", None), "self.all(x, true)"), 3145727);
+        assert_eq!(cost(list("string", Some(20)), "self.all(x, true)"), 62);
+        assert_eq!(cost(list("boolean", None), "self.all(x, true)"), 1887437);
+        assert_eq!(
+            cost(
+                json!({"type": "object", "additionalProperties": {"type": "number"}}),
+                "self.all(x, true)"
+            ),
+            1348169
+        );
+        assert_eq!(cost(string(None), "self.contains('test')"), 314574);
+        assert_eq!(cost(string(Some(10)), "self.contains('test')"), 5);
+        assert_eq!(
+            cost(string(None), "size(self + \"hello\") > size(\"hello\")"),
+            314578
+        );
+        assert_eq!(cost(list("string", None), "self[1] == self[1]"), 314577);
+        assert_eq!(cost(string(None), "self.matches(\"x\")"), 314574);
+        assert_eq!(cost(string(Some(50)), "self.matches(\"x\")"), 22);
+        assert_eq!(
+            cost(list("number", Some(10)), "self.all(x, self.all(y, true))"),
+            352
+        );
+        assert!(cost(list("number", None), "self.all(x, self.all(y, true))") > RULE_COST_LIMIT);
+        assert_eq!(cost(string(None), "self.startsWith('x')"), 2);
+    }
+
+    #[test]
+    fn rules_are_checked_against_the_schema() {
+        let crd = |rule: &str| {
+            let mut errs = Vec::new();
+            Schema::compile(
+                &json!({"type": "object", "properties": {"spec": {"type": "object",
+                    "x-kubernetes-validations": [{"rule": rule}],
+                    "properties": {"a": {"type": "integer"}, "x-y": {"type": "string"}}}}}),
+                "s",
+                &mut errs,
+            );
+            shown(&errs)
+        };
+        assert_eq!(
+            crd("self.a > 0 && self.x__dash__y != ''"),
+            Vec::<String>::new()
+        );
+        let e = crd("self.b > 0");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("s.properties[spec].x-kubernetes-validations[0].rule: Invalid value: apiextensions.ValidationRule{Rule:\"self.b > 0\""),
+            "{e:?}"
+        );
+        assert!(
+            e[0].ends_with("compilation failed: ERROR: <input>:1:5: undefined field 'b'\n | self.b > 0\n | ....^"),
+            "{e:?}"
+        );
+        assert!(crd("self.a")[0].ends_with(": cel expression must evaluate to a bool"));
+        // Escaped names are what rules see at run time too.
+        let (s, _) = schema(
+            json!({"type": "object", "x-kubernetes-validations": [{"rule": "self.x__dash__y == 'b'"}],
+            "properties": {"x-y": {"type": "string"}}}),
+        );
+        assert!(validate(&s, &json!({"x-y": "b"}), None).is_empty());
+        assert_eq!(validate(&s, &json!({"x-y": "c"}), None).len(), 1);
     }
 }
