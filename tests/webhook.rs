@@ -1492,3 +1492,33 @@ fn webhooks_without_ca_bundle_are_verified_against_system_roots() {
     );
     assert!(wh.received("/allow").is_empty());
 }
+
+#[test]
+fn mutating_webhooks_change_what_exec_connects_to() {
+    let s = Server::start();
+    let wh = WebhookServer::start();
+    s.k_in(&pod("p"), &["create", "-f", "-"]);
+    let mut hook = url_hook(
+        &wh,
+        "container.test.rk3s.io",
+        "/container",
+        rules(&["CONNECT"], &[""], &["pods/exec"]),
+        "",
+    );
+    hook["objectSelector"] = json!({});
+    s.k_in(&mutating("container", vec![hook]), &["create", "-f", "-"]);
+    // The webhook's container replaces the request's: exec looks for it.
+    let mut err = String::new();
+    assert!(
+        wait_until(WAIT, || {
+            err = s.k_err(&["exec", "p", "-c", "c", "--", "true"]);
+            err.contains("container nope is not valid for pod p")
+        }),
+        "{err}"
+    );
+    let req = reviews_of(&wh, "/container", "pods", "exec")
+        .pop()
+        .expect("an exec review");
+    assert_eq!(req["object"]["container"], "c");
+    assert_eq!(req["operation"], "CONNECT");
+}

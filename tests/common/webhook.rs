@@ -16,6 +16,7 @@
 //! - `/bad-patch`: a patch adding label `bad` with an invalid value;
 //! - `/rename`: a patch changing `metadata.name`;
 //! - `/replicas`: sets `spec.replicas` to 3 (for Scales);
+//! - `/container`: sets `container` to "nope" (for exec options);
 //! - `/warn`: allowed, with warning "from the test webhook";
 //! - `/sleep`: answers (allowed) after 5 s;
 //! - `/garbage`: a body that is not JSON;
@@ -133,6 +134,10 @@ async fn respond(path: &str, review: &Value) -> http::Response<Full<Bytes>> {
         "/replicas" => json_resp(patch_response(
             &uid,
             json!([{"op": "replace", "path": "/spec/replicas", "value": 3}]),
+        )),
+        "/container" => json_resp(patch_response(
+            &uid,
+            json!([{"op": "add", "path": "/container", "value": "nope"}]),
         )),
         "/warn" => json_resp(answer(
             &uid,

@@ -60,6 +60,34 @@ struct Options {
     tty: bool,
 }
 
+impl Options {
+    /// The options as mutating admission webhooks left them (upstream
+    /// connects with the admitted object).
+    fn admitted(self, v: &Value) -> Options {
+        let flag = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
+        let command = match v.get("command").and_then(Value::as_array) {
+            Some(c) => c
+                .iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect(),
+            None => self.command,
+        };
+        Options {
+            command,
+            container: v
+                .get("container")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            stdin: flag("stdin"),
+            stdout: flag("stdout"),
+            stderr: flag("stderr"),
+            tty: flag("tty"),
+        }
+    }
+}
+
 fn options(req: &Request, attach: bool) -> Result<Options, ApiError> {
     let q = query_pairs(req)?;
     let command: Vec<String> = q
@@ -94,7 +122,7 @@ pub(super) async fn serve(
 ) -> Result<Response, ApiError> {
     let name = t.name.clone().unwrap_or_default();
     let o = options(&req, attach)?;
-    super::admit_connect(
+    let admitted = super::admit_connect(
         st,
         t,
         &req,
@@ -110,6 +138,7 @@ pub(super) async fn serve(
         ),
     )
     .await?;
+    let o = o.admitted(&admitted);
     let pod = super::get_pod(st, t, &name).await?;
     let container = super::pick_container(&pod, &name, &o.container)?;
     if let Some(phase @ ("Succeeded" | "Failed")) =
