@@ -1396,3 +1396,29 @@ fn protected_groups_need_api_approval() {
     let crd = s.k_json(&["get", "crd", "widgets.toys.example.com"]);
     assert!(condition(&crd, "KubernetesAPIApprovalPolicyConformant").is_null());
 }
+
+#[test]
+fn list_and_map_type_extensions_are_checked() {
+    let s = Server::start();
+    let bad = SHAPES_CRD
+        .replace(
+            "                x-kubernetes-map-type: granular\n",
+            "                x-kubernetes-map-type: loose\n",
+        )
+        .replace(
+            "                x-kubernetes-list-type: set\n",
+            "                x-kubernetes-list-type: bag\n",
+        )
+        .replace("                  required: [port]\n", "");
+    let err = s.k_in_err(&bad, &["create", "-f", "-"]);
+    for want in [
+        "The CustomResourceDefinition \"shapes.toys.example.com\" is invalid",
+        "spec.validation.openAPIV3Schema.properties[spec].properties[granularMap].x-kubernetes-map-type: Unsupported value: \"loose\": supported values: \"atomic\", \"granular\"",
+        "spec.validation.openAPIV3Schema.properties[spec].properties[tags].x-kubernetes-list-type: Unsupported value: \"bag\": supported values: \"atomic\", \"set\", \"map\"",
+        "spec.validation.openAPIV3Schema.properties[spec].properties[ports].items.properties[port].default: Required value: this property is in x-kubernetes-list-map-keys, so it must have a default or be a required property",
+    ] {
+        assert!(err.contains(want), "{want}\n--- in ---\n{err}");
+    }
+    // The well-formed original is accepted.
+    create_crd(&s, SHAPES_CRD, "shapes.toys.example.com");
+}

@@ -8,6 +8,7 @@
 
 pub mod approval;
 pub mod jsonpath;
+pub mod listtype;
 pub mod schema;
 pub mod selectable;
 pub mod validations;
@@ -764,10 +765,17 @@ impl Strategy for CrdStrategy {
         errs
     }
     fn validate_create(&self, obj: &Value) -> Vec<FieldError> {
-        approval::validate(obj, None)
+        let mut errs = list_type_errors(obj);
+        errs.extend(approval::validate(obj, None));
+        errs
     }
     fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
         let mut errs = BASE.validate_update(new, old);
+        // As upstream ratchets its newer schema checks: a CRD stored before
+        // they existed may keep what they would refuse.
+        if list_type_errors(old).is_empty() {
+            errs.extend(list_type_errors(new));
+        }
         errs.extend(approval::validate(new, Some(old)));
         // Versions still holding objects cannot disappear.
         let names: Vec<String> = new
@@ -806,6 +814,37 @@ impl Strategy for CrdStrategy {
             "CustomResourceDefinition marked for deletion; CustomResource deletion will begin soon",
         );
     }
+}
+
+/// The checks of the list and map type extensions of a CRD's schemas,
+/// named as the schema checks name them (a schema shared by every version
+/// is `spec.validation`).
+fn list_type_errors(crd: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let versions = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    fn schema_of(v: &Value) -> Option<&Value> {
+        v.pointer("/schema/openAPIV3Schema")
+    }
+    let shared = versions
+        .first()
+        .and_then(schema_of)
+        .filter(|s0| versions.iter().all(|v| schema_of(v) == Some(*s0)));
+    match shared {
+        Some(s) => listtype::validate(s, "spec.validation.openAPIV3Schema", &mut errs),
+        None => {
+            for (i, v) in versions.iter().enumerate() {
+                if let Some(s) = schema_of(v) {
+                    let at = format!("{}.schema.openAPIV3Schema", vpath(i));
+                    listtype::validate(s, &at, &mut errs);
+                }
+            }
+        }
+    }
+    errs
 }
 
 /// Sets a CRD status condition, keeping lastTransitionTime when the status
