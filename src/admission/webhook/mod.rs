@@ -6,14 +6,18 @@
 //!
 //! - `config.rs`: the watch-fed cache of the configurations (a write never
 //!   lists them; with none configured the check is one atomic load);
-//! - `matching.rs`: rules, scope, namespace and object selectors;
+//! - `matching.rs`: rules (with matchPolicy Equivalent), scope, namespace
+//!   and object selectors;
 //! - `review.rs`: the AdmissionReview request and the checks on its answer;
-//! - `client.rs`: the HTTPS call (rustls, the webhook's caBundle).
+//! - `client.rs`: the HTTPS call (rustls, the webhook's caBundle or the
+//!   system roots);
+//! - `connect.rs`: CONNECT, pods/binding and pods/eviction.
 //!
 //! As upstream, writes of subresources whose object is not the resource's
 //! own are sent with that object (pods/binding a Binding, pods/eviction an
 //! Eviction, /scale a Scale), and exec/attach/portforward/proxy are sent as
-//! CONNECT with their options object before the stream is opened.
+//! CONNECT with their options object before the stream is opened (options
+//! null). Options are upstream's Create/UpdateOptions, a PATCH's too.
 //! matchConditions are CEL (`crate::cel`) over `object`, `oldObject` and
 //! `request`; the `authorizer` variable is not offered.
 
