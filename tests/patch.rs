@@ -696,3 +696,41 @@ fn unknown_fields_in_patched_objects() {
     assert!(r.json()["spec"]["bogus"].is_null());
     assert_eq!(r.json()["metadata"]["labels"]["k"], "v");
 }
+
+#[test]
+fn scale_subresource_patches() {
+    let mut s = Server::start();
+    s.k(&["create", "deployment", "x", "--image=nginx:1"]);
+    let path = format!("{DEPLOY_PATH}/x/scale");
+    // The deployment controller writes status meanwhile: a patch that does
+    // not pin a resourceVersion is retried on the newer object, not a 409.
+    for (ct, body, replicas) in [
+        (SMP, r#"{"spec":{"replicas":3}}"#, 3),
+        (MERGE, r#"{"spec":{"replicas":4}}"#, 4),
+        (
+            JSON_PATCH,
+            r#"[{"op":"replace","path":"/spec/replicas","value":5}]"#,
+            5,
+        ),
+    ] {
+        let scale = patch_ok(&mut s, &path, ct, body);
+        assert_eq!(scale["kind"], "Scale");
+        assert_eq!(scale["spec"]["replicas"], replicas, "{ct}");
+    }
+    let r = patch(
+        &mut s,
+        &path,
+        JSON_PATCH,
+        r#"[{"op":"test","path":"/spec/replicas","value":1}]"#,
+    );
+    let st = r.assert_status(422, "Invalid");
+    assert_eq!(st["message"], REJECTED);
+    let r = patch(&mut s, &path, MERGE, "[]");
+    let st = r.assert_status(400, "BadRequest");
+    assert_eq!(
+        st["message"],
+        "error decoding patch: json: cannot unmarshal array into Go value of type map[string]interface {}"
+    );
+    let d = s.k_json(&["get", "deployment", "x"]);
+    assert_eq!(d["spec"]["replicas"], 5);
+}

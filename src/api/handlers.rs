@@ -17,7 +17,7 @@ use super::request::{self, BodyType, FieldValidation, Output, Query};
 use super::status::{ApiError, success_status};
 use super::table;
 use crate::registry::ResourceDef;
-use crate::registry::generic::{ListPage, ReadAt, WriteOptions};
+use crate::registry::generic::{ListPage, WriteOptions};
 
 pub(crate) fn json_response(code: StatusCode, v: &Value) -> Response {
     let body = serde_json::to_vec(v).unwrap_or_default();
@@ -252,13 +252,9 @@ async fn serve_resource(
             let bt = request::body_type(&parts.headers)?;
             let raw = read_body(body).await?;
             let opts = write_options(&q, &parts)?;
-            let obj = reg.get(&def, ns, name, ReadAt::Latest).await?;
-            let scale = crate::registry::generic::Registry::scale_of(&def, &obj);
-            let patched = crate::patch::apply(&scale, bt, &raw)
-                .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?;
             Ok(json_response(
                 StatusCode::OK,
-                &reg.update_scale(&def, ns, name, &patched, &opts).await?,
+                &crate::patch::apply_scale_patch(reg, &def, ns, name, bt, &raw, &opts).await?,
             ))
         }
         (&Method::GET, Some(name)) => {

@@ -187,6 +187,38 @@ pub async fn apply_patch_warned(
     ))
 }
 
+/// PATCH of a `/scale` subresource: the Scale view of the object is patched
+/// and written back as the object's replicas; retried like any patch when
+/// the object changed in between (a controller's status write), unless the
+/// patch pins a resourceVersion.
+#[allow(clippy::too_many_arguments)]
+pub async fn apply_scale_patch(
+    reg: &Registry,
+    def: &ResourceDef,
+    ns: Option<&str>,
+    name: &str,
+    bt: BodyType,
+    raw: &[u8],
+    opts: &WriteOptions,
+) -> Result<Value, ApiError> {
+    for _ in 0..8 {
+        let obj = reg.get(def, ns, name, ReadAt::Latest).await?;
+        let scale = Registry::scale_of(def, &obj);
+        let patched = apply(&scale, bt, raw).map_err(PatchError::into_api)?;
+        let pinned = patched.pointer("/metadata/resourceVersion")
+            != scale.pointer("/metadata/resourceVersion");
+        match reg.update_scale(def, ns, name, &patched, opts).await {
+            Err(e) if e.code == 409 && e.reason == "Conflict" && !pinned => continue,
+            other => return other,
+        }
+    }
+    Err(ApiError::conflict(
+        def.target(),
+        name,
+        "too many concurrent writers, please retry",
+    ))
+}
+
 /// Fields the schema does not know, in the patched object: with
 /// fieldValidation=Strict a 422 naming the patch, as upstream's typed
 /// decoding of the result gives; otherwise they go (upstream drops them when
