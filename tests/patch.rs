@@ -734,3 +734,67 @@ fn scale_subresource_patches() {
     let d = s.k_json(&["get", "deployment", "x"]);
     assert_eq!(d["spec"]["replicas"], 5);
 }
+
+/// Client-side `kubectl apply` sends a three-way strategic merge patch:
+/// `$setElementOrder` lists, `$retainKeys` for a volume changing its source,
+/// `$patch: delete` for an env var dropped from the manifest.
+#[test]
+fn client_side_apply_three_way_patch() {
+    let s = Server::start();
+    let first = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ap}
+spec:
+  selector: {matchLabels: {app: ap}}
+  template:
+    metadata: {labels: {app: ap}}
+    spec:
+      volumes:
+      - {name: v, configMap: {name: cm}}
+      - {name: w, emptyDir: {}}
+      containers:
+      - name: a
+        image: nginx:1
+        env: [{name: EX, value: "1"}, {name: WHY, value: "2"}]
+        volumeMounts: [{name: v, mountPath: /v}]
+      - name: b
+        image: busybox:1
+"#;
+    let second = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ap}
+spec:
+  selector: {matchLabels: {app: ap}}
+  template:
+    metadata: {labels: {app: ap}}
+    spec:
+      volumes:
+      - {name: w, emptyDir: {}}
+      - {name: v, secret: {secretName: s}}
+      containers:
+      - name: b
+        image: busybox:2
+      - name: a
+        image: nginx:1
+        env: [{name: ZED, value: "3"}, {name: EX, value: "1"}]
+        volumeMounts: [{name: v, mountPath: /v}]
+"#;
+    assert!(s.k_in(first, &["apply", "-f", "-"]).contains("created"));
+    let out = s.k_in(second, &["apply", "-f", "-"]);
+    assert_eq!(out.trim(), "deployment.apps/ap configured");
+    let d = s.k_json(&["get", "deployment", "ap"]);
+    let spec = &d["spec"]["template"]["spec"];
+    assert_eq!(
+        spec["volumes"],
+        json!([
+            {"name": "w", "emptyDir": {}},
+            {"name": "v", "secret": {"secretName": "s", "defaultMode": 420}}
+        ])
+    );
+    assert_eq!(names(containers(&d), "name"), ["b", "a"]);
+    assert_eq!(container(&d, "b")["image"], "busybox:2");
+    assert_eq!(
+        container(&d, "a")["env"],
+        json!([{"name": "ZED", "value": "3"}, {"name": "EX", "value": "1"}])
+    );
+}
