@@ -1522,3 +1522,74 @@ fn mutating_webhooks_change_what_exec_connects_to() {
     assert_eq!(req["object"]["container"], "c");
     assert_eq!(req["operation"], "CONNECT");
 }
+
+/// A plain HTTP server on 127.0.0.1 answering every request with its
+/// request line (for the proxy subresources); it lives as long as the test
+/// process.
+fn echo_server() -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(&conn);
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                header.clear();
+            }
+            let body = line.trim().to_string();
+            let _ = write!(
+                &conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn mutating_webhooks_change_where_proxy_goes() {
+    let mut s = Server::start();
+    let wh = WebhookServer::start();
+    let port = echo_server();
+    s.k_in(&pod("web"), &["create", "-f", "-"]);
+    s.k(&[
+        "patch",
+        "pod",
+        "web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"podIP":"127.0.0.1","podIPs":[{"ip":"127.0.0.1"}]}}"#,
+    ]);
+    let path = format!("/api/v1/namespaces/default/pods/web:{port}/proxy/asked");
+    let r = s.request(common::Req::new("GET", &path));
+    assert_eq!(r.text(), "GET /asked HTTP/1.1", "{}", r.snippet());
+    let mut hook = url_hook(
+        &wh,
+        "path.test.rk3s.io",
+        "/proxy-path",
+        rules(&["CONNECT"], &[""], &["pods/proxy"]),
+        "",
+    );
+    hook["objectSelector"] = json!({});
+    s.k_in(&mutating("path", vec![hook]), &["create", "-f", "-"]);
+    let mut last = String::new();
+    assert!(
+        wait_until(WAIT, || {
+            last = s.request(common::Req::new("GET", &path)).text();
+            last == "GET /changed HTTP/1.1"
+        }),
+        "{last}"
+    );
+    let req = reviews_of(&wh, "/proxy-path", "pods", "proxy")
+        .pop()
+        .expect("a proxy review");
+    assert_eq!(req["operation"], "CONNECT");
+    assert_eq!(req["object"]["path"], "/asked");
+}

@@ -17,6 +17,7 @@
 //! - `/rename`: a patch changing `metadata.name`;
 //! - `/replicas`: sets `spec.replicas` to 3 (for Scales);
 //! - `/container`: sets `container` to "nope" (for exec options);
+//! - `/proxy-path`: sets `path` to "/changed" (for proxy options);
 //! - `/warn`: allowed, with warning "from the test webhook";
 //! - `/sleep`: answers (allowed) after 5 s;
 //! - `/garbage`: a body that is not JSON;
@@ -138,6 +139,10 @@ async fn respond(path: &str, review: &Value) -> http::Response<Full<Bytes>> {
         "/container" => json_resp(patch_response(
             &uid,
             json!([{"op": "add", "path": "/container", "value": "nope"}]),
+        )),
+        "/proxy-path" => json_resp(patch_response(
+            &uid,
+            json!([{"op": "add", "path": "/path", "value": "/changed"}]),
         )),
         "/warn" => json_resp(answer(
             &uid,

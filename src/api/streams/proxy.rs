@@ -59,7 +59,13 @@ pub(super) async fn serve(st: &ApiState, t: &Target, req: Request) -> Result<Res
         return Ok((StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, to)]).into_response());
     }
     let proxy_options = crate::admission::webhook::connect::proxy_options(&t.def.kind, &rest);
-    super::admit_connect(st, t, &req, proxy_options).await?;
+    let admitted = super::admit_connect(st, t, &req, proxy_options).await?;
+    // Upstream proxies to the path as mutating webhooks left it.
+    let rest = admitted
+        .get("path")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let rest = if rest.is_empty() {
         "/".to_string()
     } else {
