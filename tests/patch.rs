@@ -645,7 +645,7 @@ fn unknown_fields_in_patched_objects() {
         "deployment",
         "x",
         "-p",
-        r#"{"spec":{"bogus":1,"template":{"spec":{"containers":[{"name":"nginx","zz":1}]}}}}"#,
+        r#"{"spec":{"bogus":1,"$foo":2,"template":{"spec":{"containers":[{"name":"nginx","zz":1}]}}}}"#,
     ]);
     assert!(o.status.success(), "{}", common::stderr(&o));
     assert_eq!(

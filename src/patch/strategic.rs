@@ -307,13 +307,10 @@ fn merge_map(
     set_element_order(&mut orig, &mut patch, at)?;
 
     for (k, pv) in patch {
+        // Any other `$key` is, as upstream, just a field: one the schema
+        // does not know, for field validation to drop or refuse.
         let (field, delete_list) = match k.strip_prefix(DELETE_FROM_PRIMITIVE_LIST) {
             Some(f) => (f.to_string(), true),
-            None if k.starts_with('$') => {
-                return Err(PatchError::BadRequest(format!(
-                    "unknown patch directive: {k}"
-                )));
-            }
             None => (k, false),
         };
         if pv.is_null() {
