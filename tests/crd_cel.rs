@@ -625,3 +625,81 @@ fn transition_rules_need_correlatable_old_values() {
         "{err}"
     );
 }
+
+#[test]
+fn durations_and_timestamps_are_typed_values() {
+    let s = Server::start();
+    let crd = widget_crd(
+        r#"            type: object
+            properties:
+              timeout: {type: string, format: duration}
+              at: {type: string, format: date-time}
+              day: {type: string, format: date}
+              note: {type: string, maxLength: 64}
+            x-kubernetes-validations:
+            - rule: "!has(self.timeout) || (self.timeout < duration('1h') && self.timeout >= duration('1s'))"
+              message: timeout must be between 1s and 1h
+            - rule: "!has(self.at) || timestamp(self.at) > timestamp('2020-01-01T00:00:00Z')"
+              message: at must be after 2020
+            - rule: "!has(self.at) || !has(self.day) || self.at - self.day < duration('24h')"
+              message: at must be on day
+            - rule: "!has(self.day) || self.day.getDayOfWeek() != 0"
+              messageExpression: "self.day.getDayOfWeek() == 0 ? 'day is a Sunday' : 'day is wrong'"
+            - rule: "!has(self.note) || timestamp(self.note) + duration('1h') > timestamp('2020-01-01T00:00:00Z')"
+              message: note must be a timestamp"#,
+    );
+    // A duration compares with a string only as a type error.
+    let bad = crd.replace("self.timeout < duration('1h')", "self.timeout < '1h'");
+    let err = s.k_in_err(&bad, &["create", "-f", "-"]);
+    assert!(
+        err.contains(
+            "found no matching overload for '_<_' applied to '(google.protobuf.Duration, string)'"
+        ),
+        "{err}"
+    );
+    create_crd(&s, &crd, "widgets.cel.example.com");
+    let widget = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: cel.example.com/v1\nkind: Widget\nmetadata: {{name: {name}}}\nspec: {spec}\n"
+        )
+    };
+    s.k_in(
+        &widget(
+            "ok",
+            "{timeout: 90s, at: '2024-03-01T10:00:00Z', day: '2024-03-01', note: '2024-01-01T00:00:00+02:00'}",
+        ),
+        &["create", "-f", "-"],
+    );
+    // The OpenAPI duration format's longer units are durations too.
+    s.k_in(&widget("minutes", "{timeout: 30m}"), &["create", "-f", "-"]);
+    let err = s.k_in_err(
+        &widget(
+            "bad",
+            "{timeout: 2h, at: '2019-12-31T23:59:59Z', day: '2024-03-03'}",
+        ),
+        &["create", "-f", "-"],
+    );
+    for want in [
+        r#"spec: Invalid value: "object": timeout must be between 1s and 1h"#,
+        r#"spec: Invalid value: "object": at must be after 2020"#,
+        r#"spec: Invalid value: "object": day is a Sunday"#,
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+    assert!(!err.contains("at must be on day"), "{err}");
+    let err = s.k_in_err(
+        &widget(
+            "late",
+            "{at: '2024-03-02T10:00:00Z', day: '2024-03-01', timeout: 1ms}",
+        ),
+        &["create", "-f", "-"],
+    );
+    assert!(err.contains("at must be on day"), "{err}");
+    assert!(err.contains("timeout must be between 1s and 1h"), "{err}");
+    // A string that is no timestamp fails the rule at run time.
+    let err = s.k_in_err(&widget("note", "{note: someday}"), &["create", "-f", "-"]);
+    assert!(
+        err.contains("spec: Invalid value: \"object\": timestamp: cannot parse \"someday\" as RFC 3339 timestamp evaluating rule: note must be a timestamp"),
+        "{err}"
+    );
+}

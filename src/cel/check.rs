@@ -842,6 +842,11 @@ mod signatures {
             ("quantity", "-", "string", "kubernetes.Quantity"),
             ("isQuantity", "-", "string", "bool"),
             ("url", "-", "string", "kubernetes.URL"),
+            // Durations and timestamps.
+            ("duration", "-", "string", "duration"),
+            ("duration", "-", "duration", "duration"),
+            ("timestamp", "-", "string", "timestamp"),
+            ("timestamp", "-", "timestamp", "timestamp"),
             ("isURL", "-", "string", "bool"),
         ];
         for n in NUMS {
@@ -860,7 +865,24 @@ mod signatures {
             t.push((conv, "-", "string", conv));
         }
         t.push(("int", "-", "timestamp", "int"));
-        t.push(("int", "-", "duration", "int"));
+        for getter in [
+            "getFullYear",
+            "getMonth",
+            "getDayOfYear",
+            "getDayOfMonth",
+            "getDate",
+            "getDayOfWeek",
+            "getHours",
+            "getMinutes",
+            "getSeconds",
+            "getMilliseconds",
+        ] {
+            t.push((getter, "timestamp", "", "int"));
+            t.push((getter, "timestamp", "string", "int"));
+        }
+        for getter in ["getHours", "getMinutes", "getSeconds", "getMilliseconds"] {
+            t.push((getter, "duration", "", "int"));
+        }
         for from in ["string", "bool", "bytes", "timestamp", "duration"] {
             t.push(("string", "-", from, "string"));
         }

@@ -12,6 +12,7 @@
 
 pub mod check;
 pub mod library;
+pub mod time;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, LazyLock};
@@ -66,7 +67,8 @@ static ENV: LazyLock<Option<Arc<Env>>> = LazyLock::new(|| {
         .add_extension(cel::extensions::strings)
         .and_then(|_| env.add_extension(cel::extensions::lists))
         .and_then(|_| env.add_extension(cel::extensions::math))
-        .and_then(|_| library::register(&mut env));
+        .and_then(|_| library::register(&mut env))
+        .and_then(|_| time::register(&mut env));
     match built {
         Ok(()) => Some(Arc::new(env)),
         Err(e) => {
@@ -295,6 +297,27 @@ pub fn eval_cel(p: &Program, vars: &[(&str, cel::Value)]) -> Result<cel::Value, 
     p.inner
         .execute(&ctx)
         .map_err(|e| CelError::Eval(eval_message(&e)))
+}
+
+/// Evaluates `p` with variables of any CEL type (schema-typed values:
+/// durations, timestamps, optionals), as built by the caller.
+pub fn eval_val(
+    p: &Program,
+    vars: Vec<(&str, Box<dyn cel::common::value::Val>)>,
+) -> Result<cel::Value, CelError> {
+    let mut ctx = Context::with_env(env()?);
+    for (name, v) in vars {
+        ctx.add_variable_as_val(name.to_string(), v);
+    }
+    p.inner
+        .execute(&ctx)
+        .map_err(|e| CelError::Eval(eval_message(&e)))
+}
+
+/// `v` as a CEL value of the interpreter's own types.
+pub fn to_val(v: &Value) -> Box<dyn cel::common::value::Val> {
+    Box::<dyn cel::common::value::Val>::try_from(to_cel(v))
+        .unwrap_or_else(|_| Box::new(cel::common::types::CelNull))
 }
 
 /// cel-go's wording for the runtime errors rules commonly hit.

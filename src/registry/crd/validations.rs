@@ -15,12 +15,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use ::cel::objects::{Key, Map, OptionalValue};
+use ::cel::common::types::{CelDouble, CelList, CelMap, CelMapKey, CelOptional};
+use ::cel::common::value::Val;
 use serde_json::{Map as JsonMap, Value};
 
 use super::schema::Schema;
 use crate::api::status::FieldError;
 use crate::cel::check::{self, Decl, DeclKind, Ty, Want, escape};
+use crate::cel::time::{Duration, Timestamp};
 use crate::cel::{self, CelError, Program};
 use crate::registry::strategy::kinds::util::go_repr;
 
@@ -374,33 +376,41 @@ fn run_rules(
         return;
     }
     let this = typed(s, v, resource);
-    let mut old_self: Option<::cel::Value> = None;
+    let mut old_self: Option<Box<dyn Val>> = None;
     for rule in &s.validations {
         let transition = rule.transition();
-        let mut vars: Vec<(&str, ::cel::Value)> = vec![("self", this.clone())];
-        if transition {
+        let old_binding: Option<Box<dyn Val>> = if transition {
             let o = old.map(|o| {
                 old_self
                     .get_or_insert_with(|| typed(s, o, resource))
-                    .clone()
+                    .clone_as_boxed()
             });
             if rule.optional_old_self {
-                let opt = match o {
-                    Some(o) => OptionalValue::of(o),
-                    None => OptionalValue::none(),
-                };
-                vars.push(("oldSelf", ::cel::Value::Opaque(Arc::new(opt))));
+                Some(Box::new(match o {
+                    Some(o) => CelOptional::of(o),
+                    None => CelOptional::none(),
+                }))
             } else {
                 match o {
-                    Some(o) => vars.push(("oldSelf", o)),
+                    Some(o) => Some(o),
                     // Transition rules need an old value to compare with.
                     None => continue,
                 }
             }
-        }
+        } else {
+            None
+        };
+        // The interpreter takes its variables by value: one set per run.
+        let vars = || {
+            let mut vars: Vec<(&str, Box<dyn Val>)> = vec![("self", this.clone_as_boxed())];
+            if let Some(o) = &old_binding {
+                vars.push(("oldSelf", o.clone_as_boxed()));
+            }
+            vars
+        };
         let shown_at = if path.is_empty() { "<nil>" } else { path };
         let ty = &s.ty;
-        match crate::cel::eval_cel(&rule.program, &vars) {
+        match crate::cel::eval_val(&rule.program, vars()) {
             Ok(::cel::Value::Bool(true)) => continue,
             Ok(::cel::Value::Bool(false)) => {}
             Ok(other) => {
@@ -447,7 +457,7 @@ fn run_rules(
         let detail = rule
             .message_expression
             .as_ref()
-            .and_then(|m| message_from(m, &vars))
+            .and_then(|m| message_from(m, vars()))
             .unwrap_or_else(|| {
                 if rule.message.is_empty() {
                     format!("failed rule: {}", rule.shown())
@@ -466,8 +476,8 @@ fn run_rules(
 
 /// A messageExpression's message, if it yields a usable one (upstream
 /// falls back to the message otherwise).
-fn message_from(p: &Program, vars: &[(&str, ::cel::Value)]) -> Option<String> {
-    match crate::cel::eval_cel(p, vars) {
+fn message_from(p: &Program, vars: Vec<(&str, Box<dyn Val>)>) -> Option<String> {
+    match crate::cel::eval_val(p, vars) {
         Ok(::cel::Value::String(s)) => {
             let s = s.trim();
             (!s.is_empty() && !s.contains('\n') && s.len() <= 5 * 1024).then(|| s.to_string())
@@ -478,11 +488,27 @@ fn message_from(p: &Program, vars: &[(&str, ::cel::Value)]) -> Option<String> {
 
 /// `v` as the CEL value a rule sees: numbers as the schema types them, and
 /// of a resource's metadata only name and generateName, as upstream.
-fn typed(s: &Schema, v: &Value, resource: bool) -> ::cel::Value {
+fn typed(s: &Schema, v: &Value, resource: bool) -> Box<dyn Val> {
     match v {
-        Value::Number(n) if s.ty == "number" => ::cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        Value::Number(n) if s.ty == "number" => {
+            Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN)))
+        }
+        // Durations and timestamps are values of their CEL types; a value
+        // that does not parse stays a string (schema validation reports it).
+        Value::String(text) if s.ty == "string" => {
+            let t: Option<Box<dyn Val>> = match s.format.as_str() {
+                "duration" => Duration::from_schema(text).map(|d| Box::new(d) as Box<dyn Val>),
+                "date" => Timestamp::from_schema(text, true).map(|t| Box::new(t) as Box<dyn Val>),
+                "date-time" => {
+                    Timestamp::from_schema(text, false).map(|t| Box::new(t) as Box<dyn Val>)
+                }
+                _ => None,
+            };
+            t.unwrap_or_else(|| crate::cel::to_val(v))
+        }
         Value::Object(m) => {
-            let mut map: HashMap<Key, ::cel::Value> = HashMap::with_capacity(m.len());
+            let mut map: HashMap<CelMapKey<'static>, Box<dyn Val>> =
+                HashMap::with_capacity(m.len());
             for (k, child) in m {
                 let value = if resource && k == "metadata" {
                     let mut meta = JsonMap::new();
@@ -491,29 +517,32 @@ fn typed(s: &Schema, v: &Value, resource: bool) -> ::cel::Value {
                             meta.insert(f.to_string(), x.clone());
                         }
                     }
-                    crate::cel::to_cel(&Value::Object(meta))
+                    crate::cel::to_val(&Value::Object(meta))
                 } else if let Some(ps) = s.properties.get(k) {
                     // Rules name properties escaped (`x__dash__y`); those
                     // no name can spell are not visible.
                     let Some(name) = escape(k) else { continue };
-                    map.insert(Key::String(Arc::new(name)), typed(ps, child, ps.embedded));
+                    map.insert(CelMapKey::from(name), typed(ps, child, ps.embedded));
                     continue;
                 } else if let Some(a) = &s.additional {
                     typed(a, child, a.embedded)
                 } else {
-                    crate::cel::to_cel(child)
+                    crate::cel::to_val(child)
                 };
-                map.insert(Key::String(Arc::new(k.clone())), value);
+                map.insert(CelMapKey::from(k.clone()), value);
             }
-            ::cel::Value::Map(Map { map: Arc::new(map) })
+            Box::new(CelMap::from(map))
         }
         Value::Array(items) => match &s.items {
-            Some(is) => ::cel::Value::List(Arc::new(
-                items.iter().map(|x| typed(is, x, is.embedded)).collect(),
+            Some(is) => Box::new(CelList::from(
+                items
+                    .iter()
+                    .map(|x| typed(is, x, is.embedded))
+                    .collect::<Vec<_>>(),
             )),
-            None => crate::cel::to_cel(v),
+            None => crate::cel::to_val(v),
         },
-        other => crate::cel::to_cel(other),
+        other => crate::cel::to_val(other),
     }
 }
 
