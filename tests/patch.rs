@@ -798,3 +798,29 @@ spec:
         json!([{"name": "ZED", "value": "3"}, {"name": "EX", "value": "1"}])
     );
 }
+
+/// A patch that names a resourceVersion is a precondition: stale, it is a
+/// 409 and is not retried; current, it applies.
+#[test]
+fn resource_version_in_a_patch_is_a_precondition() {
+    let mut s = Server::start();
+    s.k(&["create", "configmap", "c", "--from-literal=a=1"]);
+    let cm = s.k_json(&["get", "configmap", "c"]);
+    let old = rv(&cm);
+    s.k(&["label", "configmap", "c", "x=y"]);
+    let path = format!("{CM_PATH}/c");
+    let body = format!(r#"{{"metadata":{{"resourceVersion":"{old}"}},"data":{{"a":"2"}}}}"#);
+    for ct in [MERGE, SMP] {
+        let r = patch(&mut s, &path, ct, &body);
+        let st = r.assert_status(409, "Conflict");
+        assert_eq!(
+            st["message"],
+            r#"Operation cannot be fulfilled on configmaps "c": the object has been modified; please apply your changes to the latest version and try again"#
+        );
+    }
+    let now = rv(&s.k_json(&["get", "configmap", "c"]));
+    let body = format!(r#"{{"metadata":{{"resourceVersion":"{now}"}},"data":{{"a":"3"}}}}"#);
+    let cm = patch_ok(&mut s, &path, SMP, &body);
+    assert_eq!(cm["data"], json!({"a": "3"}));
+    assert_ne!(rv(&cm), now);
+}
