@@ -391,8 +391,14 @@ data: {a: "1", b: "2"}
     );
     assert!(cm["metadata"]["annotations"].is_null(), "{cm}");
     assert_eq!(cm["data"], json!({"b": "2"}));
-    // Finalizers so the namespace can go at the end.
-    patch_ok(&mut s, &cpath, MERGE, r#"{"metadata":{"finalizers":null}}"#);
+    // A list the patch empties goes, as upstream omits empty lists.
+    let cm = patch_ok(
+        &mut s,
+        &cpath,
+        SMP,
+        r#"{"metadata":{"$deleteFromPrimitiveList/finalizers":["example.com/a","example.com/c"]}}"#,
+    );
+    assert!(cm["metadata"].get("finalizers").is_none(), "{cm}");
 }
 
 #[test]

@@ -342,13 +342,10 @@ fn merge_map(
             (Value::Array(o), Value::Array(p)) => {
                 let meta = at.field(&field);
                 if meta.strategy == "merge" || delete_list {
-                    Some(Value::Array(merge_list(
-                        o,
-                        p,
-                        meta.at,
-                        meta.merge_key,
-                        delete_list,
-                    )?))
+                    let merged = merge_list(o, p, meta.at, meta.merge_key, delete_list)?;
+                    // A list the patch emptied goes: upstream's typed round
+                    // trip omits empty lists (`omitempty`).
+                    (!merged.is_empty()).then_some(Value::Array(merged))
                 } else {
                     clean(Value::Array(p))
                 }
@@ -746,6 +743,19 @@ mod tests {
             m["spec"]["containers"],
             json!([{"name": "b"}, {"name": "a"}])
         );
+    }
+
+    #[test]
+    fn emptied_lists_go() {
+        let mut o = pod(json!({"containers": [{"name": "a", "env": [{"name": "E"}]}]}));
+        o["metadata"]["finalizers"] = json!(["x"]);
+        let p = json!({
+            "metadata": {"$deleteFromPrimitiveList/finalizers": ["x"]},
+            "spec": {"containers": [{"name": "a", "env": [{"name": "E", "$patch": "delete"}]}]},
+        });
+        let m = merge(&o, &p).unwrap();
+        assert!(m["metadata"].get("finalizers").is_none(), "{m}");
+        assert_eq!(m["spec"]["containers"], json!([{"name": "a"}]));
     }
 
     #[test]
