@@ -703,3 +703,49 @@ fn durations_and_timestamps_are_typed_values() {
         "{err}"
     );
 }
+
+#[test]
+fn the_format_library_validates_names() {
+    let s = Server::start();
+    let crd = widget_crd(
+        r#"            type: object
+            properties:
+              host:
+                type: string
+                maxLength: 253
+                x-kubernetes-validations:
+                - rule: "!format.dns1123Subdomain().validate(self).hasValue()"
+                  message: host must be a DNS subdomain
+              id:
+                type: string
+                maxLength: 36
+                x-kubernetes-validations:
+                - rule: "!format.named('uuid').value().validate(self).hasValue()"
+                  message: must be a UUID"#,
+    );
+    create_crd(&s, &crd, "widgets.cel.example.com");
+    let widget = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: cel.example.com/v1\nkind: Widget\nmetadata: {{name: {name}}}\nspec: {spec}\n"
+        )
+    };
+    s.k_in(
+        &widget(
+            "ok",
+            "{host: a.example.com, id: 123e4567-e89b-12d3-a456-426614174000}",
+        ),
+        &["create", "-f", "-"],
+    );
+    let err = s.k_in_err(
+        &widget("bad", "{host: A_b, id: nope}"),
+        &["create", "-f", "-"],
+    );
+    assert!(
+        err.contains(r#"spec.host: Invalid value: "string": host must be a DNS subdomain"#),
+        "{err}"
+    );
+    assert!(
+        err.contains(r#"spec.id: Invalid value: "string": must be a UUID"#),
+        "{err}"
+    );
+}

@@ -727,6 +727,15 @@ fn call_cost(
             }
             (plus(factor(s, STRING_TRAVERSAL)), Some(s), None)
         }
+        // Kubernetes' format library: a name-format regex of at most 128.
+        "validate" if target.is_some() => (
+            plus(factor(
+                factor(size(a0), STRING_TRAVERSAL),
+                128.0 * REGEX_LENGTH,
+            )),
+            None,
+            None,
+        ),
         "quantity" | "isQuantity" | "isURL" | "isIP" | "isCIDR" | "ip" | "cidr" => {
             (plus(factor(size(a0), STRING_TRAVERSAL)), None, None)
         }

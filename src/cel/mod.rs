@@ -11,6 +11,7 @@
 //! errors surface when the program runs.
 
 pub mod check;
+pub mod format;
 pub mod library;
 pub mod time;
 
@@ -68,7 +69,8 @@ static ENV: LazyLock<Option<Arc<Env>>> = LazyLock::new(|| {
         .and_then(|_| env.add_extension(cel::extensions::lists))
         .and_then(|_| env.add_extension(cel::extensions::math))
         .and_then(|_| library::register(&mut env))
-        .and_then(|_| time::register(&mut env));
+        .and_then(|_| time::register(&mut env))
+        .and_then(|_| format::register(&mut env));
     match built {
         Ok(()) => Some(Arc::new(env)),
         Err(e) => {
@@ -101,6 +103,7 @@ const BUILTIN_IDENTS: &[&str] = &[
     "strings",
     "lists",
     "optional",
+    "format",
 ];
 
 /// The longest expression accepted (cel-go's code point limit).
