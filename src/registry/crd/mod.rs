@@ -767,6 +767,7 @@ impl Strategy for CrdStrategy {
     fn validate_create(&self, obj: &Value) -> Vec<FieldError> {
         let mut errs = list_type_errors(obj);
         errs.extend(approval::validate(obj, None));
+        errs.extend(validations::crd_rule_errors(obj));
         errs
     }
     fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
@@ -777,6 +778,7 @@ impl Strategy for CrdStrategy {
             errs.extend(list_type_errors(new));
         }
         errs.extend(approval::validate(new, Some(old)));
+        errs.extend(validations::crd_rule_errors_update(new, old));
         // Versions still holding objects cannot disappear.
         let names: Vec<String> = new
             .pointer("/spec/versions")

@@ -99,10 +99,7 @@ impl Schema {
     /// Compiles `v` (an openAPIV3Schema); problems that make the CRD invalid
     /// are pushed to `errs` with paths under `path`.
     pub fn compile(v: &Value, path: &str, errs: &mut Vec<FieldError>) -> Schema {
-        let before = errs.len();
-        let s = Self::node(v, path, Place::Root, errs);
-        super::validations::check_crd(&s, v, path, before, errs);
-        s
+        Self::node(v, path, Place::Root, errs)
     }
 
     fn node(v: &Value, path: &str, place: Place, errs: &mut Vec<FieldError>) -> Schema {

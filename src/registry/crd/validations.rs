@@ -546,6 +546,59 @@ fn typed(s: &Schema, v: &Value, resource: bool) -> Box<dyn Val> {
     }
 }
 
+/// The whole-schema rule checks ([`check_crd`]) of every schema of CRD
+/// `crd`, named as upstream names them: `spec.validation.openAPIV3Schema`
+/// when every version has the same schema, else per version.
+pub fn crd_rule_errors(crd: &Value) -> Vec<FieldError> {
+    let versions = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let schema_of = |v: &Value| v.pointer("/schema/openAPIV3Schema").cloned();
+    let first = versions.first().and_then(schema_of);
+    let shared = first.is_some() && versions.iter().all(|v| schema_of(v) == first);
+    let mut errs = Vec::new();
+    let mut check = |raw: &Value, path: &str| {
+        let mut schema_errs = Vec::new();
+        let s = Schema::compile(raw, path, &mut schema_errs);
+        // As upstream, only a schema otherwise valid has its rules checked.
+        if schema_errs
+            .iter()
+            .all(|e| e.field.contains("x-kubernetes-validations"))
+        {
+            check_crd(&s, raw, path, &mut errs);
+        }
+    };
+    if shared {
+        if let Some(raw) = &first {
+            check(raw, "spec.validation.openAPIV3Schema");
+        }
+    } else {
+        for (i, v) in versions.iter().enumerate() {
+            if let Some(raw) = schema_of(v) {
+                check(&raw, &format!("spec.versions[{i}].schema.openAPIV3Schema"));
+            }
+        }
+    }
+    errs
+}
+
+/// [`crd_rule_errors`] of an update: errors the stored CRD already had
+/// are kept (upstream suppresses cost limits for unchanged schemas and
+/// compiles stored rules leniently), so a CRD stored before these checks
+/// can still be updated, and its status written.
+pub fn crd_rule_errors_update(new: &Value, old: &Value) -> Vec<FieldError> {
+    let had: Vec<String> = crd_rule_errors(old)
+        .iter()
+        .map(FieldError::display)
+        .collect();
+    crd_rule_errors(new)
+        .into_iter()
+        .filter(|e| !had.contains(&e.display()))
+        .collect()
+}
+
 /// The largest request the API server accepts: unbounded lists, maps and
 /// strings are costed as if they filled one.
 const MAX_REQUEST_BYTES: u64 = 3 * 1024 * 1024;
@@ -697,14 +750,8 @@ fn cost_message(what: &str, cost: u64, limit: u64) -> String {
 
 /// Checks the rules of a CRD version's schema `s` (compiled from `raw`,
 /// at `path`) as a whole: types, costs, and where oldSelf may be used.
-/// As upstream, only a schema otherwise valid is checked: `errs[first..]`
-/// are its errors so far.
-pub fn check_crd(s: &Schema, raw: &Value, path: &str, first: usize, errs: &mut Vec<FieldError>) {
-    let schema_errors = errs.get(first..).is_some_and(|e| {
-        e.iter()
-            .any(|e| !e.field.contains("x-kubernetes-validations"))
-    });
-    if schema_errors || !has_rules(s) {
+pub fn check_crd(s: &Schema, raw: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    if !has_rules(s) {
         return;
     }
     let mut costs: Vec<(String, u64)> = Vec::new();
@@ -1137,14 +1184,12 @@ mod tests {
     #[test]
     fn rules_are_checked_against_the_schema() {
         let crd = |rule: &str| {
+            let raw = json!({"type": "object", "properties": {"spec": {"type": "object",
+                "x-kubernetes-validations": [{"rule": rule}],
+                "properties": {"a": {"type": "integer"}, "x-y": {"type": "string"}}}}});
+            let (s, _) = schema(raw.clone());
             let mut errs = Vec::new();
-            Schema::compile(
-                &json!({"type": "object", "properties": {"spec": {"type": "object",
-                    "x-kubernetes-validations": [{"rule": rule}],
-                    "properties": {"a": {"type": "integer"}, "x-y": {"type": "string"}}}}}),
-                "s",
-                &mut errs,
-            );
+            check_crd(&s, &raw, "s", &mut errs);
             shown(&errs)
         };
         assert_eq!(
@@ -1169,5 +1214,29 @@ mod tests {
         );
         assert!(validate(&s, &json!({"x-y": "b"}), None).is_empty());
         assert_eq!(validate(&s, &json!({"x-y": "c"}), None).len(), 1);
+    }
+
+    #[test]
+    fn crds_stored_before_the_checks_stay_updatable() {
+        let crd = |rules: Value| {
+            json!({"spec": {"versions": [{"name": "v1", "schema": {"openAPIV3Schema": {
+                "type": "object", "properties": {"spec": {"type": "object",
+                "x-kubernetes-validations": rules,
+                "properties": {"a": {"type": "integer"}}}}}}}]}})
+        };
+        let old = crd(json!([{"rule": "self.b > 0"}]));
+        let errs = shown(&crd_rule_errors(&old));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with(
+            "spec.validation.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule"
+        ));
+        // Unchanged (a status write, a label): accepted; a new bad rule is not.
+        let mut labelled = old.clone();
+        labelled["metadata"] = json!({"labels": {"x": "y"}});
+        assert!(crd_rule_errors_update(&labelled, &old).is_empty());
+        let worse = crd(json!([{"rule": "self.b > 0"}, {"rule": "self.c > 0"}]));
+        let errs = shown(&crd_rule_errors_update(&worse, &old));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].contains("undefined field 'c'"), "{errs:?}");
     }
 }
