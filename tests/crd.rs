@@ -189,6 +189,25 @@ fn create_crd(s: &Server, yaml: &str, name: &str) {
     ]);
 }
 
+/// (type, object name) of each event a `?watch=true&timeoutSeconds=N` GET
+/// returns.
+fn watch_events(s: &Server, path: &str) -> Vec<(String, String)> {
+    s.k(&["get", "--raw", path])
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let e = json(l);
+            (
+                e["type"].as_str().unwrap_or("").to_string(),
+                e["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
 fn condition<'a>(obj: &'a Value, ty: &str) -> &'a Value {
     obj["status"]["conditions"]
         .as_array()
@@ -549,32 +568,19 @@ fn versions_convert_by_api_version_and_watch_sees_changes() {
         &["create", "-f", "-"],
     );
     s.k(&["delete", "widget", "old"]);
-    let events = s.k(&[
-        "get",
-        "--raw",
-        &format!("/apis/toys.example.com/v1/namespaces/default/widgets?watch=true&resourceVersion={rv}&timeoutSeconds=2"),
-    ]);
-    let evs: Vec<(String, String)> = events
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let e = json(l);
-            (
-                e["type"].as_str().unwrap_or("").to_string(),
-                e["object"]["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string(),
-            )
-        })
-        .collect();
+    let evs = watch_events(
+        &s,
+        &format!(
+            "/apis/toys.example.com/v1/namespaces/default/widgets?watch=true&resourceVersion={rv}&timeoutSeconds=2"
+        ),
+    );
     assert_eq!(
         evs,
         vec![
             ("ADDED".into(), "new".into()),
             ("DELETED".into(), "old".into())
         ],
-        "{events}"
+        "{evs:?}"
     );
 }
 
@@ -1237,31 +1243,18 @@ fn selectable_fields_filter_lists_and_watches() {
         "-p",
         r#"{"spec":{"color":"red"}}"#,
     ]);
-    let events = s.k(&[
-        "get",
-        "--raw",
-        &format!("/apis/toys.example.com/v1/namespaces/default/parts?watch=true&resourceVersion={rv}&timeoutSeconds=2&fieldSelector=spec.color%3Dblue"),
-    ]);
-    let evs: Vec<(String, String)> = events
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let e = json(l);
-            (
-                e["type"].as_str().unwrap_or("").to_string(),
-                e["object"]["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string(),
-            )
-        })
-        .collect();
+    let evs = watch_events(
+        &s,
+        &format!(
+            "/apis/toys.example.com/v1/namespaces/default/parts?watch=true&resourceVersion={rv}&timeoutSeconds=2&fieldSelector=spec.color%3Dblue"
+        ),
+    );
     // b turns blue (ADDED to the selection), a stops being blue (DELETED).
     let want: Vec<(String, String)> = [("ADDED", "e"), ("ADDED", "b"), ("DELETED", "a")]
         .iter()
         .map(|(t, n)| (t.to_string(), n.to_string()))
         .collect();
-    assert_eq!(evs, want, "{events}");
+    assert_eq!(evs, want);
 }
 
 #[test]

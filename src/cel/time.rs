@@ -51,77 +51,50 @@ fn in_range(t: Instant) -> bool {
     (-62_135_596_800..=253_402_300_799).contains(&t.as_second())
 }
 
-impl Val for Duration {
-    fn get_type(&self) -> &Type {
-        &DURATION_TYPE
-    }
-    fn cel_type() -> &'static Type {
-        &DURATION_TYPE
-    }
-    fn as_adder<'b, 'v>(&'b self) -> Option<&'b (dyn Adder + 'v)>
-    where
-        Self: 'v,
-    {
-        Some(self)
-    }
-    fn as_subtractor<'b, 'v>(&'b self) -> Option<&'b (dyn Subtractor + 'v)>
-    where
-        Self: 'v,
-    {
-        Some(self)
-    }
-    fn as_comparer(&self) -> Option<&dyn Comparer> {
-        Some(self)
-    }
-    fn equals(&self, other: &dyn Val) -> bool {
-        other.as_any().and_then(|a| a.downcast_ref::<Duration>()) == Some(self)
-    }
-    fn clone_as_boxed<'v>(&self) -> Box<dyn Val + 'v>
-    where
-        Self: 'v,
-    {
-        Box::new(*self)
-    }
-    fn as_any(&self) -> Option<&dyn Any> {
-        Some(self)
-    }
+/// Both time values are comparable, support + and -, and compare equal
+/// only to their own kind.
+macro_rules! time_val {
+    ($t:ty, $cel:expr) => {
+        impl Val for $t {
+            fn get_type(&self) -> &Type {
+                &$cel
+            }
+            fn cel_type() -> &'static Type {
+                &$cel
+            }
+            fn as_adder<'b, 'v>(&'b self) -> Option<&'b (dyn Adder + 'v)>
+            where
+                Self: 'v,
+            {
+                Some(self)
+            }
+            fn as_subtractor<'b, 'v>(&'b self) -> Option<&'b (dyn Subtractor + 'v)>
+            where
+                Self: 'v,
+            {
+                Some(self)
+            }
+            fn as_comparer(&self) -> Option<&dyn Comparer> {
+                Some(self)
+            }
+            fn equals(&self, other: &dyn Val) -> bool {
+                other.as_any().and_then(|a| a.downcast_ref::<$t>()) == Some(self)
+            }
+            fn clone_as_boxed<'v>(&self) -> Box<dyn Val + 'v>
+            where
+                Self: 'v,
+            {
+                Box::new(*self)
+            }
+            fn as_any(&self) -> Option<&dyn Any> {
+                Some(self)
+            }
+        }
+    };
 }
 
-impl Val for Timestamp {
-    fn get_type(&self) -> &Type {
-        &TIMESTAMP_TYPE
-    }
-    fn cel_type() -> &'static Type {
-        &TIMESTAMP_TYPE
-    }
-    fn as_adder<'b, 'v>(&'b self) -> Option<&'b (dyn Adder + 'v)>
-    where
-        Self: 'v,
-    {
-        Some(self)
-    }
-    fn as_subtractor<'b, 'v>(&'b self) -> Option<&'b (dyn Subtractor + 'v)>
-    where
-        Self: 'v,
-    {
-        Some(self)
-    }
-    fn as_comparer(&self) -> Option<&dyn Comparer> {
-        Some(self)
-    }
-    fn equals(&self, other: &dyn Val) -> bool {
-        other.as_any().and_then(|a| a.downcast_ref::<Timestamp>()) == Some(self)
-    }
-    fn clone_as_boxed<'v>(&self) -> Box<dyn Val + 'v>
-    where
-        Self: 'v,
-    {
-        Box::new(*self)
-    }
-    fn as_any(&self) -> Option<&dyn Any> {
-        Some(self)
-    }
-}
+time_val!(Duration, DURATION_TYPE);
+time_val!(Timestamp, TIMESTAMP_TYPE);
 
 fn duration_of(v: &dyn Val) -> Option<Duration> {
     v.as_any()
