@@ -14,7 +14,7 @@
 //!
 //! kubectl 1.28+ computes each client-side patch from the OpenAPI v3 document
 //! of the object's group-version and unmarshals that whole document again for
-//! every object (kubernetes/kubernetes#127095, open): ~100 ms of kubectl CPU
+//! every object (kubernetes/kubernetes#127095, open): ~45 ms of kubectl CPU
 //! per object against any server. A third client-side re-apply therefore runs
 //! with `KUBECTL_OPENAPIV3_PATCH=false` (kubectl's own switch back to the
 //! OpenAPI v2 schema, parsed once), which shows the cost without that.
