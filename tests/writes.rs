@@ -190,10 +190,15 @@ fn field_validation_strict_warn_and_ignore() {
     );
     assert_eq!(r.status, 201, "{}", r.snippet());
     assert!(r.header("Warning").is_none(), "{}", r.headers);
-    // An unknown level is a 400.
+    // An unknown level is a 400, for patches too.
     let r = s.request(
         Req::new("POST", &format!("{CMS}?fieldValidation=Bogus"))
             .json(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "e"}})),
+    );
+    r.assert_status(400, "BadRequest");
+    let r = s.request(
+        Req::new("PATCH", &format!("{CMS}/d?fieldValidation=Bogus"))
+            .body("application/merge-patch+json", r#"{"data":{"b":"1"}}"#),
     );
     r.assert_status(400, "BadRequest");
 }

@@ -469,6 +469,7 @@ fn write_options(q: &Query, parts: &axum::http::request::Parts) -> Result<WriteO
             field_manager: q.get("fieldManager").map(str::to_string),
             field_validation: q.get("fieldValidation").map(str::to_string),
         },
+        field_validation: q.field_validation()?,
         ..Default::default()
     })
 }

@@ -250,9 +250,11 @@ pub fn parse_rv(raw: Option<&str>) -> Result<Option<Revision>, ApiError> {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FieldValidation {
     Ignore,
+    /// The server's default, as upstream.
+    #[default]
     Warn,
     Strict,
 }

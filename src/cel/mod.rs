@@ -154,9 +154,22 @@ fn compile_here(env: &Env, source: &str) -> Result<Program, CelError> {
     })
 }
 
+/// The deepest of a map's or struct's entries.
+fn entries_depth(entries: &[::cel::common::ast::IdedEntryExpr]) -> usize {
+    use ::cel::common::ast::EntryExpr;
+    entries
+        .iter()
+        .map(|en| match &en.expr {
+            EntryExpr::MapEntry(me) => depth(&me.key).max(depth(&me.value)),
+            EntryExpr::StructField(f) => depth(&f.value),
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// The depth of an expression tree.
 fn depth(e: &::cel::IdedExpr) -> usize {
-    use ::cel::common::ast::{EntryExpr, Expr};
+    use ::cel::common::ast::Expr;
     let children = match &e.expr {
         Expr::Select(s) => depth(&s.operand),
         Expr::Call(c) => c
@@ -167,24 +180,8 @@ fn depth(e: &::cel::IdedExpr) -> usize {
             .max()
             .unwrap_or(0),
         Expr::List(l) => l.elements.iter().map(depth).max().unwrap_or(0),
-        Expr::Map(m) => m
-            .entries
-            .iter()
-            .map(|en| match &en.expr {
-                EntryExpr::MapEntry(me) => depth(&me.key).max(depth(&me.value)),
-                EntryExpr::StructField(f) => depth(&f.value),
-            })
-            .max()
-            .unwrap_or(0),
-        Expr::Struct(st) => st
-            .entries
-            .iter()
-            .map(|en| match &en.expr {
-                EntryExpr::MapEntry(me) => depth(&me.key).max(depth(&me.value)),
-                EntryExpr::StructField(f) => depth(&f.value),
-            })
-            .max()
-            .unwrap_or(0),
+        Expr::Map(m) => entries_depth(&m.entries),
+        Expr::Struct(st) => entries_depth(&st.entries),
         Expr::Comprehension(c) => [
             &c.iter_range,
             &c.accu_init,

@@ -232,13 +232,14 @@ fn check_fields(
     opts: &WriteOptions,
 ) -> Result<Vec<String>, ApiError> {
     use crate::api::fieldvalidation::{prune_unknown, unknown_fields};
-    match opts.request_options.field_validation.as_deref() {
-        Some("Strict") => {}
-        Some("Ignore") => {
+    use crate::api::request::FieldValidation;
+    match opts.field_validation {
+        FieldValidation::Strict => {}
+        FieldValidation::Ignore => {
             prune_unknown(def, patched);
             return Ok(Vec::new());
         }
-        _ => {
+        FieldValidation::Warn => {
             return Ok(prune_unknown(def, patched)
                 .into_iter()
                 .map(|f| format!("unknown field \"{f}\""))

@@ -72,6 +72,8 @@ pub struct WriteOptions {
     pub managed_subresource: Option<&'static str>,
     /// The query options admission webhooks are told of.
     pub request_options: crate::admission::webhook::RequestOptions,
+    /// fieldValidation, for the unknown fields a patch brings in.
+    pub field_validation: crate::api::request::FieldValidation,
 }
 
 /// Delete options (metav1.DeleteOptions, the parts this layer honours).
@@ -165,6 +167,18 @@ pub fn now_rfc3339() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
+}
+
+/// An update's body names the object on the URL, or no object (400 otherwise,
+/// upstream's text).
+pub(crate) fn check_url_name(obj: &Value, name: &str) -> Result<(), ApiError> {
+    let body_name = name_of(obj);
+    if body_name.is_empty() || body_name == name {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "the name of the object ({body_name}) does not match the name on the URL ({name})"
+    )))
 }
 
 /// The name of an object (empty when absent).
@@ -695,13 +709,9 @@ impl Registry {
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
         self.check_body(def, ns, &mut obj)?;
-        let body_name = name_of(&obj).to_string();
-        if body_name.is_empty() {
+        check_url_name(&obj, name)?;
+        if name_of(&obj).is_empty() {
             meta_mut(&mut obj).insert("name".into(), json!(name));
-        } else if body_name != name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({body_name}) does not match the name on the URL ({name})"
-            )));
         }
         let key = def.key(ns, name);
         let cur = self
@@ -1111,12 +1121,7 @@ impl Registry {
             kind: "Scale",
         };
         // As for any update, the body names the object on the URL.
-        let body_name = name_of(scale);
-        if !body_name.is_empty() && body_name != name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({body_name}) does not match the name on the URL ({name})"
-            )));
-        }
+        check_url_name(scale, name)?;
         let Some(replicas) = scale.pointer("/spec/replicas").and_then(Value::as_i64) else {
             return Err(ApiError::invalid(
                 scale_target,

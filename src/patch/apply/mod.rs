@@ -342,13 +342,9 @@ fn check_config(def: &ResourceDef, name: &str, config: &mut Value) -> Result<(),
     {
         return Err(ApiError::bad_request("metadata.managedFields must be nil"));
     }
-    let body_name = name_of(config).to_string();
-    if body_name.is_empty() {
+    crate::registry::generic::check_url_name(config, name)?;
+    if name_of(config).is_empty() {
         config["metadata"]["name"] = json!(name);
-    } else if body_name != name {
-        return Err(ApiError::bad_request(format!(
-            "the name of the object ({body_name}) does not match the name on the URL ({name})"
-        )));
     }
     Ok(())
 }
