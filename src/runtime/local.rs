@@ -62,15 +62,32 @@ fn new_id(len: usize) -> String {
     uuid::Uuid::new_v4().simple().to_string()[..len].to_string()
 }
 
-/// A record as the CRI status the agent reads.
-fn status_of(rec: &ContainerRecord) -> ContainerStatus {
+/// The pid of the shim of the sandbox in `dir`, from its pid file.
+fn shim_pid(dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(dir.join(PID_FILE))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<i32>().ok())
+}
+
+/// Whether the shim of the sandbox in `dir` still runs.
+fn shim_alive(dir: &Path) -> bool {
+    shim_pid(dir).is_some_and(|pid| !process_gone(pid))
+}
+
+/// A record as the CRI status the agent reads; `shim_alive` says whether
+/// the sandbox's shim still runs.
+fn status_of(rec: &ContainerRecord, shim_alive: bool) -> ContainerStatus {
     let mut state = match rec.state {
         State::Created => ContainerState::Created,
         State::Running => ContainerState::Running,
         State::Exited => ContainerState::Exited,
     };
-    // A running record whose process is gone: the shim died with it.
+    // A running record whose process is gone while its shim is gone too:
+    // nobody will record how it ended. With the shim alive, the process
+    // has just been reaped and its exit is being written; calling it
+    // Unknown then would end it with no exit code, i.e. as a success.
     if state == ContainerState::Running
+        && !shim_alive
         && rec
             .pid
             .is_none_or(|p| !Path::new(&format!("/proc/{p}")).exists())
@@ -317,7 +334,7 @@ impl LocalRuntime {
                             let _ = events.send(ContainerEvent {
                                 sandbox_id: rec.sandbox_id.clone(),
                                 container_id: rec.id.clone(),
-                                status: status_of(&rec),
+                                status: status_of(&rec, true),
                             });
                         }
                     }
@@ -624,9 +641,7 @@ impl ContainerRuntime for LocalRuntime {
         if let Some(t) = self.watched.lock().remove(id) {
             t.abort();
         }
-        let shim_pid = std::fs::read_to_string(dir.join(PID_FILE))
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<i32>().ok());
+        let shim_pid = shim_pid(&dir);
         let asked = self
             .call(id, Request::Shutdown, Some(Duration::from_secs(60)))
             .await
@@ -828,17 +843,22 @@ impl ContainerRuntime for LocalRuntime {
     }
 
     async fn container_status(&self, id: &ContainerId) -> Result<ContainerStatus> {
-        Ok(status_of(&self.record(id)?.1))
+        let (dir, rec) = self.record(id)?;
+        // dir is <sandbox>/containers/<id>.
+        let alive = dir.parent().and_then(Path::parent).is_some_and(shim_alive);
+        Ok(status_of(&rec, alive))
     }
 
     async fn list_containers(&self, sandbox: &SandboxId) -> Result<Vec<ContainerStatus>> {
-        let dir = self.sandbox_dir(sandbox)?.join(CONTAINERS_DIR);
+        let sandbox_dir = self.sandbox_dir(sandbox)?;
+        let alive = shim_alive(&sandbox_dir);
+        let dir = sandbox_dir.join(CONTAINERS_DIR);
         let mut out = Vec::new();
         if let Ok(rd) = std::fs::read_dir(&dir) {
             for e in rd.flatten() {
                 if let Some(rec) = shim::read_record(&e.path()) {
                     self.owners.lock().insert(rec.id.clone(), sandbox.clone());
-                    out.push(status_of(&rec));
+                    out.push(status_of(&rec, alive));
                 }
             }
         }
@@ -951,7 +971,54 @@ fn process_gone(pid: i32) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::process_gone;
+    use super::*;
+
+    fn running_record(pid: u32) -> ContainerRecord {
+        ContainerRecord {
+            id: "c1".into(),
+            sandbox_id: "s1".into(),
+            name: "c".into(),
+            attempt: 0,
+            state: State::Running,
+            created_at: 0,
+            started_at: Some(0),
+            finished_at: None,
+            exit_code: None,
+            reason: None,
+            message: None,
+            image_id: String::new(),
+            log_path: PathBuf::new(),
+            labels: Default::default(),
+            pid: Some(pid),
+            tty: false,
+            stdin: false,
+            stdin_once: false,
+            cgroup_path: String::new(),
+            stop_signal: None,
+        }
+    }
+
+    /// The shim reaps a container's process a moment before it writes the
+    /// exit code; a status read in between must not end the container
+    /// with no exit code (the pod would be Succeeded after an `exit 3`).
+    #[test]
+    fn a_reaped_process_is_still_running_while_its_shim_records_the_exit() {
+        let mut done = std::process::Command::new("true").spawn().unwrap();
+        let pid = done.id();
+        done.wait().unwrap();
+        let rec = running_record(pid);
+        assert_eq!(status_of(&rec, true).state, ContainerState::Running);
+        assert_eq!(status_of(&rec, false).state, ContainerState::Unknown);
+
+        let dir = std::env::temp_dir().join(format!("rk3s-shim-alive-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(!shim_alive(&dir), "no pid file: no shim");
+        std::fs::write(dir.join(PID_FILE), format!("{} 1", std::process::id())).unwrap();
+        assert!(shim_alive(&dir));
+        std::fs::write(dir.join(PID_FILE), format!("{pid} 1")).unwrap();
+        assert!(!shim_alive(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_zombie_is_gone_a_sleeper_is_not() {

@@ -896,8 +896,17 @@ impl Worker {
 
     /// A container whose start failed is, as upstream reports it, exited
     /// with code 128 (StartError), whatever state the runtime left it in.
+    /// One whose end nobody saw (its shim died) is, as the kubelet reports
+    /// it, terminated with 137 and ContainerStatusUnknown: never a success.
     fn normalize(&self, mut list: Vec<cri::ContainerStatus>) -> Vec<cri::ContainerStatus> {
         for c in &mut list {
+            if c.state == cri::ContainerState::Unknown && c.exit_code.is_none() {
+                c.exit_code = Some(137);
+                c.reason = Some("ContainerStatusUnknown".into());
+                c.message = Some(
+                    "The container could not be located when its runtime shim went away".into(),
+                );
+            }
             let Some((_, msg, at)) = self
                 .containers
                 .get(&c.name)
