@@ -66,6 +66,30 @@ impl FakeRuntime {
         };
         let _ = self.events.send(ev);
     }
+
+    /// The running container named `name` loses its shim: its state turns
+    /// Unknown and nobody knows how it ended.
+    fn lose(&self, name: &str) -> bool {
+        let ev = {
+            let mut st = self.state.lock();
+            let Some((_, s)) = st
+                .containers
+                .values_mut()
+                .find(|(_, s)| s.name == name && s.state == cri::ContainerState::Running)
+            else {
+                return false;
+            };
+            s.state = cri::ContainerState::Unknown;
+            s.pid = None;
+            ContainerEvent {
+                sandbox_id: s.sandbox_id.clone(),
+                container_id: s.id.clone(),
+                status: s.clone(),
+            }
+        };
+        let _ = self.events.send(ev);
+        true
+    }
 }
 
 #[async_trait]
@@ -614,6 +638,32 @@ async fn failing_init_container_with_never_fails_the_pod() {
         Some("PodInitializing")
     );
     assert!(!h.runtime.state.lock().started.contains(&"app".to_string()));
+    h.cp.store.close().await;
+}
+
+/// A container whose end nobody saw (its shim died) fails the pod as
+/// the kubelet reports it, exit 137 ContainerStatusUnknown; it never
+/// passes for a success.
+#[tokio::test]
+async fn a_container_lost_with_its_shim_is_not_a_success() {
+    let h = harness().await;
+    create_pod(
+        &h.client,
+        json!({"metadata": {"name": "lost"},
+        "spec": {"restartPolicy": "Never",
+         "containers": [{"name": "app", "image": "i"}]}}),
+    )
+    .await;
+    wait_pod(&h.client, "lost", "Running", |p| phase(p) == "Running").await;
+    assert!(h.runtime.lose("app"));
+    let p = wait_pod(&h.client, "lost", "Failed", |p| phase(p) == "Failed").await;
+    let t = cstatus(&p, "app")
+        .and_then(|c| c.state.as_ref()?.terminated.clone())
+        .expect("terminated");
+    assert_eq!(
+        (t.exit_code, t.reason.as_deref()),
+        (137, Some("ContainerStatusUnknown"))
+    );
     h.cp.store.close().await;
 }
 
