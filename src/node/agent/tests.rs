@@ -48,39 +48,15 @@ impl FakeRuntime {
         })
     }
 
-    fn exit(&self, id: &str, code: i32, reason: Option<&str>) {
+    /// Changes container `id` as `f` says and reports it as the runtime's
+    /// event would; false if there is no such container.
+    fn update(&self, id: &str, f: impl FnOnce(&mut ContainerStatus)) -> bool {
         let ev = {
             let mut st = self.state.lock();
             let Some((_, s)) = st.containers.get_mut(id) else {
-                return;
-            };
-            s.state = cri::ContainerState::Exited;
-            s.exit_code = Some(code);
-            s.finished_at = Some(SystemTime::now());
-            s.reason = reason.map(str::to_string);
-            ContainerEvent {
-                sandbox_id: s.sandbox_id.clone(),
-                container_id: s.id.clone(),
-                status: s.clone(),
-            }
-        };
-        let _ = self.events.send(ev);
-    }
-
-    /// The running container named `name` loses its shim: its state turns
-    /// Unknown and nobody knows how it ended.
-    fn lose(&self, name: &str) -> bool {
-        let ev = {
-            let mut st = self.state.lock();
-            let Some((_, s)) = st
-                .containers
-                .values_mut()
-                .find(|(_, s)| s.name == name && s.state == cri::ContainerState::Running)
-            else {
                 return false;
             };
-            s.state = cri::ContainerState::Unknown;
-            s.pid = None;
+            f(s);
             ContainerEvent {
                 sandbox_id: s.sandbox_id.clone(),
                 container_id: s.id.clone(),
@@ -89,6 +65,33 @@ impl FakeRuntime {
         };
         let _ = self.events.send(ev);
         true
+    }
+
+    fn exit(&self, id: &str, code: i32, reason: Option<&str>) {
+        self.update(id, |s| {
+            s.state = cri::ContainerState::Exited;
+            s.exit_code = Some(code);
+            s.finished_at = Some(SystemTime::now());
+            s.reason = reason.map(str::to_string);
+        });
+    }
+
+    /// The running container named `name` loses its shim: its state turns
+    /// Unknown and nobody knows how it ended.
+    fn lose(&self, name: &str) -> bool {
+        let id = self
+            .state
+            .lock()
+            .containers
+            .values()
+            .find(|(_, s)| s.name == name && s.state == cri::ContainerState::Running)
+            .map(|(_, s)| s.id.clone());
+        id.is_some_and(|id| {
+            self.update(&id, |s| {
+                s.state = cri::ContainerState::Unknown;
+                s.pid = None;
+            })
+        })
     }
 }
 
